@@ -1,0 +1,4 @@
+"""Inception v1 (GoogLeNet) assembled from tinynet layers: blocks, auxiliary heads and the full network."""
+from .blocks import aux_head, inception_block, naive_inception_block
+
+__all__ = ["inception_block", "naive_inception_block", "aux_head"]

@@ -1,0 +1,206 @@
+"""Backends: the array module of an array, the float type, the CPU kernel choice and device moves.
+
+tinynet runs one code path for every backend. A layer asks :func:`get_array_module` for ``xp``
+(NumPy or CuPy, whichever owns its input) and does its plain array math with ``xp``. Only the hot
+loops go through :mod:`tinynet.kernels`, which picks NumPy, Numba (CPU) or CuPy (GPU) kernels.
+
+Settings
+--------
+``set_floatx('float32' | 'float64')``
+    The dtype of weights created afterwards and of model inputs (as ``keras.config.set_floatx``).
+``set_cpu_kernels('numpy' | 'numba')``, ``with cpu_kernels('numpy'): ...``, env ``TINYNET_CPU_KERNELS``
+    Which CPU kernels run. Numba is the default when it is installed; without it tinynet falls back
+    to NumPy with a one-line warning.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import warnings
+
+import numpy as np
+
+_FLOATX = "float32"
+_VALID_FLOATX = ("float16", "float32", "float64")
+_VALID_CPU_KERNELS = ("numpy", "numba")
+
+
+# ----------------------------------------------------------------------------------------- floatx
+def floatx() -> str:
+    """Return the default float type as a string, ``'float32'`` unless changed."""
+    return _FLOATX
+
+
+def set_floatx(value: str) -> None:
+    """Set the default float type for weights and inputs created afterwards (as Keras)."""
+    global _FLOATX
+    value = str(np.dtype(value))
+    if value not in _VALID_FLOATX:
+        raise ValueError(f"set_floatx: expected one of {_VALID_FLOATX}, got {value!r}")
+    _FLOATX = value
+
+
+@contextlib.contextmanager
+def floatx_scope(value: str):
+    """Temporarily set the default float type: ``with floatx_scope('float64'): ...``."""
+    old = floatx()
+    set_floatx(value)
+    try:
+        yield
+    finally:
+        set_floatx(old)
+
+
+# ------------------------------------------------------------------------------------------- cupy
+def cupy_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # CUDA driver missing, no device, ...
+        return False
+
+
+def _cupy_module():
+    """Return the cupy module if it is already imported (never imports it)."""
+    import sys
+
+    return sys.modules.get("cupy")
+
+
+def is_gpu_array(array) -> bool:
+    """True when ``array`` is a CuPy array (checked without importing CuPy)."""
+    cp = _cupy_module()
+    return cp is not None and isinstance(array, cp.ndarray)
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any of ``arrays`` is a CuPy array, else ``numpy``."""
+    for a in arrays:
+        if is_gpu_array(a):
+            return _cupy_module()
+    return np
+
+
+def require_gpu():
+    """Import and return CuPy, or raise a clear error when there is no CuPy or no CUDA device."""
+    if importlib.util.find_spec("cupy") is None:
+        raise RuntimeError(
+            "tinynet: the GPU backend needs CuPy, which is not installed "
+            "(pip install 'tinynet[gpu]' or a cupy-cudaXXx wheel matching your CUDA)."
+        )
+    if not cupy_available():
+        raise RuntimeError("tinynet: CuPy is installed but no CUDA device is available.")
+    import cupy
+
+    return cupy
+
+
+def to_device(array, device: str):
+    """Move an array to ``'cpu'`` (NumPy) or ``'gpu'`` (CuPy); ``None`` stays ``None``."""
+    if array is None:
+        return None
+    if device == "cpu":
+        return array.get() if is_gpu_array(array) else np.asarray(array)
+    if device == "gpu":
+        cp = require_gpu()
+        return cp.asarray(array)
+    raise ValueError(f"to_device: device must be 'cpu' or 'gpu', got {device!r}")
+
+
+def to_numpy(array):
+    """Return ``array`` as a NumPy array (copies from the GPU when needed)."""
+    return to_device(array, "cpu")
+
+
+def check_same_device(layer_name: str, named_arrays: dict) -> None:
+    """Raise when NumPy and CuPy arrays are mixed, naming the layer and the arrays.
+
+    Parameters
+    ----------
+    layer_name : str
+        The layer that is about to compute.
+    named_arrays : dict of str -> array or None
+        What it is about to combine, by a readable name ('input', 'kernel', ...).
+    """
+    kinds = {name: ("gpu" if is_gpu_array(a) else "cpu") for name, a in named_arrays.items() if a is not None}
+    if len(set(kinds.values())) > 1:
+        detail = ", ".join(f"{name} on {dev}" for name, dev in kinds.items())
+        raise TypeError(
+            f"layer '{layer_name}': arrays on different devices ({detail}); "
+            f"move the model with model.to('gpu'|'cpu') and pass inputs on the same device."
+        )
+
+
+# ------------------------------------------------------------------------------------ CPU kernels
+def numba_available() -> bool:
+    """True when Numba is installed."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def _initial_cpu_kernels() -> str:
+    requested = os.environ.get("TINYNET_CPU_KERNELS", "").strip().lower()
+    if requested and requested not in _VALID_CPU_KERNELS:
+        warnings.warn(
+            f"TINYNET_CPU_KERNELS={requested!r} is not one of {_VALID_CPU_KERNELS}; using the default.",
+            stacklevel=2,
+        )
+        requested = ""
+    if requested == "numpy":
+        return "numpy"
+    if numba_available():
+        return "numba"
+    if requested == "numba" or requested == "":
+        if requested == "numba":
+            warnings.warn("tinynet: Numba is not installed; falling back to NumPy CPU kernels.", stacklevel=2)
+    return "numpy"
+
+
+_CPU_KERNELS = _initial_cpu_kernels()
+
+
+def get_cpu_kernels() -> str:
+    """Return the name of the CPU kernels in use: ``'numpy'`` or ``'numba'``."""
+    return _CPU_KERNELS
+
+
+def set_cpu_kernels(name: str) -> None:
+    """Choose the CPU kernels: ``'numpy'`` (reference) or ``'numba'`` (compiled, parallel)."""
+    global _CPU_KERNELS
+    name = str(name).lower()
+    if name not in _VALID_CPU_KERNELS:
+        raise ValueError(f"set_cpu_kernels: expected one of {_VALID_CPU_KERNELS}, got {name!r}")
+    if name == "numba" and not numba_available():
+        warnings.warn("tinynet: Numba is not installed; falling back to NumPy CPU kernels.", stacklevel=2)
+        name = "numpy"
+    _CPU_KERNELS = name
+
+
+@contextlib.contextmanager
+def cpu_kernels(name: str):
+    """Context manager: ``with cpu_kernels('numpy'): model.predict(x)``."""
+    old = get_cpu_kernels()
+    set_cpu_kernels(name)
+    try:
+        yield
+    finally:
+        set_cpu_kernels(old)
+
+
+# ----------------------------------------------------------------------------------------- random
+_GLOBAL_RNG = np.random.default_rng(0)
+
+
+def set_seed(seed: int) -> None:
+    """Seed tinynet's global generator, used for weight initialisation (like ``keras.utils.set_random_seed``)."""
+    global _GLOBAL_RNG
+    _GLOBAL_RNG = np.random.default_rng(seed)
+
+
+def global_rng() -> np.random.Generator:
+    """Return tinynet's global NumPy generator."""
+    return _GLOBAL_RNG

@@ -1,0 +1,194 @@
+"""Gradient checking by central differences, in float64, with a random upstream gradient.
+
+The checked scalar is ``f = Σ_k Σ u_k · y_k`` over the model's outputs ``y_k`` with fixed random ``u_k``
+(never all ones, which would hide transposition bugs). For every input and every trainable weight ``θ``
+the analytic ``∂f/∂θ`` from ``backward`` is compared with
+
+* per element, for tensors up to ``max_elements`` values: ``(f(θ + εe_i) − f(θ − εe_i)) / 2ε``;
+* along ``directions`` random unit directions d for larger ones: ``(f(θ + εd) − f(θ − εd)) / 2ε`` vs ``⟨∂f/∂θ, d⟩``.
+
+The error of a tensor is ``max |numeric − analytic| / max(max |numeric|, max |analytic|)`` (per element)
+or the largest relative error over the directions. Weights are cast to float64 during the check and
+restored afterwards, as are BatchNormalization statistics and Dropout generators.
+
+Examples
+--------
+>>> from tinynet import gradcheck
+>>> from tinynet.layers import Conv2D
+>>> gradcheck.check_layer(Conv2D(4, 3, strides=2, padding='same'), input_shape=(2, 7, 9, 3))
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import backend
+from .layers.base import SymbolicTensor
+from .layers.core import Input
+from .model import Model
+
+
+class GradcheckError(AssertionError):
+    """A gradient disagrees with its finite-difference estimate; the message holds the report."""
+
+
+@dataclass
+class GradcheckReport:
+    """Result of a check: one row per tensor (name, shape, method, max relative error)."""
+
+    rows: list = field(default_factory=list)
+    tol: float = 1e-7
+
+    @property
+    def max_error(self) -> float:
+        return max((r[3] for r in self.rows), default=0.0)
+
+    @property
+    def passed(self) -> bool:
+        return all(r[3] < self.tol for r in self.rows)
+
+    def __str__(self):
+        lines = [f"{'tensor':<40} {'shape':<20} {'method':<12} {'max rel err':>12}  ok"]
+        for name, shape, method, err in self.rows:
+            lines.append(f"{name:<40} {str(shape):<20} {method:<12} {err:>12.3e}  {'yes' if err < self.tol else 'NO'}")
+        lines.append(f"max relative error {self.max_error:.3e} (tolerance {self.tol:g}): "
+                     f"{'PASS' if self.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+
+def _float64_inputs(model):
+    old = [t.dtype for t in model.inputs]
+    for t in model.inputs:
+        t.dtype = "float64"
+    return old
+
+
+def check_model(model, inputs=None, training=False, seed=0, eps=1e-6, tol=1e-7, max_elements=400,
+                directions=12, raise_on_failure=True):
+    """Check ``model.backward`` against central differences for the inputs and every trainable weight.
+
+    Parameters
+    ----------
+    model : Model
+    inputs : array or list of arrays, optional
+        Default: standard normal arrays of batch 2 for each input.
+    training : bool
+        Run layers in training mode (BatchNormalization on batch statistics; Dropout with a fixed mask).
+    seed : int
+        Seeds the inputs, the upstream gradients and the directions.
+    eps, tol, max_elements, directions : see the module docstring.
+    raise_on_failure : bool
+        Raise :class:`GradcheckError` with the report when an error reaches ``tol``.
+
+    Returns
+    -------
+    GradcheckReport
+    """
+    rng = np.random.default_rng(seed)
+    xs = ([rng.standard_normal((2,) + t.example_shape) for t in model.inputs] if inputs is None
+          else [np.asarray(a, dtype=np.float64) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])])
+    saved_weights = [list(layer.weights) for layer in model.layers]
+    saved_rngs = {id(layer): copy.deepcopy(layer.rng.bit_generator.state)
+                  for layer in model.layers if hasattr(layer, "rng")}
+    saved_dtypes = _float64_inputs(model)
+    try:
+        for layer in model.layers:
+            layer.weights = [np.array(backend.to_numpy(w), dtype=np.float64) for w in layer.weights]
+
+        def restore_rngs():
+            for layer in model.layers:
+                if id(layer) in saved_rngs:
+                    layer.rng.bit_generator.state = copy.deepcopy(saved_rngs[id(layer)])
+
+        def call(arrays):
+            restore_rngs()
+            outs, _ = model._run(arrays if len(arrays) > 1 else arrays[0], training=training, record=False)
+            return outs
+
+        outs = call(xs)
+        upstream = [rng.standard_normal(o.shape) for o in outs]
+
+        def f(arrays):
+            return float(sum(np.sum(u * o) for u, o in zip(upstream, call(arrays))))
+
+        restore_rngs()
+        model.forward(xs if len(xs) > 1 else xs[0], training=training)
+        gx = model.backward(upstream if len(upstream) > 1 else upstream[0])
+        gxs = gx if isinstance(gx, list) else [gx]
+
+        report = GradcheckReport(tol=tol)
+        targets = []  # (name, getter, setter, analytic)
+        for i, (t, x) in enumerate(zip(model.inputs, xs)):
+            targets.append((f"input {t.name}", lambda i=i: xs[i], lambda v, i=i: xs.__setitem__(i, v), gxs[i]))
+        analytic_params = [[g for g in layer.grads] for layer in model.layers]
+        for layer, grads in zip(model.layers, analytic_params):
+            for j, (wname, trainable) in enumerate(zip(layer.weight_names, layer.trainable_flags)):
+                if trainable:
+                    targets.append((f"{layer.name}/{wname}", lambda L=layer, j=j: L.weights[j],
+                                    lambda v, L=layer, j=j: L.weights.__setitem__(j, v), grads[j]))
+        for name, get, set_, analytic in targets:
+            base = get().copy()
+            analytic = np.asarray(analytic, dtype=np.float64)
+            if base.size <= max_elements:
+                numeric = np.empty_like(base)
+                flat = numeric.reshape(-1)
+                for k in range(base.size):
+                    for sign, store in ((1, "plus"), (-1, "minus")):
+                        probe = base.copy()
+                        probe.reshape(-1)[k] += sign * eps
+                        set_(probe)
+                        if store == "plus":
+                            plus = f(xs)
+                        else:
+                            minus = f(xs)
+                    flat[k] = (plus - minus) / (2 * eps)
+                scale = max(np.abs(numeric).max(), np.abs(analytic).max(), 1e-300)
+                err = float(np.abs(numeric - analytic).max() / scale)
+                method = "elements"
+            else:
+                err = 0.0
+                for _ in range(directions):
+                    d = rng.standard_normal(base.shape)
+                    d /= np.linalg.norm(d)
+                    set_(base + eps * d)
+                    plus = f(xs)
+                    set_(base - eps * d)
+                    minus = f(xs)
+                    numeric = (plus - minus) / (2 * eps)
+                    exact = float(np.sum(analytic * d))
+                    err = max(err, abs(numeric - exact) / max(abs(numeric), abs(exact), 1e-300))
+                method = f"{directions} dirs"
+            set_(base)
+            report.rows.append((name, tuple(base.shape), method, err))
+    finally:
+        for layer, weights in zip(model.layers, saved_weights):
+            layer.weights = weights
+            layer.grads = [None] * len(weights)
+        for t, dtype in zip(model.inputs, saved_dtypes):
+            t.dtype = dtype
+        for layer in model.layers:
+            if id(layer) in saved_rngs:
+                layer.rng.bit_generator.state = saved_rngs[id(layer)]
+        model._tape = None
+    if raise_on_failure and not report.passed:
+        raise GradcheckError("gradient check failed for model '%s':\n%s" % (model.name, report))
+    return report
+
+
+def check_layer(layer, input_shape, training=False, seed=0, **kwargs):
+    """Check one layer: wrap it in a model on float64 inputs of ``input_shape`` (batch axis included).
+
+    ``input_shape`` is a tuple, or a list of tuples for a layer with several inputs (Concatenate).
+    Other arguments as :func:`check_model`. Returns a :class:`GradcheckReport`.
+    """
+    many = isinstance(input_shape, list)
+    shapes = input_shape if many else [input_shape]
+    rng = np.random.default_rng(seed + 1)
+    xs = [rng.standard_normal(s) for s in shapes]
+    tensors = [Input(s[1:], dtype="float64") for s in shapes]
+    out = layer(tensors if many else tensors[0])
+    assert isinstance(out, SymbolicTensor)
+    model = Model(tensors if many else tensors[0], out, name=f"gradcheck_{layer.name}")
+    return check_model(model, xs if many else xs[0], training=training, seed=seed, **kwargs)

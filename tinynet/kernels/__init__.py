@@ -1,0 +1,59 @@
+"""Hot kernels behind one signature, dispatched to NumPy, Numba or CuPy.
+
+A call such as ``kernels.im2col(x, ...)`` runs the CuPy kernel when ``x`` is a CuPy array, else the
+CPU kernels chosen with :func:`tinynet.set_cpu_kernels` (Numba by default when installed).
+A backend module that lacks a kernel falls back to the NumPy reference (CPU only).
+See :mod:`tinynet.kernels.numpy_kernels` for the signatures and the math.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .. import backend
+from . import numpy_kernels
+
+KERNEL_NAMES = numpy_kernels.__all__
+_MODULES = {"numpy": numpy_kernels}
+
+
+def backend_module(name: str):
+    """Return the kernel module ``'numpy'``, ``'numba'`` or ``'cupy'`` (imported on first use)."""
+    if name not in _MODULES:
+        _MODULES[name] = importlib.import_module(f"{__name__}.{name}_kernels")
+    return _MODULES[name]
+
+
+def implementation(kernel: str, array):
+    """Return the function that runs ``kernel`` for ``array`` under the current settings."""
+    if backend.is_gpu_array(array):
+        return getattr(backend_module("cupy"), kernel)
+    module = backend_module(backend.get_cpu_kernels())
+    return getattr(module, kernel, getattr(numpy_kernels, kernel))
+
+
+def im2col(x, kh, kw, sh, sw, pads, pad_value=0.0):
+    return implementation("im2col", x)(x, kh, kw, sh, sw, pads, pad_value)
+
+
+def col2im(cols, x_shape, kh, kw, sh, sw, pads):
+    return implementation("col2im", cols)(cols, x_shape, kh, kw, sh, sw, pads)
+
+
+def maxpool_forward(x, ph, pw, sh, sw, pads):
+    return implementation("maxpool_forward", x)(x, ph, pw, sh, sw, pads)
+
+
+def maxpool_backward(gy, argmax, x_shape, ph, pw, sh, sw, pads):
+    return implementation("maxpool_backward", gy)(gy, argmax, x_shape, ph, pw, sh, sw, pads)
+
+
+def avgpool_forward(x, ph, pw, sh, sw, pads):
+    return implementation("avgpool_forward", x)(x, ph, pw, sh, sw, pads)
+
+
+def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
+    return implementation("avgpool_backward", gy)(gy, x_shape, ph, pw, sh, sw, pads)
+
+
+for _name in ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward"):
+    globals()[_name].__doc__ = getattr(numpy_kernels, _name).__doc__

@@ -1,0 +1,178 @@
+"""Reference kernels in vectorised NumPy (the readable version of every hot loop).
+
+Every kernel here has the same signature in :mod:`numba_kernels` and :mod:`cupy_kernels`.
+Layout is NHWC. ``pads = (top, bottom, left, right)`` are the cells added around the input,
+``Ho = (H + top + bottom - kh) // sh + 1`` and likewise ``Wo``.
+
+Loops in this module run over the ``kh * kw`` offsets of a window (at most 49 for GoogLeNet),
+never over images, pixels or channels: each iteration is one strided array operation.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
+]
+
+
+def _out_size(n, k, s, pad_before, pad_after):
+    return (n + pad_before + pad_after - k) // s + 1
+
+
+def _pad(x, pads, value):
+    top, bottom, left, right = pads
+    if not any(pads):
+        return x
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), mode="constant", constant_values=value)
+
+
+def im2col(x, kh, kw, sh, sw, pads, pad_value=0.0):
+    """Gather every (kh, kw) window of ``x`` into one row.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C)
+    kh, kw : int
+        Window height and width.
+    sh, sw : int
+        Strides.
+    pads : tuple of 4 int
+        (top, bottom, left, right) padding, filled with ``pad_value``.
+
+    Returns
+    -------
+    cols : ndarray, shape (N, Ho, Wo, kh, kw, C), C-contiguous
+        ``cols[n, i, j, a, b, c] = xpad[n, i*sh + a, j*sw + b, c]``; reshaped to
+        (N*Ho*Wo, kh*kw*C) it multiplies a Keras kernel reshaped to (kh*kw*C, K).
+    """
+    n, h, w, c = x.shape
+    ho = _out_size(h, kh, sh, pads[0], pads[1])
+    wo = _out_size(w, kw, sw, pads[2], pads[3])
+    xp = _pad(x, pads, pad_value)
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))  # (N, Hp-kh+1, Wp-kw+1, C, kh, kw)
+    windows = windows[:, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw]
+    return np.ascontiguousarray(windows.transpose(0, 1, 2, 4, 5, 3))
+
+
+def col2im(cols, x_shape, kh, kw, sh, sw, pads):
+    """Transpose of :func:`im2col`: add every window row back onto the cells it came from.
+
+    Overlapping windows accumulate (``+=``), so this is the adjoint of im2col, not its inverse:
+    ``dx[n, y, x, c] = sum over (i, j, a, b) with i*sh + a - top = y, j*sw + b - left = x of cols[n, i, j, a, b, c]``.
+
+    Parameters
+    ----------
+    cols : ndarray, shape (N, Ho, Wo, kh, kw, C)
+    x_shape : tuple (N, H, W, C)
+        Shape of the unpadded input.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, H, W, C), dtype of ``cols``
+    """
+    n, h, w, c = x_shape
+    top, bottom, left, right = pads
+    ho, wo = cols.shape[1], cols.shape[2]
+    dxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=cols.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            dxp[:, a : a + sh * (ho - 1) + 1 : sh, b : b + sw * (wo - 1) + 1 : sw, :] += cols[:, :, :, a, b, :]
+    return dxp[:, top : top + h, left : left + w, :]
+
+
+def maxpool_forward(x, ph, pw, sh, sw, pads):
+    """Max pooling with −inf padding; also returns which cell of each window won.
+
+    Ties go to the first maximum in row-major window order (like PyTorch and cuDNN).
+
+    Returns
+    -------
+    y : ndarray, shape (N, Ho, Wo, C)
+    argmax : ndarray of int32, shape (N, Ho, Wo, C)
+        ``a * pw + b`` for the winning window cell (a, b).
+    """
+    n, h, w, c = x.shape
+    ho = _out_size(h, ph, sh, pads[0], pads[1])
+    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    xp = _pad(x, pads, -np.inf)
+    y = np.full((n, ho, wo, c), -np.inf, dtype=x.dtype)
+    argmax = np.zeros((n, ho, wo, c), dtype=np.int32)
+    for a in range(ph):
+        for b in range(pw):
+            v = xp[:, a : a + sh * (ho - 1) + 1 : sh, b : b + sw * (wo - 1) + 1 : sw, :]
+            better = v > y
+            np.copyto(y, v, where=better)
+            argmax[better] = a * pw + b
+    return y, argmax
+
+
+def maxpool_backward(gy, argmax, x_shape, ph, pw, sh, sw, pads):
+    """Route each output gradient to the input cell that won its window (same padded windows as forward).
+
+    Returns
+    -------
+    gx : ndarray, shape ``x_shape``, dtype of ``gy``
+    """
+    n, h, w, c = x_shape
+    top, bottom, left, right = pads
+    ho, wo = gy.shape[1], gy.shape[2]
+    gxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=gy.dtype)
+    zero = gy.dtype.type(0)
+    for a in range(ph):
+        for b in range(pw):
+            gxp[:, a : a + sh * (ho - 1) + 1 : sh, b : b + sw * (wo - 1) + 1 : sw, :] += np.where(
+                argmax == a * pw + b, gy, zero
+            )
+    return gxp[:, top : top + h, left : left + w, :]
+
+
+def pool_counts(h, w, ph, pw, sh, sw, pads):
+    """Number of real (unpadded) cells in each pooling window, shape (Ho, Wo), as float64.
+
+    Keras' average pooling with 'same' padding divides by this count, not by ph*pw.
+    """
+    top, bottom, left, right = pads
+    rows = np.arange(_out_size(h, ph, sh, top, bottom)) * sh - top
+    cols = np.arange(_out_size(w, pw, sw, left, right)) * sw - left
+    row_count = np.minimum(rows + ph, h) - np.maximum(rows, 0)
+    col_count = np.minimum(cols + pw, w) - np.maximum(cols, 0)
+    return np.outer(row_count, col_count).astype(np.float64)
+
+
+def avgpool_forward(x, ph, pw, sh, sw, pads):
+    """Average pooling that divides each window's sum by its count of real cells.
+
+    Returns
+    -------
+    y : ndarray, shape (N, Ho, Wo, C), dtype of ``x``
+    """
+    n, h, w, c = x.shape
+    ho = _out_size(h, ph, sh, pads[0], pads[1])
+    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    xp = _pad(x, pads, 0)
+    total = np.zeros((n, ho, wo, c), dtype=x.dtype)
+    for a in range(ph):
+        for b in range(pw):
+            total += xp[:, a : a + sh * (ho - 1) + 1 : sh, b : b + sw * (wo - 1) + 1 : sw, :]
+    counts = pool_counts(h, w, ph, pw, sh, sw, pads).astype(x.dtype)
+    return total / counts[None, :, :, None]
+
+
+def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
+    """Spread ``gy / count`` evenly over the real cells of each window (accumulating overlaps).
+
+    Returns
+    -------
+    gx : ndarray, shape ``x_shape``, dtype of ``gy``
+    """
+    n, h, w, c = x_shape
+    top, bottom, left, right = pads
+    ho, wo = gy.shape[1], gy.shape[2]
+    counts = pool_counts(h, w, ph, pw, sh, sw, pads).astype(gy.dtype)
+    share = gy / counts[None, :, :, None]
+    gxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=gy.dtype)
+    for a in range(ph):
+        for b in range(pw):
+            gxp[:, a : a + sh * (ho - 1) + 1 : sh, b : b + sw * (wo - 1) + 1 : sw, :] += share
+    return gxp[:, top : top + h, left : left + w, :]

@@ -1,0 +1,88 @@
+"""Element-wise activations with their derivatives, shared by Activation, Conv2D and Dense.
+
+Each activation is ``forward(z) -> y`` and ``backward(gy, y) -> gz`` written from the output ``y``
+(all of them can be, which saves keeping ``z``):
+
+=========  ================================  ==========================================
+name       forward                           backward
+=========  ================================  ==========================================
+linear     y = z                             gz = gy
+relu       y = max(z, 0)                     gz = gy · [y > 0]
+sigmoid    y = 1 / (1 + e^{-z})              gz = gy · y (1 − y)
+tanh       y = tanh z                        gz = gy · (1 − y²)
+softmax    y_i = e^{z_i − m} / Σ_j e^{z_j − m}, m = max_j z_j
+                                             gz = y · (gy − Σ_j y_j gy_j)   (along ``axis``)
+=========  ================================  ==========================================
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+
+
+def _linear(z):
+    return z
+
+
+def _linear_grad(gy, y):
+    return gy
+
+
+def _relu(z):
+    xp = get_array_module(z)
+    return xp.maximum(z, z.dtype.type(0))
+
+
+def _relu_grad(gy, y):
+    return gy * (y > 0)
+
+
+def _sigmoid(z):
+    xp = get_array_module(z)
+    one = z.dtype.type(1)
+    return one / (one + xp.exp(-z))
+
+
+def _sigmoid_grad(gy, y):
+    return gy * y * (y.dtype.type(1) - y)
+
+
+def _tanh(z):
+    return get_array_module(z).tanh(z)
+
+
+def _tanh_grad(gy, y):
+    return gy * (y.dtype.type(1) - y * y)
+
+
+def softmax(z, axis=-1):
+    """Numerically stable softmax: subtract the max along ``axis`` before exponentiating."""
+    xp = get_array_module(z)
+    e = xp.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def softmax_grad(gy, y, axis=-1):
+    """Vector-Jacobian product of softmax: ``gz = y · (gy − Σ y·gy)``."""
+    return y * (gy - (gy * y).sum(axis=axis, keepdims=True))
+
+
+ACTIVATIONS = {
+    "linear": (_linear, _linear_grad),
+    "relu": (_relu, _relu_grad),
+    "sigmoid": (_sigmoid, _sigmoid_grad),
+    "tanh": (_tanh, _tanh_grad),
+    "softmax": (softmax, softmax_grad),
+}
+
+
+def get(name, layer_name="?"):
+    """Return ``(forward, backward)`` for an activation name (``None`` means linear)."""
+    key = "linear" if name is None else str(name).lower()
+    if key not in ACTIVATIONS:
+        raise ValueError(f"layer '{layer_name}': unknown activation {name!r}; supported: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[key]
+
+
+def canonical(name):
+    """The activation's name as Keras writes it in a config (``None`` → ``'linear'``)."""
+    return "linear" if name is None else str(name).lower()

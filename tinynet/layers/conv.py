@@ -1,0 +1,132 @@
+"""2-D convolution on NHWC arrays through im2col and one matrix product.
+
+Notation: input x (N, H, W, C); kernel W (kh, kw, C, K); bias b (K,); strides (sh, sw);
+output y (N, Ho, Wo, K). With ``xpad`` the padded input (zeros):
+
+.. math::
+
+    z[n, i, j, k] = b_k + \\sum_{a, b, c} xpad[n, i s_h + a, j s_w + b, c] \\; W[a, b, c, k], \\qquad y = f(z)
+
+im2col gathers each window into a row, so with ``X = cols.reshape(N Ho Wo, kh kw C)`` and
+``Wm = W.reshape(kh kw C, K)`` the forward pass is ``Z = X Wm + b``. Backward, with ``G = ∂L/∂Z``
+(after the activation's derivative):
+
+.. math::
+
+    ∂L/∂Wm = X^T G, \\qquad ∂L/∂b = \\sum_{rows} G, \\qquad ∂L/∂X = G Wm^T,
+
+and ``∂L/∂x = col2im(∂L/∂X)``, which adds overlapping windows back (the transpose of im2col).
+A 1×1 convolution without padding needs no im2col: it is ``x[:, ::sh, ::sw].reshape(-1, C) @ W[0, 0]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from ..backend import get_array_module
+from . import activations
+from .base import Layer
+from .conv_utils import normalize_padding, normalize_pair, window_geometry
+from .initializers import glorot_uniform
+
+
+class Conv2D(Layer):
+    """2-D convolution (Keras' ``Conv2D``, channels_last).
+
+    Parameters
+    ----------
+    filters : int
+        K, the number of output channels.
+    kernel_size : int or (kh, kw)
+    strides : int or (sh, sw), default 1
+    padding : {'valid', 'same'}
+        'same' pads as Keras: out = ceil(n / s), the odd padding cell at the bottom/right.
+    activation : {None, 'relu', 'softmax', 'sigmoid', 'tanh', 'linear'}
+    use_bias : bool
+    name : str, optional
+
+    Shapes
+    ------
+    input (N, H, W, C) → output (N, Ho, Wo, K); weights: kernel (kh, kw, C, K), bias (K,).
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
+                 name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        if int(filters) < 1:
+            raise ValueError(f"layer '{self.name}': filters must be >= 1, got {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = normalize_pair(kernel_size, "kernel_size", self.name)
+        self.strides = normalize_pair(strides, "strides", self.name)
+        self.padding = normalize_padding(padding, self.name)
+        self.activation = activations.canonical(activation)
+        self._act, self._act_grad = activations.get(activation, self.name)
+        self.use_bias = bool(use_bias)
+
+    def compute_output_shape(self, input_shape):
+        (ho, wo), _ = window_geometry(self, input_shape, self.kernel_size, self.strides, self.padding)
+        return (ho, wo, self.filters)
+
+    def build(self, input_shape):
+        kh, kw = self.kernel_size
+        c = input_shape[-1]
+        shape = (kh, kw, c, self.filters)
+        self.add_weight("kernel", glorot_uniform(shape, kh * kw * c, kh * kw * self.filters))
+        if self.use_bias:
+            self.add_weight("bias", np.zeros(self.filters))
+
+    def _geometry(self, x_shape):
+        return window_geometry(self, tuple(x_shape[1:]), self.kernel_size, self.strides, self.padding)
+
+    def _is_pointwise(self, pads):
+        return self.kernel_size == (1, 1) and not any(pads)
+
+    def forward(self, x, training=False):
+        if x.shape[-1] != self.weights[0].shape[2]:
+            raise self._shape_error(f"expected {self.weights[0].shape[2]} input channels", tuple(x.shape[1:]))
+        (ho, wo), pads = self._geometry(x.shape)
+        kh, kw = self.kernel_size
+        sh, sw = self.strides
+        n, c = x.shape[0], x.shape[-1]
+        w2d = self.weights[0].reshape(kh * kw * c, self.filters)
+        if self._is_pointwise(pads):
+            cols2d = x[:, ::sh, ::sw, :].reshape(n * ho * wo, c)
+        else:
+            cols2d = kernels.im2col(x, kh, kw, sh, sw, pads).reshape(n * ho * wo, kh * kw * c)
+        z = cols2d @ w2d
+        if self.use_bias:
+            z += self.weights[1]
+        y = self._act(z.reshape(n, ho, wo, self.filters))
+        return y, (x.shape, pads, cols2d, y)
+
+    def backward(self, gy, cache):
+        x_shape, pads, cols2d, y = cache
+        kh, kw = self.kernel_size
+        sh, sw = self.strides
+        n, h, w, c = x_shape
+        gz = self._act_grad(gy, y).reshape(-1, self.filters)
+        w2d = self.weights[0].reshape(kh * kw * c, self.filters)
+        grads = [(cols2d.T @ gz).reshape(self.weights[0].shape)]
+        if self.use_bias:
+            grads.append(gz.sum(axis=0))
+        gcols = gz @ w2d.T
+        ho, wo = y.shape[1], y.shape[2]
+        if self._is_pointwise(pads):
+            if (sh, sw) == (1, 1):
+                gx = gcols.reshape(x_shape)
+            else:
+                xp = get_array_module(gcols)
+                gx = xp.zeros(x_shape, dtype=gcols.dtype)
+                gx[:, ::sh, ::sw, :] = gcols.reshape(n, ho, wo, c)
+        else:
+            gx = kernels.col2im(gcols.reshape(n, ho, wo, kh, kw, c), x_shape, kh, kw, sh, sw, pads)
+        return gx, grads
+
+    def count_macs(self, input_shape, output_shape):
+        kh, kw = self.kernel_size
+        return int(np.prod(output_shape)) * kh * kw * int(input_shape[-1])
+
+    def get_config(self):
+        return {"name": self.name, "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "padding": self.padding, "activation": self.activation,
+                "use_bias": self.use_bias}

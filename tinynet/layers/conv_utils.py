@@ -1,0 +1,56 @@
+"""Argument normalisation and output-size arithmetic shared by convolution and pooling layers.
+
+Keras' rules (``padding='valid'`` or ``'same'``), for an axis of length ``n``, window ``k``, stride ``s``:
+
+* valid: ``out = floor((n - k) / s) + 1``, no padding (an error when ``n < k``);
+* same: ``out = ceil(n / s)``, total padding ``p = max((out - 1) s + k - n, 0)``, ``floor(p/2)`` before
+  and the rest after (so the odd cell goes to the bottom/right; conv1 7×7/2 on 224 pads 2 and 3).
+"""
+from __future__ import annotations
+
+
+def normalize_pair(value, name: str, layer_name: str = "?"):
+    """``3`` → ``(3, 3)``; ``(3, 5)`` stays; anything else, or a value below 1, raises."""
+    if isinstance(value, int):
+        pair = (value, value)
+    else:
+        pair = tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int,)) or hasattr(v, "__index__") for v in pair):
+        raise ValueError(f"layer '{layer_name}': {name} must be an int or a pair of ints, got {value!r}")
+    pair = tuple(int(v) for v in pair)
+    if min(pair) < 1:
+        raise ValueError(f"layer '{layer_name}': {name} must be >= 1, got {value!r}")
+    return pair
+
+
+def normalize_padding(value, layer_name: str = "?") -> str:
+    padding = str(value).lower()
+    if padding not in ("valid", "same"):
+        raise ValueError(f"layer '{layer_name}': padding must be 'valid' or 'same', got {value!r}")
+    return padding
+
+
+def output_and_padding(n: int, k: int, s: int, padding: str):
+    """Return ``(out, pad_before, pad_after)`` for one axis, as Keras computes them."""
+    if padding == "valid":
+        if n < k:
+            return 0, 0, 0
+        return (n - k) // s + 1, 0, 0
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return out, total // 2, total - total // 2
+
+
+def window_geometry(layer, input_shape, kernel, strides, padding):
+    """Output (Ho, Wo) and pads (top, bottom, left, right) of a 2-D window over an (H, W, C) input.
+
+    Raises the layer's :class:`ShapeError` when the window does not fit the (padded) input.
+    """
+    layer._require_rank(input_shape, 3, "(batch, height, width, channels)")
+    h, w = input_shape[0], input_shape[1]
+    ho, top, bottom = output_and_padding(h, kernel[0], strides[0], padding)
+    wo, left, right = output_and_padding(w, kernel[1], strides[1], padding)
+    if ho < 1 or wo < 1:
+        raise layer._shape_error(
+            f"window {kernel[0]}x{kernel[1]} is larger than the {padding}-padded input {h}x{w}", input_shape)
+    return (ho, wo), (top, bottom, left, right)

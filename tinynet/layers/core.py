@@ -1,0 +1,273 @@
+"""Input, Dense, Flatten, Activation, ReLU, Softmax, Dropout and Concatenate.
+
+Dense contracts the last axis of an input of any rank (as Keras): x (N, ..., D) → y (N, ..., U),
+
+.. math::
+
+    z = x W + b, \\quad y = f(z), \\qquad ∂L/∂W = X^T G,\\; ∂L/∂b = \\sum_{rows} G,\\; ∂L/∂x = G W^T
+
+with X the input reshaped to (rows, D) and G = ∂L/∂z reshaped to (rows, U).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from ..backend import get_array_module
+from . import activations
+from .base import Layer, SymbolicTensor, format_shape
+from .initializers import glorot_uniform
+
+
+class InputLayer(Layer):
+    """The graph's entry point; holds the per-example shape and dtype of the input."""
+
+    def __init__(self, shape, dtype=None, name=None):
+        super().__init__(name=name, dtype=dtype)
+        self.shape = tuple(int(d) for d in shape)
+        if any(d < 1 for d in self.shape):
+            raise ValueError(f"Input '{self.name}': every dimension must be >= 1, got shape {self.shape}")
+        self.built = True
+        self.output_shape = self.shape
+
+    def forward(self, x, training=False):
+        return x, None
+
+    def backward(self, gy, cache):
+        return gy, []
+
+    def get_config(self):
+        return {"name": self.name, "shape": self.shape, "dtype": self.dtype}
+
+
+def Input(shape, dtype=None, name=None):
+    """Return a symbolic tensor for a batch of inputs of per-example ``shape`` (Keras' ``Input``).
+
+    ``dtype`` defaults to :func:`tinynet.floatx`; model inputs are cast to it.
+    """
+    from .base import Node
+
+    layer = InputLayer(shape, dtype=dtype, name=name if name is not None else None)
+    tensor = SymbolicTensor(layer.shape, layer.dtype)
+    tensor.node = Node(layer, [], tensor)
+    return tensor
+
+
+class Dense(Layer):
+    """Fully connected layer on the last axis (Keras' ``Dense``).
+
+    Parameters
+    ----------
+    units : int
+    activation : {None, 'relu', 'softmax', 'sigmoid', 'tanh', 'linear'}
+    use_bias : bool
+
+    Shapes
+    ------
+    (N, ..., D) → (N, ..., units); kernel (D, units), bias (units,).
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        if int(units) < 1:
+            raise ValueError(f"layer '{self.name}': units must be >= 1, got {units!r}")
+        self.units = int(units)
+        self.activation = activations.canonical(activation)
+        self._act, self._act_grad = activations.get(activation, self.name)
+        self.use_bias = bool(use_bias)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) < 1:
+            raise self._shape_error("expected an input of rank >= 2 (batch, ..., features)", input_shape)
+        if self.built and input_shape[-1] != self.weights[0].shape[0]:
+            raise self._shape_error(f"expected {self.weights[0].shape[0]} input features", input_shape)
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def build(self, input_shape):
+        d = input_shape[-1]
+        self.add_weight("kernel", glorot_uniform((d, self.units), d, self.units))
+        if self.use_bias:
+            self.add_weight("bias", np.zeros(self.units))
+
+    def forward(self, x, training=False):
+        if x.shape[-1] != self.weights[0].shape[0]:
+            raise self._shape_error(f"expected {self.weights[0].shape[0]} input features", tuple(x.shape[1:]))
+        z = x @ self.weights[0]
+        if self.use_bias:
+            z += self.weights[1]
+        y = self._act(z)
+        return y, (x, y)
+
+    def backward(self, gy, cache):
+        x, y = cache
+        gz = self._act_grad(gy, y)
+        x2d = x.reshape(-1, x.shape[-1])
+        gz2d = gz.reshape(-1, self.units)
+        grads = [x2d.T @ gz2d]
+        if self.use_bias:
+            grads.append(gz2d.sum(axis=0))
+        return gz @ self.weights[0].T, grads
+
+    def count_macs(self, input_shape, output_shape):
+        return int(np.prod(input_shape)) * self.units
+
+    def get_config(self):
+        return {"name": self.name, "units": self.units, "activation": self.activation, "use_bias": self.use_bias}
+
+
+class Flatten(Layer):
+    """Flatten each example in (H, W, C) order: (N, d1, d2, ...) → (N, d1·d2·...)."""
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, training=False):
+        return x.reshape(x.shape[0], -1), x.shape
+
+    def backward(self, gy, x_shape):
+        return gy.reshape(x_shape), []
+
+
+class Activation(Layer):
+    """Apply an activation by name: 'relu', 'softmax' (last axis), 'sigmoid', 'tanh', 'linear'."""
+
+    def __init__(self, activation, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.activation = activations.canonical(activation)
+        self._act, self._act_grad = activations.get(activation, self.name)
+
+    def forward(self, x, training=False):
+        y = self._act(x)
+        return y, y
+
+    def backward(self, gy, y):
+        return self._act_grad(gy, y), []
+
+    def get_config(self):
+        return {"name": self.name, "activation": self.activation}
+
+
+class ReLU(Activation):
+    """``y = max(x, 0)``; ``∂L/∂x = ∂L/∂y · [y > 0]``."""
+
+    def __init__(self, name=None, dtype=None):
+        super().__init__("relu", name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class Softmax(Layer):
+    """Softmax along ``axis``: ``y = e^{x - max} / Σ e^{x - max}``; ``∂L/∂x = y (g − Σ y g)``."""
+
+    def __init__(self, axis=-1, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.axis = int(axis)
+
+    def compute_output_shape(self, input_shape):
+        rank = len(input_shape) + 1
+        if not -rank <= self.axis < rank or self.axis == 0 or self.axis == -rank:
+            raise self._shape_error(f"axis {self.axis} is not a feature axis", input_shape)
+        return tuple(input_shape)
+
+    def forward(self, x, training=False):
+        y = activations.softmax(x, axis=self.axis)
+        return y, y
+
+    def backward(self, gy, y):
+        return activations.softmax_grad(gy, y, axis=self.axis), []
+
+    def get_config(self):
+        return {"name": self.name, "axis": self.axis}
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training keep each value with probability 1 − rate and scale it by 1/(1 − rate);
+    at inference the identity.
+
+    .. math:: y = x · m / (1 − r), \\quad m \\sim Bernoulli(1 − r), \\qquad ∂L/∂x = ∂L/∂y · m / (1 − r)
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+    seed : int, optional
+        Seeds this layer's own generator (drawn from tinynet's global generator when None).
+    """
+
+    def __init__(self, rate, seed=None, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"layer '{self.name}': rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed if seed is not None else backend.global_rng().integers(2**63))
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0.0:
+            return x, None
+        xp = get_array_module(x)
+        keep = self.rng.random(x.shape) >= self.rate
+        mask = xp.asarray(keep.astype(x.dtype) / x.dtype.type(1.0 - self.rate))
+        return x * mask, mask
+
+    def backward(self, gy, mask):
+        return (gy if mask is None else gy * mask), []
+
+    def get_config(self):
+        return {"name": self.name, "rate": self.rate, "seed": self.seed}
+
+
+class Concatenate(Layer):
+    """Join tensors along ``axis`` (channels by default); backward splits at the cumulative offsets.
+
+    Shapes
+    ------
+    [(N, ..., C1, ...), (N, ..., C2, ...), ...] → (N, ..., C1 + C2 + ..., ...); all other axes must match.
+    """
+
+    num_inputs = None
+
+    def __init__(self, axis=-1, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.axis = int(axis)
+
+    def _example_axis(self, rank):
+        axis = self.axis if self.axis < 0 else self.axis - 1  # per-example axis (batch removed)
+        if not -rank <= axis < rank:
+            raise ValueError(f"layer '{self.name}': axis {self.axis} out of range for rank {rank + 1}")
+        return axis % rank
+
+    def compute_output_shape(self, input_shape):
+        shapes = [tuple(s) for s in input_shape]
+        if len(shapes) < 2:
+            raise self._shape_error("needs at least two inputs", shapes)
+        if len({len(s) for s in shapes}) != 1:
+            raise self._shape_error("inputs have different ranks", shapes)
+        axis = self._example_axis(len(shapes[0]))
+        rest = {s[:axis] + s[axis + 1:] for s in shapes}
+        if len(rest) != 1:
+            raise self._shape_error(
+                f"shapes must match except on the concatenation axis {self.axis}, got "
+                + ", ".join(format_shape(s) for s in shapes), shapes)
+        out = list(shapes[0])
+        out[axis] = sum(s[axis] for s in shapes)
+        return tuple(out)
+
+    def forward(self, xs, training=False):
+        xp = get_array_module(*xs)
+        axis = self._example_axis(xs[0].ndim - 1) + 1
+        return xp.concatenate(xs, axis=axis), (axis, [x.shape[axis] for x in xs])
+
+    def backward(self, gy, cache):
+        axis, sizes = cache
+        xp = get_array_module(gy)
+        offsets = np.cumsum(sizes)[:-1].tolist()
+        return [xp.ascontiguousarray(g) for g in xp.split(gy, offsets, axis=axis)], []
+
+    def get_config(self):
+        return {"name": self.name, "axis": self.axis}
+
+
+def concatenate(inputs, axis=-1, name=None):
+    """Functional form: ``concatenate([a, b, c])`` = ``Concatenate(axis)([a, b, c])``."""
+    return Concatenate(axis=axis, name=name)(inputs)

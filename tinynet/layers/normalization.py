@@ -1,0 +1,181 @@
+"""Batch normalisation and local response normalisation (across channels).
+
+BatchNormalization, with statistics over every axis but ``axis`` (m values each):
+
+.. math::
+
+    \\hat x = (x − μ) / \\sqrt{σ^2 + ε}, \\quad y = γ \\hat x + β
+
+In training μ, σ² are the batch mean and (biased) variance and the moving statistics follow Keras' rule
+``moving = moving · momentum + batch · (1 − momentum)``; otherwise μ, σ² are the moving statistics.
+Backward, with ``g = ∂L/∂y``:
+
+.. math::
+
+    ∂L/∂γ = \\sum g \\hat x, \\quad ∂L/∂β = \\sum g, \\quad
+    ∂L/∂x = \\frac{γ}{m\\sqrt{σ^2+ε}} \\left(m g − \\sum g − \\hat x \\sum g \\hat x\\right) \\text{ (training)},
+    \\quad ∂L/∂x = \\frac{γ g}{\\sqrt{σ^2+ε}} \\text{ (inference)}.
+
+LocalResponseNormalization (Caffe's ACROSS_CHANNELS, as the GoogLeNet paper uses), over a window W(c) of
+``size`` channels centred on c (⌊(size−1)/2⌋ before):
+
+.. math::
+
+    s_c = k + \\frac{α}{size} \\sum_{j \\in W(c)} x_j^2, \\quad y_c = x_c s_c^{−β}, \\qquad
+    ∂L/∂x_i = g_i s_i^{−β} − \\frac{2αβ}{size} x_i \\sum_{j: i \\in W(j)} g_j x_j s_j^{−β−1}
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module
+from .base import Layer
+
+
+class BatchNormalization(Layer):
+    """Batch normalisation (Keras' ``BatchNormalization``).
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The feature axis (channels for NHWC).
+    momentum : float, default 0.99
+    epsilon : float, default 1e-3
+
+    Shapes
+    ------
+    any (N, ..., C) → same; weights gamma, beta (trainable), moving_mean, moving_variance (not trainable), each (C,).
+    """
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.axis = int(axis)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+
+    def _feature_axis(self, ndim):
+        axis = self.axis % ndim
+        if axis == 0:
+            raise ValueError(f"layer '{self.name}': axis {self.axis} is the batch axis")
+        return axis
+
+    def compute_output_shape(self, input_shape):
+        rank = len(input_shape) + 1
+        if not -rank <= self.axis < rank or self.axis % rank == 0:
+            raise self._shape_error(f"axis {self.axis} is not a feature axis", input_shape)
+        if self.built and input_shape[self.axis % rank - 1] != self.weights[0].shape[0]:
+            raise self._shape_error(f"expected {self.weights[0].shape[0]} features on axis {self.axis}",
+                                    input_shape)
+        return tuple(input_shape)
+
+    def build(self, input_shape):
+        c = input_shape[self.axis % (len(input_shape) + 1) - 1]
+        self.add_weight("gamma", np.ones(c))
+        self.add_weight("beta", np.zeros(c))
+        self.add_weight("moving_mean", np.zeros(c), trainable=False)
+        self.add_weight("moving_variance", np.ones(c), trainable=False)
+
+    def _broadcast(self, v, ndim, axis):
+        shape = [1] * ndim
+        shape[axis] = -1
+        return v.reshape(shape)
+
+    def forward(self, x, training=False):
+        xp = get_array_module(x)
+        axis = self._feature_axis(x.ndim)
+        reduce_axes = tuple(a for a in range(x.ndim) if a != axis)
+        gamma, beta, moving_mean, moving_var = self.weights
+        if training:
+            mean = x.mean(axis=reduce_axes)
+            var = ((x - self._broadcast(mean, x.ndim, axis)) ** 2).mean(axis=reduce_axes)
+        else:
+            mean, var = moving_mean, moving_var
+        inv_std = 1.0 / xp.sqrt(var + x.dtype.type(self.epsilon))
+        x_hat = (x - self._broadcast(mean, x.ndim, axis)) * self._broadcast(inv_std, x.ndim, axis)
+        y = x_hat * self._broadcast(gamma, x.ndim, axis) + self._broadcast(beta, x.ndim, axis)
+        if training:
+            m = self.momentum
+            self.weights[2] = moving_mean * m + mean.astype(moving_mean.dtype) * (1.0 - m)
+            self.weights[3] = moving_var * m + var.astype(moving_var.dtype) * (1.0 - m)
+        return y, (x_hat, inv_std, axis, reduce_axes, training)
+
+    def backward(self, gy, cache):
+        x_hat, inv_std, axis, reduce_axes, training = cache
+        gamma = self.weights[0]
+        g_gamma = (gy * x_hat).sum(axis=reduce_axes)
+        g_beta = gy.sum(axis=reduce_axes)
+        scale = self._broadcast(gamma * inv_std, gy.ndim, axis)
+        if training:
+            m = gy.size // gy.shape[axis]
+            gx = scale * (gy - self._broadcast(g_beta / m, gy.ndim, axis)
+                          - x_hat * self._broadcast(g_gamma / m, gy.ndim, axis))
+        else:
+            gx = gy * scale
+        return gx, [g_gamma, g_beta, None, None]
+
+    def get_config(self):
+        return {"name": self.name, "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+class LocalResponseNormalization(Layer):
+    """Local response normalisation across channels (the GoogLeNet paper's Caffe LRN).
+
+    Parameters
+    ----------
+    size : int, default 5
+        Channels in each window.
+    alpha : float, default 1e-4
+        Divided by ``size`` (Caffe's definition).
+    beta : float, default 0.75
+    k : float, default 1.0
+
+    Shapes
+    ------
+    (N, H, W, C) → (N, H, W, C); channels on the last axis.
+    """
+
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        if int(size) < 1:
+            raise ValueError(f"layer '{self.name}': size must be >= 1, got {size!r}")
+        self.size = int(size)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.k = float(k)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) < 1:
+            raise self._shape_error("expected channels on the last axis", input_shape)
+        return tuple(input_shape)
+
+    def _window_sum(self, v, before, after):
+        """Sum of ``v`` over channels c−before … c+after (a loop over the ``size`` offsets only)."""
+        xp = get_array_module(v)
+        pad = [(0, 0)] * (v.ndim - 1) + [(before, after)]
+        vp = xp.pad(v, pad)
+        c = v.shape[-1]
+        total = vp[..., 0:c].copy()
+        for d in range(1, before + after + 1):
+            total += vp[..., d:d + c]
+        return total
+
+    def forward(self, x, training=False):
+        before = (self.size - 1) // 2
+        after = self.size - 1 - before
+        t = x.dtype.type
+        scale = t(self.k) + t(self.alpha / self.size) * self._window_sum(x * x, before, after)
+        y = x * scale ** t(-self.beta)
+        return y, (x, scale, y)
+
+    def backward(self, gy, cache):
+        x, scale, y = cache
+        t = x.dtype.type
+        before = (self.size - 1) // 2
+        after = self.size - 1 - before
+        # the transpose of a window (before, after) is the window (after, before)
+        spread = self._window_sum(gy * y / scale, after, before)
+        gx = gy * scale ** t(-self.beta) - t(2.0 * self.alpha * self.beta / self.size) * x * spread
+        return gx, []
+
+    def get_config(self):
+        return {"name": self.name, "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
