@@ -1,0 +1,270 @@
+"""The hot kernels compiled with Numba: same functions, signatures and results as :mod:`numpy_kernels`.
+
+Each kernel is a thin Python wrapper (argument checks, output allocation in the input's dtype) around an
+``@njit(parallel=True, cache=True)`` loop nest. Parallel loops (``prange``) run over a *safe* axis: every
+thread writes only the output rows it owns, so there are no races and no atomics, and the results do not
+depend on the number of threads.
+
+* forward kernels (im2col, max/avg pool) run over output rows ``(n, i)``;
+* backward kernels (col2im, max/avg pool backward) run over *input* rows ``(n, y)``: each input row gathers
+  the contributions of the windows that cover it, in the same (a, b) order as the NumPy reference.
+
+The first call of a kernel for a dtype compiles it (a few seconds; cached on disk afterwards), so
+benchmarks warm up first. float32 inputs stay float32 throughout.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .numpy_kernels import _out_size, pool_counts
+
+__all__ = [
+    "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
+]
+
+_JIT = dict(parallel=True, cache=True, nogil=True)
+
+
+# --------------------------------------------------------------------------------------- im2col
+@njit(**_JIT)
+def _im2col(x, kh, kw, sh, sw, top, left, pad_value, out):
+    n, h, w, c = x.shape
+    ho, wo = out.shape[1], out.shape[2]
+    for r in prange(n * ho):
+        img, i = r // ho, r % ho
+        for j in range(wo):
+            for a in range(kh):
+                y = i * sh + a - top
+                for b in range(kw):
+                    xx = j * sw + b - left
+                    if 0 <= y < h and 0 <= xx < w:
+                        for ch in range(c):
+                            out[img, i, j, a, b, ch] = x[img, y, xx, ch]
+                    else:
+                        for ch in range(c):
+                            out[img, i, j, a, b, ch] = pad_value
+
+
+def im2col(x, kh, kw, sh, sw, pads, pad_value=0.0):
+    """Gather every (kh, kw) window of ``x`` into one row; see :func:`numpy_kernels.im2col`.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C)
+    kh, kw, sh, sw : int
+    pads : (top, bottom, left, right)
+    pad_value : float
+
+    Returns
+    -------
+    cols : ndarray, shape (N, Ho, Wo, kh, kw, C), dtype of ``x``
+    """
+    x = np.ascontiguousarray(x)
+    n, h, w, c = x.shape
+    ho = _out_size(h, kh, sh, pads[0], pads[1])
+    wo = _out_size(w, kw, sw, pads[2], pads[3])
+    out = np.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
+    _im2col(x, kh, kw, sh, sw, pads[0], pads[2], x.dtype.type(pad_value), out)
+    return out
+
+
+# --------------------------------------------------------------------------------------- col2im
+@njit(**_JIT)
+def _col2im(cols, sh, sw, top, left, dx):
+    n, h, w, c = dx.shape
+    ho, wo, kh, kw = cols.shape[1], cols.shape[2], cols.shape[3], cols.shape[4]
+    for r in prange(n * h):
+        img, y = r // h, r % h
+        for xx in range(w):
+            for ch in range(c):
+                dx[img, y, xx, ch] = 0
+        for a in range(kh):  # windows i with i*sh + a - top == y
+            t = y + top - a
+            if t < 0 or t % sh != 0 or t // sh >= ho:
+                continue
+            i = t // sh
+            for b in range(kw):  # (a, b) order as the reference, so float sums match
+                for j in range(wo):
+                    xx = j * sw + b - left
+                    if 0 <= xx < w:
+                        for ch in range(c):
+                            dx[img, y, xx, ch] += cols[img, i, j, a, b, ch]
+
+
+def col2im(cols, x_shape, kh, kw, sh, sw, pads):
+    """Add every window row back onto the cells it came from (the adjoint of im2col).
+
+    Parallel over input rows (n, y): each row sums the windows covering it, so no two threads write
+    the same cell. See :func:`numpy_kernels.col2im`.
+
+    Parameters
+    ----------
+    cols : ndarray, shape (N, Ho, Wo, kh, kw, C)
+    x_shape : (N, H, W, C)
+
+    Returns
+    -------
+    dx : ndarray, shape (N, H, W, C), dtype of ``cols``
+    """
+    cols = np.ascontiguousarray(cols)
+    dx = np.empty(tuple(x_shape), dtype=cols.dtype)
+    _col2im(cols, sh, sw, pads[0], pads[2], dx)
+    return dx
+
+
+# ------------------------------------------------------------------------------------- max pool
+@njit(**_JIT)
+def _maxpool_forward(x, ph, pw, sh, sw, top, left, y, argmax):
+    n, h, w, c = x.shape
+    ho, wo = y.shape[1], y.shape[2]
+    for r in prange(n * ho):
+        img, i = r // ho, r % ho
+        for j in range(wo):
+            for ch in range(c):
+                y[img, i, j, ch] = -np.inf
+                argmax[img, i, j, ch] = 0
+            for a in range(ph):
+                yy = i * sh + a - top
+                if yy < 0 or yy >= h:
+                    continue  # a padding row: -inf never wins
+                for b in range(pw):
+                    xx = j * sw + b - left
+                    if xx < 0 or xx >= w:
+                        continue
+                    k = a * pw + b
+                    for ch in range(c):
+                        v = x[img, yy, xx, ch]
+                        if v > y[img, i, j, ch]:  # strict: the first maximum wins ties
+                            y[img, i, j, ch] = v
+                            argmax[img, i, j, ch] = k
+
+
+def maxpool_forward(x, ph, pw, sh, sw, pads):
+    """Max pooling with −inf padding and the window-local argmax ``a * pw + b`` (first max wins).
+
+    Returns
+    -------
+    y : ndarray, shape (N, Ho, Wo, C), dtype of ``x``
+    argmax : ndarray of int32, shape (N, Ho, Wo, C)
+    """
+    x = np.ascontiguousarray(x)
+    n, h, w, c = x.shape
+    ho = _out_size(h, ph, sh, pads[0], pads[1])
+    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    y = np.empty((n, ho, wo, c), dtype=x.dtype)
+    argmax = np.empty((n, ho, wo, c), dtype=np.int32)
+    _maxpool_forward(x, ph, pw, sh, sw, pads[0], pads[2], y, argmax)
+    return y, argmax
+
+
+@njit(**_JIT)
+def _maxpool_backward(gy, argmax, ph, pw, sh, sw, top, left, gx):
+    n, h, w, c = gx.shape
+    ho, wo = gy.shape[1], gy.shape[2]
+    for r in prange(n * h):
+        img, y = r // h, r % h
+        for xx in range(w):
+            for ch in range(c):
+                gx[img, y, xx, ch] = 0
+        for a in range(ph):
+            t = y + top - a
+            if t < 0 or t % sh != 0 or t // sh >= ho:
+                continue
+            i = t // sh
+            for b in range(pw):
+                k = a * pw + b
+                for j in range(wo):
+                    xx = j * sw + b - left
+                    if 0 <= xx < w:
+                        for ch in range(c):
+                            if argmax[img, i, j, ch] == k:
+                                gx[img, y, xx, ch] += gy[img, i, j, ch]
+
+
+def maxpool_backward(gy, argmax, x_shape, ph, pw, sh, sw, pads):
+    """Route each output gradient to the cell that won its window (a gather per input row).
+
+    Returns
+    -------
+    gx : ndarray, shape ``x_shape``, dtype of ``gy``
+    """
+    gy = np.ascontiguousarray(gy)
+    argmax = np.ascontiguousarray(argmax, dtype=np.int32)
+    gx = np.empty(tuple(x_shape), dtype=gy.dtype)
+    _maxpool_backward(gy, argmax, ph, pw, sh, sw, pads[0], pads[2], gx)
+    return gx
+
+
+# ------------------------------------------------------------------------------------- avg pool
+@njit(**_JIT)
+def _avgpool_forward(x, ph, pw, sh, sw, top, left, y):
+    n, h, w, c = x.shape
+    ho, wo = y.shape[1], y.shape[2]
+    for r in prange(n * ho):
+        img, i = r // ho, r % ho
+        y0, y1 = max(i * sh - top, 0), min(i * sh - top + ph, h)
+        for j in range(wo):
+            x0, x1 = max(j * sw - left, 0), min(j * sw - left + pw, w)
+            count = (y1 - y0) * (x1 - x0)
+            for ch in range(c):
+                y[img, i, j, ch] = 0
+            for yy in range(y0, y1):
+                for xx in range(x0, x1):
+                    for ch in range(c):
+                        y[img, i, j, ch] += x[img, yy, xx, ch]
+            for ch in range(c):
+                y[img, i, j, ch] /= count
+
+
+def avgpool_forward(x, ph, pw, sh, sw, pads):
+    """Average pooling dividing by the number of real (unpadded) cells of each window.
+
+    Returns
+    -------
+    y : ndarray, shape (N, Ho, Wo, C), dtype of ``x``
+    """
+    x = np.ascontiguousarray(x)
+    n, h, w, c = x.shape
+    ho = _out_size(h, ph, sh, pads[0], pads[1])
+    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    y = np.empty((n, ho, wo, c), dtype=x.dtype)
+    _avgpool_forward(x, ph, pw, sh, sw, pads[0], pads[2], y)
+    return y
+
+
+@njit(**_JIT)
+def _avgpool_backward(share, ph, pw, sh, sw, top, left, gx):
+    n, h, w, c = gx.shape
+    ho, wo = share.shape[1], share.shape[2]
+    for r in prange(n * h):
+        img, y = r // h, r % h
+        for xx in range(w):
+            for ch in range(c):
+                gx[img, y, xx, ch] = 0
+        for a in range(ph):
+            t = y + top - a
+            if t < 0 or t % sh != 0 or t // sh >= ho:
+                continue
+            i = t // sh
+            for b in range(pw):
+                for j in range(wo):
+                    xx = j * sw + b - left
+                    if 0 <= xx < w:
+                        for ch in range(c):
+                            gx[img, y, xx, ch] += share[img, i, j, ch]
+
+
+def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
+    """Spread ``gy / count`` over the real cells of each window (a gather per input row).
+
+    Returns
+    -------
+    gx : ndarray, shape ``x_shape``, dtype of ``gy``
+    """
+    n, h, w, c = x_shape
+    counts = pool_counts(h, w, ph, pw, sh, sw, pads).astype(gy.dtype)
+    share = np.ascontiguousarray(gy / counts[None, :, :, None])  # divided first, as the reference
+    gx = np.empty(tuple(x_shape), dtype=gy.dtype)
+    _avgpool_backward(share, ph, pw, sh, sw, pads[0], pads[2], gx)
+    return gx
