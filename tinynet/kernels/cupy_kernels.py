@@ -1,0 +1,348 @@
+"""The hot kernels on the GPU with CuPy: same functions, signatures and results as :mod:`numpy_kernels`.
+
+Imported only when a CuPy array reaches :mod:`tinynet.kernels` (``import tinynet`` never imports CuPy).
+
+Each kernel is CUDA C compiled once per dtype (float32 → ``float``, float64 → ``double``) with
+:class:`cupy.RawModule` and kept in a module-level cache, so later calls only launch. Design:
+
+* **one thread per output element**, in a grid-stride loop, so any size runs with a bounded grid;
+* **64-bit index arithmetic** (``long long``) everywhere, so tensors past 2³¹ elements work;
+* **backward kernels are gathers**: one thread per *input* element loops over the windows covering it and
+  sums their contributions in the same (a, b) order as the NumPy reference. No atomics, so the results are
+  deterministic, bit-for-bit, from run to run.
+
+Index maps (NHWC, ``pads = (top, bottom, left, right)``), for a window offset (a, b) of output cell (i, j):
+``y = i*sh + a - top``, ``x = j*sw + b - left``. Conversely the windows covering input cell (y, x) are the
+(a, i) with ``y + top - a = i*sh``, ``0 <= i < Ho`` (and likewise b, j along the width).
+"""
+from __future__ import annotations
+
+import cupy as cp
+import numpy as np
+
+from .numpy_kernels import _out_size
+
+__all__ = [
+    "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
+]
+
+_BLOCK = 256
+_MAX_GRID = 65535 * 32  # enough blocks to fill any GPU; the grid-stride loop covers the rest
+
+_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+# Shared by every kernel: a grid-stride loop over `total` elements with a 64-bit index.
+_PRELUDE = r"""
+typedef long long i64;
+#define GRID_STRIDE_LOOP(idx, total) \
+    for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < (total); idx += (i64)blockDim.x * gridDim.x)
+"""
+
+_SOURCE = r"""
+// cols[n, i, j, a, b, c] = xpad[n, i*sh + a, j*sw + b, c]   (one thread per element of cols)
+extern "C" __global__ void im2col(const T* x, T* cols, const i64 total,
+                                  const i64 H, const i64 W, const i64 C, const i64 Ho, const i64 Wo,
+                                  const i64 kh, const i64 kw, const i64 sh, const i64 sw,
+                                  const i64 top, const i64 left, const T pad_value)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        i64 r = idx;
+        const i64 c = r % C;  r /= C;
+        const i64 b = r % kw; r /= kw;
+        const i64 a = r % kh; r /= kh;
+        const i64 j = r % Wo; r /= Wo;
+        const i64 i = r % Ho;
+        const i64 n = r / Ho;
+        const i64 y = i * sh + a - top;
+        const i64 x_ = j * sw + b - left;
+        cols[idx] = (y >= 0 && y < H && x_ >= 0 && x_ < W) ? x[((n * H + y) * W + x_) * C + c] : pad_value;
+    }
+}
+
+// dx[n, y, x, c] = sum over windows (i, a), (j, b) covering (y, x) of cols[n, i, j, a, b, c]
+// (one thread per input element: a gather, no atomics)
+extern "C" __global__ void col2im(const T* cols, T* dx, const i64 total,
+                                  const i64 H, const i64 W, const i64 C, const i64 Ho, const i64 Wo,
+                                  const i64 kh, const i64 kw, const i64 sh, const i64 sw,
+                                  const i64 top, const i64 left)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        i64 r = idx;
+        const i64 c = r % C;  r /= C;
+        const i64 x_ = r % W; r /= W;
+        const i64 y = r % H;
+        const i64 n = r / H;
+        T sum = 0;
+        for (i64 a = 0; a < kh; ++a) {
+            const i64 t = y + top - a;
+            if (t < 0 || t % sh != 0 || t / sh >= Ho) continue;
+            const i64 i = t / sh;
+            for (i64 b = 0; b < kw; ++b) {
+                const i64 u = x_ + left - b;
+                if (u < 0 || u % sw != 0 || u / sw >= Wo) continue;
+                const i64 j = u / sw;
+                sum += cols[((((n * Ho + i) * Wo + j) * kh + a) * kw + b) * C + c];
+            }
+        }
+        dx[idx] = sum;
+    }
+}
+
+// y = max over the real cells of the window (padding is -inf and never wins); argmax = a*pw + b of the
+// first maximum in row-major window order (one thread per output element)
+extern "C" __global__ void maxpool_forward(const T* x, T* y, int* argmax, const i64 total,
+                                           const i64 H, const i64 W, const i64 C, const i64 Ho, const i64 Wo,
+                                           const i64 ph, const i64 pw, const i64 sh, const i64 sw,
+                                           const i64 top, const i64 left, const T neg_inf)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        i64 r = idx;
+        const i64 c = r % C;  r /= C;
+        const i64 j = r % Wo; r /= Wo;
+        const i64 i = r % Ho;
+        const i64 n = r / Ho;
+        T best = neg_inf;
+        int best_k = 0;
+        for (i64 a = 0; a < ph; ++a) {
+            const i64 yy = i * sh + a - top;
+            if (yy < 0 || yy >= H) continue;
+            for (i64 b = 0; b < pw; ++b) {
+                const i64 xx = j * sw + b - left;
+                if (xx < 0 || xx >= W) continue;
+                const T v = x[((n * H + yy) * W + xx) * C + c];
+                if (v > best) {  // strict: ties keep the first maximum
+                    best = v;
+                    best_k = (int)(a * pw + b);
+                }
+            }
+        }
+        y[idx] = best;
+        argmax[idx] = best_k;
+    }
+}
+
+// gx[n, y, x, c] = sum of gy over the windows covering (y, x) whose argmax is this cell (a gather)
+extern "C" __global__ void maxpool_backward(const T* gy, const int* argmax, T* gx, const i64 total,
+                                            const i64 H, const i64 W, const i64 C, const i64 Ho, const i64 Wo,
+                                            const i64 ph, const i64 pw, const i64 sh, const i64 sw,
+                                            const i64 top, const i64 left)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        i64 r = idx;
+        const i64 c = r % C;  r /= C;
+        const i64 x_ = r % W; r /= W;
+        const i64 y = r % H;
+        const i64 n = r / H;
+        T sum = 0;
+        for (i64 a = 0; a < ph; ++a) {
+            const i64 t = y + top - a;
+            if (t < 0 || t % sh != 0 || t / sh >= Ho) continue;
+            const i64 i = t / sh;
+            for (i64 b = 0; b < pw; ++b) {
+                const i64 u = x_ + left - b;
+                if (u < 0 || u % sw != 0 || u / sw >= Wo) continue;
+                const i64 j = u / sw;
+                const i64 o = ((n * Ho + i) * Wo + j) * C + c;
+                if (argmax[o] == (int)(a * pw + b)) sum += gy[o];
+            }
+        }
+        gx[idx] = sum;
+    }
+}
+
+// number of real (unpadded) cells in window (i, j)
+__device__ __forceinline__ i64 window_count(i64 i, i64 j, i64 H, i64 W, i64 ph, i64 pw, i64 sh, i64 sw,
+                                            i64 top, i64 left)
+{
+    const i64 y0 = i * sh - top, x0 = j * sw - left;
+    const i64 rows = (y0 + ph < H ? y0 + ph : H) - (y0 > 0 ? y0 : 0);
+    const i64 cols = (x0 + pw < W ? x0 + pw : W) - (x0 > 0 ? x0 : 0);
+    return rows * cols;
+}
+
+// y = (sum of the real cells of the window) / (their count)   (Keras 'same' semantics)
+extern "C" __global__ void avgpool_forward(const T* x, T* y, const i64 total,
+                                           const i64 H, const i64 W, const i64 C, const i64 Ho, const i64 Wo,
+                                           const i64 ph, const i64 pw, const i64 sh, const i64 sw,
+                                           const i64 top, const i64 left)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        i64 r = idx;
+        const i64 c = r % C;  r /= C;
+        const i64 j = r % Wo; r /= Wo;
+        const i64 i = r % Ho;
+        const i64 n = r / Ho;
+        T sum = 0;
+        for (i64 a = 0; a < ph; ++a) {
+            const i64 yy = i * sh + a - top;
+            if (yy < 0 || yy >= H) continue;
+            for (i64 b = 0; b < pw; ++b) {
+                const i64 xx = j * sw + b - left;
+                if (xx < 0 || xx >= W) continue;
+                sum += x[((n * H + yy) * W + xx) * C + c];
+            }
+        }
+        y[idx] = sum / (T)window_count(i, j, H, W, ph, pw, sh, sw, top, left);
+    }
+}
+
+// gx[n, y, x, c] = sum over windows covering (y, x) of gy / count   (a gather)
+extern "C" __global__ void avgpool_backward(const T* gy, T* gx, const i64 total,
+                                            const i64 H, const i64 W, const i64 C, const i64 Ho, const i64 Wo,
+                                            const i64 ph, const i64 pw, const i64 sh, const i64 sw,
+                                            const i64 top, const i64 left)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        i64 r = idx;
+        const i64 c = r % C;  r /= C;
+        const i64 x_ = r % W; r /= W;
+        const i64 y = r % H;
+        const i64 n = r / H;
+        T sum = 0;
+        for (i64 a = 0; a < ph; ++a) {
+            const i64 t = y + top - a;
+            if (t < 0 || t % sh != 0 || t / sh >= Ho) continue;
+            const i64 i = t / sh;
+            for (i64 b = 0; b < pw; ++b) {
+                const i64 u = x_ + left - b;
+                if (u < 0 || u % sw != 0 || u / sw >= Wo) continue;
+                const i64 j = u / sw;
+                sum += gy[((n * Ho + i) * Wo + j) * C + c]
+                       / (T)window_count(i, j, H, W, ph, pw, sh, sw, top, left);
+            }
+        }
+        gx[idx] = sum;
+    }
+}
+"""
+
+_MODULES: dict = {}  # dtype -> cupy.RawModule, compiled on first use
+
+
+def _kernel(name, dtype):
+    """Return the compiled kernel ``name`` for ``dtype`` (float32 or float64), compiling once."""
+    dtype = np.dtype(dtype)
+    if dtype not in _TYPES:
+        raise TypeError(f"tinynet CuPy kernel {name}: dtype {dtype} is not supported (float32 or float64)")
+    module = _MODULES.get(dtype)
+    if module is None:
+        code = f"typedef {_TYPES[dtype]} T;\n" + _PRELUDE + _SOURCE
+        module = cp.RawModule(code=code)
+        _MODULES[dtype] = module
+    return module.get_function(name)
+
+
+def _launch(name, dtype, total, *args):
+    """Launch kernel ``name`` over ``total`` elements; integers are passed as 64-bit."""
+    if total == 0:
+        return
+    grid = min((total + _BLOCK - 1) // _BLOCK, _MAX_GRID)
+    converted = [np.int64(a) if isinstance(a, (int, np.integer)) else a for a in args]
+    _kernel(name, dtype)((grid,), (_BLOCK,), tuple(converted))
+
+
+def _geometry(h, w, c, ho, wo, kh, kw, sh, sw, pads):
+    """The integer arguments every kernel takes after ``total``, in order."""
+    return (h, w, c, ho, wo, kh, kw, sh, sw, pads[0], pads[2])
+
+
+def im2col(x, kh, kw, sh, sw, pads, pad_value=0.0):
+    """Gather every (kh, kw) window of ``x`` into one row; see :func:`numpy_kernels.im2col`.
+
+    Returns
+    -------
+    cols : cupy.ndarray, shape (N, Ho, Wo, kh, kw, C), dtype of ``x``
+    """
+    x = cp.ascontiguousarray(x)
+    n, h, w, c = x.shape
+    ho = _out_size(h, kh, sh, pads[0], pads[1])
+    wo = _out_size(w, kw, sw, pads[2], pads[3])
+    cols = cp.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
+    geo = _geometry(h, w, c, ho, wo, kh, kw, sh, sw, pads)
+    _launch("im2col", x.dtype, cols.size, x, cols, cols.size, *geo, x.dtype.type(pad_value))
+    return cols
+
+
+def col2im(cols, x_shape, kh, kw, sh, sw, pads):
+    """Sum every window row back onto its cells (the adjoint of im2col), one thread per input cell.
+
+    Returns
+    -------
+    dx : cupy.ndarray, shape ``x_shape``, dtype of ``cols``
+    """
+    cols = cp.ascontiguousarray(cols)
+    n, h, w, c = x_shape
+    ho, wo = cols.shape[1], cols.shape[2]
+    dx = cp.empty(tuple(x_shape), dtype=cols.dtype)
+    geo = _geometry(h, w, c, ho, wo, kh, kw, sh, sw, pads)
+    _launch("col2im", cols.dtype, dx.size, cols, dx, dx.size, *geo)
+    return dx
+
+
+def maxpool_forward(x, ph, pw, sh, sw, pads):
+    """Max pooling with −inf padding and the window-local argmax ``a * pw + b`` (first max wins).
+
+    Returns
+    -------
+    y : cupy.ndarray, shape (N, Ho, Wo, C)
+    argmax : cupy.ndarray of int32, shape (N, Ho, Wo, C)
+    """
+    x = cp.ascontiguousarray(x)
+    n, h, w, c = x.shape
+    ho = _out_size(h, ph, sh, pads[0], pads[1])
+    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    y = cp.empty((n, ho, wo, c), dtype=x.dtype)
+    argmax = cp.empty((n, ho, wo, c), dtype=cp.int32)
+    geo = _geometry(h, w, c, ho, wo, ph, pw, sh, sw, pads)
+    _launch("maxpool_forward", x.dtype, y.size, x, y, argmax, y.size, *geo, x.dtype.type(-np.inf))
+    return y, argmax
+
+
+def maxpool_backward(gy, argmax, x_shape, ph, pw, sh, sw, pads):
+    """Route each output gradient to the cell that won its window, one thread per input cell.
+
+    Returns
+    -------
+    gx : cupy.ndarray, shape ``x_shape``, dtype of ``gy``
+    """
+    gy = cp.ascontiguousarray(gy)
+    argmax = cp.ascontiguousarray(argmax, dtype=cp.int32)
+    n, h, w, c = x_shape
+    ho, wo = gy.shape[1], gy.shape[2]
+    gx = cp.empty(tuple(x_shape), dtype=gy.dtype)
+    geo = _geometry(h, w, c, ho, wo, ph, pw, sh, sw, pads)
+    _launch("maxpool_backward", gy.dtype, gx.size, gy, argmax, gx, gx.size, *geo)
+    return gx
+
+
+def avgpool_forward(x, ph, pw, sh, sw, pads):
+    """Average pooling dividing by the number of real (unpadded) cells of each window.
+
+    Returns
+    -------
+    y : cupy.ndarray, shape (N, Ho, Wo, C), dtype of ``x``
+    """
+    x = cp.ascontiguousarray(x)
+    n, h, w, c = x.shape
+    ho = _out_size(h, ph, sh, pads[0], pads[1])
+    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    y = cp.empty((n, ho, wo, c), dtype=x.dtype)
+    geo = _geometry(h, w, c, ho, wo, ph, pw, sh, sw, pads)
+    _launch("avgpool_forward", x.dtype, y.size, x, y, y.size, *geo)
+    return y
+
+
+def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
+    """Spread ``gy / count`` over the real cells of each window, one thread per input cell.
+
+    Returns
+    -------
+    gx : cupy.ndarray, shape ``x_shape``, dtype of ``gy``
+    """
+    gy = cp.ascontiguousarray(gy)
+    n, h, w, c = x_shape
+    ho, wo = gy.shape[1], gy.shape[2]
+    gx = cp.empty(tuple(x_shape), dtype=gy.dtype)
+    geo = _geometry(h, w, c, ho, wo, ph, pw, sh, sw, pads)
+    _launch("avgpool_backward", gy.dtype, gx.size, gy, gx, gx.size, *geo)
+    return gx
