@@ -22,12 +22,17 @@ from __future__ import annotations
 
 from .. import kernels
 from ..backend import get_array_module
-from .base import Layer
+from .base import Layer, unique_name
 from .conv_utils import normalize_padding, normalize_pair, window_geometry
 
 
 class _Pool2D(Layer):
+    #: automatic name, as Keras names these layers (``max_pooling2d``, ``average_pooling2d``)
+    keras_name = None
+
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", name=None, dtype=None):
+        if name is None and self.keras_name is not None:
+            name = unique_name(self.keras_name)
         super().__init__(name=name, dtype=dtype)
         self.pool_size = normalize_pair(pool_size, "pool_size", self.name)
         self.strides = normalize_pair(strides if strides is not None else self.pool_size, "strides", self.name)
@@ -59,6 +64,8 @@ class MaxPool2D(_Pool2D):
     (N, H, W, C) → (N, Ho, Wo, C)
     """
 
+    keras_name = "max_pooling2d"
+
     def forward(self, x, training=False):
         args = self._window_args(x.shape)
         y, argmax = kernels.maxpool_forward(x, *args)
@@ -82,6 +89,8 @@ class AvgPool2D(_Pool2D):
     ------
     (N, H, W, C) → (N, Ho, Wo, C)
     """
+
+    keras_name = "average_pooling2d"
 
     def forward(self, x, training=False):
         return kernels.avgpool_forward(x, *self._window_args(x.shape)), x.shape
