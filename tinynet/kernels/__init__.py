@@ -2,7 +2,8 @@
 
 A call such as ``kernels.im2col(x, ...)`` runs the CuPy kernel when ``x`` is a CuPy array, else the
 CPU kernels chosen with :func:`tinynet.set_cpu_kernels` (Numba by default when installed).
-A backend module that lacks a kernel falls back to the NumPy reference (CPU only).
+A backend module that lacks a kernel falls back to the NumPy reference (written with the array module of its
+inputs where it must also serve CuPy arrays).
 See :mod:`tinynet.kernels.numpy_kernels` for the signatures and the math.
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ def backend_module(name: str):
 def implementation(kernel: str, array):
     """Return the function that runs ``kernel`` for ``array`` under the current settings."""
     if backend.is_gpu_array(array):
-        return getattr(backend_module("cupy"), kernel)
+        # kernels without a CUDA version (relu_backward, LRN) are array-module generic in numpy_kernels
+        return getattr(backend_module("cupy"), kernel, getattr(numpy_kernels, kernel))
     module = backend_module(backend.get_cpu_kernels())
     return getattr(module, kernel, getattr(numpy_kernels, kernel))
 
@@ -55,5 +57,17 @@ def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
     return implementation("avgpool_backward", gy)(gy, x_shape, ph, pw, sh, sw, pads)
 
 
-for _name in ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward"):
+def relu_backward(gy, y):
+    return implementation("relu_backward", gy)(gy, y)
+
+
+def lrn_forward(x, size, alpha, beta, k):
+    return implementation("lrn_forward", x)(x, size, alpha, beta, k)
+
+
+def lrn_backward(gy, x, y, scale, size, alpha, beta):
+    return implementation("lrn_backward", gy)(gy, x, y, scale, size, alpha, beta)
+
+
+for _name in KERNEL_NAMES:
     globals()[_name].__doc__ = getattr(numpy_kernels, _name).__doc__

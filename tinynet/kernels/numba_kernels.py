@@ -21,6 +21,7 @@ from .numpy_kernels import _out_size, pool_counts
 
 __all__ = [
     "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
+    "relu_backward", "lrn_forward", "lrn_backward",
 ]
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
@@ -115,15 +116,16 @@ def col2im(cols, x_shape, kh, kw, sh, sw, pads):
 
 # ------------------------------------------------------------------------------------- max pool
 @njit(**_JIT)
-def _maxpool_forward(x, ph, pw, sh, sw, top, left, y, argmax):
-    n, h, w, c = x.shape
-    ho, wo = y.shape[1], y.shape[2]
+def _maxpool_forward(x, n, h, w, ph, pw, sh, sw, top, left, ho, wo, y, argmax):
+    # x: (N*H*W, C); y, argmax: (N*Ho*Wo, C): each (row, channel) loop below is branch-free and vectorises
+    c = x.shape[1]
     for r in prange(n * ho):
         img, i = r // ho, r % ho
         for j in range(wo):
+            out = (img * ho + i) * wo + j
             for ch in range(c):
-                y[img, i, j, ch] = -np.inf
-                argmax[img, i, j, ch] = 0
+                y[out, ch] = -np.inf
+                argmax[out, ch] = 0
             for a in range(ph):
                 yy = i * sh + a - top
                 if yy < 0 or yy >= h:
@@ -132,12 +134,13 @@ def _maxpool_forward(x, ph, pw, sh, sw, top, left, y, argmax):
                     xx = j * sw + b - left
                     if xx < 0 or xx >= w:
                         continue
-                    k = a * pw + b
+                    k = np.int32(a * pw + b)
+                    src = (img * h + yy) * w + xx
                     for ch in range(c):
-                        v = x[img, yy, xx, ch]
-                        if v > y[img, i, j, ch]:  # strict: the first maximum wins ties
-                            y[img, i, j, ch] = v
-                            argmax[img, i, j, ch] = k
+                        v = x[src, ch]
+                        better = v > y[out, ch]  # strict: the first maximum wins ties
+                        y[out, ch] = v if better else y[out, ch]
+                        argmax[out, ch] = k if better else argmax[out, ch]
 
 
 def maxpool_forward(x, ph, pw, sh, sw, pads):
@@ -154,7 +157,8 @@ def maxpool_forward(x, ph, pw, sh, sw, pads):
     wo = _out_size(w, pw, sw, pads[2], pads[3])
     y = np.empty((n, ho, wo, c), dtype=x.dtype)
     argmax = np.empty((n, ho, wo, c), dtype=np.int32)
-    _maxpool_forward(x, ph, pw, sh, sw, pads[0], pads[2], y, argmax)
+    _maxpool_forward(x.reshape(-1, c), n, h, w, ph, pw, sh, sw, pads[0], pads[2], ho, wo,
+                     y.reshape(-1, c), argmax.reshape(-1, c))
     return y, argmax
 
 
@@ -267,4 +271,87 @@ def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
     share = np.ascontiguousarray(gy / counts[None, :, :, None])  # divided first, as the reference
     gx = np.empty(tuple(x_shape), dtype=gy.dtype)
     _avgpool_backward(share, ph, pw, sh, sw, pads[0], pads[2], gx)
+    return gx
+
+
+# ------------------------------------------------------------------ element-wise and channel kernels
+@njit(**_JIT)
+def _relu_backward(gy, y, gz):
+    rows, c = gy.shape
+    zero = gy[0, 0] * 0  # a zero of gy's dtype
+    for r in prange(rows):
+        for ch in range(c):
+            gz[r, ch] = gy[r, ch] if y[r, ch] > 0 else zero
+
+
+def relu_backward(gy, y):
+    """``gz = gy · [y > 0]`` in one parallel pass; see :func:`numpy_kernels.relu_backward`."""
+    if gy.size == 0 or gy.ndim == 0:
+        return gy * (y > 0)
+    gy = np.ascontiguousarray(gy)
+    y = np.ascontiguousarray(y)
+    gz = np.empty_like(gy)
+    last = gy.shape[-1]
+    _relu_backward(gy.reshape(-1, last), y.reshape(-1, last), gz.reshape(-1, last))
+    return gz
+
+
+@njit(**_JIT)
+def _lrn_forward(x, size, alpha_over_size, beta, k, y, scale):
+    rows, c = x.shape
+    before = (size - 1) // 2
+    for r in prange(rows):
+        for ch in range(c):
+            total = x[r, ch] * 0
+            for j in range(max(ch - before, 0), min(ch - before + size, c)):
+                total += x[r, j] * x[r, j]
+            s = k + alpha_over_size * total
+            scale[r, ch] = s
+            y[r, ch] = x[r, ch] * s ** (-beta)
+
+
+def lrn_forward(x, size, alpha, beta, k):
+    """Local response normalisation across channels; see :func:`numpy_kernels.lrn_forward`.
+
+    Returns
+    -------
+    y, scale : ndarray, shape and dtype of ``x``
+    """
+    x = np.ascontiguousarray(x)
+    t = x.dtype.type
+    y, scale = np.empty_like(x), np.empty_like(x)
+    c = x.shape[-1]
+    _lrn_forward(x.reshape(-1, c), size, t(alpha / size), t(beta), t(k), y.reshape(-1, c), scale.reshape(-1, c))
+    return y, scale
+
+
+@njit(**_JIT)
+def _lrn_backward(gy, x, y, scale, size, beta, coeff, gx):
+    rows, c = gy.shape
+    before = (size - 1) // 2
+    after = size - 1 - before
+    for r in prange(rows):
+        ratio = np.empty(c, dtype=gy.dtype)  # gy_j y_j / s_j for this row
+        for ch in range(c):
+            ratio[ch] = gy[r, ch] * y[r, ch] / scale[r, ch]
+        for ch in range(c):
+            spread = ratio[ch] * 0
+            for j in range(max(ch - after, 0), min(ch + before + 1, c)):  # windows that contain ch
+                spread += ratio[j]
+            gx[r, ch] = gy[r, ch] * scale[r, ch] ** (-beta) - coeff * x[r, ch] * spread
+
+
+def lrn_backward(gy, x, y, scale, size, alpha, beta):
+    """Backward of :func:`lrn_forward`; see :func:`numpy_kernels.lrn_backward`.
+
+    Returns
+    -------
+    gx : ndarray, shape and dtype of ``gy``
+    """
+    gy, x, y, scale = (np.ascontiguousarray(a) for a in (gy, x, y, scale))
+    t = gy.dtype.type
+    gx = np.empty_like(gy)
+    c = gy.shape[-1]
+    _lrn_backward(gy.reshape(-1, c), x.reshape(-1, c), y.reshape(-1, c), scale.reshape(-1, c), size, t(beta),
+                  t(2.0 * alpha * beta / size), gx.reshape(-1, c))
     return gx

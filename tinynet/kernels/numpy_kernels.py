@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
+    "relu_backward", "lrn_forward", "lrn_backward",
 ]
 
 
@@ -176,3 +177,69 @@ def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
         for b in range(pw):
             gxp[:, a : a + sh * (ho - 1) + 1 : sh, b : b + sw * (wo - 1) + 1 : sw, :] += share
     return gxp[:, top : top + h, left : left + w, :]
+
+
+# ------------------------------------------------------------------ element-wise and channel kernels
+# Written with the array module of their inputs, so they also serve CuPy arrays unchanged.
+def relu_backward(gy, y):
+    """``gz = gy · [y > 0]``: ReLU's backward from its output.
+
+    Parameters
+    ----------
+    gy, y : ndarray, same shape
+
+    Returns
+    -------
+    gz : ndarray, shape and dtype of ``gy``
+    """
+    return gy * (y > 0)
+
+
+def _channel_window_sum(v, before, after):
+    """``out[..., c] = Σ_{d=-before..after} v[..., c + d]`` (zero outside), summed in increasing d."""
+    from ..backend import get_array_module
+
+    xp = get_array_module(v)
+    vp = xp.pad(v, [(0, 0)] * (v.ndim - 1) + [(before, after)])
+    c = v.shape[-1]
+    total = vp[..., 0:c].copy()
+    for d in range(1, before + after + 1):
+        total += vp[..., d:d + c]
+    return total
+
+
+def lrn_forward(x, size, alpha, beta, k):
+    """Local response normalisation across channels (Caffe's ACROSS_CHANNELS, alpha divided by size).
+
+    ``s_c = k + alpha/size · Σ_{j ∈ [c − ⌊(size−1)/2⌋, c + size − 1 − ⌊(size−1)/2⌋]} x_j²`` and ``y = x · s^(−beta)``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (..., C)
+    size : int
+    alpha, beta, k : float
+
+    Returns
+    -------
+    y, scale : ndarray, shape and dtype of ``x``
+    """
+    t = x.dtype.type
+    before = (size - 1) // 2
+    scale = t(k) + t(alpha / size) * _channel_window_sum(x * x, before, size - 1 - before)
+    return x * scale ** t(-beta), scale
+
+
+def lrn_backward(gy, x, y, scale, size, alpha, beta):
+    """Backward of :func:`lrn_forward`.
+
+    ``gx_i = gy_i s_i^(−beta) − (2 alpha beta / size) x_i Σ_{j: i ∈ W(j)} gy_j y_j / s_j``; the transpose of a
+    window (before, after) is the window (after, before).
+
+    Returns
+    -------
+    gx : ndarray, shape and dtype of ``gy``
+    """
+    t = x.dtype.type
+    before = (size - 1) // 2
+    spread = _channel_window_sum(gy * y / scale, size - 1 - before, before)
+    return gy * scale ** t(-beta) - t(2.0 * alpha * beta / size) * x * spread

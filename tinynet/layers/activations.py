@@ -16,6 +16,7 @@ softmax    y_i = e^{z_i − m} / Σ_j e^{z_j − m}, m = max_j z_j
 """
 from __future__ import annotations
 
+from .. import kernels
 from ..backend import get_array_module
 
 
@@ -33,7 +34,7 @@ def _relu(z):
 
 
 def _relu_grad(gy, y):
-    return gy * (y > 0)
+    return kernels.relu_backward(gy, y)  # gy · [y > 0], one fused pass with Numba
 
 
 def _sigmoid(z):

@@ -96,7 +96,11 @@ class Conv2D(Layer):
         z = cols2d @ w2d
         if self.use_bias:
             z += self.weights[1]
-        y = self._act(z.reshape(n, ho, wo, self.filters))
+        if self.activation == "relu":  # in place: no second (N·Ho·Wo, K) array
+            get_array_module(z).maximum(z, z.dtype.type(0), out=z)
+            y = z.reshape(n, ho, wo, self.filters)
+        else:
+            y = self._act(z.reshape(n, ho, wo, self.filters))
         return y, (x.shape, pads, cols2d, y)
 
     def backward(self, gy, cache):

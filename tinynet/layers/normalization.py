@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..backend import get_array_module
 from .base import Layer
 
@@ -148,34 +149,14 @@ class LocalResponseNormalization(Layer):
             raise self._shape_error("expected channels on the last axis", input_shape)
         return tuple(input_shape)
 
-    def _window_sum(self, v, before, after):
-        """Sum of ``v`` over channels c−before … c+after (a loop over the ``size`` offsets only)."""
-        xp = get_array_module(v)
-        pad = [(0, 0)] * (v.ndim - 1) + [(before, after)]
-        vp = xp.pad(v, pad)
-        c = v.shape[-1]
-        total = vp[..., 0:c].copy()
-        for d in range(1, before + after + 1):
-            total += vp[..., d:d + c]
-        return total
-
     def forward(self, x, training=False):
-        before = (self.size - 1) // 2
-        after = self.size - 1 - before
-        t = x.dtype.type
-        scale = t(self.k) + t(self.alpha / self.size) * self._window_sum(x * x, before, after)
-        y = x * scale ** t(-self.beta)
+        # the loops live in tinynet.kernels (lrn_forward: NumPy reference, Numba, or the same NumPy code on CuPy)
+        y, scale = kernels.lrn_forward(x, self.size, self.alpha, self.beta, self.k)
         return y, (x, scale, y)
 
     def backward(self, gy, cache):
         x, scale, y = cache
-        t = x.dtype.type
-        before = (self.size - 1) // 2
-        after = self.size - 1 - before
-        # the transpose of a window (before, after) is the window (after, before)
-        spread = self._window_sum(gy * y / scale, after, before)
-        gx = gy * scale ** t(-self.beta) - t(2.0 * self.alpha * self.beta / self.size) * x * spread
-        return gx, []
+        return kernels.lrn_backward(gy, x, y, scale, self.size, self.alpha, self.beta), []
 
     def get_config(self):
         return {"name": self.name, "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
