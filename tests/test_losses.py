@@ -1,0 +1,156 @@
+"""Losses against Python-float references and central differences; huge logits stay finite."""
+import math
+
+import numpy as np
+import pytest
+
+import tinynet
+from tinynet import Model, losses
+from tinynet.layers import Dense, Input, Softmax
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(11)
+
+
+def rows(a):
+    """Iterate over the class vectors of an (N, ..., C) array."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def softmax_ce_ref(logits, ids):
+    """mean over predictions of log Σ exp(z) − z[label], with log-sum-exp in Python floats."""
+    total = []
+    for z, label in zip(rows(logits), ids.reshape(-1)):
+        m = max(z)
+        lse = m + math.log(math.fsum(math.exp(v - m) for v in z))
+        total.append(lse - z[label])
+    return math.fsum(total) / len(total)
+
+
+def categorical_ce_ref(probs, ids, eps=1e-7):
+    """Keras: renormalise each row to sum 1, clip to [eps, 1 − eps], mean of −log q[label]."""
+    total = []
+    for p, label in zip(rows(probs), ids.reshape(-1)):
+        s = math.fsum(p)
+        q = min(max(p[label] / s, eps), 1 - eps)
+        total.append(-math.log(q))
+    return math.fsum(total) / len(total)
+
+
+def numeric_grad(fn, x, eps=1e-6):
+    """Central differences of the scalar ``fn(x)`` element by element."""
+    g = np.zeros_like(x)
+    for i in np.ndindex(*x.shape):
+        plus, minus = x.copy(), x.copy()
+        plus[i] += eps
+        minus[i] -= eps
+        g[i] = (fn(plus) - fn(minus)) / (2 * eps)
+    return g
+
+
+def one_hot(ids, c):
+    return np.eye(c)[ids]
+
+
+LABEL_SHAPES = [((4, 5), (4,)), ((2, 3, 3, 4), (2, 3, 3)), ((2, 2, 2, 3), (2,))]  # (2,): one label per example
+
+
+@pytest.mark.parametrize("scores_shape, ids_shape", LABEL_SHAPES)
+def test_softmax_cross_entropy_value_and_gradient(scores_shape, ids_shape, rng):
+    logits = rng.standard_normal(scores_shape) * 3
+    ids = rng.integers(0, scores_shape[-1], ids_shape)
+    full_ids = np.broadcast_to(ids.reshape(ids_shape + (1,) * (len(scores_shape) - 1 - len(ids_shape))),
+                               scores_shape[:-1])
+    loss, grad = losses.softmax_cross_entropy(logits, ids)
+    assert loss == pytest.approx(softmax_ce_ref(logits, full_ids), rel=1e-12)
+    expected = numeric_grad(lambda z: softmax_ce_ref(z, full_ids), logits)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-9)
+    loss_oh, grad_oh = losses.softmax_cross_entropy(logits, one_hot(full_ids, scores_shape[-1]))
+    assert loss_oh == pytest.approx(loss, rel=1e-14)
+    np.testing.assert_allclose(grad_oh, grad, rtol=1e-14)
+
+
+@pytest.mark.parametrize("scores_shape, ids_shape", LABEL_SHAPES)
+def test_categorical_crossentropy_value_and_gradient(scores_shape, ids_shape, rng):
+    probs = (rng.random(scores_shape) + 0.1) * 1.7  # not normalised: the loss renormalises, as Keras
+    ids = rng.integers(0, scores_shape[-1], ids_shape)
+    full_ids = np.broadcast_to(ids.reshape(ids_shape + (1,) * (len(scores_shape) - 1 - len(ids_shape))),
+                               scores_shape[:-1])
+    loss, grad = losses.categorical_crossentropy(probs, ids)
+    assert loss == pytest.approx(categorical_ce_ref(probs, full_ids), rel=1e-12)
+    expected = numeric_grad(lambda p: categorical_ce_ref(p, full_ids), probs)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-9)
+    loss_oh, grad_oh = losses.categorical_crossentropy(probs, one_hot(full_ids, scores_shape[-1]))
+    assert loss_oh == pytest.approx(loss, rel=1e-14)
+    np.testing.assert_allclose(grad_oh, grad, rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_cross_entropy_of_huge_logits_is_finite_and_exact(dtype):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]], dtype=dtype)
+    loss, grad = losses.softmax_cross_entropy(logits, np.array([0, 0]))
+    assert math.isfinite(loss)
+    assert loss == pytest.approx((0.0 + 2e4 + math.log(2)) / 2, rel=1e-6)
+    assert grad.dtype == np.dtype(dtype) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad, np.array([[0, 0, 0], [-1, 0.5, 0.5]]) / 2, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_categorical_crossentropy_of_saturated_softmax_is_finite(dtype):
+    tinynet.set_floatx(dtype)
+    layer = Softmax()
+    layer(Input((3,)))
+    probs, cache = layer.forward(np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]], dtype=dtype))
+    assert np.all(np.isfinite(probs)) and np.array_equal(probs, [[1, 0, 0], [0, 0.5, 0.5]])
+    loss, grad = losses.categorical_crossentropy(probs, np.array([0, 0]))
+    # row 0 is clipped at 1 − 1e-7, row 1 at 1e-7
+    expected = (-math.log(1 - 1e-7) - math.log(1e-7)) / 2
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert np.all(np.isfinite(grad)) and grad.dtype == np.dtype(dtype)
+    gx, _ = layer.backward(grad, cache)
+    assert np.all(np.isfinite(gx))
+
+
+def test_softmax_then_categorical_crossentropy_equals_fused_loss(rng):
+    """Backward through a Softmax layer with Keras' loss gives the fused gradient softmax(z) − t (unclipped)."""
+    tinynet.set_floatx("float64")
+    x = Input((4,))
+    dense = Dense(5)
+    model = Model(x, Softmax()(dense(x)))
+    data = rng.standard_normal((3, 4))
+    ids = np.array([0, 4, 2])
+    loss, grad = losses.categorical_crossentropy(model.forward(data), ids)
+    gx_two_step = model.backward(grad)
+    fused_loss, fused_grad = losses.softmax_cross_entropy(dense(data), ids)  # eager call: the logits
+    assert loss == pytest.approx(fused_loss, rel=1e-10)
+    np.testing.assert_allclose(gx_two_step, fused_grad @ dense.weights[0].T, rtol=1e-8, atol=1e-12)
+
+
+def test_weighted_loss_sums_weighted_losses_and_scales_gradients(rng):
+    main = rng.random((4, 3)) + 0.1
+    aux = rng.random((4, 2, 2, 3)) + 0.1
+    ids = np.array([0, 2, 1, 1])
+    total, parts, grads = losses.weighted_loss([main, aux], ids, weights=[1.0, 0.3])
+    l_main, g_main = losses.categorical_crossentropy(main, ids)
+    l_aux, g_aux = losses.categorical_crossentropy(aux, ids)
+    assert parts == [pytest.approx(l_main), pytest.approx(l_aux)]
+    assert total == pytest.approx(l_main + 0.3 * l_aux, rel=1e-12)
+    np.testing.assert_allclose(grads[0], g_main)
+    np.testing.assert_allclose(grads[1], 0.3 * g_aux)
+
+
+def test_weighted_loss_with_per_output_labels_and_a_named_loss(rng):
+    a, b = rng.standard_normal((2, 3)), rng.standard_normal((2, 4))
+    la, lb = np.array([0, 2]), np.array([3, 1])
+    total, parts, grads = losses.weighted_loss([a, b], [la, lb], loss="softmax_cross_entropy")
+    assert parts[0] == pytest.approx(softmax_ce_ref(a, la)) and parts[1] == pytest.approx(softmax_ce_ref(b, lb))
+    assert total == pytest.approx(sum(parts))
+    assert grads[1].shape == b.shape
+
+
+def test_unknown_loss_name():
+    with pytest.raises(ValueError, match="unknown loss 'hinge9'"):
+        losses.get("hinge9")
+    assert losses.get("categorical_crossentropy") is losses.categorical_crossentropy
