@@ -217,3 +217,13 @@ def test_checker_catches_a_wrong_gradient():
 
     with pytest.raises(gradcheck.GradcheckError, match="kernel"):
         gradcheck.check_layer(WrongDense(3), (2, 4), tol=TOL)
+    with pytest.raises(gradcheck.GradcheckError, match="kernel .* dirs"):  # along random directions too
+        gradcheck.check_layer(WrongDense(3), (2, 4), tol=TOL, max_elements=1)
+
+
+def test_directional_check_is_not_fooled_by_a_direction_nearly_orthogonal_to_the_gradient():
+    """A correct demo model must pass however small one random projection of a gradient happens to be."""
+    from tinynet.__main__ import demo_model
+
+    report = gradcheck.check_model(demo_model(), tol=TOL, max_elements=200)
+    assert report.passed, str(report)
