@@ -21,7 +21,7 @@ from .numpy_kernels import _out_size, pool_counts
 
 __all__ = [
     "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
-    "relu_backward", "lrn_forward", "lrn_backward",
+    "relu_backward",
 ]
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
@@ -295,63 +295,4 @@ def relu_backward(gy, y):
     _relu_backward(gy.reshape(-1, last), y.reshape(-1, last), gz.reshape(-1, last))
     return gz
 
-
-@njit(**_JIT)
-def _lrn_forward(x, size, alpha_over_size, beta, k, y, scale):
-    rows, c = x.shape
-    before = (size - 1) // 2
-    for r in prange(rows):
-        for ch in range(c):
-            total = x[r, ch] * 0
-            for j in range(max(ch - before, 0), min(ch - before + size, c)):
-                total += x[r, j] * x[r, j]
-            s = k + alpha_over_size * total
-            scale[r, ch] = s
-            y[r, ch] = x[r, ch] * s ** (-beta)
-
-
-def lrn_forward(x, size, alpha, beta, k):
-    """Local response normalisation across channels; see :func:`numpy_kernels.lrn_forward`.
-
-    Returns
-    -------
-    y, scale : ndarray, shape and dtype of ``x``
-    """
-    x = np.ascontiguousarray(x)
-    t = x.dtype.type
-    y, scale = np.empty_like(x), np.empty_like(x)
-    c = x.shape[-1]
-    _lrn_forward(x.reshape(-1, c), size, t(alpha / size), t(beta), t(k), y.reshape(-1, c), scale.reshape(-1, c))
-    return y, scale
-
-
-@njit(**_JIT)
-def _lrn_backward(gy, x, y, scale, size, beta, coeff, gx):
-    rows, c = gy.shape
-    before = (size - 1) // 2
-    after = size - 1 - before
-    for r in prange(rows):
-        ratio = np.empty(c, dtype=gy.dtype)  # gy_j y_j / s_j for this row
-        for ch in range(c):
-            ratio[ch] = gy[r, ch] * y[r, ch] / scale[r, ch]
-        for ch in range(c):
-            spread = ratio[ch] * 0
-            for j in range(max(ch - after, 0), min(ch + before + 1, c)):  # windows that contain ch
-                spread += ratio[j]
-            gx[r, ch] = gy[r, ch] * scale[r, ch] ** (-beta) - coeff * x[r, ch] * spread
-
-
-def lrn_backward(gy, x, y, scale, size, alpha, beta):
-    """Backward of :func:`lrn_forward`; see :func:`numpy_kernels.lrn_backward`.
-
-    Returns
-    -------
-    gx : ndarray, shape and dtype of ``gy``
-    """
-    gy, x, y, scale = (np.ascontiguousarray(a) for a in (gy, x, y, scale))
-    t = gy.dtype.type
-    gx = np.empty_like(gy)
-    c = gy.shape[-1]
-    _lrn_backward(gy.reshape(-1, c), x.reshape(-1, c), y.reshape(-1, c), scale.reshape(-1, c), size, t(beta),
-                  t(2.0 * alpha * beta / size), gx.reshape(-1, c))
-    return gx
+# LRN stays on the NumPy reference: a Numba version measured no faster (NumPy's power is vectorised).
