@@ -1,0 +1,117 @@
+"""A GoogLeNet for small images (32×32 digits, MNIST, CIFAR): the paper's layout at a quarter of the width.
+
+The 224×224 network reaches Inception 3a at 28×28 (÷8); here a reduced stem reaches it at 8×8 (÷4) and the
+later stages keep the paper's down-sampling:
+
+============================  ==========  ==============================================================
+stage                         out (32)    layers (names)
+============================  ==========  ==============================================================
+conv 3×3/1, BN, ReLU          32×32×16    ``conv1_3x3``, ``conv1_bn``, ``conv1_relu``
+max-pool 3×3/2                16×16×16    ``pool1_3x3_s2``
+conv 1×1 16, conv 3×3 48, BN  16×16×48    ``conv2_3x3_reduce``, ``conv2_3x3``, ``conv2_bn``, ``conv2_relu``
+max-pool 3×3/2                8×8×48      ``pool2_3x3_s2``
+inception 3a, 3b              8×8×120     ``3a_*``, ``3b_*``
+max-pool 3×3/2                4×4×120     ``pool3_3x3_s2``
+inception 4a … 4e             4×4×208     ``4a_*`` … ``4e_*``; aux heads ``aux1_*`` (after 4a), ``aux2_*`` (4d)
+max-pool 3×3/2                2×2×208     ``pool4_3x3_s2``
+inception 5a, 5b              2×2×256     ``5a_*``, ``5b_*``
+global avg-pool, dropout 40%  256         ``avg_pool``, ``dropout``
+linear + softmax              classes     ``output``
+============================  ==========  ==============================================================
+
+The stem swaps the paper's 7×7/2 convolution for a 3×3/1 one (a 32×32 image has no pixels to spare) and its
+LRN layers for BatchNormalization, as the blog post does; the Inception blocks are the paper's with every
+width divided by 4 (rounded, at least 4). The aux heads follow the paper's recipe scaled to a 4×4 input:
+avg-pool 2×2/2 (the paper's 5×5/3 takes 14×14 to 4×4; here 4×4 to 2×2), 1×1 conv 32 + ReLU, FC 128 + ReLU,
+dropout 70%, linear + softmax.
+
+Outputs are ``[aux1, aux2, main]`` softmax probabilities (``[main]`` only with ``aux=False``).
+"""
+from __future__ import annotations
+
+from tinynet import Model
+from tinynet.layers import (Activation, AvgPool2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+                            GlobalAveragePooling2D, Input, MaxPool2D)
+
+from .blocks import inception_block
+
+#: Table 1's blocks with the widths divided by 4: name → (#1×1, #3×3 red, #3×3, #5×5 red, #5×5, pool proj).
+SMALL_BLOCKS = {
+    "3a": (16, 24, 32, 4, 8, 8),
+    "3b": (32, 32, 48, 8, 24, 16),
+    "4a": (48, 24, 52, 4, 12, 16),
+    "4b": (40, 28, 56, 6, 16, 16),
+    "4c": (32, 32, 64, 6, 16, 16),
+    "4d": (28, 36, 72, 8, 16, 16),
+    "4e": (64, 40, 80, 8, 32, 32),
+    "5a": (64, 40, 80, 8, 32, 32),
+    "5b": (96, 48, 96, 12, 32, 32),
+}
+
+#: Which block each stage of the network holds (used to group layers, e.g. for gradient norms).
+STAGES = (("stem", ("conv1", "conv2")), ("3", ("3a", "3b")), ("4", ("4a", "4b", "4c", "4d", "4e")),
+          ("5", ("5a", "5b")))
+
+
+def small_aux_head(x, num_classes, name, conv_filters=32, units=128, dropout=0.7):
+    """The paper's auxiliary classifier scaled to a 4×4 input.
+
+    Shapes
+    ------
+    (N, 4, 4, C) → avg-pool 2×2/2 (N, 2, 2, C) → conv 1×1 (N, 2, 2, 32) → (N, 128) → FC (N, 128)
+    → dropout → (N, num_classes) softmax.
+    """
+    y = AvgPool2D(2, strides=2, padding="same", name=f"{name}_pool")(x)
+    y = Conv2D(conv_filters, 1, activation="relu", name=f"{name}_conv")(y)
+    y = Flatten(name=f"{name}_flatten")(y)
+    y = Dense(units, activation="relu", name=f"{name}_fc")(y)
+    y = Dropout(dropout, name=f"{name}_dropout")(y)
+    return Dense(num_classes, activation="softmax", name=f"{name}_output")(y)
+
+
+def googlenet_small(input_shape=(32, 32, 1), num_classes=10, aux=True, blocks=None):
+    """Build the small GoogLeNet.
+
+    Parameters
+    ----------
+    input_shape : (H, W, C), default (32, 32, 1)
+        Any size from about 16×16 works (every pooling is 'same'); 32×32 gives the table above.
+    num_classes : int, default 10
+    aux : bool, default True
+        Keep the two auxiliary classifiers (outputs ``[aux1, aux2, main]``).
+    blocks : dict, optional
+        Override :data:`SMALL_BLOCKS` (e.g. narrower blocks for tests).
+
+    Returns
+    -------
+    tinynet.Model named ``'googlenet_small'``
+    """
+    blocks = dict(SMALL_BLOCKS, **(blocks or {}))
+    inputs = Input(input_shape, name="input")
+    x = Conv2D(16, 3, padding="same", use_bias=False, name="conv1_3x3")(inputs)
+    x = BatchNormalization(momentum=0.9, name="conv1_bn")(x)
+    x = Activation("relu", name="conv1_relu")(x)
+    x = MaxPool2D(3, strides=2, padding="same", name="pool1_3x3_s2")(x)
+    x = Conv2D(16, 1, activation="relu", name="conv2_3x3_reduce")(x)
+    x = Conv2D(48, 3, padding="same", use_bias=False, name="conv2_3x3")(x)
+    x = BatchNormalization(momentum=0.9, name="conv2_bn")(x)
+    x = Activation("relu", name="conv2_relu")(x)
+    x = MaxPool2D(3, strides=2, padding="same", name="pool2_3x3_s2")(x)
+
+    aux_outputs = []
+    for stage, names in STAGES[1:]:
+        for name in names:
+            x = inception_block(x, *blocks[name], name=name)
+            if aux and name in ("4a", "4d"):
+                head = "aux1" if name == "4a" else "aux2"
+                aux_outputs.append(small_aux_head(x, num_classes, head))
+        if stage != "5":
+            x = MaxPool2D(3, strides=2, padding="same", name=f"pool{stage}_3x3_s2")(x)
+
+    x = GlobalAveragePooling2D(name="avg_pool")(x)
+    x = Dropout(0.4, name="dropout")(x)
+    main = Dense(num_classes, activation="softmax", name="output")(x)
+    return Model(inputs, aux_outputs + [main], name="googlenet_small")
+
+
+__all__ = ["googlenet_small", "small_aux_head", "SMALL_BLOCKS", "STAGES"]

@@ -1,0 +1,348 @@
+"""The training loop: mini-batches, the auxiliary-weighted loss, validation, history, curves and gradient norms.
+
+One step on a batch ``(x, y)`` of a model with outputs ``[aux1, aux2, main]``:
+
+.. math:: L = w_{aux} L_{aux1} + w_{aux} L_{aux2} + L_{main}, \\qquad w_{aux} = 0.3 \\text{ (the paper)}
+
+then ``model.backward(∂L/∂outputs)`` and ``optimizer.step()``. Evaluation reads the main (last) output only:
+the aux heads are a training device. Everything random (shuffling, augmentation, Dropout, the global
+generator) is a seeded NumPy generator whose state a checkpoint saves, so a run is repeatable on CPU and
+a resumed run matches an uninterrupted one bit for bit (see :mod:`tinynet.checkpoint`).
+
+Examples
+--------
+>>> trainer = Trainer(model, SGD(0.05, momentum=0.9), schedule=StepDecay(0.05), preprocess=Normalizer.fit(x))
+>>> history = trainer.fit(train, test, epochs=10)
+>>> trainer.evaluate(test)['top1']
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import backend, data as data_module, losses
+from .optim import Constant, get_schedule
+
+
+def head_names(model):
+    """Short names for the outputs: ``'aux1'``, ``'aux2'`` (the layer name without ``_output``), ``'main'`` last."""
+    names = []
+    for i, t in enumerate(model.outputs):
+        if i == len(model.outputs) - 1:
+            names.append("main")
+        else:
+            names.append(t.name[:-len("_output")] if t.name.endswith("_output") else t.name)
+    return names
+
+
+def topk_accuracy(probs, labels, k=1) -> float:
+    """Fraction of rows whose label is among the ``k`` highest scores (ties broken by index order)."""
+    probs = backend.to_numpy(probs).reshape(len(labels), -1)
+    labels = np.asarray(labels)
+    if k == 1:
+        return float((probs.argmax(axis=1) == labels).mean())
+    top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean())
+
+
+def layer_groups(model, prefixes):
+    """Map each group name to the model's layers whose names start with one of its prefixes.
+
+    Parameters
+    ----------
+    prefixes : list of (group name, tuple of name prefixes), e.g. ``[('stem', ('conv1', 'conv2')), ...]``
+    """
+    return {group: [l for l in model.layers if l.name.startswith(tuple(p + "_" for p in pre))
+                    and any(l.trainable_flags)]
+            for group, pre in prefixes}
+
+
+def group_grad_norms(groups) -> dict:
+    """The L2 norm of all trainable-weight gradients of each group: ``sqrt(Σ ‖g‖²)``."""
+    out = {}
+    for group, layers in groups.items():
+        total = 0.0
+        for layer in layers:
+            for g, trainable in zip(layer.grads, layer.trainable_flags):
+                if trainable and g is not None:
+                    total += float((g.astype(np.float64) ** 2).sum())
+        out[group] = float(np.sqrt(total))
+    return out
+
+
+class Trainer:
+    """Trains a tinynet model whose last output is the main classifier and earlier outputs are aux heads.
+
+    Parameters
+    ----------
+    model : tinynet.Model
+        Outputs are softmax probabilities; the last one is the main head.
+    optimizer : tinynet.optim.Optimizer
+        Attached to the model here (so its state follows ``model.to``).
+    schedule : tinynet.optim.Schedule, optional
+        Learning rate per (fractional) epoch; default: the optimizer's lr, constant.
+    aux_weight : float, default 0.3
+        Loss weight of every output but the last (the paper's 0.3); ``loss_weights`` overrides it.
+    loss_weights : list of float, optional
+    batch_size : int, default 64
+    preprocess : callable, optional
+        Applied to each batch after augmentation (e.g. :class:`tinynet.data.Normalizer`).
+    augment : callable ``(x, rng) -> x``, optional
+        Training-time augmentation (e.g. :class:`tinynet.data.Augment`).
+    seed : int, default 0
+        Seeds the generator for shuffling and augmentation.
+    verbose : bool, default True
+        Show a tqdm progress bar and one line per epoch.
+    grad_norm_groups : list of (name, prefixes), optional
+        Record, every ``grad_norm_every`` steps, the gradient norm of each group of layers twice at the same
+        weights: from the full loss (with the aux heads) and from the main loss alone (as without them).
+    grad_norm_every : int, default 5
+
+    Attributes
+    ----------
+    epoch : int
+        Epochs completed.
+    history : dict of lists
+        Per epoch: ``epoch, lr, time, loss, loss_<head>, acc`` and, with validation data, ``val_loss, val_acc``
+        (``val_top5`` with more than 5 classes).
+    grad_norms : dict
+        ``{'step': [...], 'with_aux': {group: [...]}, 'main_only': {group: [...]}}`` when recording.
+    """
+
+    def __init__(self, model, optimizer, schedule=None, aux_weight=0.3, loss_weights=None, batch_size=64,
+                 preprocess=None, augment=None, seed=0, verbose=True, grad_norm_groups=None, grad_norm_every=5):
+        self.model = model
+        self.optimizer = optimizer.attach(model)
+        self.schedule = get_schedule(schedule) if schedule is not None else Constant(optimizer.lr)
+        n_out = len(model.outputs)
+        self.loss_weights = (list(map(float, loss_weights)) if loss_weights is not None
+                             else [float(aux_weight)] * (n_out - 1) + [1.0])
+        if len(self.loss_weights) != n_out:
+            raise ValueError(f"Trainer: {n_out} outputs but {len(self.loss_weights)} loss weights")
+        self.heads = head_names(model)
+        self.batch_size = int(batch_size)
+        self.preprocess = preprocess
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+        self.verbose = verbose
+        self.epoch = 0
+        self.history = {}
+        self.grad_norm_every = int(grad_norm_every)
+        self._groups = layer_groups(model, grad_norm_groups) if grad_norm_groups else None
+        self.grad_norms = ({"step": [], "with_aux": {g: [] for g in self._groups},
+                            "main_only": {g: [] for g in self._groups}} if self._groups else None)
+
+    # ------------------------------------------------------------------ one batch
+    def _prepare(self, x, training):
+        if training and self.augment is not None:
+            x = self.augment(x, self.rng)
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        x = np.asarray(x, dtype=self.model.inputs[0].dtype)
+        return backend.to_device(x, self.model.device)
+
+    def train_step(self, x, y, lr):
+        """Forward, weighted loss, backward and one optimizer step on a batch.
+
+        Returns
+        -------
+        total : float, losses : list of float (one per head, unweighted), correct : int (main head, top-1)
+        """
+        xb = self._prepare(x, training=True)
+        outs = self.model.forward(xb, training=True)
+        outs = outs if isinstance(outs, list) else [outs]
+        yb = backend.to_device(np.asarray(y), self.model.device)
+        total, head_losses, grads = losses.weighted_loss(outs, yb, self.loss_weights)
+        step = self.optimizer.iterations
+        if self._groups is not None and step % self.grad_norm_every == 0:
+            self.model.backward([None] * (len(grads) - 1) + [grads[-1]])
+            main_only = group_grad_norms(self._groups)
+            self.model.backward(grads)
+            with_aux = group_grad_norms(self._groups)
+            self.grad_norms["step"].append(step)
+            for g in self._groups:
+                self.grad_norms["main_only"][g].append(main_only[g])
+                self.grad_norms["with_aux"][g].append(with_aux[g])
+        else:
+            self.model.backward(grads)
+        self.optimizer.lr = lr
+        self.optimizer.step()
+        pred = backend.to_numpy(outs[-1]).reshape(len(y), -1).argmax(axis=1)
+        return total, head_losses, int((pred == np.asarray(y)).sum())
+
+    # ------------------------------------------------------------------ epochs
+    def train_epoch(self, train):
+        """One pass over ``train`` (a :class:`tinynet.data.Dataset`) in a shuffled order; returns its metrics."""
+        from tqdm.auto import tqdm
+
+        n = len(train)
+        steps = data_module.num_batches(n, self.batch_size)
+        sums = np.zeros(len(self.heads) + 1)
+        correct, seen = 0, 0
+        bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}", unit="batch", disable=not self.verbose,
+                   leave=False, dynamic_ncols=True)
+        batches = data_module.iterate_batches(train.x, train.y, self.batch_size, shuffle=True, rng=self.rng)
+        for i, (xb, yb) in enumerate(batches):
+            lr = self.schedule(self.epoch + i / steps)
+            total, head_losses, c = self.train_step(xb, yb, lr)
+            sums += np.array([total] + head_losses) * len(yb)
+            correct, seen = correct + c, seen + len(yb)
+            means = sums / seen
+            postfix = {"loss": f"{means[0]:.3f}"}
+            postfix.update({h: f"{v:.3f}" for h, v in zip(self.heads, means[1:])} if len(self.heads) > 1 else {})
+            postfix["acc"] = f"{correct / seen:.3f}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+        bar.close()
+        means = sums / max(seen, 1)
+        metrics = {"lr": lr, "loss": float(means[0]), "acc": correct / max(seen, 1)}
+        metrics.update({f"loss_{h}": float(v) for h, v in zip(self.heads, means[1:])})
+        return metrics
+
+    def evaluate(self, dataset, batch_size=None):
+        """Loss and accuracy of the main (last) output on ``dataset``; aux heads are ignored.
+
+        Returns
+        -------
+        dict with ``loss``, ``top1`` and, when there are more than 5 classes, ``top5``.
+        """
+        probs = self.predict(dataset.x, batch_size)
+        loss, _ = losses.categorical_crossentropy(probs, dataset.y)
+        out = {"loss": float(loss), "top1": topk_accuracy(probs, dataset.y, 1)}
+        if probs.shape[-1] > 5:
+            out["top5"] = topk_accuracy(probs, dataset.y, 5)
+        return out
+
+    def predict(self, x, batch_size=None):
+        """Main-head probabilities (N, classes) as a NumPy array (inference mode, preprocessing applied)."""
+        xb = self._prepare(x, training=False)
+        outs = self.model.predict(xb, batch_size=batch_size or max(self.batch_size, 128))
+        outs = outs if isinstance(outs, list) else [outs]
+        return backend.to_numpy(outs[-1]).reshape(len(x), -1)
+
+    def fit(self, train, val=None, epochs=10, checkpoint_dir=None, checkpoint_config=None):
+        """Train until ``epochs`` epochs are done in total (a resumed trainer continues from ``self.epoch``).
+
+        Parameters
+        ----------
+        train, val : tinynet.data.Dataset
+        epochs : int
+            Total number of epochs (not additional ones).
+        checkpoint_dir : str, optional
+            Save a checkpoint there after every epoch (see :mod:`tinynet.checkpoint`).
+        checkpoint_config : dict, optional
+            JSON-able description stored with the checkpoint (e.g. how to rebuild the model).
+
+        Returns
+        -------
+        dict : :attr:`history`
+        """
+        from tqdm.auto import tqdm
+
+        while self.epoch < epochs:
+            start = time.perf_counter()
+            metrics = self.train_epoch(train)
+            if val is not None:
+                metrics.update({f"val_{'acc' if k == 'top1' else k}": v for k, v in self.evaluate(val).items()})
+            self.epoch += 1
+            metrics["epoch"] = self.epoch
+            metrics["time"] = time.perf_counter() - start
+            for k, v in metrics.items():
+                self.history.setdefault(k, []).append(v)
+            if self.verbose:
+                tqdm.write(self._epoch_line(metrics, epochs))
+            if checkpoint_dir is not None:
+                from . import checkpoint
+
+                checkpoint.save(checkpoint_dir, self, config=checkpoint_config)
+        return self.history
+
+    def _epoch_line(self, m, epochs):
+        heads = " ".join(f"{h} {m[f'loss_{h}']:.3f}" for h in self.heads) if len(self.heads) > 1 else ""
+        line = f"epoch {m['epoch']}/{epochs}  lr {m['lr']:.4g}  loss {m['loss']:.4f}"
+        line += f" ({heads})" if heads else ""
+        line += f"  acc {m['acc']:.4f}"
+        if "val_acc" in m:
+            line += f"  val_loss {m['val_loss']:.4f}  val_acc {m['val_acc']:.4f}"
+        if "val_top5" in m:
+            line += f"  val_top5 {m['val_top5']:.4f}"
+        return line + f"  ({m['time']:.1f}s)"
+
+
+def fit(model, optimizer, train, val=None, epochs=10, **kwargs):
+    """Functional form: ``Trainer(model, optimizer, **kwargs).fit(train, val, epochs)``; returns the history."""
+    return Trainer(model, optimizer, **kwargs).fit(train, val, epochs)
+
+
+# ------------------------------------------------------------------------------------------ plots
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history, path, title="training"):
+    """Write the loss curves (total and per head, validation) and accuracies per epoch as a PNG."""
+    plt = _pyplot()
+    epochs = history["epoch"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(epochs, history["loss"], "k-", label="train total")
+    for key in sorted(k for k in history if k.startswith("loss_")):
+        ax1.plot(epochs, history[key], "--" if "aux" in key else "-", label=f"train {key[5:]}")
+    if "val_loss" in history:
+        ax1.plot(epochs, history["val_loss"], "r-", label="test main")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("cross-entropy")
+    ax1.set_yscale("log")
+    ax1.legend()
+    ax2.plot(epochs, history["acc"], "k-", label="train top-1 (main)")
+    if "val_acc" in history:
+        ax2.plot(epochs, history["val_acc"], "r-", label="test top-1")
+    if "val_top5" in history:
+        ax2.plot(epochs, history["val_top5"], "r:", label="test top-5")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy")
+    ax2.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_grad_norms(grad_norms, path, title="gradient norms of the lower layers, with and without aux heads"):
+    """Plot each group's gradient norm over training steps: solid with the aux heads, dashed main loss only."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = grad_norms["step"]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for color, group in zip(colors, grad_norms["with_aux"]):
+        ax.plot(steps, grad_norms["with_aux"][group], "-", color=color, label=f"{group} with aux")
+        ax.plot(steps, grad_norms["main_only"][group], "--", color=color, label=f"{group} main only")
+    ax.set_xlabel("step")
+    ax.set_ylabel("‖∂L/∂w‖ of the block")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def grad_norm_table(grad_norms) -> str:
+    """A text table: per group, the mean gradient norm with aux heads, main only, and their ratio."""
+    lines = [f"{'block':<8}{'with aux':>12}{'main only':>12}{'ratio':>8}"]
+    for group in grad_norms["with_aux"]:
+        a = float(np.mean(grad_norms["with_aux"][group]))
+        m = float(np.mean(grad_norms["main_only"][group]))
+        lines.append(f"{group:<8}{a:>12.4g}{m:>12.4g}{a / m if m else float('nan'):>8.2f}")
+    return "\n".join(lines)
+
+
+__all__ = ["Trainer", "fit", "topk_accuracy", "head_names", "layer_groups", "group_grad_norms", "plot_history",
+           "plot_grad_norms", "grad_norm_table"]
