@@ -3,7 +3,7 @@
 # installed and no network. Run from anywhere:   bash benchmarks/gpu_check.sh
 # Runs the `gpu` tests and the backend/kernel tests, then a quick kernel benchmark of cupy against numpy and
 # numba, and writes everything to benchmarks/results/gpu_check_<date>_<gpu>/ (about 2-4 minutes).
-set -u
+set -u -o pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.
 PY=${PYTHON:-python}
