@@ -1,0 +1,166 @@
+"""The training loop on a tiny two-headed model: loss weights, evaluation, determinism, curves, grad norms."""
+import numpy as np
+import pytest
+
+import tinynet
+from tinynet import Model, data
+from tinynet.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
+                            MaxPool2D)
+from tinynet.optim import SGD, Adam, StepDecay
+from tinynet.training import Trainer, grad_norm_table, group_grad_norms, layer_groups, plot_grad_norms, \
+    plot_history, topk_accuracy
+
+
+def tiny_model(num_classes=3, seed=0):
+    """8×8×1 → conv/BN (block 'low') → aux head; → conv → pool → dropout → main head. Outputs [aux1, main]."""
+    tinynet.layers.reset_names()
+    tinynet.set_seed(seed)
+    x = Input((8, 8, 1))
+    h = Conv2D(4, 3, padding="same", activation="relu", name="low_conv")(x)
+    h = BatchNormalization(momentum=0.9, name="low_bn")(h)
+    a = Dense(num_classes, activation="softmax", name="aux1_output")(Flatten(name="aux1_flatten")(h))
+    h = Conv2D(6, 3, padding="same", activation="relu", name="high_conv")(h)
+    h = GlobalAveragePooling2D(name="gap")(MaxPool2D(2, name="pool")(h))
+    h = Dropout(0.3, name="dropout")(h)
+    return Model(x, [a, Dense(num_classes, activation="softmax", name="output")(h)])
+
+
+def toy_data(n=48, num_classes=3, seed=0):
+    """Class k is a bright bar in row k·8/num_classes (plus noise): learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % num_classes
+    x = rng.random((n, 8, 8, 1)).astype(np.float32) * 0.3
+    x[np.arange(n), (8 * y) // num_classes, :, 0] += 1.0
+    return data.Dataset(x, y)
+
+
+@pytest.fixture(autouse=True)
+def _numpy_kernels():
+    """NumPy kernels: no Numba compilation inside these short tests (conftest restores the default)."""
+    tinynet.set_cpu_kernels("numpy")
+
+
+def make_trainer(model, **kwargs):
+    kwargs.setdefault("verbose", False)
+    return Trainer(model, SGD(0.1, momentum=0.9), schedule=StepDecay(0.1, every=1), batch_size=16, **kwargs)
+
+
+def test_fit_learns_and_records_history():
+    ds = toy_data()
+    trainer = make_trainer(tiny_model())
+    history = trainer.fit(ds, ds, epochs=4)
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert set(history) >= {"loss", "loss_aux1", "loss_main", "acc", "val_loss", "val_acc", "lr", "time"}
+    assert "val_top5" not in history  # 3 classes
+    assert history["lr"] == pytest.approx([0.1, 0.096, 0.09216, 0.0884736])
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["val_acc"][-1] > 0.6
+    # the total is 0.3·aux + main, per batch, so also on the epoch means
+    for tot, aux, main in zip(history["loss"], history["loss_aux1"], history["loss_main"]):
+        assert tot == pytest.approx(0.3 * aux + main, rel=1e-5)
+
+
+def test_evaluate_uses_main_head_only_and_top5():
+    ds = toy_data(num_classes=7, n=35)
+    model = tiny_model(num_classes=7)
+    trainer = make_trainer(model)
+    result = trainer.evaluate(ds)
+    main = model.predict(ds.x)[-1]
+    assert result["top1"] == topk_accuracy(main, ds.y, 1)
+    assert result["top5"] == topk_accuracy(main, ds.y, 5)
+    assert topk_accuracy(np.array([[0.1, 0.5, 0.4], [0.6, 0.3, 0.1]]), np.array([2, 1]), 2) == 1.0
+    assert topk_accuracy(np.array([[0.1, 0.5, 0.4], [0.6, 0.3, 0.1]]), np.array([2, 1]), 1) == 0.0
+
+
+def test_aux_weight_scales_aux_gradient():
+    ds = toy_data(n=16)
+    norms = []
+    for w in (0.0, 0.3):
+        model = tiny_model()
+        trainer = make_trainer(model, aux_weight=w)
+        assert trainer.loss_weights == [w, 1.0]
+        trainer.train_step(ds.x, ds.y, lr=0.0)
+        norms.append(float(np.abs(model.get_layer("aux1_output").grads[0]).sum()))
+    assert norms[0] == 0.0 and norms[1] > 0.0
+
+
+def test_training_is_deterministic():
+    ds = toy_data()
+    runs = []
+    for _ in range(2):
+        trainer = make_trainer(tiny_model(), augment=data.Augment(crop=1), seed=3)
+        trainer.fit(ds, epochs=2)
+        runs.append(trainer.model.get_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
+
+
+def test_grad_norms_with_and_without_aux():
+    ds = toy_data()
+    trainer = make_trainer(tiny_model(), grad_norm_groups=[("low", ("low",)), ("high", ("high",))],
+                           grad_norm_every=2)
+    trainer.fit(ds, epochs=1)  # 3 steps: recorded at steps 0 and 2
+    gn = trainer.grad_norms
+    assert gn["step"] == [0, 2]
+    assert all(v > 0 for v in gn["with_aux"]["low"] + gn["main_only"]["low"])
+    # the aux head only sees the low block: the high block's gradient is the same either way
+    np.testing.assert_allclose(gn["with_aux"]["high"], gn["main_only"]["high"], rtol=1e-6)
+    assert gn["with_aux"]["low"] != gn["main_only"]["low"]
+    assert "low" in grad_norm_table(gn)
+
+
+def test_grad_norm_backward_twice_matches_once():
+    ds = toy_data(n=16)
+    model = tiny_model()
+    outs = model.forward(ds.x)
+    grads = [np.full_like(o, 0.1) for o in outs]
+    model.backward([None, grads[1]])
+    model.backward(grads)
+    twice = [g.copy() for layer in model.layers for g in layer.grads if g is not None]
+    model.forward(ds.x)  # (dropout draws differ, so compare against a fresh tape of the same forward)
+    model2 = tiny_model()
+    outs2 = model2.forward(ds.x)
+    model2.backward([np.full_like(o, 0.1) for o in outs2])
+    once = [g for layer in model2.layers for g in layer.grads if g is not None]
+    assert all(np.array_equal(a, b) for a, b in zip(twice, once))
+
+
+def test_layer_groups_and_norm():
+    model = tiny_model()
+    groups = layer_groups(model, [("low", ("low",))])
+    assert [l.name for l in groups["low"]] == ["low_conv", "low_bn"]
+    for layer in groups["low"]:
+        layer.grads = [np.ones_like(w) if t else None for w, t in zip(layer.weights, layer.trainable_flags)]
+    n = sum(int(np.prod(w.shape)) for l in groups["low"] for w in l.trainable_weights)
+    assert group_grad_norms(groups)["low"] == pytest.approx(np.sqrt(n))
+
+
+def test_plots(tmp_path):
+    ds = toy_data()
+    trainer = make_trainer(tiny_model(), grad_norm_groups=[("low", ("low",))], grad_norm_every=1)
+    trainer.fit(ds, ds, epochs=2)
+    for path in (plot_history(trainer.history, str(tmp_path / "h.png")),
+                 plot_grad_norms(trainer.grad_norms, str(tmp_path / "g.png"))):
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_adam_trainer_and_wrong_weights():
+    ds = toy_data()
+    trainer = Trainer(tiny_model(), Adam(0.01), batch_size=16, verbose=False)
+    trainer.fit(ds, epochs=1)
+    with pytest.raises(ValueError, match="loss weights"):
+        Trainer(tiny_model(), Adam(), loss_weights=[1.0], verbose=False)
+
+
+def test_small_googlenet_trains_one_step():
+    from inception.small import googlenet_small
+
+    model = googlenet_small(input_shape=(16, 16, 1), num_classes=4)
+    assert [t.name for t in model.outputs] == ["aux1_output", "aux2_output", "output"]
+    assert [t.example_shape for t in model.outputs] == [(4,)] * 3
+    rng = np.random.default_rng(0)
+    ds = data.Dataset(rng.random((8, 16, 16, 1)).astype(np.float32), np.arange(8) % 4)
+    trainer = Trainer(model, Adam(0.001), batch_size=8, verbose=False)
+    total, head_losses, _ = trainer.train_step(ds.x, ds.y, lr=0.001)
+    assert len(head_losses) == 3 and np.isfinite(total)
+    assert len(googlenet_small(num_classes=10, aux=False).outputs) == 1
