@@ -370,7 +370,7 @@ def main(argv=None):
 
     result = dict(
         date=datetime.datetime.now().isoformat(timespec="seconds"), host=platform.node(),
-        machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), python=platform.python_version(),
+        machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), load_average=os.getloadavg(), python=platform.python_version(),
         numpy=np.__version__, numba=getattr(sys.modules.get("numba"), "__version__", None), torch=torch_version,
         model_source=source, macs_per_image=macs, layer_batch=batch, step_batch=args.step_batch, repeats=repeats,
         matmul_gflops=rates, ratios=ratios, rows=rows)
