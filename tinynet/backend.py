@@ -154,9 +154,8 @@ def _initial_cpu_kernels() -> str:
         return "numpy"
     if numba_available():
         return "numba"
-    if requested == "numba" or requested == "":
-        if requested == "numba":
-            warnings.warn("tinynet: Numba is not installed; falling back to NumPy CPU kernels.", stacklevel=2)
+    # Numba is the default (or was asked for) but is missing: say so once, in one line
+    warnings.warn("tinynet: Numba is not installed; falling back to NumPy CPU kernels.", stacklevel=2)
     return "numpy"
 
 
