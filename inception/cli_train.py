@@ -114,7 +114,8 @@ def train_command(args):
     trainer.fit(train, test, epochs=args.epochs, checkpoint_dir=args.checkpoint, checkpoint_config=config)
 
     if args.plot and trainer.history:
-        print(f"curves: {plot_history(trainer.history, args.plot, title=f'GoogLeNet {config['variant']} on {args.data}')}")
+        title = f"GoogLeNet {config['variant']} on {args.data}"
+        print(f"curves: {plot_history(trainer.history, args.plot, title=title)}")
     if args.grad_norms:
         print("gradient norm per block (mean over recorded steps), with the aux heads vs the main loss alone:")
         print(grad_norm_table(trainer.grad_norms))

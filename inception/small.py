@@ -29,6 +29,8 @@ Outputs are ``[aux1, aux2, main]`` softmax probabilities (``[main]`` only with `
 """
 from __future__ import annotations
 
+import numpy as np
+
 from tinynet import Model
 from tinynet.layers import (Activation, AvgPool2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
                             GlobalAveragePooling2D, Input, MaxPool2D)
@@ -88,7 +90,7 @@ def googlenet_small(input_shape=(32, 32, 1), num_classes=10, aux=True, blocks=No
     """
     blocks = dict(SMALL_BLOCKS, **(blocks or {}))
     inputs = Input(input_shape, name="input")
-    x = Conv2D(16, 3, padding="same", use_bias=False, name="conv1_3x3")(inputs)
+    x = Conv2D(16, 3, padding="same", use_bias=False, name="conv1_3x3")(inputs)  # BN follows: no ReLU yet
     x = BatchNormalization(momentum=0.9, name="conv1_bn")(x)
     x = Activation("relu", name="conv1_relu")(x)
     x = MaxPool2D(3, strides=2, padding="same", name="pool1_3x3_s2")(x)
@@ -111,7 +113,26 @@ def googlenet_small(input_shape=(32, 32, 1), num_classes=10, aux=True, blocks=No
     x = GlobalAveragePooling2D(name="avg_pool")(x)
     x = Dropout(0.4, name="dropout")(x)
     main = Dense(num_classes, activation="softmax", name="output")(x)
-    return Model(inputs, aux_outputs + [main], name="googlenet_small")
+    model = Model(inputs, aux_outputs + [main], name="googlenet_small")
+    he_rescale(model)
+    return model
+
+
+def he_rescale(model):
+    """Rescale every Conv2D/Dense kernel from Keras' Glorot-uniform to He-uniform (``he_uniform``).
+
+    Glorot keeps the variance for linear layers; after a ReLU half of it is lost, so a path through the
+    network's 21 convolutions starts with its signal shrunk by about 2^21 in variance and the first epochs
+    stall. He's init draws from U(−l, l) with ``l = sqrt(6 / fan_in)``; the Glorot draw has
+    ``l = sqrt(6 / (fan_in + fan_out))``, so multiplying by ``sqrt((fan_in + fan_out) / fan_in)`` turns one
+    into the other without drawing new numbers. The softmax output layers keep Glorot.
+    """
+    for layer in model.layers:
+        if isinstance(layer, (Conv2D, Dense)) and getattr(layer, "activation", None) == "relu":
+            kernel = layer.weights[0]
+            receptive = int(np.prod(kernel.shape[:-2])) if kernel.ndim > 2 else 1
+            fan_in, fan_out = receptive * kernel.shape[-2], receptive * kernel.shape[-1]
+            kernel *= kernel.dtype.type(np.sqrt((fan_in + fan_out) / fan_in))
 
 
 __all__ = ["googlenet_small", "small_aux_head", "SMALL_BLOCKS", "STAGES"]

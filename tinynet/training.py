@@ -151,21 +151,26 @@ class Trainer:
         """
         xb = self._prepare(x, training=True)
         outs = self.model.forward(xb, training=True)
-        outs = outs if isinstance(outs, list) else [outs]
+        as_list = isinstance(outs, list)  # a model built with a single output tensor returns one array
+        outs = outs if as_list else [outs]
         yb = backend.to_device(np.asarray(y), self.model.device)
         total, head_losses, grads = losses.weighted_loss(outs, yb, self.loss_weights)
+
+        def backward(output_grads):
+            self.model.backward(output_grads if as_list else output_grads[0])
+
         step = self.optimizer.iterations
         if self._groups is not None and step % self.grad_norm_every == 0:
-            self.model.backward([None] * (len(grads) - 1) + [grads[-1]])
+            backward([None] * (len(grads) - 1) + [grads[-1]])
             main_only = group_grad_norms(self._groups)
-            self.model.backward(grads)
+            backward(grads)
             with_aux = group_grad_norms(self._groups)
             self.grad_norms["step"].append(step)
             for g in self._groups:
                 self.grad_norms["main_only"][g].append(main_only[g])
                 self.grad_norms["with_aux"][g].append(with_aux[g])
         else:
-            self.model.backward(grads)
+            backward(grads)
         self.optimizer.lr = lr
         self.optimizer.step()
         pred = backend.to_numpy(outs[-1]).reshape(len(y), -1).argmax(axis=1)

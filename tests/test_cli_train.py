@@ -1,0 +1,101 @@
+"""``python -m inception train | evaluate | predict`` on a tiny .npz data set (the small GoogLeNet at 16×16)."""
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tinynet
+from inception import cli_train
+
+
+@pytest.fixture(autouse=True)
+def _numpy_kernels():
+    tinynet.set_cpu_kernels("numpy")
+
+
+@pytest.fixture
+def npz_data(tmp_path):
+    """24 images of 16×16, 4 classes: a bright quadrant per class."""
+    rng = np.random.default_rng(0)
+    y = np.arange(24) % 4
+    x = (rng.random((24, 16, 16)) * 60).astype(np.uint8)
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 2)
+        x[i, 8 * r:8 * r + 8, 8 * col:8 * col + 8] += 180
+    path = tmp_path / "toy.npz"
+    np.savez(path, x=x, y=y, class_names=np.array(["nw", "ne", "sw", "se"]))
+    return str(path), x
+
+
+def run(argv, capsys):
+    assert cli_train.main(argv) == 0
+    return capsys.readouterr().out
+
+
+TRAIN = ["train", "--batch-size", "6", "--quiet", "--kernels", "numpy", "--crop", "1"]
+
+
+def test_train_evaluate_predict(tmp_path, npz_data, capsys):
+    path, x = npz_data
+    ckpt = str(tmp_path / "ckpt")
+    out = run(TRAIN + ["--data", path, "--epochs", "1", "--checkpoint", ckpt, "--plot", str(tmp_path / "c.png"),
+                       "--grad-norms", str(tmp_path / "g.png"), "--optimizer", "sgd", "--schedule", "step",
+                       "--lr", "0.01"], capsys)
+    lines = out.strip().splitlines()
+    assert re.fullmatch(r"test accuracy: \d\.\d{4}", lines[-1])
+    assert lines[-2].startswith("time taken: ")
+    assert "stem" in out and "with aux" in out  # the gradient-norm table
+    assert (tmp_path / "c.png").exists() and (tmp_path / "g.png").exists()
+    accuracy = lines[-1]
+
+    out = run(["evaluate", "--checkpoint", ckpt], capsys)
+    assert out.strip().splitlines()[-1] == accuracy  # same model, same test split
+
+    img = tmp_path / "img.png"
+    Image.fromarray(x[1]).resize((40, 40)).save(img)
+    out = run(["predict", "--checkpoint", ckpt, str(img), "--top", "2"], capsys)
+    assert re.match(rf"{re.escape(str(img))}: (nw|ne|sw|se) \(0\.\d{{3}}\), (nw|ne|sw|se) \(", out)
+
+
+def test_resume_matches_straight_run(tmp_path, npz_data, capsys, monkeypatch):
+    """A run killed right after saving epoch 1 and resumed ends on the straight run's weights, bit for bit."""
+    from tinynet import checkpoint
+
+    path, _ = npz_data
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    common = TRAIN + ["--data", path, "--seed", "3", "--epochs", "2"]  # default schedule: cosine over 2 epochs
+    run(common + ["--checkpoint", straight], capsys)
+
+    save = checkpoint.save
+
+    def save_then_die(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        cli_train.main(common + ["--checkpoint", split])
+    monkeypatch.setattr(checkpoint, "save", save)
+    out = run(common + ["--checkpoint", split, "--resume"], capsys)
+    assert "resumed from" in out and "after epoch 1" in out
+    for name in ("weights.npz", "optimizer.npz"):
+        with np.load(f"{straight}/{name}", allow_pickle=False) as a, np.load(f"{split}/{name}",
+                                                                             allow_pickle=False) as b:
+            assert sorted(a.files) == sorted(b.files)
+            assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_resume_needs_checkpoint(npz_data):
+    with pytest.raises(SystemExit):
+        cli_train.main(["train", "--data", npz_data[0], "--resume"])
+
+
+def test_registered_in_dispatcher():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli_train.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train"])
+    assert args.data == "digits" and args.variant == "small" and args.aux_weight == 0.3
+    assert args.func is cli_train.train_command
