@@ -272,6 +272,56 @@ def test_max_pool_same_padding_on_all_negative_input_never_returns_zero(pool, st
     np.testing.assert_array_equal(y, pool_ref(x, pair(pool), pair(strides), "same", "max"))
 
 
+def maxpool_backward_ref(x, gy, pool, strides, padding):
+    """Each output gradient goes to the first maximum of its window in row-major order (the tie rule)."""
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw) = pool, strides
+    ho, top = keras_axis(h, kh, sh, padding)
+    wo, left = keras_axis(w, kw, sw, padding)
+    gx = np.zeros_like(x)
+    for b_ in range(n):
+        for i in range(ho):
+            for j in range(wo):
+                cells = window_cells(h, w, i, j, kh, kw, sh, sw, top, left)
+                for ch in range(c):
+                    best = max(x[b_, p, q, ch] for _, _, p, q in cells)
+                    p, q = next((p, q) for _, _, p, q in cells if x[b_, p, q, ch] == best)
+                    gx[b_, p, q, ch] += gy[b_, i, j, ch]
+    return gx
+
+
+@pytest.mark.parametrize("pool, strides, padding", [(2, 2, "valid"), (3, 1, "same"), (3, 2, "same"),
+                                                    ((2, 3), (1, 2), "same"), (3, (2, 1), "valid")])
+def test_max_pool_ties_go_to_the_first_maximum_in_row_major_order(pool, strides, padding, xb, rng):
+    x = rng.integers(0, 3, (2, 6, 7, 2)).astype(np.float64)  # three values: ties in nearly every window
+    x[0, :, :, 0] = 1.0                                        # and one channel that is all ties
+    layer = built(MaxPool2D(pool, strides=strides, padding=padding, dtype="float64"), (6, 7, 2))
+    layer.to("gpu" if xb.name == "cupy" else "cpu")
+    y, cache = layer.forward(xb(x))
+    gy = rng.standard_normal(y.shape)
+    gx = xb.numpy(layer.backward(xb(gy), cache)[0])
+    np.testing.assert_allclose(gx, maxpool_backward_ref(x, gy, pair(pool), pair(strides), padding), rtol=1e-12)
+
+
+def test_max_pool_tie_rule_on_one_window():
+    x = np.array([[0.0, 2.0], [2.0, 1.0]]).reshape(1, 2, 2, 1)
+    layer = built(MaxPool2D(2, dtype="float64"), (2, 2, 1))
+    y, cache = layer.forward(x)
+    gx = layer.backward(np.full((1, 1, 1, 1), 5.0), cache)[0]
+    np.testing.assert_array_equal(gx.reshape(2, 2), [[0.0, 5.0], [0.0, 0.0]])
+
+
+def test_max_pool_same_padding_gradient_never_reaches_the_padding(rng):
+    """On an all-negative input every gradient lands on a real cell: nothing is lost to the −inf border."""
+    x = -1.0 - rng.random((1, 4, 5, 2))
+    layer = built(MaxPool2D(3, strides=2, padding="same", dtype="float64"), (4, 5, 2))
+    y, cache = layer.forward(x)
+    gy = rng.random(y.shape)
+    gx = layer.backward(gy, cache)[0]
+    np.testing.assert_allclose(gx.sum(axis=(1, 2)), gy.sum(axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(gx, maxpool_backward_ref(x, gy, (3, 3), (2, 2), "same"), rtol=1e-12)
+
+
 def test_max_pool_default_strides_equal_pool_size(rng):
     x = tie_free(rng, (1, 6, 6, 1))
     layer = built(MaxPool2D(3, dtype="float64"), (6, 6, 1))
@@ -323,8 +373,13 @@ def test_softmax_matches_reference(shape, axis, rng):
 def test_softmax_of_huge_logits_is_finite_and_exact():
     x = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, -1e4]])
     layer = built(Softmax(dtype="float64"), (3,))
-    y = layer.forward(x)[0]
+    y, cache = layer.forward(x)
     np.testing.assert_array_equal(y, [[1, 0, 0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0]])
+    gy = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0], [4.0, -2.0, 7.0]])
+    gx = layer.backward(gy, cache)[0]
+    # gx = y (gy − Σ y gy): zero for a one-hot row, exact for the others
+    expected = [[0.0, 0.0, 0.0], [(0.5 - 0.5) / 3, (-1.0 - 0.5) / 3, (2.0 - 0.5) / 3], [1.5, -1.5, 0.0]]
+    np.testing.assert_allclose(gx, expected, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("layer_fn, fn", [

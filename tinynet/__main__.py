@@ -73,10 +73,14 @@ def layer_checks():
     ]
 
 
-def run_checks(out=print):
-    """Gradient-check every layer type and the demo model; print a pass/fail table; return True when all pass."""
+def run_checks(out=print, kernels="numpy"):
+    """Gradient-check every layer type and the demo model; print a pass/fail table; return True when all pass.
+
+    The checks run thousands of tiny forward passes, so they use the NumPy reference kernels by default
+    (Numba's parallel launch costs more than the work at these sizes).
+    """
     rows = []
-    with backend.floatx_scope("float64"):
+    with backend.floatx_scope("float64"), backend.cpu_kernels(kernels):
         for label, make, shape, training in layer_checks():
             report = gradcheck.check_layer(make(), shape, training=training, tol=TOLERANCE,
                                            raise_on_failure=False)
@@ -86,7 +90,7 @@ def run_checks(out=print):
                                            raise_on_failure=False)
             rows.append((f"demo model ({'training' if training else 'inference'})", report))
     width = max(len(label) for label, _ in rows)
-    out(f"\nGradient check (float64, central differences, tolerance {TOLERANCE:g})")
+    out(f"\nGradient check (float64, central differences, tolerance {TOLERANCE:g}, {kernels} kernels)")
     out(f"{'layer':<{width}}  {'tensors':>7}  {'max rel error':>13}  result")
     out("-" * (width + 33))
     for label, report in rows:
@@ -102,7 +106,9 @@ def main(argv=None):
     """Entry point of ``python -m tinynet``; returns the process exit status."""
     parser = argparse.ArgumentParser(prog="python -m tinynet", description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-kernels", choices=["numpy", "numba"], default=None,
-                        help="CPU kernels to use (default: numba when installed)")
+                        help="CPU kernels for the demo model (default: numba when installed)")
+    parser.add_argument("--check-kernels", choices=["numpy", "numba"], default="numpy",
+                        help="CPU kernels for the gradient checks (default: numpy)")
     args = parser.parse_args(argv)
     if args.cpu_kernels:
         backend.set_cpu_kernels(args.cpu_kernels)
@@ -115,7 +121,7 @@ def main(argv=None):
     probs, aux = model.predict(x)
     print(f"\npredict on {x.shape}: outputs {probs.shape} {probs.dtype} (rows sum to "
           f"{float(probs.sum(axis=1).mean()):.4f}) and {aux.shape} {aux.dtype}; CPU kernels: {backend.get_cpu_kernels()}")
-    ok = run_checks()
+    ok = run_checks(kernels=args.check_kernels)
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0 if ok else 1
 
