@@ -195,10 +195,11 @@ def float64_mode():
 
     import tinynet
 
-    old = (bool(jax.config.jax_enable_x64), keras.config.floatx(), tinynet.floatx())
+    old = (bool(jax.config.jax_enable_x64), keras.config.floatx(), tinynet.floatx(), keras.config.dtype_policy())
     old_rule = keras_dtypes.BIT64_TO_BIT32_DTYPE.get("float64")
     jax.config.update("jax_enable_x64", True)
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")  # Keras caches its global policy at first use: set it too
     tinynet.set_floatx("float64")
     keras_dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64"
     try:
@@ -207,6 +208,7 @@ def float64_mode():
         keras_dtypes.BIT64_TO_BIT32_DTYPE["float64"] = old_rule
         jax.config.update("jax_enable_x64", old[0])
         keras.config.set_floatx(old[1])
+        keras.config.set_dtype_policy(old[3])
         tinynet.set_floatx(old[2])
 
 
