@@ -1,0 +1,65 @@
+"""``python -m inception check-keras``: GoogLeNet in tinynet vs Keras, outputs and gradients, as a table.
+
+Builds the Keras reference (:mod:`inception.keras_reference`), converts it with ``from_keras`` and runs
+both on one random batch: float32 outputs, then float64 outputs and gradients (of a random-weighted sum of
+all outputs, w.r.t. the input and every weight) in inference and training mode. Needs keras and jax.
+"""
+from __future__ import annotations
+
+import os
+
+TOLERANCES = {"float32 outputs (abs)": 1e-5, "float64 outputs (abs)": 1e-10, "float64 gradients (rel)": 1e-8}
+
+
+def register(subparsers):
+    p = subparsers.add_parser("check-keras", help="compare tinynet's GoogLeNet with Keras' (outputs, gradients)",
+                              description=__doc__)
+    p.add_argument("--variant", choices=["paper", "blog"], default="paper")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="input height and width (default: 224; the blog variant needs at least 193)")
+    p.add_argument("--num-classes", type=int, default=10, help="classifier width (default: 10, to keep it quick)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--all-gradients", action="store_true", help="list every weight gradient, not the worst 8")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    try:
+        import jax  # noqa: F401
+        import keras
+    except ImportError as e:
+        print(f"check-keras needs keras and jax: {e}. Install them with: pip install -e '.[keras]'")
+        return 2
+    if keras.backend.backend() != "jax":
+        print(f"check-keras needs the JAX backend (KERAS_BACKEND=jax), not {keras.backend.backend()!r}")
+        return 2
+    import contextlib
+
+    import numpy as np
+
+    from .keras_reference import compare_with_keras, float64_mode, keras_googlenet, randomize_weights
+
+    size = args.input_size or 224
+    shape = (size, size, 3)
+    worst = {}
+    failed = False
+    for dtype, training in (("float32", False), ("float64", False), ("float64", True)):
+        with float64_mode() if dtype == "float64" else contextlib.nullcontext():
+            model = keras_googlenet(shape, args.num_classes, variant=args.variant, dropout=not training)
+            randomize_weights(model, seed=0)
+            x = np.random.default_rng(1).standard_normal((args.batch,) + shape).astype(dtype)
+            report = compare_with_keras(model, x, training=training, gradients=dtype == "float64")
+        print(report.table("all" if args.all_gradients else "summary"))
+        print()
+        key = "float32 outputs (abs)" if dtype == "float32" else "float64 outputs (abs)"
+        worst[key] = max(worst.get(key, 0.0), report.max_error("output"), report.max_error("bn stat"))
+        if dtype == "float64":
+            worst["float64 gradients (rel)"] = max(worst.get("float64 gradients (rel)", 0.0),
+                                                   report.max_error("grad", relative=True))
+    print(f"{'check':<26}{'worst error':>14}{'tolerance':>12}  ok")
+    for key, tol in TOLERANCES.items():
+        ok = worst[key] < tol
+        failed |= not ok
+        print(f"{key:<26}{worst[key]:>14.2e}{tol:>12.0e}  {'yes' if ok else 'NO'}")
+    return 1 if failed else 0
