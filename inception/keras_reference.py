@@ -170,8 +170,8 @@ class ParityReport:
         lines = [self.title, f"  {'what':<8} {'tensor':<34} {'shape':<22} {'max abs err':>12} {'max rel err':>12}"]
         for kind, name, shape, abs_err, rel_err in rows:
             lines.append(f"  {kind:<8} {name:<34} {str(shape):<22} {abs_err:>12.2e} {rel_err:>12.2e}")
-        if grads == "summary":
-            n = sum(1 for r in self.rows if r[0] == "grad")
+        n = sum(1 for r in self.rows if r[0] == "grad")
+        if grads == "summary" and n:
             lines.append(f"  ({n} gradients in all: the input's and the 8 worst weight gradients shown)")
         return "\n".join(lines)
 
