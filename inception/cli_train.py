@@ -14,7 +14,9 @@ import time
 
 import numpy as np
 
-DEFAULTS = {"epochs": 12, "batch_size": 64, "lr": 0.003, "optimizer": "adam", "schedule": "cosine"}
+#: Defaults of ``train``, chosen on the digits: 20 epochs of 45 batches reach 0.99 in about two minutes on 2 cores.
+DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 0.002, "optimizer": "adam", "schedule": "cosine",
+            "kernels": "numpy"}
 
 
 # ------------------------------------------------------------------------------------------ building
@@ -108,6 +110,9 @@ def train_command(args):
     if resume_state is not None:
         checkpoint.load(args.checkpoint, trainer)
         print(f"resumed from {args.checkpoint} after epoch {trainer.epoch}")
+        horizon = resume_state["schedule"].get("epochs")
+        if horizon is not None and horizon != args.epochs:
+            print(f"note: the cosine schedule keeps the first run's horizon of {horizon:g} epochs")
     if args.device != "cpu":
         model.to(args.device)
 
@@ -210,7 +215,10 @@ def register(subparsers):
     p.add_argument("--crop", type=int, default=2, help="random-crop padding in pixels (0: off)")
     p.add_argument("--flip", action="store_true", help="random horizontal flips (not for digits)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
-    p.add_argument("--kernels", default=None, choices=["numpy", "numba"], help="CPU kernels (default: tinynet's)")
+    p.add_argument("--kernels", default=DEFAULTS["kernels"], choices=["numpy", "numba"],
+                   help="CPU kernels (default numpy: for this small network on a busy 2-core CPU the NumPy kernels "
+                        "measured about 2.5x faster per step than the Numba ones); resume with the same kernels "
+                        "for a bit-exact continuation")
     p.add_argument("--checkpoint", metavar="DIR", help="save a checkpoint there after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint DIR")
     p.add_argument("--plot", metavar="FILE", help="write the training curves as a PNG")
