@@ -13,7 +13,7 @@ and 4d, so stage 5 gets the same gradient either way and the stem, 3 and 4 get m
 
 Usage::
 
-    python benchmarks/aux_gradients.py [--epochs 3] [--every 5] [--out benchmarks/results/aux_gradients.png]
+    python benchmarks/aux_gradients.py [--epochs 5] [--every 5] [--out benchmarks/results/aux_gradients.png]
 
 (also ``python -m inception train --grad-norms FILE.png`` records the same during any training run).
 """
@@ -37,12 +37,13 @@ from tinynet.training import Trainer, grad_norm_table, plot_grad_norms  # noqa: 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--every", type=int, default=5, help="record every N steps")
     parser.add_argument("--lr", type=float, default=0.003)
     parser.add_argument("--aux-weight", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--kernels", default=None, choices=["numpy", "numba"])
+    parser.add_argument("--kernels", default="numpy", choices=["numpy", "numba"])
     parser.add_argument("--out", default=os.path.join("benchmarks", "results", "aux_gradients.png"))
     args = parser.parse_args(argv)
     if args.kernels:
@@ -52,7 +53,7 @@ def main(argv=None):
     tinynet.set_seed(args.seed)
     model = googlenet_small(input_shape=train.image_shape, num_classes=train.num_classes)
     trainer = Trainer(model, optim.Adam(args.lr), schedule=optim.CosineDecay(args.lr, args.epochs),
-                      aux_weight=args.aux_weight, preprocess=data.Normalizer.fit(train.x),
+                      aux_weight=args.aux_weight, batch_size=args.batch_size, preprocess=data.Normalizer.fit(train.x),
                       augment=data.Augment(crop=2), seed=args.seed, verbose=False,
                       grad_norm_groups=list(STAGES), grad_norm_every=args.every)
     start = time.perf_counter()

