@@ -43,7 +43,7 @@ from tinynet import backend, kernels, losses  # noqa: E402
 from tinynet.layers import (AvgPool2D, Conv2D, Dense, GlobalAveragePooling2D,  # noqa: E402
                             LocalResponseNormalization, MaxPool2D)
 
-from _tinynet_googlenet import googlenet  # noqa: E402
+from inception import googlenet  # noqa: E402
 
 TIMED_LAYERS = (Conv2D, MaxPool2D, AvgPool2D, LocalResponseNormalization, Dense, GlobalAveragePooling2D)
 
