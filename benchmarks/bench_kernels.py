@@ -183,7 +183,7 @@ def network_rows(name, batch, repeats, macs_per_image):
 
     move = use_backend(name)
     tinynet.set_seed(0)
-    model, _ = googlenet()
+    model = googlenet(variant="paper")
     if name == "cupy":
         model.to("gpu")
     opt = optim.SGD(lr=0.01, momentum=0.9).attach(model)
@@ -328,9 +328,9 @@ def main(argv=None):
             parser.error("cupy or a CUDA device is missing")
 
     tinynet.set_seed(0)
-    model, source = googlenet()
+    model = googlenet(variant="paper")
     macs = model.count_macs()
-    print(f"GoogLeNet from {source}: {model.count_params():,} parameters, {macs:,} multiply-adds per 224x224 image "
+    print(f"GoogLeNet (paper variant): {model.count_params():,} parameters, {macs:,} multiply-adds per 224x224 image "
           f"(aux heads included); {os.cpu_count()} CPUs; layer batch {batch}, step batch {args.step_batch}, "
           f"min of {repeats}")
     rates = {}
@@ -372,7 +372,7 @@ def main(argv=None):
         date=datetime.datetime.now().isoformat(timespec="seconds"), host=platform.node(),
         machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), load_average=os.getloadavg(), python=platform.python_version(),
         numpy=np.__version__, numba=getattr(sys.modules.get("numba"), "__version__", None), torch=torch_version,
-        model_source=source, macs_per_image=macs, layer_batch=batch, step_batch=args.step_batch, repeats=repeats,
+        macs_per_image=macs, layer_batch=batch, step_batch=args.step_batch, repeats=repeats,
         matmul_gflops=rates, ratios=ratios, rows=rows)
     if "cupy" in names:
         import cupy

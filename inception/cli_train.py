@@ -16,7 +16,7 @@ import numpy as np
 
 #: Defaults of ``train``, chosen on the digits: 20 epochs of 45 batches reach 0.99 in about two minutes on 2 cores.
 DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 0.002, "optimizer": "adam", "schedule": "cosine",
-            "kernels": "numpy"}
+            "kernels": None}
 
 
 # ------------------------------------------------------------------------------------------ building
@@ -216,9 +216,9 @@ def register(subparsers):
     p.add_argument("--flip", action="store_true", help="random horizontal flips (not for digits)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--kernels", default=DEFAULTS["kernels"], choices=["numpy", "numba"],
-                   help="CPU kernels (default numpy: for this small network on a busy 2-core CPU the NumPy kernels "
-                        "measured about 2.5x faster per step than the Numba ones); resume with the same kernels "
-                        "for a bit-exact continuation")
+                   help="CPU kernels (default: tinynet's setting, Numba when installed; a batch-32 step of the small "
+                        "network measured 44 ms with Numba and 92 ms with NumPy on 2 cores); resume with the same "
+                        "kernels for a bit-exact continuation")
     p.add_argument("--checkpoint", metavar="DIR", help="save a checkpoint there after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint DIR")
     p.add_argument("--plot", metavar="FILE", help="write the training curves as a PNG")
