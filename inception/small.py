@@ -43,19 +43,10 @@ from tinynet.layers import (Activation, AvgPool2D, BatchNormalization, Conv2D, D
                             GlobalAveragePooling2D, Input, MaxPool2D)
 
 from .blocks import inception_block
+from .googlenet import PAPER_BLOCKS
 
-#: Table 1's blocks with the widths divided by 4: name → (#1×1, #3×3 red, #3×3, #5×5 red, #5×5, pool proj).
-SMALL_BLOCKS = {
-    "3a": (16, 24, 32, 4, 8, 8),
-    "3b": (32, 32, 48, 8, 24, 16),
-    "4a": (48, 24, 52, 4, 12, 16),
-    "4b": (40, 28, 56, 6, 16, 16),
-    "4c": (32, 32, 64, 6, 16, 16),
-    "4d": (28, 36, 72, 8, 16, 16),
-    "4e": (64, 40, 80, 8, 32, 32),
-    "5a": (64, 40, 80, 8, 32, 32),
-    "5b": (96, 48, 96, 12, 32, 32),
-}
+#: Table 1's blocks with every width divided by 4: name → (#1×1, #3×3 red, #3×3, #5×5 red, #5×5, pool proj).
+SMALL_BLOCKS = {name: tuple(width // 4 for width in widths) for name, widths in PAPER_BLOCKS.items()}
 
 #: Which block each stage of the network holds (used to group layers, e.g. for gradient norms).
 STAGES = (("stem", ("conv1", "conv2")), ("3", ("3a", "3b")), ("4", ("4a", "4b", "4c", "4d", "4e")),
