@@ -47,18 +47,13 @@ def _run(build, input_shape, dtype, training, gradients, batch, seed=0):
 
 # ------------------------------------------------------------------------------------------ GoogLeNet
 # 224 and one other size per variant. The blog variant needs ≥ 193 (its AvgPool2D(7) 'valid' needs a 7×7
-# map); 200 gives odd sizes on the way (100, 50, 25, 13, 7) and 3×3 aux outputs. Float32 is checked on the
-# forward pass; float64 on outputs and gradients, inference mode at 224, training mode at the other size.
-GOOGLENET_CASES = [
-    ("paper", 224, "float32", False, False, 1),
-    ("paper", 160, "float32", False, False, 1),
-    ("blog", 224, "float32", False, False, 1),
-    ("blog", 200, "float32", False, False, 1),
-    ("paper", 224, "float64", False, True, 1),
-    ("paper", 160, "float64", True, True, 2),
-    ("blog", 224, "float64", False, True, 1),
-    ("blog", 200, "float64", True, True, 2),
-]
+# map); 200 gives odd sizes on the way (100, 50, 25, 13, 7) and 3×3 aux outputs. Every size is checked in
+# inference and in training mode (dropout 0, BatchNorm on batch statistics), float32 on the outputs and
+# float64 on the outputs and on the gradients w.r.t. the input and every weight.
+SIZES = {"paper": (224, 160), "blog": (224, 200)}
+GOOGLENET_CASES = [(variant, size, dtype, training, dtype == "float64", 2 if training else 1)
+                   for variant, sizes in SIZES.items() for size in sizes
+                   for dtype in ("float32", "float64") for training in (False, True)]
 
 
 @pytest.mark.slow
