@@ -5,7 +5,6 @@ every trainable weight, element by element for these small tensors. The window l
 products as the forward tests: kernel sizes 1, 2, 3, 5, 7 and non-square, strides 1-3 (also sh != sw),
 'valid' and 'same' (the asymmetric cases included), odd and even sizes, batch 1 and 2.
 """
-import itertools
 
 import numpy as np
 import pytest
@@ -15,19 +14,9 @@ from tinynet import Model, backend, gradcheck
 from tinynet.layers import (Activation, AvgPool2D, BatchNormalization, Concatenate, Conv2D, Dense, Dropout,
                             Flatten, GlobalAveragePooling2D, Input, LocalResponseNormalization, MaxPool2D, ReLU,
                             Softmax, concatenate)
+from window_cases import WINDOW_CASES, case_id
 
 TOL = 1e-7
-KERNELS = [1, 2, 3, 5, 7, (2, 5), (5, 2)]
-STRIDES = [1, 2, 3, (1, 2), (3, 1)]
-PADDINGS = ["valid", "same"]
-# (batch, height, width): odd/even heights and widths, batch 1 and 2
-SIZES = [(2, 7, 8), (1, 8, 7)]
-WINDOW_CASES = list(itertools.product(KERNELS, STRIDES, PADDINGS, SIZES))
-
-
-def case_id(case):
-    k, s, p, size = case
-    return f"k{k}-s{s}-{p}-in{'x'.join(map(str, size))}".replace(" ", "")
 
 
 def check(layer, input_shape, training=False, **kwargs):

@@ -6,7 +6,6 @@ arithmetic or its index order shows up as a mismatch. Shapes are tiny; the param
 sizes 1, 2, 3, 5, 7 and non-square, strides 1-3 including sh != sw, 'valid' and 'same' (with the asymmetric
 'same' cases), odd and even sizes, batch 1 and 2, on every array backend.
 """
-import itertools
 import math
 
 import numpy as np
@@ -17,19 +16,7 @@ from tinynet.layers import (Activation, AvgPool2D, BatchNormalization, Concatena
                             Flatten, GlobalAveragePooling2D, Input, LocalResponseNormalization, MaxPool2D, ReLU,
                             Softmax)
 from tinynet.layers.conv_utils import output_and_padding
-
-KERNELS = [1, 2, 3, 5, 7, (2, 5), (5, 2)]
-STRIDES = [1, 2, 3, (1, 2), (3, 1)]
-PADDINGS = ["valid", "same"]
-# (batch, height, width): odd/even heights and widths, batch 1 and 2; every kernel above fits 'valid'
-SIZES = [(2, 7, 8), (1, 8, 7)]
-
-WINDOW_CASES = list(itertools.product(KERNELS, STRIDES, PADDINGS, SIZES))
-
-
-def case_id(case):
-    k, s, p, size = case
-    return f"k{k}-s{s}-{p}-in{'x'.join(map(str, size))}".replace(" ", "")
+from window_cases import WINDOW_CASES, case_id
 
 
 def pair(v):
