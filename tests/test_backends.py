@@ -96,13 +96,14 @@ def _numpy_backend():
     (lambda: MaxPool2D(3, strides=2, padding="same"), (2, 5, 6, 2)),
     (lambda: AvgPool2D(3, strides=2, padding="same"), (2, 5, 6, 2)),
     (lambda: LocalResponseNormalization(3, alpha=0.5), (1, 2, 3, 6)),
-], ids=["conv", "maxpool", "avgpool", "lrn"])
-def test_gradcheck_on_numba(factory, shape):
-    if not backend.numba_available():
-        pytest.skip("numba not installed")
-    with tinynet.cpu_kernels("numba"):
-        report = gradcheck.check_layer(factory(), shape)
-    assert report.passed, str(report)
+    (lambda: BatchNormalization(), (3, 2, 3, 4)),
+], ids=["conv", "maxpool", "avgpool", "lrn", "batchnorm"])
+def test_gradcheck_on_every_backend(xb, factory, shape):
+    """The gradient checker in float64, with the layer's forward and backward on numpy, numba or cupy."""
+    tinynet.set_floatx("float64")
+    device = "gpu" if xb.name == "cupy" else "cpu"
+    report = gradcheck.check_layer(factory(), shape, training=True, device=device)
+    assert report.passed and report.device == device, str(report)
 
 
 @pytest.mark.gpu
@@ -127,6 +128,9 @@ def test_gradcheck_on_cupy_float64():
     assert relerr(backend.to_numpy(gx_gpu), gx_cpu) <= 1e-12
     for a, e in zip(g_gpu, g_cpu):
         assert relerr(a, e) <= 1e-12
+    report = gradcheck.check_model(model, xs, training=True)   # and central differences, on the GPU
+    assert report.passed and report.device == "gpu", str(report)
+    assert all(backend.is_gpu_array(w) for layer in model.layers for w in layer.weights)
 
 
 # ----------------------------------------------------------------------------------------- choosing

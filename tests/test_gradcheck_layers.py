@@ -216,3 +216,50 @@ def test_directional_check_is_not_fooled_by_a_direction_nearly_orthogonal_to_the
 
     report = gradcheck.check_model(demo_model(), tol=TOL, max_elements=200)
     assert report.passed, str(report)
+
+
+# ----------------------------------------------------------------------------------------- the noise floor
+def conv_bias_into_batchnorm():
+    """A convolution's bias feeding BatchNormalization in training mode: its true gradient is exactly 0."""
+    x = Input((5, 5, 2))
+    y = BatchNormalization(name="bn")(Conv2D(3, 3, padding="same", name="conv")(x))
+    return Model(x, Dense(4, name="dense")(Flatten()(y)))
+
+
+def test_an_exactly_zero_gradient_passes_at_the_noise_floor():
+    """BN subtracts the batch mean, so conv/bias has a zero gradient; its numeric estimate is rounding noise,
+    a relative error of 1 that only the absolute noise floor can judge."""
+    model = conv_bias_into_batchnorm()
+    report = gradcheck.check_model(model, training=True, tol=TOL)
+    bias = next(row for row in report.rows if row[0] == "conv/bias")
+    assert bias[3] > 0.5 and bias[4] < report.atol           # relative error meaningless, absolute tiny
+    assert report.passed and report.max_error < TOL, str(report)
+    assert "noise floor" in str(report)
+    with pytest.raises(gradcheck.GradcheckError, match="conv/bias"):   # judged by the relative error alone
+        gradcheck.check_model(model, training=True, tol=TOL, atol=0.0)
+
+
+def test_the_noise_floor_does_not_hide_a_small_wrong_gradient():
+    """A kernel gradient 0.1 % too large is far above the floor (about 1e-8 here) and must still fail."""
+
+    class SlightlyWrongDense(Dense):
+        def backward(self, gy, cache):
+            gx, grads = super().backward(gy, cache)
+            return gx, [grads[0] * 1.001, grads[1]]
+
+    with pytest.raises(gradcheck.GradcheckError, match="kernel"):
+        gradcheck.check_layer(SlightlyWrongDense(3), (2, 4), tol=TOL)
+    report = gradcheck.check_layer(Dense(3), (2, 4), tol=TOL)
+    assert 0 < report.atol < 1e-7
+
+
+def test_the_check_leaves_the_model_as_it_found_it():
+    """Weights (same objects, float32), device and input dtypes are restored after a float64 check."""
+    tinynet.set_floatx("float32")
+    model = conv_bias_into_batchnorm()
+    before = [list(layer.weights) for layer in model.layers]
+    gradcheck.check_model(model, training=True, tol=TOL)
+    assert model.device == "cpu" and model.inputs[0].dtype == "float32"
+    for layer, weights in zip(model.layers, before):
+        assert all(a is b for a, b in zip(layer.weights, weights))
+        assert all(w.dtype == np.float32 for w in layer.weights)
