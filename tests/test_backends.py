@@ -191,6 +191,30 @@ def test_asking_for_the_gpu_without_cupy_raises_a_clear_error(monkeypatch):
         tinynet.to_device(np.zeros(3), "gpu")
 
 
+def test_cupy_without_a_device_raises_the_cause(monkeypatch):
+    """CuPy installed but no usable driver (as on a CPU machine): the error carries CuPy's own reason."""
+    import importlib.util
+    import types
+
+    class CUDARuntimeError(RuntimeError):
+        pass
+
+    def no_driver():
+        raise CUDARuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+
+    fake = types.SimpleNamespace(ndarray=type("ndarray", (), {}),
+                                 cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_driver)))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "cupy" else real(name, *a))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    assert not backend.cupy_available()
+    x = Input((4, 4, 1))
+    model = tinynet.Model(x, Conv2D(2, 3)(x))
+    with pytest.raises(RuntimeError, match="no CUDA device is available .CUDARuntimeError: cudaErrorInsufficientDriver"):
+        model.to("gpu")
+    assert model.device == "cpu" and not any(backend.is_gpu_array(w) for w in model.get_weights())
+
+
 @pytest.mark.gpu
 def test_mixing_numpy_and_cupy_names_the_layer_and_the_array():
     cp = backend.require_gpu()

@@ -53,16 +53,23 @@ def floatx_scope(value: str):
 
 
 # ------------------------------------------------------------------------------------------- cupy
-def cupy_available() -> bool:
-    """True when CuPy imports and sees at least one CUDA device."""
+def _cupy_problem():
+    """Why the GPU can't be used, in one line, or ``None`` when CuPy imports and sees a CUDA device."""
     if importlib.util.find_spec("cupy") is None:
-        return False
+        return "CuPy is not installed"
     try:
         import cupy
 
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # CUDA driver missing, no device, ...
-        return False
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return None
+        return "CuPy is installed but sees no CUDA device"
+    except Exception as error:  # CUDA driver missing or too old, no device, broken install, ...
+        return f"CuPy is installed but no CUDA device is available ({type(error).__name__}: {error})"
+
+
+def cupy_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    return _cupy_problem() is None
 
 
 def _cupy_module():
@@ -93,8 +100,9 @@ def require_gpu():
             "tinynet: the GPU backend needs CuPy, which is not installed "
             "(pip install 'tinynet[gpu]' or a cupy-cudaXXx wheel matching your CUDA)."
         )
-    if not cupy_available():
-        raise RuntimeError("tinynet: CuPy is installed but no CUDA device is available.")
+    problem = _cupy_problem()
+    if problem is not None:
+        raise RuntimeError(f"tinynet: {problem}.")
     import cupy
 
     return cupy
