@@ -5,6 +5,7 @@ Usage (from the repository root)::
     python benchmarks/bench_kernels.py                       # batch 32 layers, batch 8 train step, all backends
     python benchmarks/bench_kernels.py --quick               # batch 8, fewer repeats, no per-kernel rows
     python benchmarks/bench_kernels.py --backends numpy,numba --no-torch --skip-layers
+    python benchmarks/bench_kernels.py --quick --backends cupy --torch-device cuda   # cupy against cuDNN only
 
 What it measures (the minimum over ``--repeats`` runs after a warm-up, so Numba's compile time and CuPy's
 kernel compilation are excluded; other processes on the machine only ever make a run slower):
@@ -15,8 +16,13 @@ kernel compilation are excluded; other processes on the machine only ever make a
   behind them (im2col/col2im, max/avg pool forward/backward);
 * a whole training step (batch 8, both aux heads, cross-entropy with aux weight 0.3, SGD momentum 0.9) and
   an inference pass (batch 8);
-* the same with PyTorch when it is importable (``benchmarks/torch_googlenet.py``), with
-  ``torch.set_num_threads`` = the CPU count, and the tinynet/PyTorch ratio.
+* the same with PyTorch when it is importable (``benchmarks/torch_googlenet.py``, NCHW, float32), and the
+  tinynet/PyTorch ratios of the whole network. ``--torch-device`` says where: on the CPU (rows ``torch``, with
+  ``torch.set_num_threads`` = the CPU count), on the GPU (rows ``torch-cuda``: cuDNN with
+  ``torch.backends.cudnn.benchmark = True`` and TF32 turned off, so it computes in IEEE float32 as CuPy does
+  unless ``CUPY_TF32=1``), or by default (``auto``) on the CPU and, when cupy is benchmarked and
+  ``torch.cuda.is_available()``, on the GPU too. numpy and numba are compared with ``torch``, cupy with
+  ``torch-cuda``.
 
 GFLOP/s counts 2 flops per multiply-add (forward: 2·MACs, backward: 4·MACs, a train step: 6·MACs of the
 network); "of BLAS" is that rate as a share of the measured matrix-product rate. JSON goes to
@@ -49,15 +55,28 @@ TIMED_LAYERS = (Conv2D, MaxPool2D, AvgPool2D, LocalResponseNormalization, Dense,
 
 
 # ---------------------------------------------------------------------------------------------- timing
-def synchronize(name):
-    if name == "cupy":
+def synchronize(device):
+    """Wait until the GPU work queued on ``device`` is done; nothing to wait for on the CPU.
+
+    ``device`` is a tinynet backend name (``numpy``, ``numba``, ``cupy``) or a PyTorch device (``cpu``,
+    ``cuda``, ``cuda:1``); GPU calls return before their kernels finish, so a timing without this measures
+    only the launch.
+    """
+    if device == "cupy":
         import cupy
 
         cupy.cuda.Device().synchronize()
+    elif str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
 
 
 def best_time(fn, repeats, device="numpy", warmup=1):
-    """Minimum wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    """Minimum wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs.
+
+    ``device`` is where ``fn`` runs (see `synchronize`): the clock stops only when its GPU work is done.
+    """
     for _ in range(warmup):
         fn()
         synchronize(device)
@@ -207,20 +226,73 @@ def network_rows(name, batch, repeats, macs_per_image):
 
 
 # ------------------------------------------------------------------------------------------------ PyTorch
-def torch_rows(model, batch, step_batch, repeats, skip_layers, macs_per_image):
-    """The same shapes and network in PyTorch (CPU, NCHW), with ``torch.set_num_threads(cpu count)``."""
+def torch_label(device):
+    """Backend name of PyTorch's rows on ``device``: ``torch`` on the CPU, ``torch-cuda`` on a GPU."""
+    return "torch" if str(device) == "cpu" else "torch-cuda"
+
+
+def ieee_float32(torch):
+    """Turn TF32 off in cuDNN convolutions and cuBLAS matrix products, so float32 means IEEE float32.
+
+    PyTorch lets cuDNN convolutions use TF32 on Ampere and newer GPUs by default (10-bit mantissa inputs),
+    CuPy does not; the comparison is float32 against float32. Returns the settings read back.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):      # PyTorch >= 2.9; do not mix with allow_tf32
+        conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        return dict(conv=conv.fp32_precision, matmul=torch.backends.cuda.matmul.fp32_precision)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return dict(conv_allow_tf32=torch.backends.cudnn.allow_tf32,
+                matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+
+
+def torch_rows(model, batch, step_batch, repeats, skip_layers, macs_per_image, device="cpu"):
+    """The same layer shapes and network in PyTorch (NCHW, float32) on ``device``.
+
+    One code path for both devices: on ``cpu`` the rows are called ``torch`` and PyTorch uses
+    ``torch.set_num_threads(cpu count)``; on ``cuda`` they are called ``torch-cuda``, cuDNN picks its fastest
+    algorithm per shape (``torch.backends.cudnn.benchmark = True``, during the two warm-up runs, which are
+    not timed), TF32 is off (`ieee_float32`) and every timing ends with ``torch.cuda.synchronize``.
+
+    Returns
+    -------
+    rows : list of dict
+        Rows as in `layer_rows` and `network_rows`.
+    info : dict
+        PyTorch version and device (on a GPU also CUDA, cuDNN, the GPU's name and the float32 settings).
+    """
     import torch
     import torch.nn.functional as F
 
     from torch_googlenet import GoogLeNet
 
-    torch.set_num_threads(os.cpu_count())
+    device = torch.device(device)
+    name = torch_label(device)
+    info = dict(version=torch.__version__, device=str(device))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    gpu=torch.cuda.get_device_name(device), cudnn_benchmark=True, float32=ieee_float32(torch))
+        warmup = 2
+    else:
+        torch.set_num_threads(os.cpu_count())
+        info.update(threads=torch.get_num_threads())
+        warmup = 1
+
+    def timed(fn):
+        return best_time(fn, repeats, device, warmup)
+
+    def randn(*shape, requires_grad=False):
+        return torch.randn(*shape, device=device, requires_grad=requires_grad)
+
     torch.manual_seed(0)
     rows = []
     if not skip_layers:
         for layer, in_shape, macs in distinct_layers(model):
             h, w, c = in_shape if len(in_shape) == 3 else (1, 1, in_shape[-1])
-            x = torch.randn(batch, c, h, w, requires_grad=True)
+            x = randn(batch, c, h, w, requires_grad=True)
             leaves = [x]
             if isinstance(layer, (MaxPool2D, AvgPool2D, Conv2D)):
                 k = layer.kernel_size if isinstance(layer, Conv2D) else layer.pool_size
@@ -229,8 +301,8 @@ def torch_rows(model, batch, step_batch, repeats, skip_layers, macs_per_image):
                 top, bottom, left, right = pads
                 fill = float("-inf") if isinstance(layer, MaxPool2D) else 0.0
                 if isinstance(layer, Conv2D):
-                    wt = torch.randn(layer.filters, c, *k, requires_grad=True)
-                    bias = torch.zeros(layer.filters, requires_grad=True)
+                    wt = randn(layer.filters, c, *k, requires_grad=True)
+                    bias = torch.zeros(layer.filters, device=device, requires_grad=True)
                     leaves = [x, wt, bias]
 
                     def fn(x=x, wt=wt, bias=bias, pads=pads, s=layer.strides):
@@ -246,8 +318,8 @@ def torch_rows(model, batch, step_batch, repeats, skip_layers, macs_per_image):
                 def fn(x=x, L=layer):
                     return F.local_response_norm(x, L.size, L.alpha, L.beta, L.k)
             elif isinstance(layer, Dense):
-                x = torch.randn(batch, *in_shape, requires_grad=True)
-                wt = torch.randn(in_shape[-1], layer.units, requires_grad=True)
+                x = randn(batch, *in_shape, requires_grad=True)
+                wt = randn(in_shape[-1], layer.units, requires_grad=True)
                 leaves = [x, wt]
 
                 def fn(x=x, wt=wt):
@@ -259,16 +331,16 @@ def torch_rows(model, batch, step_batch, repeats, skip_layers, macs_per_image):
             gy = torch.randn_like(y)
             label = describe(layer, in_shape)
             flops = 2 * macs * batch
-            fwd = best_time(fn, repeats)
-            bwd = best_time(lambda: torch.autograd.grad(fn(), leaves, gy), repeats) - fwd
-            rows.append(dict(backend="torch", kind="layer", name=label, pass_="forward", ms=fwd * 1e3,
+            fwd = timed(fn)
+            bwd = timed(lambda: torch.autograd.grad(fn(), leaves, gy)) - fwd
+            rows.append(dict(backend=name, kind="layer", name=label, pass_="forward", ms=fwd * 1e3,
                              gflop=flops / 1e9 if macs else None))
-            rows.append(dict(backend="torch", kind="layer", name=label, pass_="backward", ms=max(bwd, 0) * 1e3,
+            rows.append(dict(backend=name, kind="layer", name=label, pass_="backward", ms=max(bwd, 0) * 1e3,
                              gflop=2 * flops / 1e9 if macs else None))
-    net = GoogLeNet()
+    net = GoogLeNet().to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(step_batch, 3, 224, 224)
-    y = torch.randint(0, 1000, (step_batch,))
+    x = randn(step_batch, 3, 224, 224)
+    y = torch.randint(0, 1000, (step_batch,), device=device)
 
     def train_step():
         net.train()
@@ -284,22 +356,64 @@ def torch_rows(model, batch, step_batch, repeats, skip_layers, macs_per_image):
             net(x)
 
     flops = 2 * macs_per_image * step_batch
-    rows.append(dict(backend="torch", kind="network", name=f"GoogLeNet train step (batch {step_batch})", pass_="",
-                     ms=best_time(train_step, repeats) * 1e3, gflop=3 * flops / 1e9))
-    rows.append(dict(backend="torch", kind="network", name=f"GoogLeNet inference (batch {step_batch})", pass_="",
-                     ms=best_time(inference, repeats) * 1e3, gflop=flops / 1e9))
-    return rows, torch.__version__
+    rows.append(dict(backend=name, kind="network", name=f"GoogLeNet train step (batch {step_batch})", pass_="",
+                     ms=timed(train_step) * 1e3, gflop=3 * flops / 1e9))
+    rows.append(dict(backend=name, kind="network", name=f"GoogLeNet inference (batch {step_batch})", pass_="",
+                     ms=timed(inference) * 1e3, gflop=flops / 1e9))
+    return rows, info
+
+
+def torch_devices(choice, names):
+    """The PyTorch devices to time for ``--torch-device choice`` when ``names`` are benchmarked ([] if none).
+
+    ``auto``: the CPU, and the GPU too when cupy is among ``names`` and PyTorch sees a CUDA device.
+    ``cuda`` without a CUDA device in PyTorch prints why and leaves the GPU out instead of failing, so that
+    `gpu_check.sh` still runs its other benchmarks with a CPU-only PyTorch.
+    """
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch not importable: no comparison")
+        return []
+    devices = ["cpu"] if choice in ("auto", "cpu") else []
+    if choice == "cuda" or (choice == "auto" and "cupy" in names):
+        if torch.cuda.is_available():
+            devices.append("cuda")
+        else:
+            print(f"PyTorch {torch.__version__} sees no CUDA device: no torch-cuda comparison")
+    return devices
 
 
 # ------------------------------------------------------------------------------------------------ report
 def print_table(rows, rates):
-    print(f"\n{'backend':<7} {'what':<58} {'pass':<8} {'ms':>10} {'GFLOP/s':>8} {'of BLAS':>8}")
+    print(f"\n{'backend':<10} {'what':<58} {'pass':<8} {'ms':>10} {'GFLOP/s':>8} {'of BLAS':>8}")
     for r in rows:
-        gflops = r["gflop"] / (r["ms"] / 1e3) if r["gflop"] else None
+        # PyTorch's backward is (forward + backward) - forward, which can come out 0 ms on a tiny layer
+        gflops = r["gflop"] / (r["ms"] / 1e3) if r["gflop"] and r["ms"] > 0 else None
         rate = rates.get(r["backend"])
         share = f"{gflops / rate:7.0%}" if gflops and rate else ""
-        print(f"{r['backend']:<7} {r['name'][:58]:<58} {r['pass_']:<8} {r['ms']:10.2f} "
+        print(f"{r['backend']:<10} {r['name'][:58]:<58} {r['pass_']:<8} {r['ms']:10.2f} "
               f"{(f'{gflops:8.1f}' if gflops else ''):>8} {share:>8}")
+
+
+def network_ratios(rows, names):
+    """Whole-network time ratios: each backend in ``names`` against PyTorch on its kind of device, and numpy.
+
+    numpy and numba are divided by ``torch`` (CPU), cupy by ``torch-cuda`` (cuDNN), numba and cupy also by
+    numpy; a ratio is left out when either time is missing. Keys read like ``"train step cupy/torch-cuda"``.
+    """
+    ratios = {}
+    for kind in ("train step", "inference"):
+        ms = {r["backend"]: r["ms"] for r in rows if r["kind"] == "network" and kind in r["name"]}
+        for name in names:
+            if name not in ms:
+                continue
+            reference = torch_label("cuda" if name == "cupy" else "cpu")
+            if reference in ms:
+                ratios[f"{kind} {name}/{reference}"] = ms[name] / ms[reference]
+            if name != "numpy" and "numpy" in ms:
+                ratios[f"{kind} {name}/numpy"] = ms[name] / ms["numpy"]
+    return ratios
 
 
 def main(argv=None):
@@ -312,6 +426,9 @@ def main(argv=None):
     parser.add_argument("--skip-layers", action="store_true", help="only the matmul rate and the whole network")
     parser.add_argument("--skip-network", action="store_true", help="only the matmul rate and the layers")
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch even if it is installed")
+    parser.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to time PyTorch: cpu, cuda, or auto = cpu, and cuda too when cupy is "
+                             "benchmarked and PyTorch sees a GPU (default auto)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON")
     args = parser.parse_args(argv)
     batch = args.batch or (8 if args.quick else 32)
@@ -343,26 +460,26 @@ def main(argv=None):
             rows += layer_rows(name, model, batch, repeats, with_kernels=not args.quick)
         if not args.skip_network:
             rows += network_rows(name, args.step_batch, repeats, macs)
-    torch_version = None
-    if not args.no_torch:
+    torch_info = {}
+    for device in ([] if args.no_torch else torch_devices(args.torch_device, names)):
+        label = torch_label(device)
+        if label == "torch":
+            rates[label] = rates.get("numpy") or matmul_rate("numpy")
+        elif "cupy" in rates:          # "of BLAS" on the GPU: the cuBLAS rate measured through CuPy
+            rates[label] = rates["cupy"]
+        print(f"timing PyTorch on {device}")
         try:
-            import torch  # noqa: F401
-        except ImportError:
-            print("PyTorch not importable: no comparison")
-        else:
-            rates["torch"] = rates.get("numpy") or matmul_rate("numpy")
-            torch_rows_, torch_version = torch_rows(model, batch, args.step_batch, repeats, args.skip_layers, macs)
-            rows += torch_rows_
+            device_rows, torch_info[label] = torch_rows(model, batch, args.step_batch, repeats, args.skip_layers,
+                                                        macs, device)
+        except Exception as error:      # the comparison is optional: keep tinynet's rows, record why it is missing
+            message = f"{type(error).__name__}: {error}"
+            print(f"PyTorch on {device} failed, no {label} rows: {message}")
+            torch_info[label] = dict(error=message)
+            continue
+        rows += device_rows
     print_table(sorted(rows, key=lambda r: (r["kind"] != "network", r["name"], r["pass_"], r["backend"])), rates)
 
-    ratios = {}
-    for kind in ("train step", "inference"):
-        by_backend = {r["backend"]: r["ms"] for r in rows if r["kind"] == "network" and kind in r["name"]}
-        for name in names:
-            if name in by_backend and "torch" in by_backend:
-                ratios[f"{kind} {name}/torch"] = by_backend[name] / by_backend["torch"]
-            if name != "numpy" and name in by_backend and "numpy" in by_backend:
-                ratios[f"{kind} {name}/numpy"] = by_backend[name] / by_backend["numpy"]
+    ratios = network_ratios(rows, names)
     if ratios:
         print("\nratios (time / time; < 1 means faster than the second):")
         for key, value in ratios.items():
@@ -371,14 +488,18 @@ def main(argv=None):
     result = dict(
         date=datetime.datetime.now().isoformat(timespec="seconds"), host=platform.node(),
         machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), load_average=os.getloadavg(), python=platform.python_version(),
-        numpy=np.__version__, numba=getattr(sys.modules.get("numba"), "__version__", None), torch=torch_version,
+        numpy=np.__version__, numba=getattr(sys.modules.get("numba"), "__version__", None),
+        torch=next((info["version"] for info in torch_info.values() if "version" in info), None),
+        torch_cpu=torch_info.get("torch"), torch_cuda=torch_info.get("torch-cuda"),
         macs_per_image=macs, layer_batch=batch, step_batch=args.step_batch, repeats=repeats,
         matmul_gflops=rates, ratios=ratios, rows=rows)
     if "cupy" in names:
         import cupy
 
-        result["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        gpu_name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+        result["gpu"] = gpu_name.decode() if isinstance(gpu_name, bytes) else str(gpu_name)
         result["cupy"] = cupy.__version__
+        result["cupy_tf32"] = os.environ.get("CUPY_TF32", "0")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench_{datetime.datetime.now():%Y%m%d-%H%M%S}_{platform.node()}.json"
