@@ -32,6 +32,7 @@ LAYERS = [
     ("avgpool5_s3_valid", lambda: AvgPool2D(5, strides=3), (14, 13, 3)),
     ("avgpool3_s2_same", lambda: AvgPool2D(3, strides=2, padding="same"), (7, 8, 2)),
     ("lrn5", lambda: LocalResponseNormalization(5, alpha=1e-1), (4, 5, 7)),
+    ("lrn4_beta06", lambda: LocalResponseNormalization(4, alpha=0.3, beta=0.6, k=2.0), (3, 2, 9)),
     ("batchnorm", lambda: BatchNormalization(), (4, 5, 3)),
     ("dense_relu", lambda: Dense(7, activation="relu"), (6,)),
     ("relu", lambda: ReLU(), (4, 3, 5)),
@@ -167,12 +168,24 @@ def test_fallback_warning_without_numba(monkeypatch):
     assert y.shape == (1, 2, 2, 1)
 
 
-def test_kernels_without_a_numba_version_fall_back_to_numpy():
+def test_kernels_without_a_numba_version_fall_back_to_numpy(monkeypatch):
     from tinynet import kernels
     from tinynet.kernels import numpy_kernels
 
+    if backend.numba_available():
+        monkeypatch.delattr(kernels.backend_module("numba"), "lrn_forward")
     with tinynet.cpu_kernels("numba" if backend.numba_available() else "numpy"):
         assert kernels.implementation("lrn_forward", np.zeros(1)) is numpy_kernels.lrn_forward
+        assert kernels.implementation("im2col", np.zeros(1)) is kernels.backend_module(backend.get_cpu_kernels()).im2col
+
+
+def test_every_kernel_has_a_numba_version():
+    if not backend.numba_available():
+        pytest.skip("numba not installed")
+    from tinynet import kernels
+
+    missing = [k for k in kernels.KERNEL_NAMES if not hasattr(kernels.backend_module("numba"), k)]
+    assert not missing
 
 
 # ----------------------------------------------------------------------------------------- devices
@@ -253,5 +266,7 @@ def test_no_float64_leak_in_numba_kernels():
         warnings.simplefilter("error")
         outs = [nk.im2col(x, 3, 3, 1, 1, (1, 1, 1, 1)), nk.maxpool_forward(x, 3, 3, 2, 2, (1, 1, 1, 1))[0],
                 nk.avgpool_forward(x, 3, 3, 2, 2, (1, 1, 1, 1)), nk.relu_backward(x, x),
-                nk.avgpool_backward(x[:, :3, :3], x.shape, 3, 3, 2, 2, (1, 1, 1, 1))]
+                nk.avgpool_backward(x[:, :3, :3], x.shape, 3, 3, 2, 2, (1, 1, 1, 1)),
+                *nk.lrn_forward(x, 5, 1e-4, 0.75, 1.0), *nk.lrn_forward(x, 4, 1e-4, 0.6, 2.0),
+                nk.lrn_backward(x, x, x, x + 1, 5, 1e-4, 0.75), nk.lrn_backward(x, x, x, x + 1, 3, 1e-4, 0.5)]
     assert all(o.dtype == np.float32 for o in outs)

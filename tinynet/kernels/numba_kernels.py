@@ -7,7 +7,8 @@ depend on the number of threads.
 
 * forward kernels (im2col, max/avg pool) run over output rows ``(n, i)``;
 * backward kernels (col2im, max/avg pool backward) run over *input* rows ``(n, y)``: each input row gathers
-  the contributions of the windows that cover it, in the same (a, b) order as the NumPy reference.
+  the contributions of the windows that cover it, in the same (a, b) order as the NumPy reference;
+* LRN forward and backward run over pixels ``(n, y, x)``, each owning its row of channels.
 
 The first call of a kernel for a dtype compiles it (a few seconds; cached on disk afterwards), so
 benchmarks warm up first. float32 inputs stay float32 throughout.
@@ -27,11 +28,12 @@ from numba import njit, prange
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
+from . import numpy_kernels
 from .numpy_kernels import _out_size, pool_counts
 
 __all__ = [
     "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
-    "relu_backward",
+    "relu_backward", "lrn_forward", "lrn_backward",
 ]
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
@@ -305,4 +307,106 @@ def relu_backward(gy, y):
     _relu_backward(gy.reshape(-1, last), y.reshape(-1, last), gz.reshape(-1, last))
     return gz
 
-# LRN stays on the NumPy reference: a Numba version measured no faster (NumPy's power is vectorised).
+
+
+# --------------------------------------------------------------------------------------------- LRN
+# The power s^(-beta) dominates LRN. For the paper's beta = 0.75 it is 1 / (√s · √√s): two square roots,
+# which vectorise, instead of a scalar pow (the kernels are 2x faster than NumPy with it, no faster without).
+# It differs from NumPy's power by an ulp or two, far inside the backends' agreement tolerances.
+_LRN_BLOCK = 256  # rows per parallel task in the backward pass (each task owns one scratch row)
+
+
+@njit(inline="always")
+def _window_sum_row(v, before, after, zero, out):
+    """``out[c] = Σ_{d=-before..after} v[c + d]`` over the channels that exist, in increasing d."""
+    c = v.shape[0]
+    for ch in range(c):
+        out[ch] = zero
+    for d in range(-before, after + 1):
+        for ch in range(max(0, -d), min(c, c - d)):
+            out[ch] += v[ch + d]
+
+
+@njit(inline="always")
+def _inverse_power_row(s, minus_beta, one, three_quarters, out):
+    """``out = s^(−beta)`` along a row (``minus_beta`` = −beta and ``one`` in the dtype of ``s``)."""
+    if three_quarters:
+        for ch in range(s.shape[0]):
+            q = np.sqrt(s[ch])
+            out[ch] = one / (q * np.sqrt(q))
+    else:
+        for ch in range(s.shape[0]):
+            out[ch] = s[ch] ** minus_beta
+
+
+@njit(**_JIT)
+def _lrn_forward(x, before, after, consts, three_quarters, y, scale):
+    k, alpha_over_size, minus_beta, zero, one = consts[0], consts[1], consts[2], consts[4], consts[5]
+    for r in prange(x.shape[0]):
+        xr, sr, yr = x[r], scale[r], y[r]
+        for ch in range(xr.shape[0]):
+            yr[ch] = xr[ch] * xr[ch]                  # the squares, in y until y is written
+        _window_sum_row(yr, before, after, zero, sr)
+        for ch in range(xr.shape[0]):
+            sr[ch] = k + alpha_over_size * sr[ch]
+        _inverse_power_row(sr, minus_beta, one, three_quarters, yr)
+        for ch in range(xr.shape[0]):
+            yr[ch] = xr[ch] * yr[ch]
+
+
+def _lrn_constants(dtype, size, alpha, beta, k):
+    """k, alpha/size, −beta, 2·alpha·beta/size (each rounded to ``dtype`` as the reference does), 0 and 1."""
+    return np.array([k, alpha / size, -beta, 2.0 * alpha * beta / size, 0.0, 1.0], dtype=dtype)
+
+
+def _rows(a):
+    return np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+
+
+def lrn_forward(x, size, alpha, beta, k):
+    """Local response normalisation across channels, one pass per pixel; see :func:`numpy_kernels.lrn_forward`.
+
+    Returns
+    -------
+    y, scale : ndarray, shape and dtype of ``x``
+    """
+    if x.size == 0:
+        return numpy_kernels.lrn_forward(x, size, alpha, beta, k)
+    before = (size - 1) // 2
+    y, scale = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
+    _lrn_forward(_rows(x), before, size - 1 - before, _lrn_constants(x.dtype, size, alpha, beta, k), beta == 0.75,
+                 _rows(y), _rows(scale))
+    return y, scale
+
+
+@njit(**_JIT)
+def _lrn_backward(gy, x, y, scale, before, after, consts, three_quarters, gx):
+    minus_beta, coef, zero, one = consts[2], consts[3], consts[4], consts[5]
+    rows, c = gy.shape
+    for block in prange((rows + _LRN_BLOCK - 1) // _LRN_BLOCK):
+        ratio = np.empty(c, gy.dtype)
+        power = np.empty(c, gy.dtype)
+        for r in range(block * _LRN_BLOCK, min(rows, (block + 1) * _LRN_BLOCK)):
+            gyr, xr, yr, sr, gxr = gy[r], x[r], y[r], scale[r], gx[r]
+            for ch in range(c):
+                ratio[ch] = gyr[ch] * yr[ch] / sr[ch]
+            _window_sum_row(ratio, after, before, zero, gxr)  # the transposed window: the spread, in gx for now
+            _inverse_power_row(sr, minus_beta, one, three_quarters, power)
+            for ch in range(c):
+                gxr[ch] = gyr[ch] * power[ch] - coef * xr[ch] * gxr[ch]
+
+
+def lrn_backward(gy, x, y, scale, size, alpha, beta):
+    """Backward of :func:`lrn_forward`, one pass per pixel; see :func:`numpy_kernels.lrn_backward`.
+
+    Returns
+    -------
+    gx : ndarray, shape and dtype of ``gy``
+    """
+    if gy.size == 0:
+        return numpy_kernels.lrn_backward(gy, x, y, scale, size, alpha, beta)
+    before = (size - 1) // 2
+    gx = np.empty(gy.shape, gy.dtype)
+    _lrn_backward(_rows(gy), _rows(x), _rows(y), _rows(scale), before, size - 1 - before,
+                  _lrn_constants(gy.dtype, size, alpha, beta, 0.0), beta == 0.75, _rows(gx))
+    return gx
