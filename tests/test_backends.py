@@ -223,7 +223,8 @@ def test_cupy_without_a_device_raises_the_cause(monkeypatch):
     assert not backend.cupy_available()
     x = Input((4, 4, 1))
     model = tinynet.Model(x, Conv2D(2, 3)(x))
-    with pytest.raises(RuntimeError, match="no CUDA device is available .CUDARuntimeError: cudaErrorInsufficientDriver"):
+    cause = "no CUDA device is available .CUDARuntimeError: cudaErrorInsufficientDriver"
+    with pytest.raises(RuntimeError, match=cause):
         model.to("gpu")
     assert model.device == "cpu" and not any(backend.is_gpu_array(w) for w in model.get_weights())
 

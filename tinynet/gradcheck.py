@@ -15,8 +15,9 @@ direction nearly orthogonal to the gradient cannot turn rounding noise into a fa
 A tensor passes when its relative error is below ``tol``, or when its absolute error
 ``max |numeric − analytic|`` is below ``atol``: by default the finite-difference noise floor
 ``atol = 16 · ε_mach · Σ_k Σ |u_k · y_k| / ε``, a bound on what rounding alone does to a central
-difference of ``f`` (the error measured on small models is about ``0.5 · ε_mach · Σ |u · y| / ε``). Without it a gradient that is exactly zero (a bias feeding BatchNormalization in training
-mode, say) would always show a relative error of 1, since its numeric estimate is pure rounding noise.
+difference of ``f`` (the error measured on small models is about ``0.5 · ε_mach · Σ |u · y| / ε``).
+Without it a gradient that is exactly zero (a bias feeding BatchNormalization in training mode, say)
+would always show a relative error of 1, since its numeric estimate is pure rounding noise.
 
 The check runs on the model's device (``model.to('gpu')`` first to check the CuPy kernels); the
 perturbations and the comparison are made on the CPU. Weights are cast to float64 during the check and
@@ -111,7 +112,7 @@ def check_model(model, inputs=None, training=False, seed=0, eps=1e-6, tol=1e-7, 
         Absolute error under which a tensor passes whatever its relative error; default: the noise floor
         ``16 · ε_mach · Σ |u · y| / eps`` (see the module docstring). Pass 0 to judge by ``tol`` alone.
     raise_on_failure : bool
-        Raise :class:`GradcheckError` with the report when an error reaches ``tol``.
+        Raise :class:`GradcheckError` with the report when a tensor fails both ``tol`` and ``atol``.
 
     Returns
     -------
