@@ -72,6 +72,12 @@ def train_command(args):
     from .small import STAGES
 
     start = time.perf_counter()
+    if args.device == "gpu":  # before any data is loaded or any weight made: say at once why it can't run
+        try:
+            tinynet.backend.require_gpu()
+        except RuntimeError as error:
+            print(f"python -m inception train: --device gpu: {error}", file=sys.stderr)
+            return 2
     _set_kernels(args.kernels)
     image_size = args.image_size or (32 if args.data == "digits" else None)
     train, test = load_data(args.data, image_size)

@@ -99,3 +99,24 @@ def test_registered_in_dispatcher():
     args = parser.parse_args(["train"])
     assert args.data == "digits" and args.variant == "small" and args.aux_weight == 0.3
     assert args.func is cli_train.train_command
+
+
+def test_device_gpu_without_a_gpu_fails_at_once_with_the_reason(npz_data, capsys):
+    if tinynet.backend.cupy_available():
+        pytest.skip("a CUDA device is present")
+    path, _ = npz_data
+    assert cli_train.main(TRAIN + ["--data", path, "--epochs", "1", "--device", "gpu"]) == 2
+    captured = capsys.readouterr()
+    assert "--device gpu: tinynet:" in captured.err and "CuPy" in captured.err
+    assert "model:" not in captured.out  # nothing was built
+
+
+@pytest.mark.gpu
+def test_train_on_the_gpu(tmp_path, npz_data, capsys):
+    path, _ = npz_data
+    common = TRAIN + ["--data", path, "--epochs", "2"]
+    cpu = run(common + ["--checkpoint", str(tmp_path / "cpu")], capsys)
+    gpu = run(common + ["--checkpoint", str(tmp_path / "gpu"), "--device", "gpu"], capsys)
+    loss = [float(re.search(r"test loss: ([0-9.]+)", out).group(1)) for out in (cpu, gpu)]
+    assert loss[1] == pytest.approx(loss[0], rel=1e-3, abs=1e-3)   # float32 on two devices, same run
+    assert "test accuracy:" in gpu

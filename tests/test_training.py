@@ -94,6 +94,20 @@ def test_training_is_deterministic():
     assert all(np.array_equal(a, b) for a, b in zip(*runs))
 
 
+@pytest.mark.gpu
+def test_training_on_the_gpu_gives_the_cpu_weights():
+    """Two epochs (SGD momentum, BN, Dropout, two heads) on each device from the same start."""
+    ds = toy_data()
+    weights = {}
+    for device in ("cpu", "gpu"):
+        model = tiny_model()
+        model.to(device)
+        make_trainer(model, seed=3).fit(ds, epochs=2)
+        weights[device] = model.get_weights()
+    for a, b in zip(weights["gpu"], weights["cpu"]):
+        assert np.abs(a - b).max() <= 1e-4 * max(np.abs(b).max(), 1.0)
+
+
 def test_grad_norms_with_and_without_aux():
     ds = toy_data()
     trainer = make_trainer(tiny_model(), grad_norm_groups=[("low", ("low",)), ("high", ("high",))],
