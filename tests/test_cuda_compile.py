@@ -10,7 +10,7 @@ block, argument tuple). Then
   the right order, and every integer and scalar by parameter name (``H`` is the input height, ``top`` the
   top padding, ...), on a shape whose sizes are all different, so a swapped argument shows;
 * ``test_nvcc`` compiles that code with ``nvcc`` to PTX and to SASS (ptxas), warnings as errors, for
-  float32 and float64 and several architectures (H200 is sm_90), and checks in the PTX that the six kernels
+  float32 and float64 and several architectures (H200 is sm_90), and checks in the PTX that the kernels
   are unmangled ``.entry`` symbols whose parameter lists match the launches: same count, 64 bits for
   pointers and integers, ``.f32``/``.f64`` for the T scalars, and the parameters the kernel dereferences
   (``cvta.to.global``) exactly those Python passes arrays for; skipped without nvcc;
@@ -34,7 +34,8 @@ import pytest
 from test_kernels import _cuda_source
 
 KERNELS_PY = pathlib.Path(__file__).resolve().parents[1] / "tinynet" / "kernels" / "cupy_kernels.py"
-KERNEL_NAMES = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward"]
+KERNEL_NAMES = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
+                "lrn_forward", "lrn_backward"]
 DTYPES = [np.float32, np.float64]
 ARCHS = ["sm_80", "sm_90"]  # A100, H100/H200
 
@@ -44,10 +45,15 @@ N, H, W, C = 2, 17, 19, 8
 KH, KW, SH, SW = 5, 4, 3, 2
 PADS = (1, 2, 0, 3)
 HO, WO = (H + PADS[0] + PADS[1] - KH) // SH + 1, (W + PADS[2] + PADS[3] - KW) // SW + 1  # 6, 10
+# LRN: an even window, so that the channels before and after differ (1 and 2)
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 4, 0.3, 0.6, 2.0
 # The value every scalar kernel parameter must receive, by its name in the CUDA source (``total`` is
 # checked separately: the size of the kernel's first output).
 SCALARS = {"H": H, "W": W, "C": C, "Ho": HO, "Wo": WO, "kh": KH, "kw": KW, "ph": KH, "pw": KW,
-           "sh": SH, "sw": SW, "top": PADS[0], "left": PADS[2], "pad_value": 0.0, "neg_inf": -np.inf}
+           "sh": SH, "sw": SW, "top": PADS[0], "left": PADS[2], "pad_value": 0.0, "neg_inf": -np.inf,
+           "before": (LRN_SIZE - 1) // 2, "after": LRN_SIZE - 1 - (LRN_SIZE - 1) // 2, "k": LRN_K,
+           "alpha_over_size": LRN_ALPHA / LRN_SIZE, "minus_beta": -LRN_BETA,
+           "coef": 2.0 * LRN_ALPHA * LRN_BETA / LRN_SIZE}
 
 
 # --------------------------------------------------------------- cupy_kernels.py on a recording stand-in
@@ -96,6 +102,9 @@ def recorded():
         gy = rng.standard_normal((N, HO, WO, C)).astype(dtype)
         argmax = rng.integers(0, KH * KW, (N, HO, WO, C)).astype(np.int32)
         geo = (KH, KW, SH, SW, PADS)
+        lrn = (LRN_SIZE, LRN_ALPHA, LRN_BETA)
+        lrn_gy, lrn_y = (rng.standard_normal(x.shape).astype(dtype) for _ in range(2))
+        scale = (rng.random(x.shape) + 1).astype(dtype)
         calls = {  # name: (inputs, the call)
             "im2col": ((x,), lambda: module.im2col(x, *geo)),
             "col2im": ((cols,), lambda: module.col2im(cols, x.shape, *geo)),
@@ -103,6 +112,8 @@ def recorded():
             "maxpool_backward": ((gy, argmax), lambda: module.maxpool_backward(gy, argmax, x.shape, *geo)),
             "avgpool_forward": ((x,), lambda: module.avgpool_forward(x, *geo)),
             "avgpool_backward": ((gy,), lambda: module.avgpool_backward(gy, x.shape, *geo)),
+            "lrn_forward": ((x,), lambda: module.lrn_forward(x, *lrn, LRN_K)),
+            "lrn_backward": ((lrn_gy, x, lrn_y, scale), lambda: module.lrn_backward(lrn_gy, x, lrn_y, scale, *lrn)),
         }
         for name, (inputs, call) in calls.items():
             before = len(recorder.launches)
@@ -168,7 +179,7 @@ def ptx_entries(ptx):
 
 
 def check_ptx(ptx, dtype, launches):
-    """The PTX has the six kernels, unmangled, with parameters matching each recorded launch."""
+    """The PTX has every kernel, unmangled, with parameters matching each recorded launch."""
     entries = ptx_entries(ptx)
     assert sorted(entries) == sorted(KERNEL_NAMES), f"PTX entries {sorted(entries)}"
     scalar = {np.dtype(np.float32): ".f32", np.dtype(np.float64): ".f64"}[np.dtype(dtype)]
@@ -218,7 +229,8 @@ def test_launches_match_the_kernel_signatures(recorded):
                     total = int(arg)
                 else:
                     assert pname in SCALARS, f"{where}: parameter '{pname}' has no expected value in SCALARS"
-                    assert arg == SCALARS[pname], f"{where}: '{pname}' gets {arg}, expected {SCALARS[pname]}"
+                    expected = SCALARS[pname] if kind == "i64" else np.dtype(dtype).type(SCALARS[pname])
+                    assert arg == expected, f"{where}: '{pname}' gets {arg}, expected {expected}"
             # inputs read through const pointers, in order; every returned array written, in order
             assert len(pointers_in) == len(inputs) and all(
                 np.shares_memory(p, a) for p, a in zip(pointers_in, inputs)), f"{where}: input pointers"

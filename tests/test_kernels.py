@@ -216,3 +216,25 @@ def test_cuda_source_on_cpu(cuda_on_cpu, case, dtype):
     assert_close(y, ref.avgpool_forward(x, kh, kw, sh, sw, pads), dtype)
     _call(lib, "avgpool_backward", dtype, gy, gx, gx.size, *geo)
     assert_close(gx, ref.avgpool_backward(gy, shape, kh, kw, sh, sw, pads), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("size, alpha, beta, k, channels", [
+    (5, 1e-4, 0.75, 1.0, 7), (4, 0.3, 0.6, 2.0, 9), (1, 0.5, 0.75, 1.0, 3), (9, 0.9, 0.5, 1.5, 6)])
+def test_cuda_lrn_source_on_cpu(cuda_on_cpu, dtype, size, alpha, beta, k, channels):
+    """The GPU LRN kernels (windows clipped at both channel ends, even sizes, windows wider than C)."""
+    lib, t = cuda_on_cpu[dtype], np.dtype(dtype).type
+    rng = np.random.default_rng(size)
+    x = (rng.standard_normal((2, 3, 4, channels)) * 2).astype(dtype)
+    before = (size - 1) // 2
+    y_ref, scale_ref = ref.lrn_forward(x, size, alpha, beta, k)
+    y, scale = np.empty_like(x), np.empty_like(x)
+    _call(lib, "lrn_forward", dtype, x, y, scale, x.size, channels, before, size - 1 - before,
+          t(k), t(alpha / size), t(-beta))
+    assert_close(y, y_ref, dtype)
+    assert_close(scale, scale_ref, dtype)
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    gx = np.empty_like(x)
+    _call(lib, "lrn_backward", dtype, gy, x, y_ref, scale_ref, gx, gx.size, channels, before, size - 1 - before,
+          t(-beta), t(2.0 * alpha * beta / size))
+    assert_close(gx, ref.lrn_backward(gy, x, y_ref, scale_ref, size, alpha, beta), dtype)

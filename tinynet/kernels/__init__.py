@@ -27,7 +27,7 @@ def backend_module(name: str):
 def implementation(kernel: str, array):
     """Return the function that runs ``kernel`` for ``array`` under the current settings."""
     if backend.is_gpu_array(array):
-        # kernels without a CUDA version (relu_backward, LRN) are array-module generic in numpy_kernels
+        # a kernel without a CUDA version (relu_backward) is array-module generic in numpy_kernels
         return getattr(backend_module("cupy"), kernel, getattr(numpy_kernels, kernel))
     module = backend_module(backend.get_cpu_kernels())
     return getattr(module, kernel, getattr(numpy_kernels, kernel))

@@ -24,6 +24,7 @@ from .numpy_kernels import _out_size
 
 __all__ = [
     "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
+    "lrn_forward", "lrn_backward",
 ]
 
 _BLOCK = 256
@@ -214,6 +215,45 @@ extern "C" __global__ void avgpool_backward(const T* gy, T* gx, const i64 total,
         gx[idx] = sum;
     }
 }
+
+// LRN across channels, one thread per element; the row of channels of element idx starts at idx - c.
+// scale = k + alpha/size * (sum of x_j^2 over j = c-before .. c+after that exist), y = x * scale^(-beta)
+extern "C" __global__ void lrn_forward(const T* x, T* y, T* scale, const i64 total, const i64 C,
+                                       const i64 before, const i64 after,
+                                       const T k, const T alpha_over_size, const T minus_beta)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        const i64 c = idx % C;
+        const i64 row = idx - c;
+        T sum = 0;
+        for (i64 j = c - before; j <= c + after; ++j) {
+            if (j < 0 || j >= C) continue;
+            const T v = x[row + j];
+            sum += v * v;
+        }
+        const T s = k + alpha_over_size * sum;
+        scale[idx] = s;
+        y[idx] = x[idx] * pow(s, minus_beta);
+    }
+}
+
+// gx_i = gy_i * s_i^(-beta) - coef * x_i * (sum of gy_j y_j / s_j over the windows j that contain i,
+// j = c-after .. c+before), coef = 2 alpha beta / size   (a gather: each thread recomputes its terms)
+extern "C" __global__ void lrn_backward(const T* gy, const T* x, const T* y, const T* scale, T* gx,
+                                        const i64 total, const i64 C, const i64 before, const i64 after,
+                                        const T minus_beta, const T coef)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        const i64 c = idx % C;
+        const i64 row = idx - c;
+        T spread = 0;
+        for (i64 j = c - after; j <= c + before; ++j) {
+            if (j < 0 || j >= C) continue;
+            spread += gy[row + j] * y[row + j] / scale[row + j];
+        }
+        gx[idx] = gy[idx] * pow(scale[idx], minus_beta) - coef * x[idx] * spread;
+    }
+}
 """
 
 _MODULES: dict = {}  # dtype -> cupy.RawModule, compiled on first use
@@ -345,4 +385,34 @@ def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
     gx = cp.empty(tuple(x_shape), dtype=gy.dtype)
     geo = _geometry(h, w, c, ho, wo, ph, pw, sh, sw, pads)
     _launch("avgpool_backward", gy.dtype, gx.size, gy, gx, gx.size, *geo)
+    return gx
+
+
+def lrn_forward(x, size, alpha, beta, k):
+    """Local response normalisation across channels, one thread per element; see :func:`numpy_kernels.lrn_forward`.
+
+    Returns
+    -------
+    y, scale : cupy.ndarray, shape and dtype of ``x``
+    """
+    x = cp.ascontiguousarray(x)
+    y, scale = cp.empty_like(x), cp.empty_like(x)
+    before, t = (size - 1) // 2, x.dtype.type
+    _launch("lrn_forward", x.dtype, x.size, x, y, scale, x.size, x.shape[-1], before, size - 1 - before,
+            t(k), t(alpha / size), t(-beta))
+    return y, scale
+
+
+def lrn_backward(gy, x, y, scale, size, alpha, beta):
+    """Backward of :func:`lrn_forward`, one thread per element (a gather over the windows containing it).
+
+    Returns
+    -------
+    gx : cupy.ndarray, shape and dtype of ``gy``
+    """
+    gy, x, y, scale = (cp.ascontiguousarray(a) for a in (gy, x, y, scale))
+    gx = cp.empty_like(gy)
+    before, t = (size - 1) // 2, gy.dtype.type
+    _launch("lrn_backward", gy.dtype, gx.size, gy, x, y, scale, gx, gx.size, gy.shape[-1], before,
+            size - 1 - before, t(-beta), t(2.0 * alpha * beta / size))
     return gx
