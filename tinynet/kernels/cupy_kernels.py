@@ -20,7 +20,7 @@ from __future__ import annotations
 import cupy as cp
 import numpy as np
 
-from .numpy_kernels import _out_size
+from .numpy_kernels import _out_size, lrn_terms
 
 __all__ = [
     "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
@@ -397,9 +397,9 @@ def lrn_forward(x, size, alpha, beta, k):
     """
     x = cp.ascontiguousarray(x)
     y, scale = cp.empty_like(x), cp.empty_like(x)
-    before, t = (size - 1) // 2, x.dtype.type
-    _launch("lrn_forward", x.dtype, x.size, x, y, scale, x.size, x.shape[-1], before, size - 1 - before,
-            t(k), t(alpha / size), t(-beta))
+    w = lrn_terms(x.dtype, size, alpha, beta, k)
+    _launch("lrn_forward", x.dtype, x.size, x, y, scale, x.size, x.shape[-1], w.before, w.after,
+            w.k, w.alpha_over_size, w.minus_beta)
     return y, scale
 
 
@@ -412,7 +412,7 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
     """
     gy, x, y, scale = (cp.ascontiguousarray(a) for a in (gy, x, y, scale))
     gx = cp.empty_like(gy)
-    before, t = (size - 1) // 2, gy.dtype.type
-    _launch("lrn_backward", gy.dtype, gx.size, gy, x, y, scale, gx, gx.size, gy.shape[-1], before,
-            size - 1 - before, t(-beta), t(2.0 * alpha * beta / size))
+    w = lrn_terms(gy.dtype, size, alpha, beta)
+    _launch("lrn_backward", gy.dtype, gx.size, gy, x, y, scale, gx, gx.size, gy.shape[-1], w.before, w.after,
+            w.minus_beta, w.coef)
     return gx

@@ -354,9 +354,10 @@ def _lrn_forward(x, before, after, consts, three_quarters, y, scale):
             yr[ch] = xr[ch] * yr[ch]
 
 
-def _lrn_constants(dtype, size, alpha, beta, k):
-    """k, alpha/size, −beta, 2·alpha·beta/size (each rounded to ``dtype`` as the reference does), 0 and 1."""
-    return np.array([k, alpha / size, -beta, 2.0 * alpha * beta / size, 0.0, 1.0], dtype=dtype)
+def _lrn_constants(dtype, terms):
+    """k, alpha/size, −beta, 2·alpha·beta/size (:func:`numpy_kernels.lrn_terms`), 0 and 1, as one array of
+    ``dtype`` (so that the jitted loops compute in ``dtype``)."""
+    return np.array([terms.k, terms.alpha_over_size, terms.minus_beta, terms.coef, 0.0, 1.0], dtype=dtype)
 
 
 def _rows(a):
@@ -372,9 +373,9 @@ def lrn_forward(x, size, alpha, beta, k):
     """
     if x.size == 0:
         return numpy_kernels.lrn_forward(x, size, alpha, beta, k)
-    before = (size - 1) // 2
+    terms = numpy_kernels.lrn_terms(x.dtype, size, alpha, beta, k)
     y, scale = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
-    _lrn_forward(_rows(x), before, size - 1 - before, _lrn_constants(x.dtype, size, alpha, beta, k), beta == 0.75,
+    _lrn_forward(_rows(x), terms.before, terms.after, _lrn_constants(x.dtype, terms), beta == 0.75,
                  _rows(y), _rows(scale))
     return y, scale
 
@@ -405,8 +406,8 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
     """
     if gy.size == 0:
         return numpy_kernels.lrn_backward(gy, x, y, scale, size, alpha, beta)
-    before = (size - 1) // 2
+    terms = numpy_kernels.lrn_terms(gy.dtype, size, alpha, beta)
     gx = np.empty(gy.shape, gy.dtype)
-    _lrn_backward(_rows(gy), _rows(x), _rows(y), _rows(scale), before, size - 1 - before,
-                  _lrn_constants(gy.dtype, size, alpha, beta, 0.0), beta == 0.75, _rows(gx))
+    _lrn_backward(_rows(gy), _rows(x), _rows(y), _rows(scale), terms.before, terms.after,
+                  _lrn_constants(gy.dtype, terms), beta == 0.75, _rows(gx))
     return gx

@@ -9,6 +9,8 @@ never over images, pixels or channels: each iteration is one strided array opera
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 __all__ = [
@@ -208,6 +210,25 @@ def _channel_window_sum(v, before, after):
     return total
 
 
+class LRNTerms(NamedTuple):
+    """What every LRN kernel derives from (size, alpha, beta, k): the window and the constants."""
+
+    before: int          # channels before c in the window of channel c: ⌊(size − 1)/2⌋
+    after: int           # channels after c: size − 1 − before
+    k: np.floating
+    alpha_over_size: np.floating
+    minus_beta: np.floating
+    coef: np.floating    # 2 · alpha · beta / size, the backward's factor
+
+
+def lrn_terms(dtype, size, alpha, beta, k=0.0):
+    """The :class:`LRNTerms` of an LRN, its constants rounded to ``dtype`` (the NumPy, Numba and CUDA
+    kernels all use these, so they agree to the last bit on them)."""
+    t = np.dtype(dtype).type
+    before = (size - 1) // 2
+    return LRNTerms(before, size - 1 - before, t(k), t(alpha / size), t(-beta), t(2.0 * alpha * beta / size))
+
+
 def lrn_forward(x, size, alpha, beta, k):
     """Local response normalisation across channels (Caffe's ACROSS_CHANNELS, alpha divided by size).
 
@@ -223,10 +244,9 @@ def lrn_forward(x, size, alpha, beta, k):
     -------
     y, scale : ndarray, shape and dtype of ``x``
     """
-    t = x.dtype.type
-    before = (size - 1) // 2
-    scale = t(k) + t(alpha / size) * _channel_window_sum(x * x, before, size - 1 - before)
-    return x * scale ** t(-beta), scale
+    w = lrn_terms(x.dtype, size, alpha, beta, k)
+    scale = w.k + w.alpha_over_size * _channel_window_sum(x * x, w.before, w.after)
+    return x * scale ** w.minus_beta, scale
 
 
 def lrn_backward(gy, x, y, scale, size, alpha, beta):
@@ -239,7 +259,6 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
     -------
     gx : ndarray, shape and dtype of ``gy``
     """
-    t = x.dtype.type
-    before = (size - 1) // 2
-    spread = _channel_window_sum(gy * y / scale, size - 1 - before, before)
-    return gy * scale ** t(-beta) - t(2.0 * alpha * beta / size) * x * spread
+    w = lrn_terms(x.dtype, size, alpha, beta)
+    spread = _channel_window_sum(gy * y / scale, w.after, w.before)
+    return gy * scale ** w.minus_beta - w.coef * x * spread
