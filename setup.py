@@ -17,6 +17,6 @@ setup(
     extras_require={
         "gpu": ["cupy-cuda13x"],
         "keras": ["keras>=3.5", "jax>=0.4.30"],
-        "dev": ["pytest>=7"],
+        "dev": ["pytest>=7", "hypothesis>=6.80"],
     },
 )
