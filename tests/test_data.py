@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from tinynet import data
+from tinynet.fileio import FileFormatError
 
 
 def test_digits_split_is_fixed_and_stratified():
@@ -57,9 +58,12 @@ def test_npz_loader(tmp_path):
              class_names=np.array(["a", "b", "c"]))
     train, test = data.load_npz(str(tmp_path / "split.npz"))
     assert len(train) == 3 and len(test) == 2 and test.class_names == ["a", "b", "c"]
-    np.savez(tmp_path / "bad.npz", images=x)
-    with pytest.raises(KeyError, match="x_train"):
+    np.savez(tmp_path / "bad.npz", images=x)  # an unknown member is refused by name, before any data is read
+    with pytest.raises(FileFormatError, match="unexpected member.*images"):
         data.load_npz(str(tmp_path / "bad.npz"))
+    np.savez(tmp_path / "half.npz", x=x)
+    with pytest.raises(FileFormatError, match="needs arrays x and y"):
+        data.load_npz(str(tmp_path / "half.npz"))
 
 
 def write_idx(path, array, gz=False):
