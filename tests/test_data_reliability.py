@@ -276,7 +276,7 @@ def test_npz_bounded_before_any_data_is_read(tmp_path, monkeypatch):
     assert time.perf_counter() - start < 1.0
     np.savez_compressed(tmp_path / "big.npz", x=np.zeros((64, 64, 64), np.uint8), y=np.zeros(64, np.int64))
     assert os.path.getsize(tmp_path / "big.npz") < 10_000  # 256 KiB of pixels → 1 MiB of float32
-    monkeypatch.setattr(data, "read_npz", lambda *a, **k: pytest.fail("data read before the size check"))
+    monkeypatch.setattr(data.loaders, "read_npz", lambda *a, **k: pytest.fail("data read before the size check"))
     with pytest.raises(FileFormatError, match="cap"):
         data.load_npz(str(tmp_path / "big.npz"), max_bytes=500_000)
     np.savez(tmp_path / "extra.npz", x=np.zeros((2, 4, 4)), y=[0, 1], payload=np.zeros(10))

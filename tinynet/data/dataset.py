@@ -1,0 +1,169 @@
+"""The :class:`Dataset` container, label and class-name checks, and stratified splitting.
+
+Labels become ``int64`` class indices (whole-number floats are cast, one-hot rows converted with argmax);
+class names are non-empty, distinct strings kept as given. :func:`stratified_split` and :func:`split` set
+aside the same share of every class, fixed by a seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+# -------------------------------------------------------------------------------------------- labels, names
+def _from_one_hot(y, source, error):
+    """Class indices from 2-D one-hot rows (each row a single 1, the rest 0), or ``error``."""
+    values_ok = bool(np.all((y == 0) | (y == 1)))
+    if not values_ok or not np.all(y.sum(axis=1) == 1):
+        raise error(f"{source}: labels of shape {y.shape} are 2-D but not one-hot (each row one 1 and the rest 0); "
+                    f"store class indices of shape (N,) instead")
+    return np.argmax(y, axis=1)
+
+
+def _as_labels(y, source="labels", error=ValueError, allow_negative=True) -> np.ndarray:
+    """``y`` as int64 class indices (N,).
+
+    Integers and bools are kept; floats must be finite whole numbers; 2-D labels are accepted as (N, 1) or as
+    valid one-hot rows (converted with argmax). Anything else raises ``error`` with ``source`` in the message.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise error(f"{source}: labels of dtype {y.dtype}; labels must be integer class indices 0..K-1 "
+                    f"(store the names separately, e.g. as class_names)")
+    if y.ndim == 2:
+        y = y[:, 0] if y.shape[1] == 1 else _from_one_hot(y, source, error)
+    if y.ndim != 1:
+        raise error(f"{source}: labels must have shape (N,), got {y.shape}")
+    if y.dtype.kind == "f" and y.size:
+        finite = np.isfinite(y)
+        if not finite.all():
+            raise error(f"{source}: {int(np.count_nonzero(~finite))} label(s) are NaN or infinite")
+        whole = y == np.round(y)
+        if not whole.all():
+            i = int(np.argmin(whole))
+            raise error(f"{source}: labels must be whole numbers (class indices); label {i} is {y[i]!r}")
+        if np.abs(y).max() >= 2.0 ** 62:
+            raise error(f"{source}: label values up to {np.abs(y).max():g} are not class indices")
+    if y.dtype == np.uint64 and y.size and y.max() > np.iinfo(np.int64).max:
+        raise error(f"{source}: label values up to {int(y.max())} are not class indices")
+    y = y.astype(np.int64)
+    if not allow_negative and y.size and y.min() < 0:
+        bad = y[y < 0]
+        raise error(f"{source}: {bad.size} label(s) are negative (e.g. {int(bad[0])}); labels are class indices "
+                    f"0..K-1")
+    return y
+
+
+def _check_class_names(names, source="class_names", error=ValueError) -> list:
+    """``names`` as a list of non-empty, distinct strings (kept exactly as given: no stripping or escaping)."""
+    names = list(names)
+    seen = {}
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise error(f"{source}: class name {i} is a {type(name).__name__} ({name!r}), not a string")
+        if name == "":
+            raise error(f"{source}: class name {i} is empty")
+        if name in seen:
+            raise error(f"{source}: class name {name!r} is given twice (classes {seen[name]} and {i})")
+        seen[name] = i
+    return [str(n) for n in names]
+
+
+@dataclass
+class Dataset:
+    """Images and labels.
+
+    Attributes
+    ----------
+    x : float32 ndarray (N, H, W, C)
+        ``(N, H, W)`` is accepted and becomes ``(N, H, W, 1)``.
+    y : int64 ndarray (N,)
+        Integer labels; whole-number floats are cast, other floats raise ``ValueError``; 2-D one-hot labels are
+        converted with argmax.
+    class_names : list of str
+        Non-empty, distinct strings, kept as given (a name may hold any character: print it escaped). When
+        left out, ``['0', ..., str(max(y))]``: labels with gaps then give classes with no images, which
+        :func:`check_for_training` reports.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.x = np.asarray(self.x)
+        self.y = _as_labels(self.y, "Dataset")
+        if self.x.ndim == 3:
+            self.x = self.x[..., None]
+        if self.x.ndim != 4:
+            raise ValueError(f"Dataset: images must be (N, H, W) or (N, H, W, C), got shape {self.x.shape}")
+        if len(self.x) != len(self.y):
+            raise ValueError(f"Dataset: {len(self.x)} images but {len(self.y)} labels")
+        if self.class_names is not None and len(self.class_names):
+            self.class_names = _check_class_names(self.class_names, "Dataset: class_names")
+        else:
+            k = max(int(self.y.max()) + 1, 0) if len(self.y) else 0
+            self.class_names = [str(i) for i in range(k)]
+
+    def __len__(self):
+        return len(self.y)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.x.shape[1:])
+
+    def subset(self, index) -> "Dataset":
+        return Dataset(self.x[index], self.y[index], list(self.class_names))
+
+
+def _default_names(*label_arrays) -> list:
+    """``['0', ..., str(K - 1)]`` for the largest label over all arrays (so train and test share one list)."""
+    top = max((int(y.max()) for y in label_arrays if len(y)), default=-1)
+    return [str(i) for i in range(top + 1)]
+
+
+# -------------------------------------------------------------------------------------------- splitting
+def stratified_split(y, test_fraction=0.2, seed=0):
+    """Indices ``(train, test)`` with each class split in the same proportion, fixed by ``seed``.
+
+    A class of ``n`` images puts ``round(n · test_fraction)`` of them in the test set, but at least one when
+    ``n ≥ 2`` and ``test_fraction > 0`` (so every class is measured) and never all of them (so every class is
+    learnt: no class ends with zero training images). A class with a single image goes to the training set;
+    it has no test image (:func:`check_for_training` warns about it).
+
+    Raises
+    ------
+    ValueError
+        ``test_fraction`` outside [0, 1).
+    """
+    if not (isinstance(test_fraction, (int, float, np.floating)) and 0 <= test_fraction < 1):
+        raise ValueError(f"stratified_split: test_fraction must be in [0, 1), got {test_fraction!r}")
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    train, test = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        idx = idx[rng.permutation(len(idx))]
+        n = len(idx)
+        n_test = int(round(n * test_fraction))
+        if n >= 2 and test_fraction > 0:
+            n_test = min(max(n_test, 1), n - 1)
+        else:
+            n_test = 0
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def split(dataset: Dataset, test_fraction=0.2, seed=0):
+    """Split a :class:`Dataset` into stratified ``(train, test)`` datasets (see :func:`stratified_split`)."""
+    tr, te = stratified_split(dataset.y, test_fraction, seed)
+    return dataset.subset(tr), dataset.subset(te)
+
+
+__all__ = ["Dataset", "stratified_split", "split"]

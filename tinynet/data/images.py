@@ -1,0 +1,216 @@
+"""Image files read with Pillow: one file (:func:`read_image`) or a folder of class folders (:func:`load_folder`).
+
+Pixels are read as numbers and scaled by :func:`tinynet.data.pixels.scale_pixels`; colour conversion and
+resizing are done in floating point, so 16-bit precision survives. Pillow is imported only when a file is read.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..fileio import FileFormatError
+from ._common import _bound, _human_bytes
+from .dataset import Dataset
+from .pixels import _size_pair, _value_range, scale_pixels
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+# -------------------------------------------------------------------------------------------- image files
+#: Pillow modes whose pixels are read as they are (``'I;16*'`` too); others are converted first.
+_NATIVE_MODES = ("1", "L", "LA", "I", "F", "RGB", "RGBA", "RGBX")
+#: Pillow modes converted before reading (8-bit data: nothing is lost).
+_CONVERTED_MODES = {"P": None, "PA": "RGBA", "RGBa": "RGBA", "La": "LA"}
+
+
+def _open_image_pixels(path, max_bytes, want_channels=None):
+    """Decode one image file with Pillow; return its raw pixels (H, W) or (H, W, C) and Pillow's mode.
+
+    The float32 size is checked against ``max_bytes`` from the header, before the pixels are decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.exists(path):
+        raise FileFormatError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise FileFormatError(f"{path}: is a folder, not an image")
+    if os.path.getsize(path) == 0:
+        raise FileFormatError(f"{path}: empty file (0 bytes), not an image")
+    try:
+        with Image.open(path) as img:
+            need = img.size[0] * img.size[1] * max(len(img.getbands()), want_channels or 1) * 4
+            if need > max_bytes:
+                raise FileFormatError(f"{path}: a {img.size[0]}x{img.size[1]} image needs {_human_bytes(need)} as "
+                                      f"float32, more than the cap of {_human_bytes(max_bytes)}")
+            img.load()
+            mode = img.mode
+            if mode in _CONVERTED_MODES:
+                target = _CONVERTED_MODES[mode] or ("RGBA" if "transparency" in img.info else "RGB")
+                img = img.convert(target)
+            elif mode not in _NATIVE_MODES and not mode.startswith("I;16"):
+                img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV: 8-bit, converted by Pillow
+            return np.asarray(img), mode
+    except (MemoryError, FileFormatError):
+        raise
+    except PermissionError:
+        raise FileFormatError(f"{path}: cannot be read (permission denied)") from None
+    except UnidentifiedImageError:
+        raise FileFormatError(f"{path}: not an image Pillow can read (unknown format, or a corrupt header)") from None
+    except Exception as error:  # Pillow raises many types on damaged files (OSError, SyntaxError, ValueError, ...)
+        raise FileFormatError(f"{path}: corrupt or truncated image ({type(error).__name__}: {error})") from None
+
+
+def _image_to_unit(a, mode, path) -> np.ndarray:
+    """Raw Pillow pixels → float32 (H, W, C) in [0, 1], C = 1 or 3 (alpha and padding channels dropped)."""
+    if mode == "I":  # Pillow's 32-bit container for 16-bit PGM/PNG data
+        lo, hi = _value_range(a, path)
+        if lo < 0 or hi > 65535:
+            raise FileFormatError(f"{path}: 32-bit integer pixels in [{lo:g}, {hi:g}]; only values in [0, 65535] "
+                                  f"(16-bit data) are read: save the image as 16-bit or as float")
+        x = a.astype(np.float32) / np.float32(65535)
+    else:
+        x = scale_pixels(a, path)
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.shape[-1] == 2:    # LA: drop alpha
+        x = x[..., :1]
+    elif x.shape[-1] == 4:  # RGBA / RGBX: drop alpha (or padding)
+        x = x[..., :3]
+    return x
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as Pillow's convert('L')
+
+
+def _to_channels(x, channels):
+    if channels is None or x.shape[-1] == channels:
+        return x
+    if channels == 1:
+        return (x @ _LUMA)[..., None].astype(np.float32)
+    return np.repeat(x, 3, axis=-1)
+
+
+def _resize_one(x, size):
+    """Resize one (H, W, C) float image with Pillow's bilinear filter, channel by channel in mode 'F'."""
+    from PIL import Image
+
+    h, w = size
+    if x.shape[:2] == (h, w):
+        return x
+    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(x[..., c])).resize((w, h), Image.BILINEAR))
+              for c in range(x.shape[-1])]
+    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def read_image(path, image_size=None, channels=None, max_bytes=None) -> np.ndarray:
+    """Read one image with Pillow as float32 (H, W, C) in [0, 1], scaled from its real range.
+
+    Pixels are read as numbers first and scaled as the module's table says (16-bit ÷ 65535, float TIFFs kept
+    or ÷ 255, ...); colour conversion and resizing are done in floating point, so nothing is clipped to 8 bits.
+
+    Parameters
+    ----------
+    path : str
+    image_size : int or (h, w), optional
+        Resize (Pillow's bilinear filter, in float) to this size.
+    channels : {None, 1, 3}
+        1: grey (0.299 R + 0.587 G + 0.114 B), 3: RGB (grey repeated); None keeps grey images grey
+        (modes '1', 'L', 'LA', 'I', 'I;16*', 'F') and makes every other image RGB.
+    max_bytes : int, optional
+        Refuse an image whose float32 pixels would take more (default :func:`tinynet.fileio.memory_bound`).
+
+    Returns
+    -------
+    float32 ndarray (H, W, C)
+
+    Raises
+    ------
+    tinynet.fileio.FileFormatError
+        The file is missing, empty, not an image, truncated or corrupt, too large, or holds pixel values that
+        cannot be scaled (NaN, negative, out of range); the message starts with the path.
+    """
+    if channels not in (None, 1, 3):
+        raise ValueError(f"read_image: channels must be None, 1 or 3, got {channels!r}")
+    size = None if image_size is None else _size_pair(image_size)
+    path = os.fspath(path)
+    a, mode = _open_image_pixels(path, _bound(max_bytes), channels)
+    x = _to_channels(_image_to_unit(a, mode, path), channels)
+    return _resize_one(x, size) if size is not None else x
+
+
+def _image_files(folder):
+    """The image files of a folder, sorted (hidden files and files of other extensions are not images)."""
+    return sorted(f for f in os.listdir(folder)
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+                  and os.path.isfile(os.path.join(folder, f)))
+
+
+def load_folder(root, image_size=None, channels=None, max_bytes=None) -> Dataset:
+    """A folder with one subfolder per class: ``root/<class name>/<image file>``.
+
+    Classes are the subfolder names in sorted order, kept exactly as they are (control characters and any
+    Unicode included). Hidden folders and files (names starting with ``.``) and files without an image
+    extension are not read; every other file must be a readable image.
+
+    Parameters
+    ----------
+    root : str
+    image_size : int or (h, w), optional
+        Resize every image; needed when they differ in size.
+    channels : {None, 1, 3}
+        As :func:`read_image`; None: RGB if any image is colour (grey ones are repeated), else grey.
+    max_bytes : int, optional
+        Cap on the float32 images (default :func:`tinynet.fileio.memory_bound`).
+
+    Raises
+    ------
+    tinynet.fileio.FileFormatError
+        ``root`` is not a folder or has no class subfolders; a class folder holds no images; an image cannot
+        be read (see :func:`read_image`; the error names the file); images differ in size and no
+        ``image_size`` is given; the images would exceed ``max_bytes``.
+    """
+    root = os.fspath(root)
+    budget = _bound(max_bytes)
+    if not os.path.isdir(root):
+        raise FileFormatError(f"{root}: not a folder")
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError as error:
+        raise FileFormatError(f"{root}: cannot list the folder ({error.strerror})") from None
+    classes = [d for d in entries if not d.startswith(".") and os.path.isdir(os.path.join(root, d))]
+    if not classes:
+        raise FileFormatError(f"{root}: no class subfolders (expected {root}/<class name>/<image files>)")
+    images, labels, files, total = [], [], [], 0
+    for label, name in enumerate(classes):
+        folder = os.path.join(root, name)
+        try:
+            names = _image_files(folder)
+        except OSError as error:
+            raise FileFormatError(f"{folder}: cannot list the folder ({error.strerror})") from None
+        if not names:
+            raise FileFormatError(f"{folder}: the class folder {name!r} holds no images "
+                                  f"({', '.join(IMAGE_EXTENSIONS)})")
+        for fname in names:
+            path = os.path.join(folder, fname)
+            a = read_image(path, image_size, channels, max_bytes=budget)
+            total += a.size * 4
+            if total > budget:
+                raise FileFormatError(f"{root}: the images need more than {_human_bytes(budget)} as float32 (the "
+                                      f"cap for this load); pass image_size to make them smaller")
+            images.append(a)
+            labels.append(label)
+            files.append(path)
+    if channels is None and any(a.shape[-1] == 3 for a in images):
+        images = [_to_channels(a, 3) for a in images]
+    first = images[0].shape
+    other = next((i for i, a in enumerate(images) if a.shape[:2] != first[:2]), None)
+    if other is not None:
+        raise FileFormatError(f"{root}: images of different sizes ({files[0]} is {first[0]}x{first[1]}, "
+                              f"{files[other]} is {images[other].shape[0]}x{images[other].shape[1]}); "
+                              f"pass image_size (--image-size) to resize them all")
+    return Dataset(np.stack(images), np.array(labels, dtype=np.int64), classes)
+
+
+__all__ = ["IMAGE_EXTENSIONS", "read_image", "load_folder"]

@@ -1,0 +1,153 @@
+"""Checks a ``(train, test)`` pair before training (:func:`check_for_training`).
+
+Errors for what cannot train (no images, bad or missing labels, a single class, a class with no training
+image, NaN pixels, mismatched shapes or class names); warnings, one sentence each, for what trains badly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+# -------------------------------------------------------------------------------------------- validation
+def _runs(indices, limit=6) -> str:
+    """``[3, 4, 5, 9]`` → ``'3..5, 9'`` (at most ``limit`` runs, then '...')."""
+    indices = [int(i) for i in indices]
+    runs, start = [], None
+    for k, i in enumerate(indices):
+        if start is None:
+            start = i
+        if k + 1 == len(indices) or indices[k + 1] != i + 1:
+            runs.append(f"{start}" if start == i else f"{start}..{i}")
+            start = None
+    return ", ".join(runs[:limit]) + (", ..." if len(runs) > limit else "")
+
+
+def _describe(indices, names, limit=5) -> str:
+    """Classes by index, with their names when they are not just the index."""
+    indices = [int(i) for i in indices]
+    if all(i < len(names) and names[i] == str(i) for i in indices):
+        return "class" + ("es " if len(indices) > 1 else " ") + _runs(indices)
+    shown = ", ".join(f"{i} ({names[i]!r})" if i < len(names) else str(i) for i in indices[:limit])
+    return "class" + ("es " if len(indices) > 1 else " ") + shown + (", ..." if len(indices) > limit else "")
+
+
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _nonfinite_count(x) -> int:
+    """Number of NaN/inf values (a float64 sum first, so finite data costs one pass and no temporary)."""
+    if x.dtype.kind not in "fc" or x.size == 0:
+        return 0
+    if np.isfinite(np.sum(x, dtype=np.float64)):
+        return 0
+    return int(np.count_nonzero(~np.isfinite(x)))
+
+
+def _check_labels(ds, part):
+    y = np.asarray(ds.y)
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{part}: labels have dtype {y.dtype}; they must be integer class indices")
+    if y.ndim != 1 or len(y) != len(ds.x):
+        raise ValueError(f"{part}: {len(ds.x)} images but labels of shape {y.shape}")
+    if len(y) and y.min() < 0:
+        bad = y[y < 0]
+        raise ValueError(f"{part}: {_plural(bad.size, 'label')} {'is' if bad.size == 1 else 'are'} negative "
+                         f"(e.g. {int(bad[0])}); labels are class indices 0..K-1")
+    return y
+
+
+def check_for_training(train, test=None, batch_size=None) -> list:
+    """Check a ``(train, test)`` pair before training: raise for what cannot train, return warnings for the rest.
+
+    Parameters
+    ----------
+    train : Dataset
+    test : Dataset, optional
+        Checked against ``train`` when given.
+    batch_size : int, optional
+        Checked against the number of training images when given.
+
+    Returns
+    -------
+    list of str
+        Warnings, one sentence each: a class with a single training image, classes with no test images, a
+        batch larger than the training set.
+
+    Raises
+    ------
+    ValueError
+        With a message naming the part (``train``/``test``) and what is wrong: no training images; labels that
+        are negative or not integers; labels with no class name; fewer than 2 classes among the training
+        labels; a class in 0..K-1 with no training image (for labels far from the others, e.g. one 255 among
+        0..9, the message names the label and how many images have it); an empty test set; test labels that no
+        training image has; images of another shape in ``test``; NaN or infinite pixels; class names that differ
+        between ``train`` and ``test``.
+    """
+    warnings = []
+    if len(train) == 0:
+        raise ValueError("train: no training images")
+    y = _check_labels(train, "train")
+    names = list(train.class_names)
+    k = len(names)
+    if y.max() >= k:
+        bad = np.unique(y[y >= k])
+        raise ValueError(f"train: label(s) {_runs(bad)} have no class name (there are {k} class names)")
+    counts = np.bincount(y, minlength=k)
+    present = np.flatnonzero(counts)
+    if present.size < 2:
+        c = int(present[0])
+        raise ValueError(f"train: all {len(y)} images have label {c}" + (f" ({names[c]!r})" if names[c] != str(c)
+                                                                           else "")
+                         + "; a classifier needs at least 2 classes")
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        message = (f"train: {empty.size} of the {k} classes have no training images ({_describe(empty, names)})")
+        gaps = np.diff(present)
+        if gaps.max() > 1:
+            cut = int(np.argmax(gaps)) + 1
+            low, high = present[:cut], present[cut:]
+            if counts[high].sum() < counts[low].sum():
+                far = ", ".join(f"label {int(v)} ({_plural(int(counts[v]), 'image')})" for v in high[:3])
+                message += (f"; {far}" + (", ..." if high.size > 3 else "")
+                            + f" lie{'s' if high.size == 1 else ''} far outside the others ({_runs(low)}): a stray "
+                              f"or 'ignore' label? Remove or relabel those images")
+        raise ValueError(message + ". Labels must run 0..K-1 with every class present")
+    bad = _nonfinite_count(train.x)
+    if bad:
+        raise ValueError(f"train: {_plural(bad, 'pixel value')} {'is' if bad == 1 else 'are'} NaN or infinite")
+    single = np.flatnonzero(counts == 1)
+    if single.size:
+        warnings.append(f"train: {_describe(single, names)} {'have' if single.size > 1 else 'has'} a single "
+                        f"training image")
+    if batch_size is not None and batch_size > len(y):
+        warnings.append(f"batch size {batch_size} is larger than the {len(y)} training images: each epoch is a "
+                        f"single step")
+    if test is None:
+        return warnings
+    if len(test) == 0:
+        raise ValueError("test: no test images (nothing to measure the model on); a class needs 2 or more images "
+                         "for one to be set aside")
+    if tuple(test.x.shape[1:]) != tuple(train.x.shape[1:]):
+        raise ValueError(f"test: images of {tuple(test.x.shape[1:])} but the training images are "
+                         f"{tuple(train.x.shape[1:])}")
+    ty = _check_labels(test, "test")
+    if len(test.class_names) == k and list(test.class_names) != names:
+        raise ValueError("test: the class names differ from the training set's (the same label would mean "
+                         "different classes)")
+    unseen = ty[(ty >= k) | (counts[np.minimum(ty, k - 1)] == 0)]
+    if unseen.size:
+        values, n = np.unique(unseen, return_counts=True)
+        shown = ", ".join(f"{int(v)} ({_plural(int(c), 'image')})" for v, c in zip(values[:5], n[:5]))
+        raise ValueError(f"test: label(s) {shown}{', ...' if values.size > 5 else ''} that no training image has")
+    bad = _nonfinite_count(test.x)
+    if bad:
+        raise ValueError(f"test: {_plural(bad, 'pixel value')} {'is' if bad == 1 else 'are'} NaN or infinite")
+    untested = np.flatnonzero(np.bincount(ty, minlength=k) == 0)
+    if untested.size:
+        warnings.append(f"test: {_describe(untested, names)} {'have' if untested.size > 1 else 'has'} no test "
+                        f"images; {'their' if untested.size > 1 else 'its'} accuracy is not measured")
+    return warnings
+
+
+__all__ = ["check_for_training"]
