@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tinynet  # noqa: E402
 from inception.small import STAGES, googlenet_small  # noqa: E402
-from tinynet import data, optim  # noqa: E402
+from tinynet import data, fileio, optim  # noqa: E402
 from tinynet.training import Trainer, grad_norm_table, plot_grad_norms  # noqa: E402
 
 
@@ -76,8 +76,8 @@ def main(argv=None):
 
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     plot_grad_norms(gn, args.out)
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump({"args": vars(args), "grad_norms": gn, "history": trainer.history}, f)
+    fileio.write_text(os.path.splitext(args.out)[0] + ".json",
+                      json.dumps({"args": vars(args), "grad_norms": gn, "history": trainer.history}))
     print(f"\nplot: {args.out}")
 
 

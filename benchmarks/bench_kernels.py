@@ -45,7 +45,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import tinynet  # noqa: E402
-from tinynet import backend, kernels, losses  # noqa: E402
+from tinynet import backend, fileio, kernels, losses  # noqa: E402
 from tinynet.layers import (AvgPool2D, Conv2D, Dense, GlobalAveragePooling2D,  # noqa: E402
                             LocalResponseNormalization, MaxPool2D)
 
@@ -508,7 +508,7 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench_{datetime.datetime.now():%Y%m%d-%H%M%S}_{platform.node()}.json"
-    path.write_text(json.dumps(result, indent=1))
+    fileio.write_text(path, json.dumps(result, indent=1))
     print(f"\nwrote {path}")
     return result
 

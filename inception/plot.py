@@ -7,6 +7,8 @@ extension.
 """
 from __future__ import annotations
 
+from tinynet import fileio
+
 from .table1 import _group_key
 
 BOX_W, BOX_H, STEP = 2.5, 0.78, 1.05          # box size and vertical pitch, in inches
@@ -109,7 +111,8 @@ def plot_model(model, to_file, dpi=110, title=None):
     ----------
     model : Model
     to_file : str or path
-        ``.png``, ``.svg`` or ``.pdf``.
+        ``.png``, ``.svg`` or ``.pdf``; written atomically (:func:`tinynet.fileio.save_figure`), so an
+        interrupted run leaves the previous file whole. Its folder must exist.
     dpi : int
         For raster output.
     title : str, optional
@@ -189,6 +192,8 @@ def plot_model(model, to_file, dpi=110, title=None):
         ax.add_patch(FancyBboxPatch((lx, ly - 0.1), 0.35, 0.2, boxstyle="square,pad=0", facecolor=COLORS[kind],
                                     edgecolor="#444444", lw=0.6))
         ax.text(lx + 0.5, ly, text, ha="left", va="center", fontsize=8.5)
-    fig.savefig(to_file, dpi=dpi)
-    plt.close(fig)
+    try:
+        fileio.save_figure(fig, to_file, dpi=dpi)
+    finally:
+        plt.close(fig)
     return to_file

@@ -1,6 +1,11 @@
-"""Checkpoints: an interrupted and resumed run ends on the same weights, bit for bit, as a straight run."""
+"""Checkpoints: an interrupted and resumed run ends on the same weights, bit for bit, as a straight run; the
+layout (a manifest naming checksummed data files), status/verify, and what replaces what.
+
+Kills, full disks and hostile files: tests/test_durability.py."""
+import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -58,28 +63,98 @@ def test_resume_is_bit_exact(tmp_path, make_opt):
 def test_checkpoint_files_are_plain(tmp_path):
     trainer = new_trainer(SGD(0.05, momentum=0.9))
     trainer.fit(toy_data(n=20), epochs=1, checkpoint_dir=str(tmp_path), checkpoint_config={"a": [1, 2]})
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint.json", "optimizer.npz", "weights.npz"]
+    names = sorted(os.listdir(tmp_path))
+    assert len(names) == 3 and names[0] == "checkpoint.json"
+    assert re.fullmatch(r"optimizer-000001-[0-9a-f]{8}\.npz", names[1])
+    assert re.fullmatch(r"weights-000001-[0-9a-f]{8}\.npz", names[2])
     with open(tmp_path / "checkpoint.json") as f:
         state = json.load(f)
+    assert state["format"] == checkpoint.FORMAT_VERSION == 2
     assert state["epoch"] == 1 and state["optimizer"]["config"]["name"] == "sgd"
     assert set(state["rng"]) == {"global", "layers", "trainer"} and "dropout" in state["rng"]["layers"]
-    for name in ("weights.npz", "optimizer.npz"):
+    for kind, name in (("optimizer", names[1]), ("weights", names[2])):
+        entry = state["files"][kind]
+        assert entry["name"] == name and entry["size"] == os.path.getsize(tmp_path / name)
+        assert entry["sha256"] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
         with np.load(tmp_path / name, allow_pickle=False) as f:
             assert all(f[k].dtype != object for k in f.files)
-    with np.load(tmp_path / "weights.npz", allow_pickle=False) as f:
+    paths = checkpoint.files(tmp_path)
+    with np.load(paths["weights"], allow_pickle=False) as f:
         assert "low_bn/moving_mean" in f.files
-    with np.load(tmp_path / "optimizer.npz", allow_pickle=False) as f:
+    with np.load(paths["optimizer"], allow_pickle=False) as f:
         assert "velocity:low_conv/kernel" in f.files
+
+
+def test_a_second_save_replaces_the_first_as_a_whole(tmp_path):
+    trainer = new_trainer(SGD(0.05, momentum=0.9))
+    ds = toy_data(n=20)
+    trainer.fit(ds, epochs=1, checkpoint_dir=str(tmp_path))
+    first = checkpoint.files(tmp_path)
+    (tmp_path / ".weights-000001-0badc0de.npz.x1y2.tmp").write_bytes(b"stale")  # left by a killed save
+    (tmp_path / "notes.txt").write_text("mine")  # not ours: kept
+    trainer.fit(ds, epochs=2, checkpoint_dir=str(tmp_path))
+    second = checkpoint.files(tmp_path)
+    assert all(not os.path.exists(p) for p in first.values())
+    assert sorted(os.listdir(tmp_path)) == sorted(["checkpoint.json", "notes.txt"]
+                                                  + [os.path.basename(p) for p in second.values()])
+    assert checkpoint.read_state(tmp_path)["epoch"] == 2
 
 
 def test_load_weights_only_and_missing_dir(tmp_path):
     trainer = new_trainer(Adam(0.01))
     trainer.fit(toy_data(n=20), epochs=1, checkpoint_dir=str(tmp_path))
     model = tiny_model(seed=5)
-    checkpoint.load_weights(str(tmp_path), model)
+    state = checkpoint.load_weights(str(tmp_path), model)
+    assert state["epoch"] == 1
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), trainer.model.get_weights()))
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
         checkpoint.read_state(str(tmp_path / "nothing"))
+
+
+def test_status_and_verify(tmp_path):
+    assert checkpoint.status(tmp_path / "nothing") == "absent"
+    assert checkpoint.status(tmp_path) == "empty"
+    (tmp_path / "file").write_text("x")
+    assert checkpoint.status(tmp_path / "file") == "not a folder"
+    with pytest.raises(checkpoint.CheckpointError, match="not a folder"):
+        checkpoint.verify(tmp_path / "file")
+    with pytest.raises(checkpoint.CheckpointError, match="is a file"):
+        checkpoint.save(tmp_path / "file", new_trainer(Adam(0.01)))
+    assert checkpoint.status(tmp_path) == "unreadable"
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint.json not found"):
+        checkpoint.verify(tmp_path)
+    folder = tmp_path / "deep" / "er"  # created with its parents
+    trainer = new_trainer(Adam(0.01))
+    checkpoint.save(folder, trainer, config={"variant": "tiny"})
+    assert checkpoint.status(folder) == "checkpoint"
+    assert checkpoint.verify(folder)["config"] == {"variant": "tiny"}
+
+
+def test_nonfinite_history_round_trips(tmp_path):
+    trainer = new_trainer(SGD(0.05))
+    trainer.history = {"loss": [1.5, float("nan"), float("inf")], "epoch": [1, 2, 3]}
+    trainer.epoch = 3
+    checkpoint.save(tmp_path, trainer)
+    json.loads((tmp_path / "checkpoint.json").read_text(), parse_constant=lambda c: pytest.fail("not strict JSON"))
+    loss = checkpoint.read_state(tmp_path)["history"]["loss"]
+    assert loss[0] == 1.5 and np.isnan(loss[1]) and loss[2] == np.inf
+
+
+def test_unjsonable_config_writes_nothing(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="not JSON-able"):
+        checkpoint.save(tmp_path / "c", new_trainer(SGD(0.05)), config={"x": object()})
+    assert not (tmp_path / "c").exists()
+
+
+def test_optimizer_of_another_type_is_refused_and_nothing_changes(tmp_path):
+    trainer = new_trainer(Adam(0.01))
+    trainer.fit(toy_data(n=20), epochs=1, checkpoint_dir=str(tmp_path))
+    other = new_trainer(SGD(0.05, momentum=0.9))
+    before = [w.copy() for w in other.model.get_weights()]
+    with pytest.raises(checkpoint.CheckpointError, match="optimizer"):
+        checkpoint.load(tmp_path, other)
+    assert other.epoch == 0 and other.optimizer.iterations == 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, other.model.get_weights()))
 
 
 def test_rng_states_round_trip():

@@ -6,28 +6,36 @@ Writing
 then renames it over the destination (``os.replace``, atomic on POSIX and Windows) and ``fsync``\\ s the
 folder. A reader, a crash, a full disk or a kill at any instant sees either the old file whole or the new
 file whole, never a mix or a truncated file; on any error the temporary file is removed and the old file
-is left as it was. :func:`save_npz`, :func:`write_json`, :func:`write_text` and :func:`save_figure` are thin
-wrappers over it.
+is left as it was. :func:`write_bytes`, :func:`save_npz`, :func:`write_json`, :func:`write_text` and
+:func:`save_figure` are thin wrappers over it. One file is atomic; several files that must change together
+(a checkpoint) need a manifest written last: see :mod:`tinynet.checkpoint`.
 
 Reading
 -------
 :func:`read_npz` opens an ``.npz`` without ``np.load``: it checks every member's name against what the
-caller expects and reads every ``.npy`` header (shape, dtype) *before* decompressing any data, so an
-unexpected member, an object array (pickle), a shape the caller did not ask for or a size beyond a bound
-is refused by name without the work; the data is then read and its CRC checked. Every problem raises
-:class:`FileFormatError`, whose message starts with the file's path.
+caller expects from the zip directory alone, then reads every ``.npy`` header (shape, dtype; the header's
+own length is bounded first) *before* decompressing any data, so an unexpected member, an object array
+(pickle), a shape the caller did not ask for, a member whose declared size does not match the zip
+directory, or a total beyond a bound is refused by name without the work; the data is then read and its
+CRC checked. :func:`npz_names` and :func:`npz_headers` give the first two stages alone. Every reader takes
+``data=`` (the file's bytes, already read and checksummed by the caller) so that what was verified is what
+is parsed. Every problem raises :class:`FileFormatError`, whose message starts with the file's path.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
+import math
 import os
 import stat
+import struct
 import tempfile
 import zipfile
 
 import numpy as np
+from zlib import error as zlib_error
 
 
 class FileFormatError(ValueError):
@@ -49,10 +57,29 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def _default_file_mode() -> int:
-    umask = os.umask(0)
+def _current_umask() -> int:
+    """The process umask, read from ``/proc`` where possible (setting it to read it races with other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _default_file_mode(path) -> int:
+    """The mode a plain ``open(path, 'w')`` would give: an existing file's mode, else 0o666 less the umask."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_current_umask()
 
 
 @contextlib.contextmanager
@@ -90,7 +117,8 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None):
         raise IsADirectoryError(f"{path}: cannot write a file there, it is a folder")
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
-        os.fchmod(fd, _default_file_mode()) if hasattr(os, "fchmod") else None
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _default_file_mode(path))
         with os.fdopen(fd, mode, **({"encoding": encoding or "utf-8"} if mode == "w" else {})) as f:
             yield f
             f.flush()
@@ -166,112 +194,187 @@ def _human_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
+MAX_HEADER_BYTES = 10000  # numpy's own cap on an .npy header (np.lib.format's max_header_size)
+
+
 def _read_header(member, path, key):
+    """Parse one member's ``.npy`` header; return ``(shape, fortran_order, dtype, header_bytes)``.
+
+    The header's declared length is checked before it is read, so a member declaring a 4 GiB header
+    costs nothing.
+    """
+    magic = member.read(8)
+    if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
+        raise FileFormatError(f"{path}: member {key!r} is not an .npy array (no NUMPY magic)")
+    version = (magic[6], magic[7])
+    if version == (1, 0):
+        size_bytes = member.read(2)
+        fmt = "<H"
+    elif version in ((2, 0), (3, 0)):
+        size_bytes = member.read(4)
+        fmt = "<I"
+    else:
+        raise FileFormatError(f"{path}: member {key!r} has .npy format version {version}, not 1.0, 2.0 or 3.0")
+    if len(size_bytes) != struct.calcsize(fmt):
+        raise FileFormatError(f"{path}: member {key!r} is truncated inside its .npy header")
+    header_len = struct.unpack(fmt, size_bytes)[0]
+    if header_len > MAX_HEADER_BYTES:
+        raise FileFormatError(f"{path}: member {key!r} declares a {header_len}-byte .npy header "
+                              f"(at most {MAX_HEADER_BYTES}); refused")
+    header = member.read(header_len)
+    if len(header) != header_len:
+        raise FileFormatError(f"{path}: member {key!r} is truncated inside its .npy header")
+    buffer = io.BytesIO(magic + size_bytes + header)
     try:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            return np.lib.format.read_array_header_1_0(member)
-        return np.lib.format.read_array_header_2_0(member)
-    except (ValueError, EOFError, SyntaxError, zipfile.BadZipFile, OSError) as error:
-        raise FileFormatError(f"{path}: member {key!r} is not a readable .npy array ({error})") from None
+        np.lib.format.read_magic(buffer)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(buffer)
+    except (ValueError, EOFError, SyntaxError, TypeError, KeyError, OverflowError) as error:
+        raise FileFormatError(f"{path}: member {key!r} has an unreadable .npy header ({error})") from None
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise FileFormatError(f"{path}: member {key!r} declares an impossible shape {shape}")
+    return tuple(shape), fortran, dtype, len(magic) + len(size_bytes) + header_len
 
 
-def npz_headers(path, expected=None, allowed=None, max_bytes=None) -> dict:
+def _open_zip(path, data):
+    if data is None:
+        if not os.path.lexists(path):
+            raise FileFormatError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise FileFormatError(f"{path}: is a folder, not an .npz file")
+        source = path
+    else:
+        source = io.BytesIO(data)
+    try:
+        return zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise FileFormatError(f"{path}: no such file (a dangling symbolic link?)") from None
+        raise FileFormatError(f"{path}: not a readable .npz file (truncated or not a zip archive: {error})") from None
+
+
+def npz_names(path, data=None) -> list:
+    """The array names of an ``.npz``, from its zip directory only (nothing is decompressed).
+
+    Raises :class:`FileFormatError` for a file that is not a zip of uniquely named ``.npy`` members.
+    ``data`` (bytes), when given, is read instead of the file; ``path`` then only names it in messages.
+    """
+    path = os.fspath(path)
+    with _open_zip(path, data) as zf:
+        return _member_names(zf.infolist(), path)
+
+
+def _member_names(infos, path):
+    names = []
+    for info in infos:
+        if not info.filename.endswith(".npy") or info.is_dir():
+            raise FileFormatError(f"{path}: unexpected member {info.filename!r} (an .npz holds only .npy arrays)")
+        names.append(info.filename[:-4])
+    if len(set(names)) != len(names):
+        raise FileFormatError(f"{path}: repeated member names")
+    return names
+
+
+def npz_headers(path, expected=None, allowed=None, max_bytes=None, data=None) -> dict:
     """Read the names, shapes and dtypes of an ``.npz``'s arrays without decompressing their data.
+
+    Checks, in this order: the zip directory (a zip of ``.npy`` members, no repeated names); the names
+    against ``expected``/``allowed`` (an unexpected name is refused before anything is decompressed); then
+    each member's ``.npy`` header (the first few hundred bytes of the member): no object dtype, a declared
+    size that matches the member's size in the zip directory, the shape (and dtype kind) ``expected`` asks
+    for, and a running total below ``max_bytes``.
 
     Parameters
     ----------
-    path : str
+    path : str or os.PathLike
     expected : dict of name -> (shape, dtype or None), optional
         Every name must be present with that shape (and dtype kind, when given); nothing else may be.
     allowed : collection of str, optional
         Names that may be present (others are refused); ignored when ``expected`` is given.
     max_bytes : int, optional
         Cap on the total declared size of the arrays (default: :func:`memory_bound`).
+    data : bytes, optional
+        The file's content, already read (e.g. after checking its checksum); ``path`` then only names it.
 
     Returns
     -------
     dict of name -> (shape tuple, numpy dtype), in the file's order
+
+    Raises
+    ------
+    FileFormatError
+        With a message that starts with ``path``.
     """
     path = os.fspath(path)
+    with _open_zip(path, data) as zf:
+        return _check_members(zf, path, expected, allowed, max_bytes)
+
+
+def _check_members(zf, path, expected, allowed, max_bytes):
     max_bytes = memory_bound() if max_bytes is None else int(max_bytes)
-    if not os.path.exists(path):
-        raise FileFormatError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise FileFormatError(f"{path}: is a folder, not an .npz file")
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise FileFormatError(f"{path}: not a readable .npz file (truncated or not a zip archive: {error})") from None
+    infos = zf.infolist()
+    names = _member_names(infos, path)
+    if expected is not None:
+        unexpected = [n for n in names if n not in expected]
+        missing = [n for n in expected if n not in names]
+    else:
+        unexpected = [n for n in names if allowed is not None and n not in allowed]
+        missing = []
+    if unexpected:
+        raise FileFormatError(f"{path}: unexpected member(s) {unexpected[:5]}"
+                              + (f" (of {len(unexpected)})" if len(unexpected) > 5 else ""))
+    if missing:
+        raise FileFormatError(f"{path}: missing {len(missing)} array(s), e.g. {missing[:5]}")
     headers, total = {}, 0
-    with zf:
-        infos = zf.infolist()
-        names = []
-        for info in infos:
-            if not info.filename.endswith(".npy") or info.is_dir():
-                raise FileFormatError(f"{path}: unexpected member {info.filename!r} (an .npz holds only .npy arrays)")
-            names.append(info.filename[:-4])
-        if len(set(names)) != len(names):
-            raise FileFormatError(f"{path}: repeated member names")
+    for info, key in zip(infos, names):
+        try:
+            with zf.open(info) as member:
+                shape, _, dtype, header_len = _read_header(member, path, key)
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, zlib_error) as error:
+            raise FileFormatError(f"{path}: member {key!r} is corrupt or unreadable ({error})") from None
+        if dtype.hasobject:
+            raise FileFormatError(f"{path}: array {key!r} has dtype object: only np.load(allow_pickle=True) could "
+                                  f"read it, which runs pickle; refused")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if info.file_size != header_len + nbytes:
+            raise FileFormatError(f"{path}: array {key!r} declares shape {shape} {dtype} ({nbytes} bytes) but "
+                                  f"its member holds {info.file_size - header_len} data bytes")
         if expected is not None:
-            unexpected = [n for n in names if n not in expected]
-            missing = [n for n in expected if n not in names]
-        else:
-            unexpected = [n for n in names if allowed is not None and n not in allowed]
-            missing = []
-        if unexpected:
-            raise FileFormatError(f"{path}: unexpected member(s) {unexpected[:5]}"
-                                  + (f" (of {len(unexpected)})" if len(unexpected) > 5 else ""))
-        if missing:
-            raise FileFormatError(f"{path}: missing {len(missing)} array(s), e.g. {missing[:5]}")
-        for info, key in zip(infos, names):
-            try:
-                with zf.open(info) as member:
-                    shape, fortran, dtype = _read_header(member, path, key)
-                    header_len = member.tell()
-            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as error:
-                raise FileFormatError(f"{path}: member {key!r} cannot be read ({error})") from None
-            if dtype.hasobject:
-                raise FileFormatError(f"{path}: array {key!r} has dtype object (it would need pickle); refused")
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
-            if info.file_size != header_len + nbytes:
-                raise FileFormatError(f"{path}: array {key!r} declares shape {shape} {dtype} ({nbytes} bytes) but "
-                                      f"its member holds {info.file_size - header_len} data bytes")
-            if expected is not None:
-                want_shape, want_dtype = expected[key]
-                if tuple(shape) != tuple(want_shape):
-                    raise FileFormatError(f"{path}: array {key!r} has shape {tuple(shape)}, "
-                                          f"expected {tuple(want_shape)}")
-                if want_dtype is not None and dtype.kind != np.dtype(want_dtype).kind:
-                    raise FileFormatError(f"{path}: array {key!r} has dtype {dtype}, expected {np.dtype(want_dtype)}")
-            total += nbytes
-            if total > max_bytes:
-                raise FileFormatError(f"{path}: its arrays declare more than {_human_bytes(max_bytes)} "
-                                      f"(the cap for this load); refused before reading them")
-            headers[key] = (tuple(shape), dtype)
+            want_shape, want_dtype = expected[key]
+            if tuple(shape) != tuple(want_shape):
+                raise FileFormatError(f"{path}: array {key!r} has shape {tuple(shape)}, "
+                                      f"expected {tuple(want_shape)}")
+            if want_dtype is not None and dtype.kind != np.dtype(want_dtype).kind:
+                raise FileFormatError(f"{path}: array {key!r} has dtype {dtype}, expected {np.dtype(want_dtype)}")
+        total += nbytes
+        if total > max_bytes:
+            raise FileFormatError(f"{path}: its arrays declare more than {_human_bytes(max_bytes)} "
+                                  f"(the cap for this load); refused before reading them")
+        headers[key] = (tuple(shape), dtype)
     return headers
 
 
-def read_npz(path, expected=None, allowed=None, max_bytes=None) -> dict:
+def read_npz(path, expected=None, allowed=None, max_bytes=None, data=None) -> dict:
     """Read an ``.npz`` safely: headers checked first (see :func:`npz_headers`), then data with CRC checks.
 
-    Never unpickles. Returns ``{name: ndarray}``. Raises :class:`FileFormatError` naming the file.
+    Never unpickles; the zip is opened once, so what was checked is what is read. Returns
+    ``{name: ndarray}`` in the file's order. Raises :class:`FileFormatError` naming the file.
     """
     path = os.fspath(path)
-    headers = npz_headers(path, expected=expected, allowed=allowed, max_bytes=max_bytes)
     arrays = {}
-    try:
-        with zipfile.ZipFile(path) as zf:
+    with _open_zip(path, data) as zf:
+        headers = _check_members(zf, path, expected, allowed, max_bytes)
+        try:
             for key in headers:
                 with zf.open(key + ".npy") as member:
                     array = np.lib.format.read_array(member, allow_pickle=False)
                     if member.read(1) != b"":  # reaching the end makes zipfile verify the CRC
                         raise FileFormatError(f"{path}: array {key!r} has trailing data")
                 arrays[key] = array
-    except FileFormatError:
-        raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as error:
-        raise FileFormatError(f"{path}: corrupt data ({error})") from None
+        except FileFormatError:
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, zlib_error) as error:
+            raise FileFormatError(f"{path}: corrupt data ({error})") from None
     return arrays
 
 
@@ -284,4 +387,5 @@ def is_regular_file(path) -> bool:
 
 
 __all__ = ["FileFormatError", "atomic_write", "write_bytes", "write_text", "write_json", "save_npz",
-           "save_figure", "sha256_file", "npz_headers", "read_npz", "memory_bound", "is_regular_file"]
+           "save_figure", "sha256_file", "npz_names", "npz_headers", "read_npz", "memory_bound", "is_regular_file",
+           "MAX_HEADER_BYTES"]

@@ -217,27 +217,130 @@ class Optimizer:
         """The full state: ``{'config': {...}, 'iterations': int, 'arrays': {'slot:layer/weight': ndarray}}``.
 
         ``config`` and ``iterations`` are JSON-able; ``arrays`` are NumPy arrays (copied from the GPU if needed),
-        ready for ``np.savez``.
+        ready for ``np.savez``. A slot that has been used holds one array per trainable weight.
         """
         arrays = {f"{slot}:{key}": backend.to_numpy(value).copy()
                   for slot, table in self.slots.items() for key, value in table.items()}
         return {"config": self.get_config(), "iterations": int(self.iterations), "arrays": arrays}
 
-    def load_state_dict(self, state):
-        """Restore what :meth:`state_dict` returned (arrays go to the attached model's device)."""
-        config = dict(state["config"])
-        if config.pop("name", self.name) != self.name:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: state is for a {state['config']['name']!r}")
-        for k, v in config.items():
-            setattr(self, k, v)
-        self.iterations = int(state["iterations"])
-        device = self.model.device if self.model is not None else "cpu"
-        self.slots = {slot: {} for slot in self.slot_names}
-        for full_key, value in state["arrays"].items():
+    def validate_state_dict(self, state) -> dict:
+        """Check ``state`` (as :meth:`state_dict` returns it) against this optimizer and its model; change nothing.
+
+        Checked: the three fields; ``config`` has this optimizer's name and exactly its keys, with values of
+        the right types that its constructor accepts; ``iterations`` is a non-negative integer; every array
+        key is ``'<slot>:<layer>/<weight>'`` with one of this optimizer's slots and, when a model is
+        attached, a trainable weight of that model with the same shape, and a slot that is present covers
+        every trainable weight (so state from another model is refused here, with the keys that differ,
+        not at the first step); every array is floating-point.
+
+        Returns
+        -------
+        dict
+            ``{'config': {...}, 'iterations': int, 'slots': {slot: {key: array}}}``, arrays converted to the
+            weights' dtypes and placed on the model's device: what :meth:`load_state_dict` assigns.
+
+        Raises
+        ------
+        ValueError
+            Naming what is wrong.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, dict):
+            raise ValueError(f"{where}: expected a dict with 'config', 'iterations' and 'arrays', "
+                             f"got {type(state).__name__}")
+        missing = [k for k in ("config", "iterations", "arrays") if k not in state]
+        if missing:
+            raise ValueError(f"{where}: the state lacks {missing}")
+        config = state["config"]
+        if not isinstance(config, dict):
+            raise ValueError(f"{where}: 'config' must be a dict, got {type(config).__name__}")
+        name = config.get("name", self.name)
+        if name != self.name:
+            raise ValueError(f"{where}: the state is for a {name!r} optimizer, this one is {self.name!r}")
+        current = {k: v for k, v in self.get_config().items() if k != "name"}
+        given = {k: v for k, v in config.items() if k != "name"}
+        if set(given) != set(current):
+            raise ValueError(f"{where}: config keys differ: missing {sorted(set(current) - set(given))}, "
+                             f"unknown {sorted(set(given) - set(current))}")
+        clean = {}
+        for key, value in given.items():
+            if isinstance(current[key], bool):
+                if not isinstance(value, (bool, np.bool_)):
+                    raise ValueError(f"{where}: config {key!r} must be a bool, got {value!r}")
+                clean[key] = bool(value)
+            elif isinstance(current[key], (int, float)):
+                if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                        or not math.isfinite(value):
+                    raise ValueError(f"{where}: config {key!r} must be a finite number, got {value!r}")
+                clean[key] = type(current[key])(value)
+            else:
+                clean[key] = value
+        try:
+            type(self)(**clean)  # the constructor's own range checks (e.g. SGD's momentum in [0, 1))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: bad config: {error}") from None
+        iterations = state["iterations"]
+        if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
+            raise ValueError(f"{where}: 'iterations' must be a non-negative integer, got {iterations!r}")
+        arrays = state["arrays"]
+        if not isinstance(arrays, dict):
+            raise ValueError(f"{where}: 'arrays' must be a dict, got {type(arrays).__name__}")
+        trainable = ({key: layer.weights[i] for key, layer, i in self._trainable(self.model)}
+                     if self.model is not None else None)
+        slots = {slot: {} for slot in self.slot_names}
+        unknown, wrong_shape = [], []
+        for full_key, value in arrays.items():
+            if not isinstance(full_key, str) or ":" not in full_key:
+                raise ValueError(f"{where}: array key {full_key!r} is not '<slot>:<layer>/<weight>'")
             slot, key = full_key.split(":", 1)
-            if slot not in self.slots:
-                raise ValueError(f"{type(self).__name__}.load_state_dict: unknown slot {slot!r}")
-            self.slots[slot][key] = backend.to_device(np.array(value), device)
+            if slot not in slots:
+                raise ValueError(f"{where}: unknown slot {slot!r} in {full_key!r}; {type(self).__name__} has "
+                                 f"{list(self.slot_names) or 'none'}")
+            value = np.asarray(value)
+            if value.dtype.kind != "f":
+                raise ValueError(f"{where}: {full_key!r} has dtype {value.dtype}, expected a floating-point array")
+            if trainable is not None:
+                if key not in trainable:
+                    unknown.append(full_key)
+                    continue
+                if value.shape != tuple(trainable[key].shape):
+                    wrong_shape.append(f"{full_key} {value.shape} (weight {tuple(trainable[key].shape)})")
+                    continue
+                value = value.astype(trainable[key].dtype)
+            else:
+                value = value.copy()
+            slots[slot][key] = value
+        incomplete = []
+        if trainable is not None:
+            for slot, table in slots.items():
+                if table:
+                    incomplete += [f"{slot}:{key}" for key in trainable if key not in table]
+        if unknown or wrong_shape or incomplete:
+            parts = []
+            if unknown:
+                parts.append(f"{len(unknown)} key(s) for weights that are not trainable weights of this model, "
+                             f"e.g. {unknown[:5]}")
+            if wrong_shape:
+                parts.append(f"{len(wrong_shape)} shape(s) that differ, e.g. {wrong_shape[:5]}")
+            if incomplete:
+                parts.append(f"no state for {len(incomplete)} trainable weight(s), e.g. {incomplete[:5]}")
+            raise ValueError(f"{where}: the state is not for this model: " + "; ".join(parts))
+        device = self.model.device if self.model is not None else "cpu"
+        slots = {slot: {key: backend.to_device(v, device) for key, v in table.items()} for slot, table in slots.items()}
+        return {"config": clean, "iterations": int(iterations), "slots": slots}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned, all or nothing (arrays go to the attached model's device).
+
+        Everything is checked first (see :meth:`validate_state_dict`); on any error this optimizer is left
+        exactly as it was. Attach the optimizer to its model before loading, so the keys and shapes are
+        checked against it.
+        """
+        prepared = self.validate_state_dict(state)
+        for key, value in prepared["config"].items():
+            setattr(self, key, value)
+        self.iterations = prepared["iterations"]
+        self.slots = prepared["slots"]
         return self
 
 
