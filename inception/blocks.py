@@ -1,10 +1,46 @@
-"""The Inception module (Figure 2 of Szegedy et al. 2014) and the auxiliary classifier head.
+"""What every GoogLeNet variant shares: the Inception module (Figure 2 of Szegedy et al. 2014), the auxiliary
+classifier, the block widths (:data:`PAPER_BLOCKS`, :data:`BLOG_BLOCKS`, :data:`SMALL_BLOCKS`) and
+:func:`stack_blocks`, which runs Inception 3a … 5b with the max-pools between stages and the aux heads after 4a
+and 4d.
 
 These functions only assemble tinynet layers on symbolic tensors; they never touch arrays.
 """
 from __future__ import annotations
 
 from tinynet.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, concatenate
+
+
+#: Table 1's Inception blocks: name → (#1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5, pool proj).
+PAPER_BLOCKS = {
+    "3a": (64, 96, 128, 16, 32, 32),
+    "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64),
+    "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64),
+    "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128),
+    "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+
+#: The blog post's blocks: Table 1's except 5a and 5b, whose #5×5 repeats the #5×5 reduce (32 and 48).
+BLOG_BLOCKS = dict(PAPER_BLOCKS, **{
+    "5a": (256, 160, 320, 32, 32, 128),
+    "5b": (384, 192, 384, 48, 48, 128),
+})
+
+#: The small network's blocks: Table 1's with every width divided by 4 (all of them are multiples of 4).
+SMALL_BLOCKS = {name: tuple(width // 4 for width in widths) for name, widths in PAPER_BLOCKS.items()}
+
+#: The Inception stages in order, each with its blocks; a 3×3/2 max-pool ``pool{stage}_3x3_s2`` follows every
+#: stage but the last.
+BLOCK_STAGES = (("3", ("3a", "3b")), ("4", ("4a", "4b", "4c", "4d", "4e")), ("5", ("5a", "5b")))
+
+#: The blocks an auxiliary classifier attaches to, and the head's name.
+AUX_HEADS = {"4a": "aux1", "4d": "aux2"}
+
+#: Layer-name prefixes of each part of every variant (the stem, then the stages), e.g. to group gradient norms.
+STAGES = (("stem", ("conv1", "conv2")),) + BLOCK_STAGES
 
 
 def _name(prefix, suffix):
@@ -73,3 +109,40 @@ def aux_head(x, num_classes, name=None, flatten=True, dropout=0.7):
     y = Dense(1024, activation="relu", name=_name(name, "fc"))(y)
     y = Dropout(dropout, name=_name(name, "dropout"))(y)
     return Dense(num_classes, activation="softmax", name=_name(name, "output"))(y)
+
+
+def stack_blocks(x, blocks, make_aux_head=None):
+    """The Inception stages of every variant: 3a, 3b, max-pool, 4a … 4e, max-pool, 5a, 5b.
+
+    Each block is :func:`inception_block` with the widths ``blocks[name]``; the max-pools are 3×3/2 'same'
+    (``pool3_3x3_s2``, ``pool4_3x3_s2``). When ``make_aux_head`` is given, it is called on the outputs of 4a and 4d
+    (:data:`AUX_HEADS`) right after the block, so layers are created in the order they run.
+
+    Shapes
+    ------
+    (N, H, W, C) → (N, ⌈H/4⌉, ⌈W/4⌉, c1 + c3 + c5 + pool_proj of 5b)
+
+    Parameters
+    ----------
+    x : SymbolicTensor
+        The stem's output.
+    blocks : dict
+        Block name → ``(#1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5, pool proj)``, e.g. :data:`PAPER_BLOCKS`.
+    make_aux_head : callable, optional
+        ``make_aux_head(x, name=...)`` builds one auxiliary classifier and returns its output; None adds none.
+
+    Returns
+    -------
+    (SymbolicTensor, list of SymbolicTensor)
+        The output of 5b, and the aux heads' outputs ``[aux1, aux2]`` (empty without ``make_aux_head``).
+    """
+    aux_outputs = []
+    last_stage = BLOCK_STAGES[-1][0]
+    for stage, names in BLOCK_STAGES:
+        for name in names:
+            x = inception_block(x, *blocks[name], name=name)
+            if make_aux_head is not None and name in AUX_HEADS:
+                aux_outputs.append(make_aux_head(x, name=AUX_HEADS[name]))
+        if stage != last_stage:
+            x = MaxPool2D(3, strides=2, padding="same", name=f"pool{stage}_3x3_s2")(x)
+    return x, aux_outputs

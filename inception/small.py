@@ -23,7 +23,8 @@ The stem swaps the paper's 7×7/2 convolution for a 3×3/1 one (a 32×32 image h
 LRN layers for BatchNormalization, as the blog post does (with momentum 0.9 rather than Keras' 0.99: the digits
 give only 20 to 50 steps per epoch, too few for a 0.99 moving average to forget its initial 0 and 1, and the
 test accuracy in inference mode would lag far behind); the Inception blocks are the paper's with every
-width divided by 4 (rounded, at least 4). The aux heads follow the paper's recipe scaled to a 4×4 input:
+width divided by 4 (:data:`~inception.blocks.SMALL_BLOCKS`), stacked by :func:`~inception.blocks.stack_blocks`
+as in every variant. The aux heads follow the paper's recipe scaled to a 4×4 input:
 avg-pool 2×2/2 (the paper's 5×5/3 takes 14×14 to 4×4; here 4×4 to 2×2), 1×1 conv 32 + ReLU, FC 128 + ReLU,
 dropout 70%, linear + softmax.
 
@@ -31,10 +32,12 @@ Kernels feeding a ReLU start He-uniform instead of Keras' Glorot (:func:`he_resc
 fade through the 21 convolutions of the deepest path.
 
 Outputs are ``[aux1, aux2, main]`` softmax probabilities (``[main]`` only with ``aux=False``): 421,018
-parameters, 7.7 M multiply-adds per 32×32 image. ``python -m inception train`` (20 epochs, Adam 0.002 with cosine
-decay, batch 32, random 2-pixel shifts) reaches 0.9916 test accuracy on the digits in about 110 s on 2 CPU cores.
+parameters, 7.7 M multiply-adds per 32×32 image (10 classes, aux heads included). :func:`googlenet_small` is
+registered as the ``'small'`` variant in :mod:`inception.variants`; ``python -m inception train`` trains it.
 """
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 
@@ -42,15 +45,7 @@ from tinynet import Model
 from tinynet.layers import (Activation, AvgPool2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
                             GlobalAveragePooling2D, Input, MaxPool2D)
 
-from .blocks import inception_block
-from .googlenet import PAPER_BLOCKS
-
-#: Table 1's blocks with every width divided by 4: name → (#1×1, #3×3 red, #3×3, #5×5 red, #5×5, pool proj).
-SMALL_BLOCKS = {name: tuple(width // 4 for width in widths) for name, widths in PAPER_BLOCKS.items()}
-
-#: Which block each stage of the network holds (used to group layers, e.g. for gradient norms).
-STAGES = (("stem", ("conv1", "conv2")), ("3", ("3a", "3b")), ("4", ("4a", "4b", "4c", "4d", "4e")),
-          ("5", ("5a", "5b")))
+from .blocks import SMALL_BLOCKS, STAGES, stack_blocks  # SMALL_BLOCKS and STAGES re-exported (CLI, benchmarks)
 
 
 def small_aux_head(x, num_classes, name, conv_filters=32, units=128, dropout=0.7):
@@ -80,7 +75,7 @@ def googlenet_small(input_shape=(32, 32, 1), num_classes=10, aux=True, blocks=No
     aux : bool, default True
         Keep the two auxiliary classifiers (outputs ``[aux1, aux2, main]``).
     blocks : dict, optional
-        Override :data:`SMALL_BLOCKS` (e.g. narrower blocks for tests).
+        Widths that replace some of :data:`~inception.blocks.SMALL_BLOCKS` (e.g. narrower blocks for tests).
 
     Returns
     -------
@@ -98,15 +93,8 @@ def googlenet_small(input_shape=(32, 32, 1), num_classes=10, aux=True, blocks=No
     x = Activation("relu", name="conv2_relu")(x)
     x = MaxPool2D(3, strides=2, padding="same", name="pool2_3x3_s2")(x)
 
-    aux_outputs = []
-    for stage, names in STAGES[1:]:
-        for name in names:
-            x = inception_block(x, *blocks[name], name=name)
-            if aux and name in ("4a", "4d"):
-                head = "aux1" if name == "4a" else "aux2"
-                aux_outputs.append(small_aux_head(x, num_classes, head))
-        if stage != "5":
-            x = MaxPool2D(3, strides=2, padding="same", name=f"pool{stage}_3x3_s2")(x)
+    make_aux_head = partial(small_aux_head, num_classes=num_classes) if aux else None
+    x, aux_outputs = stack_blocks(x, blocks, make_aux_head)
 
     x = GlobalAveragePooling2D(name="avg_pool")(x)
     x = Dropout(0.4, name="dropout")(x)
