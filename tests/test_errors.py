@@ -75,7 +75,7 @@ def test_concat_shapes_that_do_not_match(shapes, axis, message):
 
 def test_concat_needs_a_list_of_two():
     x = Input((2, 2, 1))
-    with pytest.raises(TypeError, match="'cat' takes a list"):
+    with pytest.raises(TypeError, match=esc("layer 'cat' (Concatenate): takes a list")):
         Concatenate(name="cat")(x)
     with pytest.raises(ShapeError, match="'cat'.*at least two"):
         Concatenate(name="cat")([x])
@@ -102,7 +102,7 @@ def test_same_padding_accepts_a_window_larger_than_the_input():
 
 def test_one_input_layer_given_a_list():
     x = Input((3,))
-    with pytest.raises(TypeError, match="'d' takes one input, got a list of 2"):
+    with pytest.raises(TypeError, match=esc("layer 'd' (Dense): takes one input, got a list of 2")):
         Dense(2, name="d")([x, x])
 
 
@@ -113,14 +113,15 @@ def test_softmax_on_the_batch_axis():
 
 # ----------------------------------------------------------------------------------------------- arguments
 @pytest.mark.parametrize("make, message", [
-    (lambda: Conv2D(2, 3, padding="full", name="x"), "layer 'x': padding must be 'valid' or 'same', got 'full'"),
-    (lambda: Conv2D(2, 0, name="x"), "layer 'x': kernel_size must be >= 1"),
-    (lambda: Conv2D(2, (1, 2, 3), name="x"), "layer 'x': kernel_size must be an int or a pair"),
-    (lambda: Conv2D(0, 3, name="x"), "layer 'x': filters must be >= 1"),
-    (lambda: MaxPool2D(2, strides=0, name="x"), "layer 'x': strides must be >= 1"),
-    (lambda: Dense(2, activation="swish9", name="x"), "layer 'x': unknown activation 'swish9'"),
-    (lambda: Dense(0, name="x"), "layer 'x': units must be >= 1"),
-    (lambda: Dropout(1.0, name="x"), "layer 'x': rate must be in [0, 1)"),
+    (lambda: Conv2D(2, 3, padding="full", name="x"),
+     "layer 'x' (Conv2D): padding must be 'valid' or 'same', got 'full'"),
+    (lambda: Conv2D(2, 0, name="x"), "layer 'x' (Conv2D): kernel_size must be >= 1"),
+    (lambda: Conv2D(2, (1, 2, 3), name="x"), "layer 'x' (Conv2D): kernel_size must be an int or a pair"),
+    (lambda: Conv2D(0, 3, name="x"), "layer 'x' (Conv2D): filters must be an integer >= 1"),
+    (lambda: MaxPool2D(2, strides=0, name="x"), "layer 'x' (MaxPool2D): strides must be >= 1"),
+    (lambda: Dense(2, activation="swish9", name="x"), "layer 'x' (Dense): unknown activation 'swish9'"),
+    (lambda: Dense(0, name="x"), "layer 'x' (Dense): units must be an integer >= 1"),
+    (lambda: Dropout(1.0, name="x"), "layer 'x' (Dropout): rate must be a number in [0, 1)"),
 ])
 def test_bad_arguments_name_the_layer(make, message):
     with pytest.raises(ValueError, match=esc(message)):

@@ -107,6 +107,53 @@ def test_maxpool_padding_is_minus_infinity_and_ties_go_first(xb):
     assert int(xb.numpy(argmax)[0, 1, 1, 0]) == 0
 
 
+def nan_input(case, dtype):
+    """``inputs(case)`` with NaN in about one window in two, two NaNs side by side, and an inf."""
+    x, rng = inputs(case, dtype)
+    x = x.copy()
+    ph, pw = case[1]
+    x[rng.random(x.shape) < 0.5 / (ph * pw)] = np.nan
+    x[0, 0, :2, 0] = np.nan
+    x[-1, -1, -1, -1] = np.inf
+    return x, rng
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_maxpool_propagates_nan(xb, case, dtype):
+    """A window holding NaN outputs NaN (PyTorch and Keras do); its argmax is the first NaN, so the gradient
+    goes there. Every backend gives the reference's outputs and argmax exactly."""
+    shape, (ph, pw), (sh, sw), pads = case
+    x, rng = nan_input(case, dtype)
+    y_ref, arg_ref = ref.maxpool_forward(x, ph, pw, sh, sw, pads)
+    windows = ref.im2col(x, ph, pw, sh, sw, pads, pad_value=-np.inf)  # (N, Ho, Wo, ph, pw, C)
+    flat = windows.transpose(0, 1, 2, 5, 3, 4).reshape(y_ref.shape + (ph * pw,))
+    has_nan = np.isnan(flat).any(axis=-1)
+    assert has_nan.any()
+    np.testing.assert_array_equal(np.isnan(y_ref), has_nan)
+    np.testing.assert_array_equal(arg_ref[has_nan], np.isnan(flat).argmax(axis=-1)[has_nan])
+    y, arg = kernels.maxpool_forward(xb(x), ph, pw, sh, sw, pads)
+    np.testing.assert_array_equal(xb.numpy(y), y_ref)  # NaN where the reference has NaN
+    np.testing.assert_array_equal(xb.numpy(arg), arg_ref)
+    g = rng.standard_normal(y_ref.shape).astype(dtype)
+    gx = kernels.maxpool_backward(xb(g), xb(arg_ref), shape, ph, pw, sh, sw, pads)
+    assert_close(xb.numpy(gx), ref.maxpool_backward(g, arg_ref, shape, ph, pw, sh, sw, pads), dtype)
+
+
+@pytest.mark.parametrize("kernel, args", [
+    ("im2col", (1, 1, 1, 1, (0, 0, 0, 0))), ("maxpool_forward", (2, 2, 2, 2, (0, 0, 0, 0))),
+    ("avgpool_forward", (2, 2, 2, 2, (0, 0, 0, 0))), ("lrn_forward", (3, 1e-4, 0.75, 1.0)),
+])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.bool_, np.float16, np.complex64])
+def test_kernels_refuse_anything_but_float32_and_float64(xb, kernel, args, dtype):
+    """The dispatch refuses other dtypes with the reason (Numba's max pooling returned uninitialised memory
+    for integers): layers cast their inputs first, this is the second line of defence."""
+    x = xb(np.ones((1, 4, 4, 2), dtype))
+    with pytest.raises(TypeError, match=f"tinynet.kernels.{kernel}: arrays must be float32 or float64, "
+                                        f"got {np.dtype(dtype)}"):
+        getattr(kernels, kernel)(x, *args)
+
+
 def test_dispatch_follows_the_cpu_setting():
     import tinynet
 
@@ -216,6 +263,24 @@ def test_cuda_source_on_cpu(cuda_on_cpu, case, dtype):
     assert_close(y, ref.avgpool_forward(x, kh, kw, sh, sw, pads), dtype)
     _call(lib, "avgpool_backward", dtype, gy, gx, gx.size, *geo)
     assert_close(gx, ref.avgpool_backward(gy, shape, kh, kw, sh, sw, pads), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_cuda_maxpool_source_propagates_nan_on_cpu(cuda_on_cpu, case, dtype):
+    """The CUDA max pooling with NaN inputs: NaN out, the first NaN as argmax, as the reference."""
+    lib = cuda_on_cpu[dtype]
+    shape, (kh, kw), (sh, sw), pads = case
+    n, h, w, c = shape
+    x, rng = nan_input(case, dtype)
+    y_ref, arg_ref = ref.maxpool_forward(x, kh, kw, sh, sw, pads)
+    ho, wo = y_ref.shape[1:3]
+    geo = (h, w, c, ho, wo, kh, kw, sh, sw, pads[0], pads[2])
+    y, arg = np.empty_like(y_ref), np.empty(y_ref.shape, np.int32)
+    _call(lib, "maxpool_forward", dtype, x, y, arg, y.size, *geo, -np.inf)
+    assert np.isnan(y_ref).any()
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(arg, arg_ref)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

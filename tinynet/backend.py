@@ -7,7 +7,8 @@ loops go through :mod:`tinynet.kernels`, which picks NumPy, Numba (CPU) or CuPy 
 Settings
 --------
 ``set_floatx('float32' | 'float64')``
-    The dtype of weights created afterwards and of model inputs (as ``keras.config.set_floatx``).
+    The dtype of weights created afterwards and of model inputs (as ``keras.config.set_floatx``). float16 is
+    refused with the reason: the compiled kernels exist for float32 and float64 only.
 ``set_cpu_kernels('numpy' | 'numba')``, ``with cpu_kernels('numpy'): ...``, env ``TINYNET_CPU_KERNELS``
     Which CPU kernels run. Numba is the default when it is installed; without it tinynet falls back
     to NumPy with a one-line warning.
@@ -17,28 +18,51 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import sys
 import warnings
 
 import numpy as np
 
 _FLOATX = "float32"
-_VALID_FLOATX = ("float16", "float32", "float64")
+_VALID_FLOATX = ("float32", "float64")
 _VALID_CPU_KERNELS = ("numpy", "numba")
+
+#: the dtypes layers and kernels compute in; anything else is cast (integers, booleans) or refused
+COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+FLOAT16_REASON = ("float16 is not supported: the Numba and CUDA kernels are compiled for float32 and float64 only, "
+                  "and float16 training would need loss scaling, which tinynet does not implement; use 'float32'")
 
 
 # ----------------------------------------------------------------------------------------- floatx
+def check_float_dtype(value, who: str) -> str:
+    """Return ``value`` as ``'float32'`` or ``'float64'``; raise ``ValueError`` naming ``who`` otherwise.
+
+    float16 is refused with the reason (:data:`FLOAT16_REASON`), as are integer and other types.
+    """
+    try:
+        name = str(np.dtype(value))
+    except TypeError:
+        raise ValueError(f"{who}: dtype must be one of {_VALID_FLOATX}, got {value!r}") from None
+    if name == "float16":
+        raise ValueError(f"{who}: {FLOAT16_REASON}")
+    if name not in _VALID_FLOATX:
+        raise ValueError(f"{who}: dtype must be one of {_VALID_FLOATX}, got {value!r}")
+    return name
+
+
 def floatx() -> str:
     """Return the default float type as a string, ``'float32'`` unless changed."""
     return _FLOATX
 
 
 def set_floatx(value: str) -> None:
-    """Set the default float type for weights and inputs created afterwards (as Keras)."""
+    """Set the default float type for weights and inputs created afterwards (as Keras).
+
+    Only ``'float32'`` and ``'float64'``; ``'float16'`` raises ``ValueError`` with the reason.
+    """
     global _FLOATX
-    value = str(np.dtype(value))
-    if value not in _VALID_FLOATX:
-        raise ValueError(f"set_floatx: expected one of {_VALID_FLOATX}, got {value!r}")
-    _FLOATX = value
+    _FLOATX = check_float_dtype(value, "set_floatx")
 
 
 @contextlib.contextmanager
@@ -74,8 +98,6 @@ def cupy_available() -> bool:
 
 def _cupy_module():
     """Return the cupy module if it is already imported (never imports it)."""
-    import sys
-
     return sys.modules.get("cupy")
 
 
@@ -125,21 +147,23 @@ def to_numpy(array):
     return to_device(array, "cpu")
 
 
-def check_same_device(layer_name: str, named_arrays: dict) -> None:
+def check_same_device(who: str, named_arrays: dict) -> None:
     """Raise when NumPy and CuPy arrays are mixed, naming the layer and the arrays.
 
     Parameters
     ----------
-    layer_name : str
-        The layer that is about to compute.
+    who : str
+        The layer that is about to compute, as messages name it (``layer 'conv1' (Conv2D)``).
     named_arrays : dict of str -> array or None
         What it is about to combine, by a readable name ('input', 'kernel', ...).
     """
+    if _cupy_module() is None:  # no CuPy array can exist: nothing to mix (the common CPU case, O(1))
+        return
     kinds = {name: ("gpu" if is_gpu_array(a) else "cpu") for name, a in named_arrays.items() if a is not None}
     if len(set(kinds.values())) > 1:
         detail = ", ".join(f"{name} on {dev}" for name, dev in kinds.items())
         raise TypeError(
-            f"layer '{layer_name}': arrays on different devices ({detail}); "
+            f"{who}: arrays on different devices ({detail}); "
             f"move the model with model.to('gpu'|'cpu') and pass inputs on the same device."
         )
 

@@ -15,36 +15,85 @@ categorical cross-entropy on probabilities ``p``, as Keras computes it (renormal
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .backend import get_array_module
 
 EPSILON = 1e-7
 
 
+def _check_scores(scores, name):
+    """Raise unless ``scores`` is a floating array (N, ..., C) with N >= 1 and C >= 1."""
+    dtype = getattr(scores, "dtype", None)
+    if dtype is None or dtype.kind != "f":
+        raise TypeError(f"{name}: scores must be a floating array (N, ..., classes), got "
+                        f"{dtype if dtype is not None else type(scores).__name__}")
+    if scores.ndim < 2 or scores.shape[-1] == 0:
+        raise ValueError(f"{name}: scores must have shape (N, ..., classes) with classes >= 1, got {scores.shape}")
+    if scores.shape[0] == 0:
+        raise ValueError(f"{name}: empty batch (scores of shape {scores.shape}); a mean loss needs at least "
+                         f"one example")
+
+
+def _first_bad(xp, labels, bad):
+    """``' (first: 7 at index (1, 1))'`` for the first True of ``bad``."""
+    index = tuple(int(i) for i in xp.argwhere(bad)[0])
+    return f" (first: {int(labels[index])} at index {index})"
+
+
 def targets_like(scores, labels, name="loss"):
     """Return one-hot targets shaped like ``scores`` (N, ..., C) from integer ids or one-hot labels.
 
-    Integer labels may have shape (N,) for scores with middle axes (e.g. 4×4×C aux outputs): the label
-    then applies at every position. Raises ``ValueError`` naming the shapes for a label out of range or a
-    shape that does not fit.
+    Labels are read by their shape and dtype, and anything else raises ``ValueError`` naming both shapes:
+
+    ========================================  ====================================================
+    labels                                    read as
+    ========================================  ====================================================
+    shape (N, ..., C), floating               targets as given (one-hot or soft)
+    shape (N, ..., C), integer or boolean     one-hot; every value must be 0 or 1
+    shape (N, ...), integer                   class ids in [0, C)
+    shape (N, ..., 1), integer                class ids (Keras' sparse labels with a trailing 1)
+    shape (N,), integer                       one id per example, for scores with middle axes (the
+                                              4×4×C aux outputs): it applies at every position
+    ========================================  ====================================================
+
+    Class ids outside [0, C) raise naming the range found and the first bad value with its index.
+    An empty batch raises (a mean over no example is undefined).
     """
+    _check_scores(scores, name)
     xp = get_array_module(scores)
     labels = xp.asarray(labels)
     num_classes = scores.shape[-1]
-    if labels.shape == scores.shape and labels.dtype.kind == "f":
-        return labels.astype(scores.dtype, copy=False)
-    if labels.dtype.kind not in "iu":
+    ids_shape = scores.shape[:-1]
+    kind = labels.dtype.kind
+    if kind not in "biuf":
         raise ValueError(f"{name}: labels must be integer class ids or one-hot of shape {scores.shape}, "
                          f"got dtype {labels.dtype} shape {labels.shape}")
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+    if labels.shape == scores.shape:
+        if kind == "f":
+            return labels.astype(scores.dtype, copy=False)
+        bad = (labels != 0) & (labels != 1)
+        if bool(bad.any()):
+            raise ValueError(f"{name}: {labels.dtype} labels of the scores' shape {scores.shape} are read as "
+                             f"one-hot and must hold only 0 and 1; got values in [{int(labels.min())}, "
+                             f"{int(labels.max())}]" + _first_bad(xp, labels, bad))
+        return labels.astype(scores.dtype)
+    if kind in "bf":
+        raise ValueError(f"{name}: labels must be integer class ids or one-hot of shape {scores.shape}, "
+                         f"got dtype {labels.dtype} shape {labels.shape} ({'floating' if kind == 'f' else 'boolean'} "
+                         f"labels must be one-hot of the scores' shape; class ids must be integers)")
+    accepted = [ids_shape, ids_shape + (1,), (scores.shape[0],)]
+    if labels.shape not in accepted:
+        listed = ", ".join(str(a) for i, a in enumerate(accepted) if a not in accepted[:i])
+        raise ValueError(f"{name}: integer labels of shape {labels.shape} do not fit scores of shape "
+                         f"{scores.shape}: class ids need one of the shapes {listed}, one-hot labels the "
+                         f"shape {scores.shape}")
+    bad = (labels < 0) | (labels >= num_classes)  # checked on the labels as given, so the index is theirs
+    if bool(bad.any()):
         raise ValueError(f"{name}: labels must lie in [0, {num_classes}) for scores of shape {scores.shape}; "
-                         f"got values in [{int(labels.min())}, {int(labels.max())}]")
-    ids_shape = scores.shape[:-1]
-    if labels.shape != ids_shape:
-        if labels.ndim == 1 and labels.shape[0] == scores.shape[0]:
-            labels = xp.broadcast_to(labels.reshape((-1,) + (1,) * (len(ids_shape) - 1)), ids_shape)
-        else:
-            raise ValueError(f"{name}: integer labels of shape {labels.shape} do not fit scores of shape "
-                             f"{scores.shape} (expected {ids_shape} or ({scores.shape[0]},))")
+                         f"got values in [{int(labels.min())}, {int(labels.max())}]" + _first_bad(xp, labels, bad))
+    if labels.shape != ids_shape:  # (N, ..., 1), or (N,): one id per example, at every position
+        labels = xp.broadcast_to(labels.reshape(labels.shape[:1] + (1,) * (len(ids_shape) - 1)), ids_shape)
     eye = xp.eye(num_classes, dtype=scores.dtype)
     return eye[labels]
 
@@ -121,8 +170,10 @@ def weighted_loss(outputs, labels, weights=None, loss="categorical_crossentropy"
     Parameters
     ----------
     outputs : list of ndarray
-    labels : the same labels for every output, or a list with one entry per output
+    labels : array (the same labels for every output), or a list/tuple with one array per output
+        A list of plain numbers counts as one label array for every output.
     weights : list of float, default all 1
+        One finite weight per output.
     loss : name or callable ``(output, labels) -> (loss, grad)``
 
     Returns
@@ -133,13 +184,31 @@ def weighted_loss(outputs, labels, weights=None, loss="categorical_crossentropy"
         Each ``L_k`` unweighted.
     grads : list of ndarray
         ``w_k ∂L_k/∂output_k``, to pass to ``Model.backward``.
+
+    Raises
+    ------
+    ValueError
+        When the numbers of outputs, label arrays and weights differ (naming the counts), and for the
+        labels and empty batches as :func:`targets_like`.
     """
     fn = get(loss)
-    outputs = list(outputs)
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    if not outputs:
+        raise ValueError("weighted_loss: no outputs")
     weights = [1.0] * len(outputs) if weights is None else list(weights)
     if len(weights) != len(outputs):
         raise ValueError(f"weighted_loss: {len(outputs)} outputs but {len(weights)} weights")
-    per_output = labels if isinstance(labels, (list, tuple)) else [labels] * len(outputs)
+    for k, w in enumerate(weights):
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) or not np.isfinite(w):
+            raise ValueError(f"weighted_loss: weight {k} must be a finite number, got {w!r}")
+    per_output = isinstance(labels, (list, tuple)) and not all(np.ndim(lab) == 0 for lab in labels)
+    if per_output:
+        if len(labels) != len(outputs):
+            raise ValueError(f"weighted_loss: {len(outputs)} outputs but {len(labels)} label arrays (give one "
+                             f"array for every output, or a list with one per output)")
+        per_output = list(labels)
+    else:
+        per_output = [labels] * len(outputs)
     total, losses, grads = 0.0, [], []
     for out, lab, w in zip(outputs, per_output, weights):
         value, grad = fn(out, lab)

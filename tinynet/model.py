@@ -11,6 +11,7 @@ import numpy as np
 
 from . import backend
 from .layers.base import ShapeError, SymbolicTensor, format_shape
+from .layers.base import check_finite as check_finite_array
 from .layers.core import InputLayer
 
 
@@ -55,7 +56,9 @@ class Model:
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"Model '{name}': layer names must be unique, repeated: {duplicated}")
-        self._tape = None
+        self._tape = None          # [(node, CallCache), ...] of the last successful forward
+        self._batch_size = 0       # its batch size, and whether its inputs were on the GPU
+        self._tape_on_gpu = False
         self.device = "cpu"
         self._device_listeners = []  # e.g. optimizers whose state must move with the model
 
@@ -95,70 +98,143 @@ class Model:
         raise ValueError(f"Model '{self.name}': no layer named {name!r}; layers: {[l.name for l in self.layers]}")
 
     # ------------------------------------------------------------------ running
-    def _prepare_inputs(self, x):
-        xs = _as_list(x) if not self._single_input or isinstance(x, (list, tuple)) else [x]
+    def _input_list(self, x):
+        return _as_list(x) if not self._single_input or isinstance(x, (list, tuple)) else [x]
+
+    def _prepare_inputs(self, x, cast=True):
+        """The input arrays, after checking count, dtype kind, shape and batch size; cast to each Input's dtype
+        unless ``cast`` is False (``predict`` casts batch by batch, so a large uint8 set is never copied whole)."""
+        xs = self._input_list(x)
         if len(xs) != len(self.inputs):
             raise ValueError(f"Model '{self.name}': expected {len(self.inputs)} input arrays, got {len(xs)}")
         prepared = []
         for t, a in zip(self.inputs, xs):
-            xp = backend.get_array_module(a)
-            a = xp.asarray(a, dtype=t.dtype)
-            if tuple(a.shape[1:]) != t.example_shape:
-                raise ShapeError(
-                    f"Model '{self.name}': input '{t.name}' expects shape {format_shape(t.example_shape)}, "
-                    f"got {tuple(a.shape)}")
-            prepared.append(a)
+            what = f"Model '{self.name}': input '{t.name}'"
+            if not isinstance(a, np.ndarray) and not backend.is_gpu_array(a):
+                try:
+                    a = np.asarray(a)
+                except (ValueError, TypeError) as error:
+                    raise TypeError(f"{what} is not an array ({type(a).__name__}: {error})") from None
+            if a.dtype.kind not in "biuf":  # complex, object, text, dates: no silent cast (it would drop data)
+                raise TypeError(f"{what} has dtype {a.dtype}; expected real numbers (floats, integers or booleans, "
+                                f"cast to {t.dtype})")
+            if tuple(a.shape[1:]) != t.example_shape or a.ndim == 0:
+                raise ShapeError(f"{what} expects shape {format_shape(t.example_shape)}, got {tuple(a.shape)}")
+            prepared.append(a.astype(t.dtype, copy=False) if cast else a)
+        sizes = {len(a) for a in prepared}
+        if len(sizes) > 1:
+            raise ShapeError(f"Model '{self.name}': the inputs have different batch sizes: "
+                             + ", ".join(f"'{t.name}' {tuple(a.shape)}" for t, a in zip(self.inputs, prepared)))
         return prepared
 
-    def _run(self, x, training, record):
+    def _empty_outputs(self, xs):
+        """Empty arrays of each output's shape and dtype, on the inputs' device (for an empty batch)."""
+        xp = backend.get_array_module(*xs)
+        return [xp.zeros((0,) + t.example_shape, dtype=t.dtype) for t in self.outputs]
+
+    def _run(self, x, training, record, check_finite=False):
+        """Walk the graph once; return the outputs and, when ``record``, the tape ``[(node, cache), ...]``.
+
+        Every layer call goes through ``Layer.forward``, which checks its inputs (O(1) per layer).
+        """
         values = {}
-        for t, a in zip(self.inputs, self._prepare_inputs(x)):
+        prepared = self._prepare_inputs(x)
+        batch = len(prepared[0])
+        if batch == 0 and not record:
+            return self._empty_outputs(prepared), None
+        for t, a in zip(self.inputs, prepared):
             values[id(t)] = a
-        if record:
-            self._batch_size = len(values[id(self.inputs[0])])
         tape = [] if record else None
         for node in self._nodes:
-            if isinstance(node.layer, InputLayer):
+            layer = node.layer
+            if isinstance(layer, InputLayer):
                 continue
             args = [values[id(t)] for t in node.inputs]
-            named = {f"input {i}": a for i, a in enumerate(args)}
-            named.update({w: a for w, a in zip(node.layer.weight_names, node.layer.weights)})
-            backend.check_same_device(node.layer.name, named)
-            y, cache = node.layer.forward(args if node.layer.num_inputs is None else args[0], training)
+            y, cache = layer.forward(args if layer.num_inputs is None else args[0], training)
+            if check_finite:
+                check_finite_array(layer, "output", y, batch)
             values[id(node.output)] = y
             if record:
                 tape.append((node, cache))
         outs = [values[id(t)] for t in self.outputs]
         return outs, tape
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, check_finite=False):
         """Run the model and keep what :meth:`backward` needs.
 
         Parameters
         ----------
         x : array or list of arrays
-            One batch per input, shapes (N, *input_shape); cast to each Input's dtype.
+            One batch per input, shapes (N, *input_shape) with N >= 1; cast to each Input's dtype (integers
+            and booleans included; complex and object arrays raise ``TypeError``).
         training : bool
             Dropout active and BatchNormalization on batch statistics (updating its moving ones) when True.
+        check_finite : bool
+            Check every layer's output for NaN and inf (one extra pass over each output) and raise
+            :class:`~tinynet.layers.base.NonFiniteError` naming the first layer, in execution order, whose
+            output is not finite.
 
         Returns
         -------
         array, or list of arrays in the order of ``outputs``
+
+        Raises
+        ------
+        ValueError
+            On an empty batch (use :meth:`predict` or ``model(x)`` for inference on a batch that may be empty).
+        NonFiniteError
+            With ``check_finite=True``. Like any error during the walk, it leaves the model as it was before the
+            call: no tape, and BatchNormalization's moving statistics restored.
         """
-        outs, self._tape = self._run(x, training, record=True)
+        self._tape = None  # a failed forward must not leave an older tape for backward
+        prepared = self._prepare_inputs(x)
+        if len(prepared[0]) == 0:
+            raise ValueError(f"Model '{self.name}': forward got an empty batch (shape {tuple(prepared[0].shape)}); "
+                             f"training needs at least one example (predict() and model(x) accept empty batches)")
+        # layers replace, never mutate, the arrays they update (BatchNormalization's statistics): keeping the
+        # lists of references is enough to undo a walk that fails half-way
+        before = [(layer, list(layer.weights)) for layer in self.layers] if training else []
+        try:
+            outs, tape = self._run(prepared, training, record=True, check_finite=check_finite)
+        except BaseException:
+            for layer, weights in before:
+                layer.weights[:] = weights
+            raise
+        self._tape, self._batch_size = tape, len(prepared[0])
+        self._tape_on_gpu = backend.is_gpu_array(prepared[0])
         return outs[0] if self._single_output else outs
 
-    def backward(self, output_grads):
+    def _check_output_grad(self, tensor, g):
+        """``g`` as an array for ``tensor`` of this batch: floating, same device, shape (N, *output_shape)."""
+        what = f"Model '{self.name}': gradient for output '{tensor.name}'"
+        if not isinstance(g, np.ndarray) and not backend.is_gpu_array(g):
+            g = np.asarray(g)
+        if g.dtype.kind != "f":
+            raise TypeError(f"{what} has dtype {g.dtype}, expected a floating dtype")
+        expected = (self._batch_size,) + tensor.example_shape
+        if tuple(g.shape) != expected:
+            raise ShapeError(f"{what} has shape {tuple(g.shape)}, expected {expected}")
+        on_gpu = self._tape_on_gpu
+        if backend.is_gpu_array(g) != on_gpu:
+            raise TypeError(f"{what} is on {'gpu' if not on_gpu else 'cpu'}, the outputs of the last forward on "
+                            f"{'gpu' if on_gpu else 'cpu'}")
+        return g
+
+    def backward(self, output_grads, check_finite=False):
         """Back-propagate ``∂L/∂outputs`` through the last :meth:`forward`.
 
         Parameters
         ----------
         output_grads : array or list of arrays (None for an output that does not enter the loss)
+        check_finite : bool
+            Check every input gradient and parameter gradient for NaN and inf and raise
+            :class:`~tinynet.layers.base.NonFiniteError` naming the first layer, in backward order.
 
         Returns
         -------
         ∂L/∂inputs : array or list of arrays. Each layer's parameter gradients are left in ``layer.grads``
-        (summed over every call of the layer; ``None`` for non-trainable weights).
+        (summed over every call of the layer; ``None`` for non-trainable weights). They are written only once
+        the whole walk has succeeded: after an error every ``layer.grads`` is as it was.
         """
         if self._tape is None:
             raise RuntimeError(f"Model '{self.name}': call forward(x) before backward(...)")
@@ -167,34 +243,41 @@ class Model:
             raise ValueError(f"Model '{self.name}': expected {len(self.outputs)} output gradients, got {len(grads_out)}")
         grads = {}
         for t, g in zip(self.outputs, grads_out):
-            if g is None:
-                continue
-            if tuple(g.shape[1:]) != t.example_shape or len(g) != self._batch_size:
-                raise ShapeError(f"Model '{self.name}': gradient for output '{t.name}' has shape "
-                                 f"{tuple(g.shape)}, expected {(self._batch_size,) + t.example_shape}")
-            self._accumulate(grads, t, g)
-        for layer in self.layers:
-            layer.grads = [None] * len(layer.weights)
+            if g is not None:
+                self._accumulate(grads, t, self._check_output_grad(t, g))
+        batch = self._batch_size
+        param_grads = {id(layer): [None] * len(layer.weights) for layer in self.layers}
         for node, cache in reversed(self._tape):
             g = grads.pop(id(node.output), None)
             if g is None:
                 continue
             layer = node.layer
             gx, pgrads = layer.backward(g, cache)
+            gxs = gx if layer.num_inputs is None else [gx]
+            if check_finite:
+                for gi in gxs:
+                    check_finite_array(layer, "input gradient", gi, batch)
+                for name, pg in zip(layer.weight_names, pgrads):
+                    if pg is not None:
+                        check_finite_array(layer, f"gradient of weight '{name}'", pg, batch)
+            mine = param_grads[id(layer)]
             for i, pg in enumerate(pgrads):
                 if pg is not None:
-                    layer.grads[i] = pg if layer.grads[i] is None else layer.grads[i] + pg
-            for t, gi in zip(node.inputs, gx if layer.num_inputs is None else [gx]):
+                    mine[i] = pg if mine[i] is None else mine[i] + pg
+            for t, gi in zip(node.inputs, gxs):
                 self._accumulate(grads, t, gi)
         for layer in self.layers:  # a layer that no gradient reached gets zeros, never stale values
+            mine = param_grads[id(layer)]
             for i, (w, trainable) in enumerate(zip(layer.weights, layer.trainable_flags)):
-                if trainable and layer.grads[i] is None:
-                    layer.grads[i] = backend.get_array_module(w).zeros_like(w)
+                if trainable and mine[i] is None:
+                    mine[i] = backend.get_array_module(w).zeros_like(w)
+            layer.grads = mine
         input_grads = []
+        xp = backend.require_gpu() if self._tape_on_gpu else np
         for t in self.inputs:
             g = grads.get(id(t))
             if g is None:  # the loss does not depend on this input
-                g = backend.get_array_module(*self.weights).zeros((self._batch_size,) + t.example_shape, t.dtype)
+                g = xp.zeros((batch,) + t.example_shape, t.dtype)
             input_grads.append(g)
         return input_grads[0] if self._single_input else input_grads
 
@@ -204,22 +287,42 @@ class Model:
         grads[key] = g if key not in grads else grads[key] + g
 
     def predict(self, x, batch_size=32):
-        """Inference in batches (no caches kept); returns NumPy or CuPy arrays like the input."""
-        xs = _as_list(x) if not self._single_input or isinstance(x, (list, tuple)) else [x]
+        """Inference in batches (no caches kept); returns NumPy or CuPy arrays like the input.
+
+        An empty batch gives empty arrays of each output's shape, (0, *output_shape).
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"Model '{self.name}': predict batch_size must be an integer >= 1, got {batch_size!r}")
+        xs = self._prepare_inputs(x, cast=False)
         n = len(xs[0])
-        chunks = []
-        for start in range(0, n, batch_size):
-            part = [a[start:start + batch_size] for a in xs]
-            outs, _ = self._run(part if not self._single_input else part[0], training=False, record=False)
-            chunks.append(outs)
-        xp = backend.get_array_module(*chunks[0]) if chunks else np
-        outs = [xp.concatenate([c[i] for c in chunks], axis=0) for i in range(len(self.outputs))]
+        if n == 0:
+            outs = self._empty_outputs(xs)
+        else:
+            chunks = []
+            for start in range(0, n, batch_size):
+                part = [a[start:start + batch_size] for a in xs]
+                chunks.append(self._run(part, training=False, record=False)[0])
+            xp = backend.get_array_module(*chunks[0])
+            outs = [xp.concatenate([c[i] for c in chunks], axis=0) for i in range(len(self.outputs))]
         return outs[0] if self._single_output else outs
 
     def __call__(self, x, training=False):
-        """Run on a whole batch without keeping caches."""
+        """Run on a whole batch without keeping caches (an empty batch gives empty outputs)."""
         outs, _ = self._run(x, training=training, record=False)
         return outs[0] if self._single_output else outs
+
+    def first_nonfinite_weight(self):
+        """``(layer name, weight name)`` of the first weight, or gradient, holding NaN or inf; else ``None``.
+
+        Layers in run order, then each layer's weights in Keras order; a weight is reported when its value or
+        its gradient (``layer.grads``) is not finite. One pass over every weight and gradient.
+        """
+        for layer in self.layers:
+            for name, w, g in zip(layer.weight_names, layer.weights, layer.grads):
+                for array in (w, g):
+                    if array is not None and not bool(backend.get_array_module(array).isfinite(array).all()):
+                        return layer.name, name
+        return None
 
     # ------------------------------------------------------------------ weights
     @property
@@ -238,7 +341,12 @@ class Model:
         return [w for layer in self.layers for w in layer.get_weights()]
 
     def set_weights(self, values):
-        """Set all weights from a list as returned by :meth:`get_weights` (all shapes checked first)."""
+        """Set all weights from a list as returned by :meth:`get_weights`.
+
+        Every layer's values are checked and converted first (shape, real numbers, finite: see
+        :meth:`Layer.prepare_weights`); only then is any layer changed, so a bad value anywhere leaves the whole
+        model as it was.
+        """
         values = list(values)
         expected = sum(len(layer.weights) for layer in self.layers)
         if len(values) != expected:
@@ -247,26 +355,22 @@ class Model:
         for layer in self.layers:
             part = values[i:i + len(layer.weights)]
             i += len(layer.weights)
-            for name, old, new in zip(layer.weight_names, layer.weights, part):
-                if tuple(np.shape(new)) != tuple(old.shape):
-                    raise ShapeError(f"layer '{layer.name}': weight '{name}' has shape {tuple(old.shape)}, "
-                                     f"got {tuple(np.shape(new))}")
-            plan.append((layer, part))
-        for layer, part in plan:
             if part:
-                layer.set_weights(part)
+                plan.append((layer, layer.prepare_weights(part)))
+        for layer, prepared in plan:
+            layer.assign_prepared_weights(prepared)
 
     def save_weights(self, path):
         """Write every weight to an ``.npz`` file, keyed ``'<layer name>/<weight name>'``."""
-        from . import io
+        from . import saving
 
-        io.save_weights(self, path)
+        saving.save_weights(self, path)
 
     def load_weights(self, path):
         """Read weights saved by :meth:`save_weights` (no pickle); every key and shape is checked first."""
-        from . import io
+        from . import saving
 
-        io.load_weights(self, path)
+        saving.load_weights(self, path)
 
     def to(self, device):
         """Move weights, gradients (and registered optimizer state) to ``'cpu'`` or ``'gpu'``."""

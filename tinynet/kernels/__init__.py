@@ -25,7 +25,17 @@ def backend_module(name: str):
 
 
 def implementation(kernel: str, array):
-    """Return the function that runs ``kernel`` for ``array`` under the current settings."""
+    """Return the function that runs ``kernel`` for ``array`` under the current settings.
+
+    Raises ``TypeError`` for an array that is not float32 or float64: the kernels allocate their outputs in
+    the input's dtype, so an integer array would come back truncated (or, in Numba's max pooling, as
+    uninitialised memory). Layers cast their inputs before they get here; this is the second line of defence.
+    """
+    dtype = getattr(array, "dtype", None)
+    if dtype not in backend.COMPUTE_DTYPES:
+        raise TypeError(f"tinynet.kernels.{kernel}: arrays must be float32 or float64, got "
+                        f"{dtype if dtype is not None else type(array).__name__}; cast first "
+                        f"(layers cast integer and boolean inputs to their dtype)")
     if backend.is_gpu_array(array):
         # a kernel without a CUDA version (relu_backward) is array-module generic in numpy_kernels
         return getattr(backend_module("cupy"), kernel, getattr(numpy_kernels, kernel))

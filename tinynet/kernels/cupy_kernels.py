@@ -90,7 +90,8 @@ extern "C" __global__ void col2im(const T* cols, T* dx, const i64 total,
 }
 
 // y = max over the real cells of the window (padding is -inf and never wins); argmax = a*pw + b of the
-// first maximum in row-major window order (one thread per output element)
+// first maximum in row-major window order; a NaN wins over any number and the first NaN stays, so NaN
+// propagates as in PyTorch and Keras (one thread per output element)
 extern "C" __global__ void maxpool_forward(const T* x, T* y, int* argmax, const i64 total,
                                            const i64 H, const i64 W, const i64 C, const i64 Ho, const i64 Wo,
                                            const i64 ph, const i64 pw, const i64 sh, const i64 sw,
@@ -111,7 +112,7 @@ extern "C" __global__ void maxpool_forward(const T* x, T* y, int* argmax, const 
                 const i64 xx = j * sw + b - left;
                 if (xx < 0 || xx >= W) continue;
                 const T v = x[((n * H + yy) * W + xx) * C + c];
-                if (v > best) {  // strict: ties keep the first maximum
+                if (v > best || (v != v && best == best)) {  // strict: ties keep the first maximum
                     best = v;
                     best_k = (int)(a * pw + b);
                 }
@@ -320,7 +321,8 @@ def col2im(cols, x_shape, kh, kw, sh, sw, pads):
 
 
 def maxpool_forward(x, ph, pw, sh, sw, pads):
-    """Max pooling with −inf padding and the window-local argmax ``a * pw + b`` (first max wins).
+    """Max pooling with −inf padding and the window-local argmax ``a * pw + b`` (first max wins; the first
+    NaN of a window wins and its output is NaN).
 
     Returns
     -------

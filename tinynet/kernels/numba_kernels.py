@@ -150,13 +150,16 @@ def _maxpool_forward(x, n, h, w, ph, pw, sh, sw, top, left, ho, wo, y, argmax):
                     src = (img * h + yy) * w + xx
                     for ch in range(c):
                         v = x[src, ch]
-                        better = v > y[out, ch]  # strict: the first maximum wins ties
-                        y[out, ch] = v if better else y[out, ch]
+                        best = y[out, ch]
+                        # strict: the first maximum wins ties; the first NaN wins and stays (NaN propagates)
+                        better = (v > best) | ((v != v) & (best == best))
+                        y[out, ch] = v if better else best
                         argmax[out, ch] = k if better else argmax[out, ch]
 
 
 def maxpool_forward(x, ph, pw, sh, sw, pads):
-    """Max pooling with −inf padding and the window-local argmax ``a * pw + b`` (first max wins).
+    """Max pooling with −inf padding and the window-local argmax ``a * pw + b`` (first max wins; a window
+    holding NaN gives NaN, its argmax the first NaN, as :func:`numpy_kernels.maxpool_forward`).
 
     Returns
     -------

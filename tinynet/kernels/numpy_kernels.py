@@ -87,7 +87,9 @@ def col2im(cols, x_shape, kh, kw, sh, sw, pads):
 def maxpool_forward(x, ph, pw, sh, sw, pads):
     """Max pooling with −inf padding; also returns which cell of each window won.
 
-    Ties go to the first maximum in row-major window order (like PyTorch and cuDNN).
+    Ties go to the first maximum in row-major window order (like PyTorch and cuDNN). NaN propagates, as in
+    PyTorch and Keras: a window holding a NaN outputs NaN, and its argmax is the first NaN (so backward
+    routes the gradient there). In the loop a cell wins when ``v > y`` or when ``v`` is NaN and ``y`` is not.
 
     Returns
     -------
@@ -104,7 +106,7 @@ def maxpool_forward(x, ph, pw, sh, sw, pads):
     for a in range(ph):
         for b in range(pw):
             v = xp[:, a : a + sh * (ho - 1) + 1 : sh, b : b + sw * (wo - 1) + 1 : sw, :]
-            better = v > y
+            better = (v > y) | (np.isnan(v) & ~np.isnan(y))
             np.copyto(y, v, where=better)
             argmax[better] = a * pw + b
     return y, argmax

@@ -76,14 +76,17 @@ ACTIVATIONS = {
 }
 
 
-def get(name, layer_name="?"):
-    """Return ``(forward, backward)`` for an activation name (``None`` means linear)."""
-    key = "linear" if name is None else str(name).lower()
-    if key not in ACTIVATIONS:
-        raise ValueError(f"layer '{layer_name}': unknown activation {name!r}; supported: {sorted(ACTIVATIONS)}")
+def get(name, who="?"):
+    """Return ``(forward, backward)`` for an activation name (``None`` means linear).
+
+    Names are case-sensitive, as in Keras (``'relu'``, not ``'ReLU'``); ``who`` names the layer in the error.
+    """
+    key = "linear" if name is None else name
+    if not isinstance(key, str) or key not in ACTIVATIONS:
+        raise ValueError(f"{who}: unknown activation {name!r}; supported: {sorted(ACTIVATIONS)} or None")
     return ACTIVATIONS[key]
 
 
 def canonical(name):
     """The activation's name as Keras writes it in a config (``None`` → ``'linear'``)."""
-    return "linear" if name is None else str(name).lower()
+    return "linear" if name is None else name

@@ -4,12 +4,14 @@ Calling a layer on a :class:`SymbolicTensor` (what :func:`Input` returns) infers
 the weights on first use and records a :class:`Node` (layer, input tensors, output tensor). A
 :class:`tinynet.Model` later walks those nodes. Calling a layer on an array runs it eagerly.
 
-A layer implements, for a batch of inputs,
+A layer is used, for a batch of inputs, through
 
 * ``forward(inputs, training) -> (outputs, cache)`` and
 * ``backward(grad_outputs, cache) -> (grad_inputs, param_grads)``
 
-where ``cache`` is whatever backward needs; it lives with the call (the model's tape), never on the
+which check their arguments (dtypes, shapes, devices; O(1) in the data) and call the layer's own
+``_forward`` / ``_backward``, where the math lives. ``cache`` is a :class:`CallCache`: whatever the layer's
+backward needs plus the output's shape and device; it lives with the call (the model's tape), never on the
 layer, so one layer may be called several times and one tensor may feed several layers.
 ``param_grads`` is a list aligned with ``layer.weights`` (``None`` for non-trainable weights).
 """
@@ -27,6 +29,36 @@ _NAME_COUNTS: dict = defaultdict(int)
 
 class ShapeError(ValueError):
     """A layer got an input whose shape it cannot take (raised when the graph is built or run)."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A layer produced NaN or inf (raised by ``Model.forward/backward(..., check_finite=True)``).
+
+    Attributes
+    ----------
+    layer_name : str
+        The first layer, in execution order (backward order for gradients), whose result is not finite.
+    where : str
+        ``'output'``, ``'input gradient'`` or ``"gradient of weight '<name>'"``.
+    """
+
+    def __init__(self, message, layer_name=None, where=None):
+        super().__init__(message)
+        self.layer_name = layer_name
+        self.where = where
+
+
+def check_finite(layer, where, array, batch_size):
+    """Raise :class:`NonFiniteError` when ``array`` holds NaN or inf (one pass over it; two more to count).
+
+    The message reads ``layer 'inception_4a_3x3' (Conv2D): non-finite output (3 NaN, 0 inf) in a batch of 8``.
+    """
+    xp = backend.get_array_module(array)
+    if bool(xp.isfinite(array).all()):
+        return
+    nans, infs = int(xp.isnan(array).sum()), int(xp.isinf(array).sum())
+    raise NonFiniteError(f"{layer.label}: non-finite {where} ({nans} NaN, {infs} inf) in a batch of {batch_size}",
+                         layer.name, where)
 
 
 def reset_names() -> None:
@@ -90,8 +122,39 @@ class Node:
         self.output = output
 
 
+class CallCache:
+    """What one :meth:`Layer.forward` leaves for :meth:`Layer.backward`.
+
+    Attributes
+    ----------
+    layer : Layer
+        The layer that ran (a cache only fits its own layer's backward).
+    data : object
+        What the layer's ``_backward`` needs (its own business).
+    output_shape : tuple
+        The full output shape, batch axis included: the gradient must have exactly this shape.
+    output_dtype : numpy.dtype
+    on_gpu : bool
+    """
+
+    __slots__ = ("layer", "data", "output_shape", "output_dtype", "on_gpu")
+
+    def __init__(self, layer, data, output):
+        self.layer = layer
+        self.data = data
+        self.output_shape = tuple(output.shape)
+        self.output_dtype = output.dtype
+        self.on_gpu = backend.is_gpu_array(output)
+
+
 class Layer:
-    """Base class: weights, their gradients, shape inference and the call protocol.
+    """Base class: weights, their gradients, shape inference, argument checks and the call protocol.
+
+    A subclass implements ``_forward(inputs, training) -> (outputs, data)`` and
+    ``_backward(grad_output, data) -> (grad_inputs, param_grads)`` on arrays that are already checked. The
+    public :meth:`forward` and :meth:`backward` wrap them: forward checks and casts the inputs and returns a
+    :class:`CallCache` (``data`` plus the output's shape and device), backward checks the gradient against
+    that cache before calling ``_backward``.
 
     Attributes
     ----------
@@ -108,8 +171,10 @@ class Layer:
     num_inputs = 1
 
     def __init__(self, name=None, dtype=None):
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise ValueError(f"{type(self).__name__}: name must be a non-empty string without '/', got {name!r}")
         self.name = name if name is not None else unique_name(snake_case(type(self).__name__))
-        self.dtype = str(np.dtype(dtype)) if dtype is not None else backend.floatx()
+        self.dtype = backend.check_float_dtype(dtype, self.label) if dtype is not None else backend.floatx()
         self.built = False
         self.weights: list = []
         self.grads: list = []
@@ -117,6 +182,44 @@ class Layer:
         self.trainable_flags: list = []
         self.input_shape = None   # per-example shape(s) seen at build time
         self.output_shape = None
+
+    @property
+    def label(self) -> str:
+        """How messages name the layer: ``layer 'conv1' (Conv2D)``."""
+        return f"layer '{self.name}' ({type(self).__name__})"
+
+    # ---------------------------------------------------------------- constructor arguments
+    def _check_int(self, argument, value, low=1):
+        """Return ``value`` as an int; raise ``ValueError`` naming the layer unless it is an integer >= ``low``.
+
+        Booleans and floats (even ``2.0``) are refused, as Keras refuses them for ``units``.
+        """
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{self.label}: {argument} must be an integer >= {low}, got {value!r}")
+        return int(value)
+
+    def _check_float(self, argument, value, low=None, high=None, low_open=False, high_open=False):
+        """Return ``value`` as a float; raise ``ValueError`` naming the layer unless it is a finite real number
+        in the interval given by ``low``/``high`` (closed unless ``low_open``/``high_open``)."""
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        ok = ok and bool(np.isfinite(value))
+        if ok and low is not None:
+            ok = value > low if low_open else value >= low
+        if ok and high is not None:
+            ok = value < high if high_open else value <= high
+        if not ok:
+            interval = ("a finite number" if low is None and high is None else
+                        f"a number in {'(' if low_open or low is None else '['}"
+                        f"{'-inf' if low is None else format(low, 'g')}, {'inf' if high is None else format(high, 'g')}"
+                        f"{')' if high_open or high is None else ']'}")
+            raise ValueError(f"{self.label}: {argument} must be {interval}, got {value!r}")
+        return float(value)
+
+    def _check_axis(self, value):
+        """Return ``axis`` as an int (ranges are checked against the input's rank when the layer is built)."""
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{self.label}: axis must be an integer, got {value!r}")
+        return int(value)
 
     # ---------------------------------------------------------------- weights
     def add_weight(self, name, value, trainable=True):
@@ -139,22 +242,51 @@ class Layer:
         """Copies of the weights as NumPy arrays, in Keras order."""
         return [backend.to_numpy(w).copy() for w in self.weights]
 
-    def set_weights(self, values):
-        """Replace all weights at once; shapes are checked first so nothing is half-updated."""
+    def prepare_weights(self, values):
+        """Check ``values`` as new weights and return them converted, without changing the layer.
+
+        Every value must have its weight's shape, hold real numbers (bool, integer or float; complex, text and
+        object arrays are refused) and be finite once cast to the layer's dtype (``1e40`` is ``inf`` in float32).
+        The result is a fresh copy on the layer's device, so later changes to ``values`` do not reach the layer.
+
+        Raises
+        ------
+        ValueError, ShapeError, TypeError
+            Naming the layer and the weight.
+        """
         values = list(values)
         if len(values) != len(self.weights):
             raise ValueError(
                 f"layer '{self.name}': set_weights got {len(values)} arrays, expected {len(self.weights)} "
                 f"({', '.join(self.weight_names) or 'no weights'})"
             )
+        xp = backend.get_array_module(*self.weights)
+        prepared = []
         for name, old, new in zip(self.weight_names, self.weights, values):
             if tuple(np.shape(new)) != tuple(old.shape):
                 raise ShapeError(
                     f"layer '{self.name}': weight '{name}' has shape {tuple(old.shape)}, got {tuple(np.shape(new))}"
                 )
-        xp = backend.get_array_module(*self.weights)
-        self.weights = [xp.asarray(backend.to_numpy(v) if xp is np else v, dtype=old.dtype)
-                        for v, old in zip(values, self.weights)]
+            kind = new.dtype.kind if hasattr(new, "dtype") else np.asarray(new).dtype.kind
+            if kind not in "biuf":
+                raise TypeError(f"layer '{self.name}': weight '{name}' must hold real numbers, got dtype "
+                                f"{getattr(new, 'dtype', np.asarray(new).dtype)}")
+            with np.errstate(over="ignore"):
+                value = xp.array(backend.to_numpy(new) if xp is np else new, dtype=old.dtype, copy=True)
+            if not bool(xp.isfinite(value).all()):
+                raise ValueError(f"layer '{self.name}': weight '{name}' holds NaN or infinite values "
+                                 f"(as {old.dtype})")
+            prepared.append(value)
+        return prepared
+
+    def set_weights(self, values):
+        """Replace all weights at once; everything is checked first (:meth:`prepare_weights`), so nothing is
+        half-updated."""
+        self.assign_prepared_weights(self.prepare_weights(values))
+
+    def assign_prepared_weights(self, prepared):
+        """Install what :meth:`prepare_weights` returned (no checks; gradients are cleared)."""
+        self.weights = list(prepared)
         self.grads = [None] * len(self.weights)
 
     def to(self, device: str):
@@ -174,7 +306,7 @@ class Layer:
     def _shape_error(self, message, input_shape):
         shapes = (", ".join(format_shape(s) for s in input_shape)
                   if input_shape and isinstance(input_shape[0], (tuple, list)) else format_shape(input_shape))
-        return ShapeError(f"layer '{self.name}' ({type(self).__name__}): {message}; input shape {shapes}")
+        return ShapeError(f"{self.label}: {message}; input shape {shapes}")
 
     def _require_rank(self, input_shape, rank, what):
         if len(input_shape) != rank:
@@ -201,10 +333,7 @@ class Layer:
         """Symbolic call (records a graph node) or eager call on arrays (returns the output array)."""
         many = isinstance(inputs, (list, tuple))
         items = list(inputs) if many else [inputs]
-        if self.num_inputs == 1 and many:
-            raise TypeError(f"layer '{self.name}' takes one input, got a list of {len(items)}")
-        if self.num_inputs is None and not many:
-            raise TypeError(f"layer '{self.name}' takes a list of inputs")
+        self._check_input_count(many, len(items))
         if all(isinstance(t, SymbolicTensor) for t in items):
             shapes = [t.example_shape for t in items]
             out_shape = self._build_for(shapes if many else shapes[0])
@@ -212,19 +341,101 @@ class Layer:
             out.node = Node(self, items, out)
             return out
         if any(isinstance(t, SymbolicTensor) for t in items):
-            raise TypeError(f"layer '{self.name}': cannot mix symbolic tensors and arrays in one call")
-        shapes = [tuple(np.shape(a))[1:] for a in items]
-        self._build_for(shapes if many else shapes[0])
-        y, _ = self.forward(items if many else items[0], training)
+            raise TypeError(f"{self.label}: cannot mix symbolic tensors and arrays in one call")
+        y, _ = self.forward(inputs, training)
         return y
 
+    def _check_input_count(self, many, count):
+        if self.num_inputs == 1 and many:
+            raise TypeError(f"{self.label}: takes one input, got a list of {count} (pass one array, not a list)")
+        if self.num_inputs is None and not many:
+            raise TypeError(f"{self.label}: takes a list of inputs, got one")
+
+    def _input_array(self, array, what):
+        """``array`` as a float32/float64 array on its device: a list becomes a NumPy array, integers and
+        booleans (and float16) are cast to the layer's dtype; complex, object and text arrays are refused."""
+        if not isinstance(array, np.ndarray) and not backend.is_gpu_array(array):
+            try:
+                array = np.asarray(array)
+            except (ValueError, TypeError) as error:
+                raise TypeError(f"{self.label}: {what} is not an array ({type(array).__name__}: {error})") from None
+        if array.dtype not in backend.COMPUTE_DTYPES:
+            if array.dtype.kind not in "biuf":
+                raise TypeError(f"{self.label}: {what} has dtype {array.dtype}; layers take real numbers "
+                                f"(float32/float64, or integers and booleans, which are cast to {self.dtype})")
+            array = array.astype(self.dtype)
+        if array.ndim == 0:
+            raise ShapeError(f"{self.label}: {what} is a 0-d array; layers take a batch of shape (N, ...)")
+        return array
+
     def forward(self, inputs, training=False):
-        """Return ``(outputs, cache)`` for a batch."""
-        raise NotImplementedError
+        """Run the layer on a batch; return ``(outputs, cache)`` for :meth:`backward`.
+
+        The inputs are checked first: integer and boolean arrays are cast to the layer's dtype, complex and
+        object arrays raise ``TypeError``, shapes are checked against the layer (building it on first use),
+        and inputs and weights must share a device. All of it is O(1) in the data.
+
+        Parameters
+        ----------
+        inputs : array (N, ...), or a list of arrays for a layer with several inputs
+        training : bool
+
+        Returns
+        -------
+        outputs : array
+        cache : CallCache
+        """
+        many = isinstance(inputs, (list, tuple))
+        items = list(inputs) if many else [inputs]
+        self._check_input_count(many, len(items))
+        items = [self._input_array(a, f"input {i}") for i, a in enumerate(items)]
+        named = {f"input {i}": a for i, a in enumerate(items)}
+        named.update(zip(self.weight_names, self.weights))
+        backend.check_same_device(self.label, named)
+        shapes = [tuple(a.shape[1:]) for a in items]
+        if len({a.shape[0] for a in items}) > 1:
+            raise self._shape_error("inputs have different batch sizes "
+                                    f"({', '.join(str(tuple(a.shape)) for a in items)})", shapes)
+        if not self.built:
+            self._build_for(shapes if many else shapes[0])
+        else:
+            self.compute_output_shape(shapes if many else shapes[0])
+        outputs, data = self._forward(items if many else items[0], training)
+        return outputs, CallCache(self, data, outputs)
 
     def backward(self, grad_output, cache):
-        """Return ``(grad_inputs, param_grads)`` given the gradient of the loss w.r.t. the outputs."""
-        raise NotImplementedError
+        """Return ``(grad_inputs, param_grads)`` given ``∂L/∂outputs`` and the cache of the matching forward.
+
+        The gradient must have exactly the output's shape (batch size included), a floating dtype and the
+        output's device; anything else raises naming the layer and both shapes before any arithmetic.
+        """
+        if not isinstance(cache, CallCache) or cache.layer is not self:
+            got = (f"the cache of {cache.layer.label}" if isinstance(cache, CallCache)
+                   else f"a {type(cache).__name__}")
+            raise TypeError(f"{self.label}: backward needs the cache returned by this layer's forward, got {got}")
+        g = grad_output
+        if not isinstance(g, np.ndarray) and not backend.is_gpu_array(g):
+            g = np.asarray(g)
+        if g.dtype.kind != "f":
+            raise TypeError(f"{self.label}: the gradient has dtype {g.dtype}, expected a floating dtype "
+                            f"(the output's is {cache.output_dtype})")
+        if tuple(g.shape) != cache.output_shape:
+            raise ShapeError(f"{self.label}: the gradient has shape {tuple(g.shape)}, but the output it belongs "
+                             f"to has shape {cache.output_shape}")
+        if backend.is_gpu_array(g) != cache.on_gpu:
+            raise TypeError(f"{self.label}: the gradient is on {'gpu' if not cache.on_gpu else 'cpu'} but the "
+                            f"output is on {'gpu' if cache.on_gpu else 'cpu'}")
+        if g.dtype not in backend.COMPUTE_DTYPES:
+            g = g.astype(cache.output_dtype)
+        return self._backward(g, cache.data)
+
+    def _forward(self, inputs, training):
+        """Return ``(outputs, data)``: the layer's math on checked arrays (``data``: what backward needs)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _forward")
+
+    def _backward(self, grad_output, data):
+        """Return ``(grad_inputs, param_grads)`` from the upstream gradient and what ``_forward`` kept."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _backward")
 
     # ---------------------------------------------------------------- description
     def count_macs(self, input_shape, output_shape) -> int:

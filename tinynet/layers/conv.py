@@ -53,14 +53,12 @@ class Conv2D(Layer):
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
                  name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
-        if int(filters) < 1:
-            raise ValueError(f"layer '{self.name}': filters must be >= 1, got {filters!r}")
-        self.filters = int(filters)
-        self.kernel_size = normalize_pair(kernel_size, "kernel_size", self.name)
-        self.strides = normalize_pair(strides, "strides", self.name)
-        self.padding = normalize_padding(padding, self.name)
+        self.filters = self._check_int("filters", filters)
+        self.kernel_size = normalize_pair(kernel_size, "kernel_size", self)
+        self.strides = normalize_pair(strides, "strides", self)
+        self.padding = normalize_padding(padding, self)
         self.activation = activations.canonical(activation)
-        self._act, self._act_grad = activations.get(activation, self.name)
+        self._act, self._act_grad = activations.get(activation, self.label)
         self.use_bias = bool(use_bias)
 
     def compute_output_shape(self, input_shape):
@@ -81,7 +79,7 @@ class Conv2D(Layer):
     def _is_pointwise(self, pads):
         return self.kernel_size == (1, 1) and not any(pads)
 
-    def forward(self, x, training=False):
+    def _forward(self, x, training=False):
         if x.shape[-1] != self.weights[0].shape[2]:
             raise self._shape_error(f"expected {self.weights[0].shape[2]} input channels", tuple(x.shape[1:]))
         (ho, wo), pads = self._geometry(x.shape)
@@ -103,7 +101,7 @@ class Conv2D(Layer):
             y = self._act(z.reshape(n, ho, wo, self.filters))
         return y, (x.shape, pads, cols2d, y)
 
-    def backward(self, gy, cache):
+    def _backward(self, gy, cache):
         x_shape, pads, cols2d, y = cache
         kh, kw = self.kernel_size
         sh, sw = self.strides

@@ -8,25 +8,36 @@ Keras' rules (``padding='valid'`` or ``'same'``), for an axis of length ``n``, w
 """
 from __future__ import annotations
 
+import numpy as np
 
-def normalize_pair(value, name: str, layer_name: str = "?"):
-    """``3`` → ``(3, 3)``; ``(3, 5)`` stays; anything else, or a value below 1, raises."""
-    if isinstance(value, int):
+
+def normalize_pair(value, name: str, layer):
+    """``3`` → ``(3, 3)``; ``(3, 5)`` stays; raise ``ValueError`` naming ``layer`` for anything else.
+
+    Each entry must be an integer >= 1 (NumPy integers too; booleans and floats such as ``3.0`` are refused,
+    where Keras would silently keep a float). Keras' messages say "a tuple of 2 integers"; so do these.
+    """
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    if is_int(value):
         pair = (value, value)
-    else:
+    elif (isinstance(value, (tuple, list, np.ndarray)) and np.ndim(value) == 1 and len(value) == 2
+          and all(is_int(v) for v in value)):
         pair = tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int,)) or hasattr(v, "__index__") for v in pair):
-        raise ValueError(f"layer '{layer_name}': {name} must be an int or a pair of ints, got {value!r}")
-    pair = tuple(int(v) for v in pair)
+    else:
+        raise ValueError(f"{layer.label}: {name} must be an int or a pair of ints (a tuple of 2 integers), "
+                         f"got {value!r}")
     if min(pair) < 1:
-        raise ValueError(f"layer '{layer_name}': {name} must be >= 1, got {value!r}")
-    return pair
+        raise ValueError(f"{layer.label}: {name} must be >= 1, got {value!r}")
+    return tuple(int(v) for v in pair)
 
 
-def normalize_padding(value, layer_name: str = "?") -> str:
-    padding = str(value).lower()
+def normalize_padding(value, layer) -> str:
+    """``'valid'`` or ``'same'``, in any case (as Keras); raise ``ValueError`` naming ``layer`` otherwise."""
+    padding = value.lower() if isinstance(value, str) else None
     if padding not in ("valid", "same"):
-        raise ValueError(f"layer '{layer_name}': padding must be 'valid' or 'same', got {value!r}")
+        raise ValueError(f"{layer.label}: padding must be 'valid' or 'same', got {value!r}")
     return padding
 
 

@@ -24,16 +24,30 @@ class InputLayer(Layer):
 
     def __init__(self, shape, dtype=None, name=None):
         super().__init__(name=name, dtype=dtype)
-        self.shape = tuple(int(d) for d in shape)
-        if any(d < 1 for d in self.shape):
-            raise ValueError(f"Input '{self.name}': every dimension must be >= 1, got shape {self.shape}")
+        self.shape = self._check_shape(shape)
         self.built = True
         self.output_shape = self.shape
 
-    def forward(self, x, training=False):
+    def _check_shape(self, shape):
+        """The per-example shape as a tuple of ints >= 1; ``None`` (a variable size) is refused with the reason."""
+        where = f"Input '{self.name}' (InputLayer)"
+        if isinstance(shape, (int, np.integer)) or not isinstance(shape, (tuple, list)):
+            raise ValueError(f"{where}: shape must be a tuple of per-example sizes such as (224, 224, 3) or (10,), "
+                             f"got {shape!r}")
+        shape = tuple(shape)
+        if any(d is None for d in shape):
+            raise ValueError(f"{where}: variable sizes are not supported: shape {shape} has None; give every "
+                             f"per-example size (e.g. {tuple(224 if d is None else d for d in shape)}) and build "
+                             f"one model per input size")
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 1
+                   for d in shape):
+            raise ValueError(f"{where}: every dimension must be an integer >= 1, got shape {shape}")
+        return tuple(int(d) for d in shape)
+
+    def _forward(self, x, training=False):
         return x, None
 
-    def backward(self, gy, cache):
+    def _backward(self, gy, cache):
         return gy, []
 
     def get_config(self):
@@ -43,7 +57,8 @@ class InputLayer(Layer):
 def Input(shape, dtype=None, name=None):
     """Return a symbolic tensor for a batch of inputs of per-example ``shape`` (Keras' ``Input``).
 
-    ``dtype`` defaults to :func:`tinynet.floatx`; model inputs are cast to it.
+    ``dtype`` defaults to :func:`tinynet.floatx`; model inputs are cast to it. Every size must be fixed:
+    ``Input((None, None, 3))`` raises ``ValueError`` (variable sizes are not supported).
     """
     from .base import Node
 
@@ -69,11 +84,9 @@ class Dense(Layer):
 
     def __init__(self, units, activation=None, use_bias=True, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
-        if int(units) < 1:
-            raise ValueError(f"layer '{self.name}': units must be >= 1, got {units!r}")
-        self.units = int(units)
+        self.units = self._check_int("units", units)
         self.activation = activations.canonical(activation)
-        self._act, self._act_grad = activations.get(activation, self.name)
+        self._act, self._act_grad = activations.get(activation, self.label)
         self.use_bias = bool(use_bias)
 
     def compute_output_shape(self, input_shape):
@@ -89,7 +102,7 @@ class Dense(Layer):
         if self.use_bias:
             self.add_weight("bias", np.zeros(self.units))
 
-    def forward(self, x, training=False):
+    def _forward(self, x, training=False):
         if x.shape[-1] != self.weights[0].shape[0]:
             raise self._shape_error(f"expected {self.weights[0].shape[0]} input features", tuple(x.shape[1:]))
         z = x @ self.weights[0]
@@ -98,7 +111,7 @@ class Dense(Layer):
         y = self._act(z)
         return y, (x, y)
 
-    def backward(self, gy, cache):
+    def _backward(self, gy, cache):
         x, y = cache
         gz = self._act_grad(gy, y)
         x2d = x.reshape(-1, x.shape[-1])
@@ -121,10 +134,10 @@ class Flatten(Layer):
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
-    def forward(self, x, training=False):
-        return x.reshape(x.shape[0], -1), x.shape
+    def _forward(self, x, training=False):
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:]))), x.shape  # not -1: an empty batch has 0 rows
 
-    def backward(self, gy, x_shape):
+    def _backward(self, gy, x_shape):
         return gy.reshape(x_shape), []
 
 
@@ -134,13 +147,13 @@ class Activation(Layer):
     def __init__(self, activation, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.activation = activations.canonical(activation)
-        self._act, self._act_grad = activations.get(activation, self.name)
+        self._act, self._act_grad = activations.get(activation, self.label)
 
-    def forward(self, x, training=False):
+    def _forward(self, x, training=False):
         y = self._act(x)
         return y, y
 
-    def backward(self, gy, y):
+    def _backward(self, gy, y):
         return self._act_grad(gy, y), []
 
     def get_config(self):
@@ -162,7 +175,7 @@ class Softmax(Layer):
 
     def __init__(self, axis=-1, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.axis = int(axis)
+        self.axis = self._check_axis(axis)
 
     def compute_output_shape(self, input_shape):
         rank = len(input_shape) + 1
@@ -170,11 +183,11 @@ class Softmax(Layer):
             raise self._shape_error(f"axis {self.axis} is not a feature axis", input_shape)
         return tuple(input_shape)
 
-    def forward(self, x, training=False):
+    def _forward(self, x, training=False):
         y = activations.softmax(x, axis=self.axis)
         return y, y
 
-    def backward(self, gy, y):
+    def _backward(self, gy, y):
         return activations.softmax_grad(gy, y, axis=self.axis), []
 
     def get_config(self):
@@ -196,13 +209,13 @@ class Dropout(Layer):
 
     def __init__(self, rate, seed=None, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
-        if not 0.0 <= float(rate) < 1.0:
-            raise ValueError(f"layer '{self.name}': rate must be in [0, 1), got {rate!r}")
-        self.rate = float(rate)
+        self.rate = self._check_float("rate", rate, low=0.0, high=1.0, high_open=True)
+        if seed is not None:
+            seed = self._check_int("seed", seed, low=0)
         self.seed = seed
         self.rng = np.random.default_rng(seed if seed is not None else backend.global_rng().integers(2**63))
 
-    def forward(self, x, training=False):
+    def _forward(self, x, training=False):
         if not training or self.rate == 0.0:
             return x, None
         xp = get_array_module(x)
@@ -210,7 +223,7 @@ class Dropout(Layer):
         mask = xp.asarray(keep.astype(x.dtype) / x.dtype.type(1.0 - self.rate))
         return x * mask, mask
 
-    def backward(self, gy, mask):
+    def _backward(self, gy, mask):
         return (gy if mask is None else gy * mask), []
 
     def get_config(self):
@@ -219,6 +232,9 @@ class Dropout(Layer):
 
 class Concatenate(Layer):
     """Join tensors along ``axis`` (channels by default); backward splits at the cumulative offsets.
+
+    ``axis`` counts the batch axis, as in Keras: for 4-D inputs 1, 2, 3 (or -3, -2, -1) are the height, width
+    and channel axes. The batch axis (0 or -4) is refused, since a layer keeps the batch.
 
     Shapes
     ------
@@ -229,13 +245,19 @@ class Concatenate(Layer):
 
     def __init__(self, axis=-1, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.axis = int(axis)
+        self.axis = self._check_axis(axis)
 
-    def _example_axis(self, rank):
-        axis = self.axis if self.axis < 0 else self.axis - 1  # per-example axis (batch removed)
-        if not -rank <= axis < rank:
-            raise ValueError(f"layer '{self.name}': axis {self.axis} out of range for rank {rank + 1}")
-        return axis % rank
+    def _example_axis(self, shapes):
+        """The concatenation axis in the per-example shapes (batch removed); raise for the batch axis or an
+        axis out of range."""
+        rank = len(shapes[0]) + 1  # with the batch axis
+        if not -rank <= self.axis < rank:
+            raise self._shape_error(f"axis {self.axis} is out of range for {rank}-D inputs "
+                                    f"(feature axes: 1 to {rank - 1} or -{rank - 1} to -1)", shapes)
+        if self.axis % rank == 0:
+            raise self._shape_error(f"axis {self.axis} is the batch axis; concatenate along a feature axis "
+                                    f"(1 to {rank - 1} or -{rank - 1} to -1)", shapes)
+        return self.axis % rank - 1
 
     def compute_output_shape(self, input_shape):
         shapes = [tuple(s) for s in input_shape]
@@ -243,7 +265,7 @@ class Concatenate(Layer):
             raise self._shape_error("needs at least two inputs", shapes)
         if len({len(s) for s in shapes}) != 1:
             raise self._shape_error("inputs have different ranks", shapes)
-        axis = self._example_axis(len(shapes[0]))
+        axis = self._example_axis(shapes)
         rest = {s[:axis] + s[axis + 1:] for s in shapes}
         if len(rest) != 1:
             raise self._shape_error(
@@ -253,12 +275,12 @@ class Concatenate(Layer):
         out[axis] = sum(s[axis] for s in shapes)
         return tuple(out)
 
-    def forward(self, xs, training=False):
+    def _forward(self, xs, training=False):
         xp = get_array_module(*xs)
-        axis = self._example_axis(xs[0].ndim - 1) + 1
+        axis = self.axis % xs[0].ndim  # checked by compute_output_shape: never the batch axis
         return xp.concatenate(xs, axis=axis), (axis, [x.shape[axis] for x in xs])
 
-    def backward(self, gy, cache):
+    def _backward(self, gy, cache):
         axis, sizes = cache
         xp = get_array_module(gy)
         offsets = np.cumsum(sizes)[:-1].tolist()

@@ -7,7 +7,9 @@ BatchNormalization, with statistics over every axis but ``axis`` (m values each)
     \\hat x = (x − μ) / \\sqrt{σ^2 + ε}, \\quad y = γ \\hat x + β
 
 In training μ, σ² are the batch mean and (biased) variance and the moving statistics follow Keras' rule
-``moving = moving · momentum + batch · (1 − momentum)``; otherwise μ, σ² are the moving statistics.
+``moving = moving · momentum + batch · (1 − momentum)``, except after a batch whose mean or variance holds a
+NaN or an inf: then both moving statistics stay as they were (the output still shows the NaN); otherwise
+μ, σ² are the moving statistics.
 Backward, with ``g = ∂L/∂y``:
 
 .. math::
@@ -39,9 +41,9 @@ class BatchNormalization(Layer):
     Parameters
     ----------
     axis : int, default -1
-        The feature axis (channels for NHWC).
-    momentum : float, default 0.99
-    epsilon : float, default 1e-3
+        The feature axis (channels for NHWC); not the batch axis.
+    momentum : float in [0, 1], default 0.99
+    epsilon : float >= 0, default 1e-3
 
     Shapes
     ------
@@ -50,14 +52,14 @@ class BatchNormalization(Layer):
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.axis = int(axis)
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
+        self.axis = self._check_axis(axis)
+        self.momentum = self._check_float("momentum", momentum, low=0.0, high=1.0)
+        self.epsilon = self._check_float("epsilon", epsilon, low=0.0)
 
     def _feature_axis(self, ndim):
         axis = self.axis % ndim
         if axis == 0:
-            raise ValueError(f"layer '{self.name}': axis {self.axis} is the batch axis")
+            raise ValueError(f"{self.label}: axis {self.axis} is the batch axis")
         return axis
 
     def compute_output_shape(self, input_shape):
@@ -81,12 +83,14 @@ class BatchNormalization(Layer):
         shape[axis] = -1
         return v.reshape(shape)
 
-    def forward(self, x, training=False):
+    def _forward(self, x, training=False):
         xp = get_array_module(x)
         axis = self._feature_axis(x.ndim)
         reduce_axes = tuple(a for a in range(x.ndim) if a != axis)
         gamma, beta, moving_mean, moving_var = self.weights
         if training:
+            if x.shape[0] == 0:
+                raise ValueError(f"{self.label}: empty batch: batch statistics need at least one example")
             mean = x.mean(axis=reduce_axes)
             var = ((x - self._broadcast(mean, x.ndim, axis)) ** 2).mean(axis=reduce_axes)
         else:
@@ -95,12 +99,17 @@ class BatchNormalization(Layer):
         x_hat = (x - self._broadcast(mean, x.ndim, axis)) * self._broadcast(inv_std, x.ndim, axis)
         y = x_hat * self._broadcast(gamma, x.ndim, axis) + self._broadcast(beta, x.ndim, axis)
         if training:
+            # a batch with a non-finite mean or variance leaves both statistics alone; xp.where keeps this
+            # on the device (no synchronisation), the test is O(C)
             m = self.momentum
-            self.weights[2] = moving_mean * m + mean.astype(moving_mean.dtype) * (1.0 - m)
-            self.weights[3] = moving_var * m + var.astype(moving_var.dtype) * (1.0 - m)
+            finite = xp.isfinite(mean).all() & xp.isfinite(var).all()
+            self.weights[2] = xp.where(finite, moving_mean * m + mean.astype(moving_mean.dtype) * (1.0 - m),
+                                       moving_mean)
+            self.weights[3] = xp.where(finite, moving_var * m + var.astype(moving_var.dtype) * (1.0 - m),
+                                       moving_var)
         return y, (x_hat, inv_std, axis, reduce_axes, training)
 
-    def backward(self, gy, cache):
+    def _backward(self, gy, cache):
         x_hat, inv_std, axis, reduce_axes, training = cache
         gamma = self.weights[0]
         g_gamma = (gy * x_hat).sum(axis=reduce_axes)
@@ -123,12 +132,13 @@ class LocalResponseNormalization(Layer):
 
     Parameters
     ----------
-    size : int, default 5
+    size : int >= 1, default 5
         Channels in each window.
-    alpha : float, default 1e-4
+    alpha : float >= 0, default 1e-4
         Divided by ``size`` (Caffe's definition).
-    beta : float, default 0.75
-    k : float, default 1.0
+    beta : float >= 0, default 0.75
+    k : float > 0, default 1.0
+        With ``alpha >= 0`` it keeps the scale ``s >= k > 0``, so ``s^(−beta)`` is always finite.
 
     Shapes
     ------
@@ -137,24 +147,22 @@ class LocalResponseNormalization(Layer):
 
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
-        if int(size) < 1:
-            raise ValueError(f"layer '{self.name}': size must be >= 1, got {size!r}")
-        self.size = int(size)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.k = float(k)
+        self.size = self._check_int("size", size)
+        self.alpha = self._check_float("alpha", alpha, low=0.0)
+        self.beta = self._check_float("beta", beta, low=0.0)
+        self.k = self._check_float("k", k, low=0.0, low_open=True)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) < 1:
             raise self._shape_error("expected channels on the last axis", input_shape)
         return tuple(input_shape)
 
-    def forward(self, x, training=False):
+    def _forward(self, x, training=False):
         # the loops live in tinynet.kernels (lrn_forward: NumPy reference, Numba, or the same NumPy code on CuPy)
         y, scale = kernels.lrn_forward(x, self.size, self.alpha, self.beta, self.k)
         return y, (x, scale, y)
 
-    def backward(self, gy, cache):
+    def _backward(self, gy, cache):
         x, scale, y = cache
         return kernels.lrn_backward(gy, x, y, scale, self.size, self.alpha, self.beta), []
 

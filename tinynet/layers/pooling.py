@@ -10,8 +10,9 @@ Max pooling (padding cells are −∞, so they never win):
     y[n,i,j,c] = \\max_{(p,q) \\in win(i,j)} x[n,p,q,c], \\qquad
     ∂L/∂x[n,p,q,c] = \\sum_{(i,j): (p,q) = argmax_{win(i,j)}} ∂L/∂y[n,i,j,c]
 
-Ties go to the first maximum in row-major window order. Average pooling divides by the number of real
-cells, ``|win(i, j)|``, as Keras does with 'same' padding:
+Ties go to the first maximum in row-major window order. NaN propagates, as in PyTorch and Keras: a window
+holding a NaN outputs NaN and its gradient goes to the window's first NaN. Average pooling divides by the
+number of real cells, ``|win(i, j)|``, as Keras does with 'same' padding:
 
 .. math::
 
@@ -34,9 +35,9 @@ class _Pool2D(Layer):
         if name is None and self.keras_name is not None:
             name = unique_name(self.keras_name)
         super().__init__(name=name, dtype=dtype)
-        self.pool_size = normalize_pair(pool_size, "pool_size", self.name)
-        self.strides = normalize_pair(strides if strides is not None else self.pool_size, "strides", self.name)
-        self.padding = normalize_padding(padding, self.name)
+        self.pool_size = normalize_pair(pool_size, "pool_size", self)
+        self.strides = normalize_pair(strides if strides is not None else self.pool_size, "strides", self)
+        self.padding = normalize_padding(padding, self)
 
     def compute_output_shape(self, input_shape):
         (ho, wo), _ = window_geometry(self, input_shape, self.pool_size, self.strides, self.padding)
@@ -51,7 +52,7 @@ class _Pool2D(Layer):
 
 
 class MaxPool2D(_Pool2D):
-    """Max pooling (Keras' ``MaxPooling2D``); 'same' pads with −inf.
+    """Max pooling (Keras' ``MaxPooling2D``); 'same' pads with −inf; a window with a NaN gives NaN.
 
     Parameters
     ----------
@@ -66,12 +67,12 @@ class MaxPool2D(_Pool2D):
 
     keras_name = "max_pooling2d"
 
-    def forward(self, x, training=False):
+    def _forward(self, x, training=False):
         args = self._window_args(x.shape)
         y, argmax = kernels.maxpool_forward(x, *args)
         return y, (x.shape, argmax)
 
-    def backward(self, gy, cache):
+    def _backward(self, gy, cache):
         x_shape, argmax = cache
         return kernels.maxpool_backward(gy, argmax, x_shape, *self._window_args(x_shape)), []
 
@@ -92,10 +93,10 @@ class AvgPool2D(_Pool2D):
 
     keras_name = "average_pooling2d"
 
-    def forward(self, x, training=False):
+    def _forward(self, x, training=False):
         return kernels.avgpool_forward(x, *self._window_args(x.shape)), x.shape
 
-    def backward(self, gy, x_shape):
+    def _backward(self, gy, x_shape):
         return kernels.avgpool_backward(gy, x_shape, *self._window_args(x_shape)), []
 
 
@@ -109,10 +110,10 @@ class GlobalAveragePooling2D(Layer):
         self._require_rank(input_shape, 3, "(batch, height, width, channels)")
         return (input_shape[-1],)
 
-    def forward(self, x, training=False):
+    def _forward(self, x, training=False):
         return x.mean(axis=(1, 2)), x.shape
 
-    def backward(self, gy, x_shape):
+    def _backward(self, gy, x_shape):
         n, h, w, c = x_shape
         share = gy / gy.dtype.type(h * w)
         xp = get_array_module(gy)
