@@ -5,15 +5,16 @@ sets ``func``; this file only gathers them.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
+
+from .cli_common import OneLineParser, run_command
 
 COMMAND_MODULES = ["inception.cli_table", "inception.cli_plot", "inception.cli_keras", "inception.cli_train"]
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m inception", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="inception", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
@@ -26,7 +27,7 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    return args.func(args) or 0
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from .cli_common import CliError, positive_int
+
 TOLERANCES = {"float32 outputs (abs)": 1e-5, "float64 outputs (abs)": 1e-10, "float64 gradients (rel)": 1e-8}
 
 
@@ -15,10 +17,10 @@ def register(subparsers):
     p = subparsers.add_parser("check-keras", help="compare tinynet's GoogLeNet with Keras' (outputs, gradients)",
                               description=__doc__)
     p.add_argument("--variant", choices=["paper", "blog"], default="paper")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--input-size", type=positive_int(1024), default=None,
                    help="input height and width (default: 224; the blog variant needs at least 193)")
-    p.add_argument("--num-classes", type=int, default=10, help="classifier width (default: 10, to keep it quick)")
-    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--num-classes", type=positive_int(10_000), default=10, help="classifier width (default: 10, to keep it quick)")
+    p.add_argument("--batch", type=positive_int(64), default=2)
     p.add_argument("--all-gradients", action="store_true", help="list every weight gradient, not the worst 8")
     p.set_defaults(func=run)
 
@@ -29,11 +31,9 @@ def run(args):
         import jax  # noqa: F401
         import keras
     except ImportError as e:
-        print(f"check-keras needs keras and jax: {e}. Install them with: pip install -e '.[keras]'")
-        return 2
+        raise CliError(f"check-keras needs keras and jax: {e}. Install them with: pip install -e '.[keras]'") from None
     if keras.backend.backend() != "jax":
-        print(f"check-keras needs the JAX backend (KERAS_BACKEND=jax), not {keras.backend.backend()!r}")
-        return 2
+        raise CliError(f"check-keras needs the JAX backend (KERAS_BACKEND=jax), not {keras.backend.backend()!r}")
     import contextlib
 
     import numpy as np
@@ -46,7 +46,11 @@ def run(args):
     failed = False
     for dtype, training in (("float32", False), ("float64", False), ("float64", True)):
         with float64_mode() if dtype == "float64" else contextlib.nullcontext():
-            model = keras_googlenet(shape, args.num_classes, variant=args.variant, dropout=not training)
+            try:
+                model = keras_googlenet(shape, args.num_classes, variant=args.variant, dropout=not training)
+            except ValueError as error:  # e.g. an input too small for the variant's windows
+                raise CliError(f"--input-size {size}: Keras cannot build the '{args.variant}' GoogLeNet "
+                               f"({' '.join(str(error).split())})") from None
             randomize_weights(model, seed=0)
             x = np.random.default_rng(1).standard_normal((args.batch,) + shape).astype(dtype)
             report = compare_with_keras(model, x, training=training, gradients=dtype == "float64")

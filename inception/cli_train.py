@@ -7,12 +7,15 @@ every epoch is saved there (weights, optimizer, schedule, random states, and the
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 import numpy as np
+
+from .cli_common import (CliError, OneLineParser, check_input_file, check_output_file, escape, fraction,
+                         non_negative_float, non_negative_int, positive_float, positive_int, run_command)
+from .variants import VARIANTS
 
 #: Defaults of ``train``, chosen on the digits: 20 epochs of 45 batches reach 0.99 in about two minutes on 2 cores.
 DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 0.002, "optimizer": "adam", "schedule": "cosine",
@@ -21,11 +24,8 @@ DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 0.002, "optimizer": "adam", "s
 
 # ------------------------------------------------------------------------------------------ building
 def build_model(variant, input_shape, num_classes, aux=True):
-    """The GoogLeNet ``variant`` ('small', 'paper' or 'blog') for ``input_shape`` and ``num_classes``."""
-    if variant == "small":
-        from .small import googlenet_small
-
-        return googlenet_small(input_shape=tuple(input_shape), num_classes=num_classes, aux=aux)
+    """The GoogLeNet ``variant`` (a name in :data:`inception.variants.VARIANTS`) for ``input_shape`` and
+    ``num_classes``; an unknown name raises ValueError listing the names."""
     from .googlenet import googlenet
 
     return googlenet(input_shape=tuple(input_shape), num_classes=num_classes, aux=aux, variant=variant)
@@ -50,6 +50,7 @@ def make_schedule(name, lr, epochs):
 
 
 def load_data(source, image_size, seed=0):
+    """``(train, test)`` of ``source`` ('digits' or a path), resized to ``image_size`` if given."""
     from tinynet import data
 
     return data.load_dataset(source, image_size=image_size, seed=seed)
@@ -63,6 +64,143 @@ def _set_kernels(name):
 
 
 # ------------------------------------------------------------------------------------------ train
+#: flags that describe the run; on ``--resume`` they come from the checkpoint, and a flag given with another
+#: value is refused. (flag, config key) — ``epochs`` may change and is only reported.
+RUN_FLAGS = [("variant", "variant"), ("data", "data"), ("image_size", "image_size"), ("optimizer", "optimizer"),
+             ("lr", "lr"), ("schedule", "schedule"), ("batch_size", "batch_size"),
+             ("weight_decay", "weight_decay"), ("aux_weight", "aux_weight"), ("no_aux", "no_aux"),
+             ("crop", "crop"), ("flip", "flip"), ("seed", "seed")]
+RUN_DEFAULTS = {"variant": "small", "data": "digits", "image_size": None, "weight_decay": 0.0, "aux_weight": 0.3,
+                "no_aux": False, "crop": 2, "flip": False, "seed": 0, **DEFAULTS}
+
+MAX_IMAGE_SIZE = 2048
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _data_key(source):
+    """``'digits'`` or the absolute path, so a run is recognised from any working directory."""
+    return source if source == "digits" else os.path.abspath(source)
+
+
+def _data_fingerprint(train, test):
+    """A SHA-256 of the images, labels and class names (resuming on other data is refused)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (train, test):
+        digest.update(str((part.x.shape, str(part.x.dtype), part.class_names)).encode())
+        digest.update(np.ascontiguousarray(part.x).tobytes())
+        digest.update(np.ascontiguousarray(part.y).tobytes())
+    return digest.hexdigest()
+
+
+def _checkpoint_plan(args):
+    """Decide, before anything is loaded or built, what ``--checkpoint``/``--resume``/``--overwrite`` mean.
+
+    Returns the checkpoint's state to resume from, or None for a new run. Raises :class:`CliError` for a folder
+    that is a file, a checkpoint that would be replaced without ``--overwrite``, or ``--resume`` on files that
+    are not a readable checkpoint (nothing is touched in either case).
+    """
+    from tinynet import checkpoint
+
+    directory = args.checkpoint
+    if directory is None:
+        if args.resume:
+            raise CliError("--resume needs --checkpoint DIR")
+        if args.overwrite:
+            raise CliError("--overwrite needs --checkpoint DIR")
+        return None
+    if args.resume and args.overwrite:
+        raise CliError("--resume and --overwrite contradict each other: continue the checkpoint, or replace it")
+    status = checkpoint.status(directory)
+    if status == "not a folder":
+        raise CliError(f"--checkpoint {directory}: is a file, not a folder")
+    if status == "checkpoint":
+        state = checkpoint.read_state(directory)
+        if args.resume:
+            return state
+        if not args.overwrite:
+            config = state.get("config", {})
+            raise CliError(f"--checkpoint {directory} already holds a checkpoint (epoch {state.get('epoch')}, "
+                           f"'{config.get('variant')}' on {config.get('data')}); pass --resume to continue it "
+                           f"or --overwrite to replace it")
+        return None
+    if status == "unreadable":
+        try:
+            checkpoint.verify(directory)
+            reason = "unknown reason"
+        except checkpoint.CheckpointError as error:
+            reason = str(error)
+        if args.resume:
+            raise CliError(f"--resume: {directory} holds no readable checkpoint ({reason}); nothing was changed")
+        if not args.overwrite:
+            raise CliError(f"--checkpoint {directory} holds files but no readable checkpoint ({reason}); choose "
+                           f"an empty or new folder, or pass --overwrite")
+        return None
+    if args.resume:  # 'absent' or 'empty': a job restarted before its first save starts from scratch
+        print(f"no checkpoint in {escape(directory)} yet: starting from scratch")
+    parent = os.path.dirname(os.path.abspath(directory))
+    if status == "absent" and not os.path.isdir(parent):
+        raise CliError(f"--checkpoint {directory}: the folder {parent} does not exist")
+    if not os.access(directory if status == "empty" else parent, os.W_OK):
+        raise CliError(f"--checkpoint {directory}: not writable")
+    return None
+
+
+def _settings(args, resume_state):
+    """The run's settings: defaults, then the checkpoint's (on resume), then the flags given on the command line.
+
+    On resume a flag given with a value other than the checkpoint's is refused, listing every difference.
+    """
+    given = {name: getattr(args, name) for name, _ in RUN_FLAGS if getattr(args, name) is not None}
+    if "data" in given:
+        given["data"] = _data_key(given["data"]) if given["data"] != "digits" else "digits"
+    settings = dict(RUN_DEFAULTS)
+    settings["epochs"] = args.epochs if args.epochs is not None else DEFAULTS["epochs"]
+    if resume_state is not None:
+        stored = resume_state.get("config", {}).get("run")
+        if not isinstance(stored, dict):
+            raise CliError(f"--resume: the checkpoint in {args.checkpoint} does not record its run's settings")
+        differ = [f"{_flag(name)} {given[name]!r} (checkpoint: {stored.get(key)!r})"
+                  for name, key in RUN_FLAGS if name in given and given[name] != stored.get(key)]
+        if differ:
+            raise CliError("--resume with settings other than the checkpoint's: " + ", ".join(differ)
+                           + "; leave them out to continue the run as it was")
+        settings.update({name: stored[key] for name, key in RUN_FLAGS if key in stored})
+        settings["epochs"] = args.epochs if args.epochs is not None else stored.get("epochs", settings["epochs"])
+    settings.update(given)
+    if settings["data"] != "digits" and not os.path.exists(settings["data"]):
+        raise CliError(f"--data {settings['data']}: no such file or folder (or use 'digits')")
+    return settings
+
+
+def _build(settings, input_shape, num_classes):
+    from tinynet.layers.base import ShapeError
+
+    try:
+        return build_model(settings["variant"], input_shape, num_classes, aux=not settings["no_aux"])
+    except ShapeError as error:
+        h, w, c = input_shape
+        raise CliError(f"images of {h}x{w}x{c} do not fit the '{settings['variant']}' GoogLeNet ({error}); "
+                       f"use --image-size or another --variant") from None
+
+
+def _load_training_data(source, image_size):
+    from tinynet import data, fileio
+
+    try:
+        train, test = load_data(source, image_size)
+        warnings = data.check_for_training(train, test)
+    except (OSError, ValueError, KeyError, fileio.FileFormatError) as error:
+        raise CliError(f"--data {source}: {error}") from None
+    for warning in warnings:
+        print(f"warning: {escape(warning)}")
+    return train, test
+
+
 def train_command(args):
     """Train, evaluate on the test split, print ``test accuracy: ...`` last."""
     import tinynet
@@ -76,61 +214,68 @@ def train_command(args):
         try:
             tinynet.backend.require_gpu()
         except RuntimeError as error:
-            print(f"python -m inception train: --device gpu: {error}", file=sys.stderr)
-            return 2
+            raise CliError(f"--device gpu: {error}") from None
+    for option, path in (("--plot", args.plot), ("--grad-norms", args.grad_norms)):
+        if path is not None:
+            check_output_file(option, path, extensions=(".png", ".svg", ".pdf"))
+    resume_state = _checkpoint_plan(args)
+    settings = _settings(args, resume_state)
     _set_kernels(args.kernels)
-    image_size = args.image_size or (32 if args.data == "digits" else None)
-    train, test = load_data(args.data, image_size)
-    resume_state = None
-    if args.resume:
-        if not args.checkpoint:
-            raise SystemExit("train: --resume needs --checkpoint DIR")
-        if os.path.exists(os.path.join(args.checkpoint, checkpoint.STATE_FILE)):
-            resume_state = checkpoint.read_state(args.checkpoint)
-        else:
-            print(f"no checkpoint in {args.checkpoint}: starting from scratch")
+    image_size = settings["image_size"] or (32 if settings["data"] == "digits" else None)
+    train, test = _load_training_data(settings["data"], image_size)
+    fingerprint = _data_fingerprint(train, test)
     if resume_state is not None:  # the stored description wins over the command line
         config = resume_state["config"]
-        if config.get("data") != args.data:
-            raise SystemExit(f"train: the checkpoint was trained on {config.get('data')!r}, not {args.data!r}")
+        if config.get("data_fingerprint") != fingerprint:
+            raise CliError(f"--resume: the data in {settings['data']} is not the data the checkpoint was trained on "
+                           f"(its images, labels or class names changed)")
     else:
-        config = {"variant": args.variant, "input_shape": list(train.image_shape),
-                  "num_classes": train.num_classes, "class_names": train.class_names, "aux": not args.no_aux,
-                  "data": args.data, "image_size": image_size,
+        config = {"variant": settings["variant"], "input_shape": list(train.image_shape),
+                  "num_classes": train.num_classes, "class_names": train.class_names,
+                  "aux": not settings["no_aux"], "data": settings["data"], "image_size": image_size,
                   "normalizer": data.Normalizer.fit(train.x).get_config(),
-                  "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule,
-                  "augment": {"crop": args.crop, "flip": args.flip}}
-    print(f"data: {args.data}: {len(train)} training and {len(test)} test images of "
+                  "optimizer": settings["optimizer"], "lr": settings["lr"], "schedule": settings["schedule"],
+                  "augment": {"crop": settings["crop"], "flip": settings["flip"]},
+                  "data_fingerprint": fingerprint,
+                  "run": {key: settings[name] for name, key in RUN_FLAGS} | {"epochs": settings["epochs"]}}
+    print(f"data: {escape(settings['data'])}: {len(train)} training and {len(test)} test images of "
           f"{'x'.join(map(str, train.image_shape))}, {train.num_classes} classes")
 
-    tinynet.set_seed(args.seed)
-    model = build_model(config["variant"], config["input_shape"], config["num_classes"], config["aux"])
+    tinynet.set_seed(settings["seed"])
+    model = _build(settings, config["input_shape"], config["num_classes"])
     print(f"model: GoogLeNet '{config['variant']}', {model.count_params():,} parameters, "
           f"{model.count_macs() / 1e6:.1f} M multiply-adds per image, {len(model.outputs)} outputs")
-    optimizer = make_optimizer(config["optimizer"], config["lr"], weight_decay=args.weight_decay)
-    trainer = Trainer(model, optimizer, schedule=make_schedule(config["schedule"], config["lr"], args.epochs),
-                      aux_weight=args.aux_weight, batch_size=args.batch_size,
+    optimizer = make_optimizer(settings["optimizer"], settings["lr"], weight_decay=settings["weight_decay"])
+    trainer = Trainer(model, optimizer,
+                      schedule=make_schedule(settings["schedule"], settings["lr"], settings["epochs"]),
+                      aux_weight=settings["aux_weight"], batch_size=settings["batch_size"],
                       preprocess=data.Normalizer(**config["normalizer"]), augment=data.Augment(**config["augment"]),
-                      seed=args.seed, verbose=not args.quiet,
+                      seed=settings["seed"], verbose=not args.quiet,
                       grad_norm_groups=list(STAGES) if args.grad_norms else None)
     if resume_state is not None:
-        checkpoint.load(args.checkpoint, trainer)
-        print(f"resumed from {args.checkpoint} after epoch {trainer.epoch}")
+        try:
+            checkpoint.load(args.checkpoint, trainer)
+        except checkpoint.CheckpointError as error:
+            raise CliError(f"--resume: {error}") from None
+        print(f"resumed from {escape(args.checkpoint)} after epoch {trainer.epoch}")
+        stored_epochs = config["run"].get("epochs")
+        if settings["epochs"] != stored_epochs:
+            print(f"note: --epochs {settings['epochs']} (the first run asked for {stored_epochs})")
         horizon = resume_state["schedule"].get("epochs")
-        if horizon is not None and horizon != args.epochs:
+        if horizon is not None and horizon != settings["epochs"]:
             print(f"note: the cosine schedule keeps the first run's horizon of {horizon:g} epochs")
     if args.device != "cpu":
         model.to(args.device)
 
-    trainer.fit(train, test, epochs=args.epochs, checkpoint_dir=args.checkpoint, checkpoint_config=config)
+    trainer.fit(train, test, epochs=settings["epochs"], checkpoint_dir=args.checkpoint, checkpoint_config=config)
 
     if args.plot and trainer.history:
-        title = f"GoogLeNet {config['variant']} on {args.data}"
-        print(f"curves: {plot_history(trainer.history, args.plot, title=title)}")
+        title = f"GoogLeNet {config['variant']} on {os.path.basename(str(settings['data']))}"
+        print(f"curves: {escape(plot_history(trainer.history, args.plot, title=title))}")
     if args.grad_norms:
         print("gradient norm per block (mean over recorded steps), with the aux heads vs the main loss alone:")
         print(grad_norm_table(trainer.grad_norms))
-        print(f"gradient norms: {plot_grad_norms(trainer.grad_norms, args.grad_norms)}")
+        print(f"gradient norms: {escape(plot_grad_norms(trainer.grad_norms, args.grad_norms))}")
     result = trainer.evaluate(test)
     print(f"test loss: {result['loss']:.4f}" + (f"  test top-5: {result['top5']:.4f}" if "top5" in result else ""))
     print(f"time taken: {time.perf_counter() - start:.1f} s")
@@ -143,12 +288,25 @@ def _restore(directory, kernels=None):
     """Rebuild the model described in a checkpoint and load its weights; return (model, config)."""
     from tinynet import checkpoint
 
+    status = checkpoint.status(directory)
+    if status != "checkpoint":
+        reason = {"absent": "no such folder", "empty": "the folder is empty", "not a folder": "is a file"}.get(status)
+        if reason is None:
+            try:
+                checkpoint.verify(directory)
+                reason = "no readable checkpoint"
+            except checkpoint.CheckpointError as error:
+                reason = str(error)
+        raise CliError(f"--checkpoint {directory}: {reason}")
     _set_kernels(kernels)
-    config = checkpoint.read_state(directory)["config"]
-    if not config:
-        raise SystemExit(f"{directory}: the checkpoint does not describe its model (no config)")
-    model = build_model(config["variant"], config["input_shape"], config["num_classes"], config["aux"])
-    checkpoint.load_weights(directory, model)
+    try:
+        config = checkpoint.read_state(directory)["config"]
+        if not config or "variant" not in config:
+            raise CliError(f"--checkpoint {directory}: the checkpoint does not describe its model (no config)")
+        model = build_model(config["variant"], config["input_shape"], config["num_classes"], config["aux"])
+        checkpoint.load_weights(directory, model)
+    except checkpoint.CheckpointError as error:
+        raise CliError(f"--checkpoint {directory}: {error}") from None
     return model, config
 
 
@@ -162,15 +320,26 @@ def _main_probs(model, config, x, batch_size=128):
 
 def evaluate_command(args):
     """Evaluate a checkpoint on the test split of the data it was trained on (or ``--data``)."""
-    from tinynet import losses
+    from tinynet import fileio, losses
     from tinynet.training import topk_accuracy
 
     model, config = _restore(args.checkpoint, args.kernels)
     source = args.data or config["data"]
-    _, test = load_data(source, config.get("image_size"))
+    try:
+        _, test = load_data(source, config.get("image_size"))
+    except (OSError, ValueError, KeyError, fileio.FileFormatError) as error:
+        raise CliError(f"--data {source}: {error}") from None
+    if list(test.image_shape) != list(config["input_shape"]):
+        raise CliError(f"--data {source}: images of {test.image_shape} but the model takes "
+                       f"{tuple(config['input_shape'])}")
+    if len(test) == 0:
+        raise CliError(f"--data {source}: the test split is empty")
+    if test.y.min() < 0 or test.y.max() >= config["num_classes"]:
+        raise CliError(f"--data {source}: labels {int(test.y.min())}..{int(test.y.max())} do not fit the model's "
+                       f"{config['num_classes']} classes")
     probs = _main_probs(model, config, test.x, args.batch_size)
     loss, _ = losses.categorical_crossentropy(probs, test.y)
-    print(f"{source}: {len(test)} test images")
+    print(f"{escape(source)}: {len(test)} test images")
     print(f"test loss: {loss:.4f}" + (f"  test top-5: {topk_accuracy(probs, test.y, 5):.4f}"
                                       if probs.shape[-1] > 5 else ""))
     print(f"test accuracy: {topk_accuracy(probs, test.y, 1):.4f}")
@@ -179,11 +348,19 @@ def evaluate_command(args):
 
 def predict_command(args):
     """Classify image files with a checkpoint; images are read as the training data was (size, channels)."""
-    from tinynet import data
+    from tinynet import data, fileio
 
+    for path in args.images:  # every file is checked before the model is built
+        check_input_file("IMAGE", path)
     model, config = _restore(args.checkpoint, args.kernels)
     h, w, c = config["input_shape"]
-    x = np.stack([data.read_image(path, (h, w), channels=c) for path in args.images])
+    images = []
+    for path in args.images:
+        try:
+            images.append(data.read_image(path, (h, w), channels=c))
+        except (OSError, ValueError, fileio.FileFormatError) as error:
+            raise CliError(f"{path}: not a readable image ({error})") from None
+    x = np.stack(images)
     invert = args.invert
     if invert == "auto":  # digits are light strokes on a dark background; a scan of ink on paper is the reverse
         invert = "yes" if config["data"] == "digits" else "no"
@@ -193,8 +370,8 @@ def predict_command(args):
     probs = _main_probs(model, config, x)
     names = config["class_names"]
     for path, p in zip(args.images, probs):
-        top = np.argsort(-p)[:args.top]
-        print(f"{path}: " + ", ".join(f"{names[i]} ({p[i]:.3f})" for i in top))
+        top = np.argsort(-p, kind="stable")[:args.top]
+        print(f"{escape(path)}: " + ", ".join(f"{escape(names[i])} ({p[i]:.3f})" for i in top))
     return 0
 
 
@@ -202,49 +379,58 @@ def predict_command(args):
 def register(subparsers):
     """Add ``train``, ``evaluate`` and ``predict`` to ``python -m inception``."""
     p = subparsers.add_parser("train", help="train a GoogLeNet (default: the small one on digits)",
-                              description="Train a GoogLeNet; ends with 'test accuracy: ...'.")
-    p.add_argument("--data", default="digits",
+                              description="Train a GoogLeNet; ends with 'test accuracy: ...'. Flags left out take "
+                                          "their defaults, or on --resume the checkpoint's values.")
+    p.add_argument("--data", default=None,
                    help="'digits' (built in) or a path: .npz (x, y), MNIST IDX folder, CIFAR-10 batches folder, "
                         "or a folder of class subfolders (default: digits)")
-    p.add_argument("--variant", default="small", choices=["small", "paper", "blog"])
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["sgd", "adam"],
+    p.add_argument("--variant", default=None, choices=list(VARIANTS), help="default: small")
+    p.add_argument("--epochs", type=positive_int(100_000), default=None,
+                   help=f"total epochs (default: {DEFAULTS['epochs']}; on --resume, the first run's)")
+    p.add_argument("--batch-size", type=positive_int(65_536), default=None,
+                   help=f"default: {DEFAULTS['batch_size']}")
+    p.add_argument("--lr", type=positive_float(), default=None,
+                   help=f"default: {DEFAULTS['lr']} (training stops at once if the loss diverges)")
+    p.add_argument("--optimizer", default=None, choices=["sgd", "adam"],
                    help="sgd: momentum 0.9 as the paper; adam (default)")
-    p.add_argument("--schedule", default=DEFAULTS["schedule"], choices=["step", "cosine", "constant"],
-                   help="step: the paper's x0.96 every 8 epochs")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--aux-weight", type=float, default=0.3, help="loss weight of each aux head (paper: 0.3)")
-    p.add_argument("--no-aux", action="store_true", help="build the network without the aux heads")
-    p.add_argument("--image-size", type=int, default=None, help="resize images (digits: 32)")
-    p.add_argument("--crop", type=int, default=2, help="random-crop padding in pixels (0: off)")
-    p.add_argument("--flip", action="store_true", help="random horizontal flips (not for digits)")
+    p.add_argument("--schedule", default=None, choices=["step", "cosine", "constant"],
+                   help="step: the paper's x0.96 every 8 epochs; default: cosine")
+    p.add_argument("--weight-decay", type=fraction(), default=None, help="default: 0")
+    p.add_argument("--aux-weight", type=non_negative_float(100.0), default=None,
+                   help="loss weight of each aux head (paper and default: 0.3)")
+    p.add_argument("--no-aux", action="store_true", default=None, help="build the network without the aux heads")
+    p.add_argument("--image-size", type=positive_int(MAX_IMAGE_SIZE), default=None,
+                   help="resize images (digits: 32)")
+    p.add_argument("--crop", type=non_negative_int(64), default=None,
+                   help="random-crop padding in pixels (0: off; default 2)")
+    p.add_argument("--flip", action="store_true", default=None, help="random horizontal flips (not for digits)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--kernels", default=DEFAULTS["kernels"], choices=["numpy", "numba"],
-                   help="CPU kernels (default: tinynet's setting, Numba when installed; a batch-32 step of the small "
-                        "network measured 44 ms with Numba and 92 ms with NumPy on 2 cores); resume with the same "
-                        "kernels for a bit-exact continuation")
+                   help="CPU kernels (default: tinynet's setting, Numba when installed; see the README for "
+                        "timings); resume with the same kernels for a bit-exact continuation")
     p.add_argument("--checkpoint", metavar="DIR", help="save a checkpoint there after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint DIR")
-    p.add_argument("--plot", metavar="FILE", help="write the training curves as a PNG")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in --checkpoint DIR even though it holds a checkpoint (replaced at the "
+                        "first save)")
+    p.add_argument("--plot", metavar="FILE", help="write the training curves as a PNG (or .svg, .pdf)")
     p.add_argument("--grad-norms", metavar="FILE",
                    help="record per-block gradient norms with and without the aux heads; plot them to FILE")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int(2**32 - 1), default=None, help="default: 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=train_command)
 
     e = subparsers.add_parser("evaluate", help="evaluate a checkpoint on its test split")
     e.add_argument("--checkpoint", metavar="DIR", required=True)
     e.add_argument("--data", default=None, help="override the data the checkpoint was trained on")
-    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--batch-size", type=positive_int(65_536), default=128)
     e.add_argument("--kernels", default=None, choices=["numpy", "numba"])
     e.set_defaults(func=evaluate_command)
 
     r = subparsers.add_parser("predict", help="classify image files with a checkpoint")
     r.add_argument("--checkpoint", metavar="DIR", required=True)
     r.add_argument("images", nargs="+", metavar="IMAGE")
-    r.add_argument("--top", type=int, default=3, help="show the top K classes")
+    r.add_argument("--top", type=positive_int(), default=3, help="show the top K classes")
     r.add_argument("--invert", default="auto", choices=["auto", "yes", "no"],
                    help="invert bright images (auto: for digits, which are light on dark)")
     r.add_argument("--kernels", default=None, choices=["numpy", "numba"])
@@ -253,10 +439,10 @@ def register(subparsers):
 
 def main(argv=None):
     """Run only these three commands (``python -m inception.cli_train train ...``)."""
-    parser = argparse.ArgumentParser(prog="python -m inception")
+    parser = OneLineParser(prog="inception")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(args)
 
 
 if __name__ == "__main__":

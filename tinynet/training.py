@@ -21,8 +21,47 @@ import time
 
 import numpy as np
 
-from . import backend, data as data_module, losses
+from . import backend, data as data_module, fileio, losses
 from .optim import Constant, get_schedule
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training met a non-finite loss, gradient or weight and stopped before using it.
+
+    The optimizer step of the failing batch is not applied and no checkpoint is written from it, so the
+    last checkpoint on disk is the last good state.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch in progress (1-based).
+    step : int or None
+        The step within that epoch (1-based); ``None`` when found at the end of the epoch.
+    detail : str
+        What was non-finite and, where it could be found, the first layer that produced it.
+    """
+
+    def __init__(self, epoch, step, detail):
+        where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+        super().__init__(f"training diverged at {where}: {detail}")
+        self.epoch, self.step, self.detail = epoch, step, detail
+
+
+def _check_number(name, value, low=None, high=None, integer=False, low_open=False):
+    """Raise ``ValueError`` unless ``value`` is a finite number in the range (integers when asked)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok:
+        value = float(value)
+        ok = np.isfinite(value) and (low is None or (value > low if low_open else value >= low)) \
+            and (high is None or value <= high)
+    if not ok:
+        bound = ("" if low is None else f" {'>' if low_open else '>='} {low:g}") + \
+                ("" if high is None else f" and <= {high:g}")
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"Trainer: {name} must be {kind}{bound}, got {value!r}")
+    return int(value) if integer else value
 
 
 def head_names(model):
@@ -116,19 +155,20 @@ class Trainer:
         self.optimizer = optimizer.attach(model)
         self.schedule = get_schedule(schedule) if schedule is not None else Constant(optimizer.lr)
         n_out = len(model.outputs)
-        self.loss_weights = (list(map(float, loss_weights)) if loss_weights is not None
-                             else [float(aux_weight)] * (n_out - 1) + [1.0])
+        if loss_weights is None:
+            loss_weights = [_check_number("aux_weight", aux_weight, low=0)] * (n_out - 1) + [1.0]
+        self.loss_weights = [_check_number("loss_weights", w, low=0) for w in loss_weights]
         if len(self.loss_weights) != n_out:
             raise ValueError(f"Trainer: {n_out} outputs but {len(self.loss_weights)} loss weights")
         self.heads = head_names(model)
-        self.batch_size = int(batch_size)
+        self.batch_size = _check_number("batch_size", batch_size, low=1, integer=True)
         self.preprocess = preprocess
         self.augment = augment
         self.rng = np.random.default_rng(seed)
         self.verbose = verbose
         self.epoch = 0
         self.history = {}
-        self.grad_norm_every = int(grad_norm_every)
+        self.grad_norm_every = _check_number("grad_norm_every", grad_norm_every, low=1, integer=True)
         self._groups = layer_groups(model, grad_norm_groups) if grad_norm_groups else None
         self.grad_norms = ({"step": [], "with_aux": {g: [] for g in self._groups},
                             "main_only": {g: [] for g in self._groups}} if self._groups else None)
@@ -149,6 +189,9 @@ class Trainer:
         -------
         total : float, losses : list of float (one per head, unweighted), correct : int (main head, top-1)
         """
+        if len(y) == 0 or len(x) != len(y):
+            raise ValueError(f"Trainer.train_step: a batch needs images and as many labels, got {len(x)} images "
+                             f"and {len(y)} labels")
         xb = self._prepare(x, training=True)
         outs = self.model.forward(xb, training=True)
         as_list = isinstance(outs, list)  # a model built with a single output tensor returns one array
@@ -156,8 +199,12 @@ class Trainer:
         yb = backend.to_device(np.asarray(y), self.model.device)
         total, head_losses, grads = losses.weighted_loss(outs, yb, self.loss_weights)
 
-        def backward(output_grads):
-            self.model.backward(output_grads if as_list else output_grads[0])
+        def backward(output_grads, check_finite=False):
+            self.model.backward(output_grads if as_list else output_grads[0], check_finite=check_finite)
+
+        if not np.isfinite(total):
+            heads = ", ".join(f"{h} {v:.4g}" for h, v in zip(self.heads, head_losses))
+            raise self._diverged(xb, yb, f"non-finite loss {total} ({heads})")
 
         step = self.optimizer.iterations
         if self._groups is not None and step % self.grad_norm_every == 0:
@@ -171,10 +218,40 @@ class Trainer:
                 self.grad_norms["with_aux"][g].append(with_aux[g])
         else:
             backward(grads)
+        bad = self.model.first_nonfinite_weight()
+        if bad is not None:  # the update is not applied: the weights stay those of the last good step
+            raise self._diverged(xb, yb, f"non-finite value in layer '{bad[0]}' ({bad[1]})")
         self.optimizer.lr = lr
         self.optimizer.step()
         pred = backend.to_numpy(outs[-1]).reshape(len(y), -1).argmax(axis=1)
         return total, head_losses, int((pred == np.asarray(y)).sum())
+
+    def _diverged(self, xb, yb, detail):
+        """A :class:`TrainingDiverged` for this batch, naming the first layer whose value is non-finite.
+
+        The batch is run once more with the model's finiteness checks; weights, BatchNormalization
+        statistics and random generators are restored afterwards, so the diagnosis changes nothing.
+        """
+        from . import checkpoint
+        from .layers.base import NonFiniteError
+
+        saved_weights = [(layer, [w.copy() for w in layer.weights]) for layer in self.model.layers if layer.weights]
+        saved_rng = checkpoint.rng_states(self.model, self.rng)
+        first = None
+        try:
+            outs = self.model.forward(xb, training=True, check_finite=True)
+            outs = outs if isinstance(outs, list) else [outs]
+            _, _, grads = losses.weighted_loss(outs, yb, self.loss_weights)
+            self.model.backward(grads if len(outs) > 1 else grads[0], check_finite=True)
+        except NonFiniteError as error:
+            first = str(error)
+        finally:
+            for layer, weights in saved_weights:  # as they were, non-finite values included
+                layer.assign_prepared_weights(weights)
+            checkpoint.set_rng_states(self.model, saved_rng, self.rng)
+        if first is not None:
+            detail += f"; first: {first}"
+        return TrainingDiverged(self.epoch + 1, self.optimizer.iterations + 1, detail)
 
     # ------------------------------------------------------------------ epochs
     def train_epoch(self, train):
@@ -190,7 +267,11 @@ class Trainer:
         batches = data_module.iterate_batches(train.x, train.y, self.batch_size, shuffle=True, rng=self.rng)
         for i, (xb, yb) in enumerate(batches):
             lr = self.schedule(self.epoch + i / steps)
-            total, head_losses, c = self.train_step(xb, yb, lr)
+            try:
+                total, head_losses, c = self.train_step(xb, yb, lr)
+            except TrainingDiverged as error:
+                bar.close()
+                raise TrainingDiverged(self.epoch + 1, i + 1, error.detail) from None
             sums += np.array([total] + head_losses) * len(yb)
             correct, seen = correct + c, seen + len(yb)
             means = sums / seen
@@ -245,11 +326,22 @@ class Trainer:
         """
         from tqdm.auto import tqdm
 
+        epochs = _check_number("epochs", epochs, low=0, integer=True)
+        if len(train) == 0:
+            raise ValueError("Trainer.fit: the training set is empty")
         while self.epoch < epochs:
             start = time.perf_counter()
-            metrics = self.train_epoch(train)
-            if val is not None:
-                metrics.update({f"val_{'acc' if k == 'top1' else k}": v for k, v in self.evaluate(val).items()})
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite values are checked
+                metrics = self.train_epoch(train)
+                if val is not None:
+                    metrics.update({f"val_{'acc' if k == 'top1' else k}": v
+                                    for k, v in self.evaluate(val).items()})
+            bad = self.model.first_nonfinite_weight()
+            non_finite = [k for k, v in metrics.items() if isinstance(v, float) and not np.isfinite(v)]
+            if bad is not None or non_finite:  # never record, or checkpoint, a state that is not finite
+                detail = (f"non-finite value in layer '{bad[0]}' ({bad[1]})" if bad is not None
+                          else f"non-finite {', '.join(non_finite)}")
+                raise TrainingDiverged(self.epoch + 1, None, detail)
             self.epoch += 1
             metrics["epoch"] = self.epoch
             metrics["time"] = time.perf_counter() - start
@@ -314,8 +406,10 @@ def plot_history(history, path, title="training"):
     ax2.legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fileio.save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -334,8 +428,10 @@ def plot_grad_norms(grad_norms, path, title="gradient norms of the lower layers,
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fileio.save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -349,5 +445,5 @@ def grad_norm_table(grad_norms) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Trainer", "fit", "topk_accuracy", "head_names", "layer_groups", "group_grad_norms", "plot_history",
+__all__ = ["Trainer", "TrainingDiverged", "fit", "topk_accuracy", "head_names", "layer_groups", "group_grad_norms", "plot_history",
            "plot_grad_norms", "grad_norm_table"]

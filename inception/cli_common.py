@@ -1,0 +1,151 @@
+"""What every ``python -m inception`` command shares: one-line errors, argument types, escaping, running.
+
+A user's mistake — a value out of range, a missing or unreadable file, a checkpoint folder that is a file,
+a plot into a folder that does not exist — ends in one line ``inception <command>: error: ...`` on stderr
+and exit code 2, checked before any training starts. Text that comes from data or from the command line
+(class names, file names) is printed with control characters escaped, so a crafted name cannot move the
+cursor, clear the screen or forge another line.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import unicodedata
+
+#: exit codes: 0 success, 1 the run failed (training diverged, a file could not be written), 2 a user's mistake,
+#: 130 interrupted (Ctrl-C)
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class CliError(Exception):
+    """A user's mistake, told in one line; the command exits with code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse`` that reports a bad command line in one line (``inception train: error: ...``), exit 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {escape(message)}\n")
+
+
+def escape(text) -> str:
+    """``text`` with control and format characters (newlines, ESC, BiDi overrides, ...) written as escapes."""
+    out = []
+    for ch in str(text):
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------ argument types
+def _number(kind, low, high=None, low_open=False):
+    """An argparse ``type``: a finite int or float within ``[low, high]`` (``(low, high]`` if ``low_open``)."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        too_low = value <= low if low_open else value < low
+        if too_low or (high is not None and value > high):
+            rng = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def positive_int(high=None):
+    return _number(int, 1, high)
+
+
+def non_negative_int(high=None):
+    return _number(int, 0, high)
+
+
+def positive_float(high=None):
+    return _number(float, 0.0, high, low_open=True)
+
+
+def non_negative_float(high=None):
+    return _number(float, 0.0, high)
+
+
+def fraction():
+    """A number in [0, 1)."""
+    check = _number(float, 0.0)
+
+    def parse(text):
+        value = check(text)
+        if value >= 1.0:
+            raise argparse.ArgumentTypeError(f"must be >= 0 and < 1, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+# ------------------------------------------------------------------------------------------ file checks
+def check_output_file(option, path, extensions=None):
+    """Raise :class:`CliError` unless a file can be written at ``path`` (its folder exists, it is no folder)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CliError(f"{option} {path}: is a folder, not a file name")
+    if not os.path.isdir(folder):
+        raise CliError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise CliError(f"{option} {path}: the folder {folder} is not writable")
+    if extensions is not None:
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in extensions:
+            raise CliError(f"{option} {path}: the file type must be one of {', '.join(extensions)}")
+
+
+def check_input_file(option, path):
+    """Raise :class:`CliError` unless ``path`` is an existing, readable regular file."""
+    if not os.path.exists(path):
+        raise CliError(f"{option} {path}: no such file")
+    if not os.path.isfile(path):
+        raise CliError(f"{option} {path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise CliError(f"{option} {path}: not readable")
+
+
+# ------------------------------------------------------------------------------------------ running
+def run_command(args, prog="inception"):
+    """Run ``args.func(args)``; user errors, divergence and Ctrl-C end in one line and an exit code."""
+    from tinynet.training import TrainingDiverged
+
+    name = f"{prog} {args.command}" if getattr(args, "command", None) else prog
+    try:
+        return args.func(args) or 0
+    except CliError as error:
+        print(f"{name}: error: {escape(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingDiverged as error:
+        kept = getattr(args, "checkpoint", None)
+        tail = f"; the last good checkpoint in {kept} is kept" if kept else ""
+        print(f"{name}: error: {escape(error)}{escape(tail)}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as error:  # a disk that fills up, a folder removed under a running job, ...
+        print(f"{name}: error: {escape(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        kept = getattr(args, "checkpoint", None)
+        print(f"\n{name}: interrupted" + (f"; the last checkpoint in {escape(kept)} is kept" if kept else ""),
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+__all__ = ["CliError", "OneLineParser", "escape", "positive_int", "non_negative_int", "positive_float",
+           "non_negative_float", "fraction", "check_output_file", "check_input_file", "run_command",
+           "EXIT_USAGE", "EXIT_FAILED", "EXIT_INTERRUPTED"]

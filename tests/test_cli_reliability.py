@@ -1,0 +1,277 @@
+"""The CLI refuses a user's mistake in one line with exit code 2, before any training; divergence stops at once.
+
+Every case runs ``python -m inception`` in-process through :func:`inception.__main__.main` (parser errors too);
+one case runs a real subprocess to show that no traceback reaches the terminal.
+"""
+import hashlib
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tinynet
+from inception import cli_train
+from inception.__main__ import main
+from inception.cli_common import escape
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _numpy_kernels():
+    tinynet.set_cpu_kernels("numpy")
+
+
+def cli(argv, capsys):
+    """Run ``inception ARGV``; return (exit code, stdout, stderr)."""
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse's own exit (a bad flag value)
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, command="train", expected=2):
+    assert code == expected, err
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith(f"inception {command}: error: "), err
+    assert "Traceback" not in err
+
+
+def make_npz(path, n=24, size=16, labels=None, class_names=("nw", "ne", "sw", "se")):
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 4 if labels is None else np.asarray(labels)
+    x = (rng.random((len(y), size, size)) * 60).astype(np.uint8)
+    for i, c in enumerate(y % 4):
+        r, col = divmod(int(c), 2)
+        x[i, size // 2 * r:size // 2 * (r + 1), size // 2 * col:size // 2 * (col + 1)] += 180
+    arrays = {"x": x, "y": y}
+    if class_names is not None:
+        arrays["class_names"] = np.array(class_names)
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.fixture
+def npz(tmp_path):
+    return make_npz(tmp_path / "toy.npz")
+
+
+TRAIN = ["train", "--batch-size", "6", "--quiet", "--kernels", "numpy", "--crop", "1", "--epochs", "1"]
+
+
+def folder_digest(folder):
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        digest.update(name.encode())
+        with open(os.path.join(folder, name), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ bad values
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "-4"], "argument --batch-size: must be >= 1 and <= 65536, got -4"),
+    (["--batch-size", "0"], "argument --batch-size: must be >= 1 and <= 65536, got 0"),
+    (["--batch-size", "2.5"], "argument --batch-size: expected an integer, got '2.5'"),
+    (["--epochs", "0"], "argument --epochs: must be >= 1 and <= 100000, got 0"),
+    (["--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
+    (["--lr", "inf"], "argument --lr: expected a finite number, got 'inf'"),
+    (["--lr", "-0.1"], "argument --lr: must be > 0, got -0.1"),
+    (["--lr", "0"], "argument --lr: must be > 0, got 0"),
+    (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
+    (["--weight-decay", "1.5"], "argument --weight-decay: must be >= 0 and < 1, got 1.5"),
+    (["--aux-weight", "-1"], "argument --aux-weight: must be >= 0"),
+    (["--image-size", "0"], "argument --image-size: must be >= 1"),
+    (["--image-size", "100000"], "argument --image-size: must be >= 1 and <= 2048"),
+    (["--crop", "-1"], "argument --crop: must be >= 0"),
+    (["--seed", "-3"], "argument --seed: must be >= 0"),
+    (["--variant", "huge"], "argument --variant: invalid choice: 'huge'"),
+])
+def test_bad_values_are_refused_in_one_line(npz, capsys, flags, message):
+    code, out, err = cli(TRAIN + ["--data", npz] + flags, capsys)
+    assert_one_line_error(code, err)
+    assert message in err
+    assert "model:" not in out
+
+
+def test_predict_top_zero_and_missing_image(tmp_path, capsys):
+    code, _, err = cli(["predict", "--checkpoint", str(tmp_path), "x.png", "--top", "0"], capsys)
+    assert_one_line_error(code, err, "predict")
+    assert "argument --top: must be >= 1, got 0" in err
+    code, _, err = cli(["predict", "--checkpoint", str(tmp_path), str(tmp_path / "missing.png")], capsys)
+    assert_one_line_error(code, err, "predict")
+    assert "missing.png: no such file" in err
+
+
+def test_control_characters_in_a_bad_value_are_escaped(capsys):
+    code, _, err = cli(["train", "--lr", "1\x1b[2J\n"], capsys)
+    assert_one_line_error(code, err)
+    assert "\x1b" not in err and "\\x1b[2J" in err
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint", "--plot", "--grad-norms"])
+def test_output_paths_are_checked_before_training(tmp_path, npz, capsys, flag):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    target = str(a_file) if flag == "--checkpoint" else str(tmp_path / "no" / "such" / "curves.png")
+    code, out, err = cli(TRAIN + ["--data", npz, flag, target], capsys)
+    assert_one_line_error(code, err)
+    assert ("is a file, not a folder" if flag == "--checkpoint" else "does not exist") in err
+    assert "data:" not in out and "model:" not in out
+
+
+def test_missing_and_bad_data(tmp_path, capsys):
+    code, _, err = cli(TRAIN + ["--data", str(tmp_path / "nothing.npz")], capsys)
+    assert_one_line_error(code, err)
+    assert "no such file or folder" in err
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    code, _, err = cli(TRAIN + ["--data", str(bad)], capsys)
+    assert_one_line_error(code, err)
+    assert str(bad) in err
+
+
+def test_outlier_label_is_refused_before_training(tmp_path, capsys):
+    labels = np.arange(24) % 4
+    labels[5] = 255
+    path = make_npz(tmp_path / "outlier.npz", labels=labels, class_names=None)
+    code, out, err = cli(TRAIN + ["--data", path], capsys)
+    assert_one_line_error(code, err)
+    assert "255" in err and "model:" not in out
+
+
+def test_input_too_small_for_the_variant(tmp_path, npz, capsys):
+    code, out, err = cli(TRAIN + ["--data", npz, "--variant", "paper"], capsys)
+    assert_one_line_error(code, err)
+    assert "16x16x1 do not fit the 'paper' GoogLeNet" in err
+    code, _, err = cli(["summary", "--input-size", "8"], capsys)
+    assert_one_line_error(code, err, "summary")
+    assert "--input-size 8 is too small" in err
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def test_a_checkpoint_is_never_replaced_silently(tmp_path, npz, capsys):
+    ckpt = str(tmp_path / "ckpt")
+    assert cli(TRAIN + ["--data", npz, "--checkpoint", ckpt], capsys)[0] == 0
+    before = folder_digest(ckpt)
+    code, out, err = cli(TRAIN + ["--data", npz, "--checkpoint", ckpt], capsys)
+    assert_one_line_error(code, err)
+    assert "already holds a checkpoint (epoch 1" in err and "--resume" in err and "--overwrite" in err
+    assert folder_digest(ckpt) == before
+    code, _, err = cli(TRAIN + ["--data", npz, "--checkpoint", ckpt, "--resume", "--overwrite"], capsys)
+    assert_one_line_error(code, err)
+    code, out, _ = cli(TRAIN + ["--data", npz, "--checkpoint", ckpt, "--overwrite", "--seed", "5"], capsys)
+    assert code == 0 and folder_digest(ckpt) != before
+
+
+def test_resume_on_files_that_are_no_checkpoint_touches_nothing(tmp_path, npz, capsys):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "weights.npz").write_bytes(b"my precious weights from elsewhere")
+    before = folder_digest(ckpt)
+    for extra in (["--resume"], []):
+        code, out, err = cli(TRAIN + ["--data", npz, "--checkpoint", str(ckpt)] + extra, capsys)
+        assert_one_line_error(code, err)
+        assert "no readable checkpoint" in err and "model:" not in out
+        assert folder_digest(ckpt) == before
+
+
+def test_resume_refuses_other_settings_and_reports_new_epochs(tmp_path, npz, capsys):
+    ckpt = str(tmp_path / "ckpt")
+    assert cli(TRAIN + ["--data", npz, "--checkpoint", ckpt, "--lr", "0.01"], capsys)[0] == 0
+    code, _, err = cli(["train", "--checkpoint", ckpt, "--resume", "--lr", "0.02", "--batch-size", "8",
+                        "--quiet"], capsys)
+    assert_one_line_error(code, err)
+    assert "--lr 0.02 (checkpoint: 0.01)" in err and "--batch-size 8 (checkpoint: 6)" in err
+    # the same flags, or none at all, continue the run; --epochs may grow
+    code, out, err = cli(["train", "--checkpoint", ckpt, "--resume", "--epochs", "2", "--quiet",
+                          "--kernels", "numpy"], capsys)
+    assert code == 0, err
+    assert "resumed from" in out and "note: --epochs 2 (the first run asked for 1)" in out
+
+
+def test_resume_on_changed_data_is_refused(tmp_path, capsys):
+    path = make_npz(tmp_path / "d.npz")
+    ckpt = str(tmp_path / "ckpt")
+    assert cli(TRAIN + ["--data", path, "--checkpoint", ckpt], capsys)[0] == 0
+    make_npz(tmp_path / "d.npz", n=28)
+    code, _, err = cli(["train", "--checkpoint", ckpt, "--resume", "--epochs", "2", "--quiet"], capsys)
+    assert_one_line_error(code, err)
+    assert "is not the data the checkpoint was trained on" in err
+
+
+def test_evaluate_on_a_folder_without_a_checkpoint(tmp_path, capsys):
+    code, _, err = cli(["evaluate", "--checkpoint", str(tmp_path / "none")], capsys)
+    assert_one_line_error(code, err, "evaluate")
+    assert "no such folder" in err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "checkpoint.json").write_text("{not json")
+    code, _, err = cli(["evaluate", "--checkpoint", str(tmp_path / "junk")], capsys)
+    assert_one_line_error(code, err, "evaluate")
+
+
+# ------------------------------------------------------------------------------------------ divergence
+def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, npz, capsys, monkeypatch):
+    from tinynet import checkpoint, optim
+
+    ckpt = str(tmp_path / "ckpt")
+    assert cli(TRAIN + ["--data", npz, "--checkpoint", ckpt, "--optimizer", "sgd", "--schedule", "constant",
+                        "--lr", "0.01"], capsys)[0] == 0
+    good = folder_digest(ckpt)
+    # epoch 2 with a learning rate that blows the weights up: the schedule is the checkpoint's, so make it huge
+    monkeypatch.setattr(optim.Constant, "__call__", lambda self, epoch: 1e30)
+    code, out, err = cli(["train", "--checkpoint", ckpt, "--resume", "--epochs", "3", "--quiet"], capsys)
+    assert_one_line_error(code, err, expected=1)
+    assert re.search(r"training diverged at epoch 2, step \d+: non-finite", err), err
+    assert "layer '" in err and f"the last good checkpoint in {ckpt} is kept" in err
+    assert "test accuracy" not in out
+    assert folder_digest(ckpt) == good and checkpoint.read_state(ckpt)["epoch"] == 1
+
+
+def test_lr_1000_does_not_train_on_nan(tmp_path, npz, capsys):
+    code, out, err = cli(TRAIN + ["--data", npz, "--epochs", "3", "--lr", "1000", "--optimizer", "sgd"], capsys)
+    assert_one_line_error(code, err, expected=1)
+    assert "training diverged at epoch 1" in err and "test accuracy" not in out
+
+
+# ------------------------------------------------------------------------------------------ data text
+def test_class_names_and_paths_are_printed_escaped(tmp_path, capsys):
+    from PIL import Image
+
+    path = make_npz(tmp_path / "names.npz", class_names=["nw\x1b[2J", "ne\r", "sw\u202e", "se"])
+    ckpt = str(tmp_path / "ckpt")
+    assert cli(TRAIN + ["--data", path, "--checkpoint", ckpt], capsys)[0] == 0
+    img = tmp_path / "a\x1bb.png"
+    Image.fromarray(np.full((16, 16), 200, np.uint8)).save(img)
+    code, out, err = cli(["predict", "--checkpoint", ckpt, str(img), "--top", "4"], capsys)
+    assert code == 0, err
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out
+    assert "nw\\x1b[2J" in out and "ne\\x0d" in out and "sw\\u202e" in out and "a\\x1bb.png" in out
+
+
+def test_predict_refuses_a_non_image(tmp_path, npz, capsys):
+    ckpt = str(tmp_path / "ckpt")
+    assert cli(TRAIN + ["--data", npz, "--checkpoint", ckpt], capsys)[0] == 0
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image")
+    code, _, err = cli(["predict", "--checkpoint", ckpt, str(fake)], capsys)
+    assert_one_line_error(code, err, "predict")
+    assert "notes.png" in err
+
+
+def test_escape():
+    assert escape("plain é ü 中") == "plain é ü 中"
+    assert escape("a\nb\tc\x00\x7f\u2028\U000e0001") == "a\\x0ab\\x09c\\x00\\x7f\\u2028\\U000e0001"
+
+
+# ------------------------------------------------------------------------------------------ a real terminal
+def test_no_traceback_in_a_real_process():
+    result = subprocess.run([sys.executable, "-m", "inception", "train", "--batch-size", "-4"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == "inception train: error: argument --batch-size: must be >= 1 and <= 65536, got -4\n"
