@@ -18,5 +18,6 @@ setup(
         "gpu": ["cupy-cuda13x"],
         "keras": ["keras>=3.5", "jax>=0.4.30"],
         "dev": ["pytest>=7", "hypothesis>=6.80"],
+        "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "ipywidgets>=8.1"],
     },
 )
