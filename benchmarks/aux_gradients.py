@@ -32,7 +32,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tinynet  # noqa: E402
 from inception.small import STAGES, googlenet_small  # noqa: E402
 from tinynet import data, fileio, optim  # noqa: E402
-from tinynet.training import Trainer, grad_norm_table, plot_grad_norms  # noqa: E402
+from tinynet.grad_norms import grad_norm_table  # noqa: E402
+from tinynet.plots import plot_grad_norms  # noqa: E402
+from tinynet.training import Trainer  # noqa: E402
 
 
 def main(argv=None):

@@ -7,6 +7,7 @@ every epoch is saved there (weights, optimizer, schedule, random states, and the
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -17,7 +18,7 @@ from .cli_common import (CliError, OneLineParser, check_input_file, check_output
                          non_negative_float, non_negative_int, positive_float, positive_int, run_command)
 from .variants import VARIANTS
 
-#: Defaults of ``train``, chosen on the digits: 20 epochs of 45 batches reach 0.99 in about two minutes on 2 cores.
+#: Defaults of ``train``, chosen on the digits (20 epochs of 45 batches; the README gives the accuracy and time).
 DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 0.002, "optimizer": "adam", "schedule": "cosine",
             "kernels": None}
 
@@ -74,6 +75,32 @@ RUN_DEFAULTS = {"variant": "small", "data": "digits", "image_size": None, "weigh
                 "no_aux": False, "crop": 2, "flip": False, "seed": 0, **DEFAULTS}
 
 MAX_IMAGE_SIZE = 2048
+
+#: the checks of the run's numeric flags (used by the parser and for the values a checkpoint stores)
+RUN_TYPES = {"epochs": positive_int(100_000), "batch_size": positive_int(65_536), "lr": positive_float(),
+             "weight_decay": fraction(), "aux_weight": non_negative_float(100.0),
+             "image_size": positive_int(MAX_IMAGE_SIZE), "crop": non_negative_int(64),
+             "seed": non_negative_int(2**32 - 1)}
+RUN_CHOICES = {"variant": list(VARIANTS), "optimizer": ["sgd", "adam"], "schedule": ["step", "cosine", "constant"]}
+
+
+def _stored_value_problem(name, value):
+    """Why a run setting read from a checkpoint is not one the command line could have given, or None."""
+    if name in RUN_CHOICES:
+        return None if value in RUN_CHOICES[name] else f"not one of {', '.join(RUN_CHOICES[name])}"
+    if name in ("no_aux", "flip"):
+        return None if isinstance(value, bool) else "not true or false"
+    if name == "data":
+        return None if isinstance(value, str) and value else "not a path or 'digits'"
+    if name == "image_size" and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "not a number"
+    try:
+        RUN_TYPES[name](repr(value))
+    except argparse.ArgumentTypeError as error:
+        return str(error)
+    return None
 
 
 def _flag(name):
@@ -161,9 +188,16 @@ def _settings(args, resume_state):
     settings = dict(RUN_DEFAULTS)
     settings["epochs"] = args.epochs if args.epochs is not None else DEFAULTS["epochs"]
     if resume_state is not None:
-        stored = resume_state.get("config", {}).get("run")
+        config = resume_state.get("config")
+        stored = config.get("run") if isinstance(config, dict) else None
         if not isinstance(stored, dict):
             raise CliError(f"--resume: the checkpoint in {args.checkpoint} does not record its run's settings")
+        problems = [f"{key} {stored.get(key)!r}: {_stored_value_problem(name, stored.get(key))}"
+                    for name, key in RUN_FLAGS + [("epochs", "epochs")]
+                    if _stored_value_problem(name, stored.get(key)) is not None]
+        if problems:
+            raise CliError(f"--resume: the checkpoint in {args.checkpoint} records invalid run settings: "
+                           + "; ".join(problems))
         differ = [f"{_flag(name)} {given[name]!r} (checkpoint: {stored.get(key)!r})"
                   for name, key in RUN_FLAGS if name in given and given[name] != stored.get(key)]
         if differ:
@@ -205,9 +239,11 @@ def train_command(args):
     """Train, evaluate on the test split, print ``test accuracy: ...`` last."""
     import tinynet
     from tinynet import checkpoint, data
-    from tinynet.training import Trainer, grad_norm_table, plot_grad_norms, plot_history
+    from tinynet.grad_norms import grad_norm_table
+    from tinynet.plots import plot_grad_norms, plot_history
+    from tinynet.training import Trainer
 
-    from .small import STAGES
+    from .blocks import STAGES
 
     start = time.perf_counter()
     if args.device == "gpu":  # before any data is loaded or any weight made: say at once why it can't run
@@ -226,6 +262,7 @@ def train_command(args):
     fingerprint = _data_fingerprint(train, test)
     if resume_state is not None:  # the stored description wins over the command line
         config = resume_state["config"]
+        _check_config(args.checkpoint, config)
         if config.get("data_fingerprint") != fingerprint:
             raise CliError(f"--resume: the data in {settings['data']} is not the data the checkpoint was trained on "
                            f"(its images, labels or class names changed)")
@@ -284,6 +321,43 @@ def train_command(args):
 
 
 # ------------------------------------------------------------------------------------------ evaluate / predict
+def _check_config(directory, config):
+    """Raise :class:`CliError` unless a checkpoint's ``config`` describes a model this command can rebuild.
+
+    The manifest's checksums prove the files belong together, not that their description is sane: a hand-edited
+    or foreign ``checkpoint.json`` gets one clear line instead of a failure deep in the model code.
+    """
+    def bad(what):
+        return CliError(f"--checkpoint {directory}: its model description is invalid ({what})")
+
+    if not isinstance(config, dict) or not config:
+        raise bad("no config: it was not written by 'inception train'")
+    if config.get("variant") not in VARIANTS:
+        raise bad(f"variant {config.get('variant')!r} is not one of {', '.join(VARIANTS)}")
+    shape = config.get("input_shape")
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_IMAGE_SIZE for d in shape)
+            or shape[2] not in (1, 3)):
+        raise bad(f"input_shape {shape!r} is not [height, width, 1 or 3]")
+    classes, names = config.get("num_classes"), config.get("class_names")
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
+        raise bad(f"num_classes {classes!r}")
+    if not isinstance(names, list) or len(names) != classes or not all(isinstance(n, str) for n in names):
+        raise bad(f"class_names must be {classes} strings")
+    if not isinstance(config.get("aux"), bool) or not isinstance(config.get("data"), str):
+        raise bad("aux must be true or false and data a string")
+    normalizer = config.get("normalizer")
+    channels = shape[2]
+    try:
+        mean = np.asarray(normalizer["mean"], dtype=np.float64)
+        std = np.asarray(normalizer["std"], dtype=np.float64)
+    except (TypeError, KeyError, ValueError):
+        raise bad("normalizer must hold lists 'mean' and 'std'") from None
+    if mean.shape != (channels,) or std.shape != (channels,) or not np.isfinite(mean).all() \
+            or not (np.isfinite(std) & (std > 0)).all():
+        raise bad(f"normalizer needs {channels} finite means and positive standard deviations")
+
+
 def _restore(directory, kernels=None):
     """Rebuild the model described in a checkpoint and load its weights; return (model, config)."""
     from tinynet import checkpoint
@@ -301,8 +375,7 @@ def _restore(directory, kernels=None):
     _set_kernels(kernels)
     try:
         config = checkpoint.read_state(directory)["config"]
-        if not config or "variant" not in config:
-            raise CliError(f"--checkpoint {directory}: the checkpoint does not describe its model (no config)")
+        _check_config(directory, config)
         model = build_model(config["variant"], config["input_shape"], config["num_classes"], config["aux"])
         checkpoint.load_weights(directory, model)
     except checkpoint.CheckpointError as error:
@@ -384,24 +457,24 @@ def register(subparsers):
     p.add_argument("--data", default=None,
                    help="'digits' (built in) or a path: .npz (x, y), MNIST IDX folder, CIFAR-10 batches folder, "
                         "or a folder of class subfolders (default: digits)")
-    p.add_argument("--variant", default=None, choices=list(VARIANTS), help="default: small")
-    p.add_argument("--epochs", type=positive_int(100_000), default=None,
+    p.add_argument("--variant", default=None, choices=RUN_CHOICES["variant"], help="default: small")
+    p.add_argument("--epochs", type=RUN_TYPES["epochs"], default=None,
                    help=f"total epochs (default: {DEFAULTS['epochs']}; on --resume, the first run's)")
-    p.add_argument("--batch-size", type=positive_int(65_536), default=None,
+    p.add_argument("--batch-size", type=RUN_TYPES["batch_size"], default=None,
                    help=f"default: {DEFAULTS['batch_size']}")
-    p.add_argument("--lr", type=positive_float(), default=None,
+    p.add_argument("--lr", type=RUN_TYPES["lr"], default=None,
                    help=f"default: {DEFAULTS['lr']} (training stops at once if the loss diverges)")
-    p.add_argument("--optimizer", default=None, choices=["sgd", "adam"],
+    p.add_argument("--optimizer", default=None, choices=RUN_CHOICES["optimizer"],
                    help="sgd: momentum 0.9 as the paper; adam (default)")
-    p.add_argument("--schedule", default=None, choices=["step", "cosine", "constant"],
+    p.add_argument("--schedule", default=None, choices=RUN_CHOICES["schedule"],
                    help="step: the paper's x0.96 every 8 epochs; default: cosine")
-    p.add_argument("--weight-decay", type=fraction(), default=None, help="default: 0")
-    p.add_argument("--aux-weight", type=non_negative_float(100.0), default=None,
+    p.add_argument("--weight-decay", type=RUN_TYPES["weight_decay"], default=None, help="default: 0")
+    p.add_argument("--aux-weight", type=RUN_TYPES["aux_weight"], default=None,
                    help="loss weight of each aux head (paper and default: 0.3)")
     p.add_argument("--no-aux", action="store_true", default=None, help="build the network without the aux heads")
-    p.add_argument("--image-size", type=positive_int(MAX_IMAGE_SIZE), default=None,
+    p.add_argument("--image-size", type=RUN_TYPES["image_size"], default=None,
                    help="resize images (digits: 32)")
-    p.add_argument("--crop", type=non_negative_int(64), default=None,
+    p.add_argument("--crop", type=RUN_TYPES["crop"], default=None,
                    help="random-crop padding in pixels (0: off; default 2)")
     p.add_argument("--flip", action="store_true", default=None, help="random horizontal flips (not for digits)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
@@ -416,7 +489,7 @@ def register(subparsers):
     p.add_argument("--plot", metavar="FILE", help="write the training curves as a PNG (or .svg, .pdf)")
     p.add_argument("--grad-norms", metavar="FILE",
                    help="record per-block gradient norms with and without the aux heads; plot them to FILE")
-    p.add_argument("--seed", type=non_negative_int(2**32 - 1), default=None, help="default: 0")
+    p.add_argument("--seed", type=RUN_TYPES["seed"], default=None, help="default: 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=train_command)
 

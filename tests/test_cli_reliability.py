@@ -275,3 +275,43 @@ def test_no_traceback_in_a_real_process():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr == "inception train: error: argument --batch-size: must be >= 1 and <= 65536, got -4\n"
+
+
+@pytest.mark.parametrize("edit, command, message", [
+    (lambda c: c.update(variant="evil"), "evaluate", "variant 'evil' is not one of"),
+    (lambda c: c.update(input_shape=[0, 16, 1]), "evaluate", "input_shape [0, 16, 1]"),
+    (lambda c: c.update(class_names=["a"]), "evaluate", "class_names must be 4 strings"),
+    (lambda c: c["normalizer"].update(std=[0.0]), "evaluate", "positive standard deviations"),
+    (lambda c: c.update(normalizer="x"), "evaluate", "normalizer must hold"),
+    (lambda c: c["run"].update(variant="evil"), "train", "variant 'evil': not one of"),
+    (lambda c: c["run"].update(lr="fast"), "train", "lr 'fast': not a number"),
+    (lambda c: c["run"].update(batch_size=-3), "train", "batch_size -3: must be >= 1"),
+])
+def test_a_hand_edited_checkpoint_description_is_refused_in_one_line(tmp_path, npz, capsys, edit, command, message):
+    import json
+
+    ckpt = tmp_path / "ckpt"
+    assert cli(TRAIN + ["--data", npz, "--checkpoint", str(ckpt)], capsys)[0] == 0
+    state = json.loads((ckpt / "checkpoint.json").read_text())
+    edit(state["config"])
+    (ckpt / "checkpoint.json").write_text(json.dumps(state))
+    argv = [command, "--checkpoint", str(ckpt)] + (["--resume", "--epochs", "2"] if command == "train" else [])
+    code, _, err = cli(argv, capsys)
+    assert_one_line_error(code, err, command)
+    assert message in err, err
+
+
+def test_fit_refuses_data_that_does_not_fit_the_model_before_training():
+    from tinynet import data, optim
+    from tinynet.layers import Dense, Flatten, Input
+    from tinynet.training import Trainer
+
+    x = Input((4, 4, 1))
+    model = tinynet.Model(x, Dense(3, activation="softmax")(Flatten()(x)))
+    trainer = Trainer(model, optim.SGD(0.1), verbose=False)
+    before = model.get_weights()
+    for ds, message in [(data.Dataset(np.zeros((5, 4, 5, 1)), np.zeros(5, int)), "images have shape (4, 5, 1)"),
+                        (data.Dataset(np.zeros((5, 4, 4, 1)), np.array([0, 1, 2, 3, 0])), "range 0..3")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            trainer.fit(ds, epochs=1)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights())) and trainer.epoch == 0

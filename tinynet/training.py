@@ -21,8 +21,10 @@ import time
 
 import numpy as np
 
-from . import backend, data as data_module, fileio, losses
+from . import backend, data as data_module, losses
+from .grad_norms import GradNormRecorder, grad_norm_table, group_grad_norms, layer_groups  # noqa: F401 (re-exported)
 from .optim import Constant, get_schedule
+from .plots import plot_grad_norms, plot_history  # noqa: F401 (re-exported)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -85,31 +87,6 @@ def topk_accuracy(probs, labels, k=1) -> float:
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
-def layer_groups(model, prefixes):
-    """Map each group name to the model's layers whose names start with one of its prefixes.
-
-    Parameters
-    ----------
-    prefixes : list of (group name, tuple of name prefixes), e.g. ``[('stem', ('conv1', 'conv2')), ...]``
-    """
-    return {group: [l for l in model.layers if l.name.startswith(tuple(p + "_" for p in pre))
-                    and any(l.trainable_flags)]
-            for group, pre in prefixes}
-
-
-def group_grad_norms(groups) -> dict:
-    """The L2 norm of all trainable-weight gradients of each group: ``sqrt(Σ ‖g‖²)``."""
-    out = {}
-    for group, layers in groups.items():
-        total = 0.0
-        for layer in layers:
-            for g, trainable in zip(layer.grads, layer.trainable_flags):
-                if trainable and g is not None:
-                    total += float((g.astype(np.float64) ** 2).sum())
-        out[group] = float(np.sqrt(total))
-    return out
-
-
 class Trainer:
     """Trains a tinynet model whose last output is the main classifier and earlier outputs are aux heads.
 
@@ -169,9 +146,18 @@ class Trainer:
         self.epoch = 0
         self.history = {}
         self.grad_norm_every = _check_number("grad_norm_every", grad_norm_every, low=1, integer=True)
-        self._groups = layer_groups(model, grad_norm_groups) if grad_norm_groups else None
-        self.grad_norms = ({"step": [], "with_aux": {g: [] for g in self._groups},
-                            "main_only": {g: [] for g in self._groups}} if self._groups else None)
+        self._recorder = GradNormRecorder(model, grad_norm_groups, self.grad_norm_every) if grad_norm_groups else None
+
+    @property
+    def grad_norms(self):
+        """The gradient-norm record (see :class:`tinynet.grad_norms.GradNormRecorder`), or None."""
+        return self._recorder.record if self._recorder is not None else None
+
+    @grad_norms.setter
+    def grad_norms(self, record):
+        if self._recorder is None:
+            raise ValueError("Trainer: this trainer records no gradient norms (grad_norm_groups=None)")
+        self._recorder.record = record
 
     # ------------------------------------------------------------------ one batch
     def _prepare(self, x, training):
@@ -207,15 +193,8 @@ class Trainer:
             raise self._diverged(xb, yb, f"non-finite loss {total} ({heads})")
 
         step = self.optimizer.iterations
-        if self._groups is not None and step % self.grad_norm_every == 0:
-            backward([None] * (len(grads) - 1) + [grads[-1]])
-            main_only = group_grad_norms(self._groups)
-            backward(grads)
-            with_aux = group_grad_norms(self._groups)
-            self.grad_norms["step"].append(step)
-            for g in self._groups:
-                self.grad_norms["main_only"][g].append(main_only[g])
-                self.grad_norms["with_aux"][g].append(with_aux[g])
+        if self._recorder is not None and self._recorder.due(step):
+            self._recorder.measure(step, backward, grads)
         else:
             backward(grads)
         bad = self.model.first_nonfinite_weight()
@@ -307,6 +286,25 @@ class Trainer:
         outs = outs if isinstance(outs, list) else [outs]
         return backend.to_numpy(outs[-1]).reshape(len(x), -1)
 
+    def check_dataset(self, dataset, what="train"):
+        """Raise ``ValueError`` before training when ``dataset`` does not fit the model.
+
+        Checks that it is not empty, that its images have the model input's shape and that its labels are
+        integers in ``[0, classes)`` of the main output, naming what differs.
+        """
+        if len(dataset) == 0:
+            raise ValueError(f"Trainer: the {what} set is empty")
+        expected = tuple(self.model.inputs[0].example_shape)
+        if tuple(dataset.x.shape[1:]) != expected:
+            raise ValueError(f"Trainer: the {what} images have shape {tuple(dataset.x.shape[1:])}, the model takes "
+                             f"{expected}")
+        classes = int(np.prod(self.model.outputs[-1].example_shape))
+        y = np.asarray(dataset.y)
+        if y.ndim != 1 or y.dtype.kind not in "iu" or int(y.min()) < 0 or int(y.max()) >= classes:
+            raise ValueError(f"Trainer: the {what} labels must be class indices in [0, {classes}) for the model's "
+                             f"{classes} outputs; got dtype {y.dtype}, shape {y.shape}, range "
+                             f"{y.min()}..{y.max()}")
+
     def fit(self, train, val=None, epochs=10, checkpoint_dir=None, checkpoint_config=None):
         """Train until ``epochs`` epochs are done in total (a resumed trainer continues from ``self.epoch``).
 
@@ -327,8 +325,9 @@ class Trainer:
         from tqdm.auto import tqdm
 
         epochs = _check_number("epochs", epochs, low=0, integer=True)
-        if len(train) == 0:
-            raise ValueError("Trainer.fit: the training set is empty")
+        self.check_dataset(train, "train")
+        if val is not None:
+            self.check_dataset(val, "validation")
         while self.epoch < epochs:
             start = time.perf_counter()
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite values are checked
@@ -372,78 +371,4 @@ def fit(model, optimizer, train, val=None, epochs=10, **kwargs):
     return Trainer(model, optimizer, **kwargs).fit(train, val, epochs)
 
 
-# ------------------------------------------------------------------------------------------ plots
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_history(history, path, title="training"):
-    """Write the loss curves (total and per head, validation) and accuracies per epoch as a PNG."""
-    plt = _pyplot()
-    epochs = history["epoch"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.plot(epochs, history["loss"], "k-", label="train total")
-    for key in sorted(k for k in history if k.startswith("loss_")):
-        ax1.plot(epochs, history[key], "--" if "aux" in key else "-", label=f"train {key[5:]}")
-    if "val_loss" in history:
-        ax1.plot(epochs, history["val_loss"], "r-", label="test main")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("cross-entropy")
-    ax1.set_yscale("log")
-    ax1.legend()
-    ax2.plot(epochs, history["acc"], "k-", label="train top-1 (main)")
-    if "val_acc" in history:
-        ax2.plot(epochs, history["val_acc"], "r-", label="test top-1")
-    if "val_top5" in history:
-        ax2.plot(epochs, history["val_top5"], "r:", label="test top-5")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("accuracy")
-    ax2.legend(loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    try:
-        fileio.save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
-
-
-def plot_grad_norms(grad_norms, path, title="gradient norms of the lower layers, with and without aux heads"):
-    """Plot each group's gradient norm over training steps: solid with the aux heads, dashed main loss only."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    steps = grad_norms["step"]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for color, group in zip(colors, grad_norms["with_aux"]):
-        ax.plot(steps, grad_norms["with_aux"][group], "-", color=color, label=f"{group} with aux")
-        ax.plot(steps, grad_norms["main_only"][group], "--", color=color, label=f"{group} main only")
-    ax.set_xlabel("step")
-    ax.set_ylabel("‖∂L/∂w‖ of the block")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    try:
-        fileio.save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
-
-
-def grad_norm_table(grad_norms) -> str:
-    """A text table: per group, the mean gradient norm with aux heads, main only, and their ratio."""
-    lines = [f"{'block':<8}{'with aux':>12}{'main only':>12}{'ratio':>8}"]
-    for group in grad_norms["with_aux"]:
-        a = float(np.mean(grad_norms["with_aux"][group]))
-        m = float(np.mean(grad_norms["main_only"][group]))
-        lines.append(f"{group:<8}{a:>12.4g}{m:>12.4g}{a / m if m else float('nan'):>8.2f}")
-    return "\n".join(lines)
-
-
-__all__ = ["Trainer", "TrainingDiverged", "fit", "topk_accuracy", "head_names", "layer_groups", "group_grad_norms", "plot_history",
-           "plot_grad_norms", "grad_norm_table"]
+__all__ = ["Trainer", "TrainingDiverged", "fit", "topk_accuracy", "head_names"]
