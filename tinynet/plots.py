@@ -13,6 +13,16 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path):
+    """Lay out ``fig``, write it to ``path`` atomically and free it; return ``path``."""
+    fig.tight_layout()
+    try:
+        fileio.save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def plot_history(history, path, title="training"):
     """Write the loss curves (total and per head, validation) and accuracies per epoch as a PNG."""
     plt = _pyplot()
@@ -36,12 +46,7 @@ def plot_history(history, path, title="training"):
     ax2.set_ylabel("accuracy")
     ax2.legend(loc="lower right")
     fig.suptitle(title)
-    fig.tight_layout()
-    try:
-        fileio.save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_grad_norms(grad_norms, path, title="gradient norms of the lower layers, with and without aux heads"):
@@ -58,12 +63,7 @@ def plot_grad_norms(grad_norms, path, title="gradient norms of the lower layers,
     ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    try:
-        fileio.save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 __all__ = ["plot_history", "plot_grad_norms"]
