@@ -12,6 +12,7 @@ Importing this module imports Keras: set ``KERAS_BACKEND=jax`` first for the gra
 from __future__ import annotations
 
 import contextlib
+from typing import NamedTuple
 
 import keras
 from keras import layers
@@ -128,14 +129,24 @@ def randomize_weights(keras_model, seed=0):
             var.assign(value.astype(var.dtype))
 
 
+class ParityRow(NamedTuple):
+    """One compared tensor of a :class:`ParityReport`."""
+
+    kind: str         #: 'output', 'grad' or 'bn stat'
+    name: str         #: the output's layer, 'input', or '<layer>/<weight>'
+    shape: tuple
+    abs_error: float  #: ``max |tinynet − keras|`` over the tensor
+    rel_error: float  #: ``abs_error / max |keras|`` (abs_error when Keras' tensor is all zeros)
+
+
 class ParityReport:
     """The result of :func:`compare_with_keras`: one row per output and per gradient.
 
     Attributes
     ----------
-    rows : list of (kind, name, shape, max abs error, max rel error)
-        ``kind`` is 'output', 'grad' or 'bn stat'; the relative error is
-        ``max |tinynet − keras| / max |keras|`` over the tensor.
+    rows : list of ParityRow
+        ``(kind, name, shape, abs_error, rel_error)``; ``kind`` is 'output', 'grad' or 'bn stat'; the relative
+        error is ``max |tinynet − keras| / max |keras|`` over the tensor.
     """
 
     def __init__(self, title):
@@ -150,27 +161,32 @@ class ParityReport:
             raise AssertionError(f"{kind} {name}: tinynet shape {tiny.shape}, Keras shape {ref.shape}")
         err = float(np.abs(tiny - ref).max()) if tiny.size else 0.0
         scale = float(np.abs(ref).max()) if ref.size else 0.0
-        self.rows.append((kind, name, tiny.shape, err, err / scale if scale > 0 else err))
+        self.rows.append(ParityRow(kind, name, tiny.shape, err, err / scale if scale > 0 else err))
+
+    @staticmethod
+    def _error(row, relative):
+        return row.rel_error if relative else row.abs_error
 
     def max_error(self, kind, relative=False):
-        values = [r[4 if relative else 3] for r in self.rows if r[0] == kind]
-        return max(values, default=0.0)
+        """The largest absolute (or relative) error over the rows of that kind; 0 when there are none."""
+        return max((self._error(r, relative) for r in self.rows if r.kind == kind), default=0.0)
 
     def worst(self, kind, relative=False):
         """The row with the largest (abs or rel) error of that kind."""
-        rows = [r for r in self.rows if r[0] == kind]
-        return max(rows, key=lambda r: r[4 if relative else 3]) if rows else None
+        rows = [r for r in self.rows if r.kind == kind]
+        return max(rows, key=lambda r: self._error(r, relative)) if rows else None
 
     def table(self, grads="all"):
         """Text table; ``grads='summary'`` keeps the input gradient and the worst weight gradients only."""
         rows = self.rows
         if grads == "summary":
-            weight_rows = sorted((r for r in rows if r[0] == "grad" and r[1] != "input"), key=lambda r: -r[4])
-            rows = ([r for r in rows if r[0] != "grad" or r[1] == "input"] + weight_rows[:8])
+            weight_rows = sorted((r for r in rows if r.kind == "grad" and r.name != "input"),
+                                 key=lambda r: -r.rel_error)
+            rows = ([r for r in rows if r.kind != "grad" or r.name == "input"] + weight_rows[:8])
         lines = [self.title, f"  {'what':<8} {'tensor':<34} {'shape':<22} {'max abs err':>12} {'max rel err':>12}"]
         for kind, name, shape, abs_err, rel_err in rows:
             lines.append(f"  {kind:<8} {name:<34} {str(shape):<22} {abs_err:>12.2e} {rel_err:>12.2e}")
-        n = sum(1 for r in self.rows if r[0] == "grad")
+        n = sum(1 for r in self.rows if r.kind == "grad")
         if grads == "summary" and n:
             lines.append(f"  ({n} gradients in all: the input's and the 8 worst weight gradients shown)")
         return "\n".join(lines)
@@ -245,7 +261,7 @@ def compare_with_keras(keras_model, x, training=False, gradients=True, seed=0):
     report = ParityReport(f"{keras_model.name}: input {tuple(x.shape)} {x.dtype}, {mode} mode")
     trainable = [v.value for v in keras_model.trainable_variables]
     non_trainable = [v.value for v in keras_model.non_trainable_variables]
-    names = [t._keras_history.operation.name for t in keras_model.outputs]
+    names = [t.name for t in tiny.outputs]  # from_keras keeps the outputs' order and layer names
 
     # tinynet first: its output shapes give the upstream gradients' shapes
     tiny_outs = tiny.forward(x, training=training)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tinynet import fileio
 
-from .table1 import _group_key
+from .table1 import group_key
 
 BOX_W, BOX_H, STEP = 2.5, 0.78, 1.05          # box size and vertical pitch, in inches
 BRANCH_X = (-4.05, -1.35, 1.35, 4.05)          # centres of the four branches of a block
@@ -68,9 +68,9 @@ def layout(model):
     aux_y = {}
     i = 0
     while i < len(nodes):
-        key = _group_key(nodes[i].layer.name)
+        key = group_key(nodes[i].layer.name)
         group = [i]
-        while i + len(group) < len(nodes) and _group_key(nodes[i + len(group)].layer.name) == key \
+        while i + len(group) < len(nodes) and group_key(nodes[i + len(group)].layer.name) == key \
                 and key != nodes[i + len(group)].layer.name:
             group.append(i + len(group))
         name = nodes[i].layer.name

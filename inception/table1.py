@@ -94,7 +94,7 @@ def _differs(printed, computed):
     return abs(printed - computed) > max(MISMATCH * abs(computed), last_digit / 2)
 
 
-def _group_key(layer_name):
+def group_key(layer_name):
     """Which Table 1 row a layer belongs to: its block ('3a'), aux head ('aux1'), 'conv2', or itself."""
     for pattern in (_BLOCK, _AUX):
         m = pattern.match(layer_name)
@@ -146,11 +146,10 @@ def table1_rows(model):
         kind = type(layer).__name__
         if kind == "InputLayer":
             continue
-        key = _group_key(layer.name)
+        key = group_key(layer.name)
         in_shape = node.inputs[0].example_shape
         out_shape = node.output.example_shape
-        macs = layer.count_macs([t.example_shape for t in node.inputs] if layer.num_inputs is None else in_shape,
-                                out_shape)
+        macs = node.count_macs()
         row = by_key.get(key)
         if row is None:
             row = Row(key=key, type=_TYPE_NAMES.get(kind, kind), patch=_patch_text(layer, in_shape),
@@ -199,7 +198,7 @@ def _record_channels(row, layer):
 
 def _depth(row, model):
     """Layers with weights (conv, dense) on the longest path through the row, as the paper's depth column."""
-    kinds = [type(n.layer).__name__ for n in model.nodes if _group_key(n.layer.name) == row.key]
+    kinds = [type(n.layer).__name__ for n in model.nodes if group_key(n.layer.name) == row.key]
     learned = sum(k in ("Conv2D", "Dense") for k in kinds)
     if row.type.startswith("inception"):
         return 2

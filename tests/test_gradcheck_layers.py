@@ -40,7 +40,7 @@ def _float64_numpy_kernels():
 def test_conv2d_gradients(case):
     kernel, strides, padding, (n, h, w) = case
     report = check(Conv2D(2, kernel, strides=strides, padding=padding), (n, h, w, 2))
-    assert {row[0].split("/")[-1] for row in report.rows} >= {"kernel", "bias"}  # parameters were checked
+    assert {row.name.split("/")[-1] for row in report.rows} >= {"kernel", "bias"}  # parameters were checked
 
 
 @pytest.mark.parametrize("case", WINDOW_CASES, ids=case_id)
@@ -120,7 +120,7 @@ def test_dropout_gradients(rate, training):
                                           ([(2, 3, 2, 2), (2, 3, 3, 2)], 2), ([(3, 2), (3, 5)], -1)])
 def test_concatenate_gradients(shapes, axis):
     report = check(Concatenate(axis=axis), shapes)
-    assert sum(row[0].startswith("input") for row in report.rows) == len(shapes)
+    assert sum(row.name.startswith("input") for row in report.rows) == len(shapes)
 
 
 # ----------------------------------------------------------------------------------------------- normalisation
@@ -136,7 +136,7 @@ def test_batchnorm_gradients(shape, axis, training):
                        rng.random(c) + 0.5])
     before = layer.get_weights()
     report = check(layer, shape, training=training)
-    params = {row[0].split("/")[-1] for row in report.rows if not row[0].startswith("input")}
+    params = {row.name.split("/")[-1] for row in report.rows if not row.name.startswith("input")}
     assert params == {"gamma", "beta"}  # moving statistics are not trainable
     for old, new in zip(before, layer.get_weights()):  # the checker restores the moving statistics
         np.testing.assert_array_equal(old, new)
@@ -174,7 +174,7 @@ def test_branching_two_output_model(training):
     report = gradcheck.check_model(model, np.random.default_rng(0).standard_normal((2, 6, 7, 3)),
                                    training=training, tol=TOL)
     assert report.passed and report.max_error < TOL, str(report)
-    checked = {row[0] for row in report.rows}
+    checked = {row.name for row in report.rows}
     assert {"branch_1x1/kernel", "pool_proj/kernel", "trunk/bias", "bn/gamma", "head1/kernel", "head2/kernel"} <= checked
 
 
@@ -193,7 +193,7 @@ def test_layer_called_twice_shares_weights():
 def test_directional_check_for_large_tensors():
     """Tensors above ``max_elements`` are checked along random directions; a correct layer still passes."""
     report = gradcheck.check_layer(Conv2D(8, 3, padding="same"), (2, 6, 6, 4), tol=TOL, max_elements=50)
-    assert any("dirs" in row[2] for row in report.rows) and report.passed
+    assert any("dirs" in row.method for row in report.rows) and report.passed
 
 
 def test_checker_catches_a_wrong_gradient():
@@ -231,8 +231,8 @@ def test_an_exactly_zero_gradient_passes_at_the_noise_floor():
     a relative error of 1 that only the absolute noise floor can judge."""
     model = conv_bias_into_batchnorm()
     report = gradcheck.check_model(model, training=True, tol=TOL)
-    bias = next(row for row in report.rows if row[0] == "conv/bias")
-    assert bias[3] > 0.5 and bias[4] < report.atol           # relative error meaningless, absolute tiny
+    bias = next(row for row in report.rows if row.name == "conv/bias")
+    assert bias.rel_error > 0.5 and bias.abs_error < report.atol           # relative error meaningless, absolute tiny
     assert report.passed and report.max_error < TOL, str(report)
     assert "noise floor" in str(report)
     with pytest.raises(gradcheck.GradcheckError, match="conv/bias"):   # judged by the relative error alone

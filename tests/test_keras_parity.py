@@ -65,7 +65,7 @@ def test_googlenet_matches_keras(variant, size, dtype, training, gradients, batc
         return keras_googlenet((size, size, 3), num_classes=10, variant=variant, dropout=not training)
 
     report = _run(build, (size, size, 3), dtype, training, gradients, batch)
-    assert len([r for r in report.rows if r[0] == "output"]) == 3
+    assert len([r for r in report.rows if r.kind == "output"]) == 3
 
 
 # ------------------------------------------------------------------------------------------ small models

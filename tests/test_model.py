@@ -279,3 +279,50 @@ def test_backward_before_forward_raises():
     x = Input((3,))
     with pytest.raises(RuntimeError, match="forward"):
         Model(x, Dense(2)(x)).backward(np.ones((1, 2)))
+
+
+# ----------------------------------------------------------------------------------------------- public surface
+def test_run_returns_a_list_and_call_unpacks_it(rng):
+    x = Input((4,))
+    one = Model(x, Dense(3)(x))
+    many = Model([x], [Dense(2)(x)])
+    data = rng.standard_normal((5, 4)).astype(np.float32)
+    assert one.single_input and one.single_output and not many.single_input and not many.single_output
+    outs = one.run(data)
+    assert isinstance(outs, list) and len(outs) == 1 and outs[0].shape == (5, 3)
+    np.testing.assert_array_equal(one(data), outs[0])
+    assert isinstance(many(data), list) and many.run(np.zeros((0, 4)))[0].shape == (0, 2)
+    with pytest.raises(RuntimeError, match="forward"):
+        one.backward(np.ones((5, 3), np.float32))   # run keeps no tape
+
+
+def test_clear_tape_makes_backward_wait_for_the_next_forward(rng):
+    x = Input((4,))
+    model = Model(x, Dense(3)(x))
+    data = rng.standard_normal((2, 4)).astype(np.float32)
+    model.forward(data)
+    model.clear_tape()
+    with pytest.raises(RuntimeError, match="forward"):
+        model.backward(np.ones((2, 3), np.float32))
+    model.forward(data)
+    assert model.backward(np.ones((2, 3), np.float32)).shape == (2, 4)
+
+
+def test_device_listeners_move_with_the_model():
+    class Listener:
+        def __init__(self):
+            self.moves = []
+
+        def to(self, device):
+            self.moves.append(device)
+
+    x = Input((4,))
+    model = Model(x, Dense(3)(x))
+    listener = Listener()
+    model.add_device_listener(listener)
+    model.add_device_listener(listener)        # registered once
+    assert model.device_listeners == (listener,)
+    model.to("cpu")
+    assert listener.moves == ["cpu"]
+    with pytest.raises(TypeError, match="to\\(device\\)"):
+        model.add_device_listener(object())

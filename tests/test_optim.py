@@ -103,7 +103,7 @@ def test_state_dict_round_trip_continues_identically():
 def test_state_moves_with_model_to():
     model, layer = one_weight_model()
     opt = Adam().attach(model)
-    assert opt in model._device_listeners
+    assert opt in model.device_listeners
     layer.grads = [np.array([[1.0]])]
     opt.step()
     model.to("cpu")

@@ -566,7 +566,7 @@ def load_weights(directory, model) -> dict:
 def _read_optimizer_arrays(optimizer, model, path, data):
     """The optimizer file's arrays; names and shapes are checked from the headers before any data is read."""
     shapes = {f"{slot}:{key}": tuple(layer.weights[i].shape)
-              for key, layer, i in optimizer._trainable(model) for slot in optimizer.slot_names}
+              for key, layer, i in optimizer.trainable_entries(model) for slot in optimizer.slot_names}
     headers = fileio.npz_headers(path, allowed=shapes, data=data)
     wrong = [f"{key} {shape} (weight {shapes[key]})" for key, (shape, _) in headers.items() if shape != shapes[key]]
     if wrong:

@@ -3,7 +3,11 @@
 ``forward`` runs the nodes in topological order and keeps a tape of ``(node, cache)``; ``backward``
 walks the tape in reverse, adding gradients where a tensor fans out (``+=``) and handing each layer
 the gradient of its output. Parameter gradients are summed over every call of a layer and left in
-``layer.grads``.
+``layer.grads``. ``run`` (behind ``model(x)`` and ``predict``) walks the graph without a tape.
+
+Other modules use the model through its public surface only: ``inputs``, ``outputs``, ``layers``,
+``nodes``, ``single_input`` / ``single_output``, ``run``, ``forward`` / ``backward``, ``clear_tape``,
+``add_device_listener``, the weight accessors and ``count_params`` / ``count_macs``.
 """
 from __future__ import annotations
 
@@ -28,6 +32,15 @@ class Model:
         What :func:`tinynet.layers.Input` returned.
     outputs : SymbolicTensor or list of SymbolicTensor
     name : str, optional
+
+    Attributes
+    ----------
+    inputs, outputs : list of SymbolicTensor
+        Always lists; :attr:`single_input` / :attr:`single_output` tell whether one tensor, not a list, was given.
+    layers : list of Layer
+        Each layer once, in the order its first call runs.
+    device : str
+        ``'cpu'`` or ``'gpu'``, as set by :meth:`to`.
 
     Examples
     --------
@@ -62,6 +75,19 @@ class Model:
         self.device = "cpu"
         self._device_listeners = []  # e.g. optimizers whose state must move with the model
 
+    @property
+    def single_input(self) -> bool:
+        """True when the model was built on one input tensor (not a list): it takes and returns one array for it."""
+        return self._single_input
+
+    @property
+    def single_output(self) -> bool:
+        """True when the model was built with one output tensor (not a list): it returns one array, not a list."""
+        return self._single_output
+
+    def _unpack_outputs(self, outs):
+        return outs[0] if self._single_output else outs
+
     # ------------------------------------------------------------------ graph
     def _topological_nodes(self):
         order, state = [], {}
@@ -95,7 +121,8 @@ class Model:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise ValueError(f"Model '{self.name}': no layer named {name!r}; layers: {[l.name for l in self.layers]}")
+        raise ValueError(f"Model '{self.name}': no layer named {name!r}; "
+                         f"layers: {[layer.name for layer in self.layers]}")
 
     # ------------------------------------------------------------------ running
     def _input_list(self, x):
@@ -132,8 +159,8 @@ class Model:
         xp = backend.get_array_module(*xs)
         return [xp.zeros((0,) + t.example_shape, dtype=t.dtype) for t in self.outputs]
 
-    def _run(self, x, training, record, check_finite=False):
-        """Walk the graph once; return the outputs and, when ``record``, the tape ``[(node, cache), ...]``.
+    def _walk(self, x, training, record, check_finite=False):
+        """Walk the graph once; return the outputs (a list) and, when ``record``, the tape ``[(node, cache), ...]``.
 
         Every layer call goes through ``Layer.forward``, which checks its inputs (O(1) per layer).
         """
@@ -150,7 +177,7 @@ class Model:
             if isinstance(layer, InputLayer):
                 continue
             args = [values[id(t)] for t in node.inputs]
-            y, cache = layer.forward(args if layer.num_inputs is None else args[0], training)
+            y, cache = layer.forward(node.layer_args(args), training)
             if check_finite:
                 check_finite_array(layer, "output", y, batch)
             values[id(node.output)] = y
@@ -159,13 +186,38 @@ class Model:
         outs = [values[id(t)] for t in self.outputs]
         return outs, tape
 
+    def run(self, x, training=False):
+        """Walk the graph once without keeping a tape (nothing for :meth:`backward`); the walk behind ``model(x)``
+        and :meth:`predict`.
+
+        Parameters
+        ----------
+        x : array or list of arrays
+            One batch per input, shapes ``(N, *input_shape)``; N may be 0. Checked and cast as in
+            :meth:`forward`.
+        training : bool
+            Dropout active and BatchNormalization on batch statistics (updating its moving ones) when True.
+
+        Returns
+        -------
+        list of arrays
+            One per output, in the order of ``outputs``, even for a single-output model (``model(x)`` unpacks
+            it); NumPy or CuPy like the inputs. An empty batch gives empty arrays, ``(0, *output_shape)``.
+        """
+        return self._walk(x, training, record=False)[0]
+
+    def clear_tape(self):
+        """Drop what the last :meth:`forward` kept for :meth:`backward` (its caches: memory of the size of every
+        activation); :meth:`backward` then raises until the next :meth:`forward`."""
+        self._tape = None
+
     def forward(self, x, training=True, check_finite=False):
         """Run the model and keep what :meth:`backward` needs.
 
         Parameters
         ----------
         x : array or list of arrays
-            One batch per input, shapes (N, *input_shape) with N >= 1; cast to each Input's dtype (integers
+            One batch per input, shapes ``(N, *input_shape)`` with N >= 1; cast to each Input's dtype (integers
             and booleans included; complex and object arrays raise ``TypeError``).
         training : bool
             Dropout active and BatchNormalization on batch statistics (updating its moving ones) when True.
@@ -186,7 +238,7 @@ class Model:
             With ``check_finite=True``. Like any error during the walk, it leaves the model as it was before the
             call: no tape, and BatchNormalization's moving statistics restored.
         """
-        self._tape = None  # a failed forward must not leave an older tape for backward
+        self.clear_tape()  # a failed forward must not leave an older tape for backward
         prepared = self._prepare_inputs(x)
         if len(prepared[0]) == 0:
             raise ValueError(f"Model '{self.name}': forward got an empty batch (shape {tuple(prepared[0].shape)}); "
@@ -195,17 +247,17 @@ class Model:
         # lists of references is enough to undo a walk that fails half-way
         before = [(layer, list(layer.weights)) for layer in self.layers] if training else []
         try:
-            outs, tape = self._run(prepared, training, record=True, check_finite=check_finite)
+            outs, tape = self._walk(prepared, training, record=True, check_finite=check_finite)
         except BaseException:
             for layer, weights in before:
                 layer.weights[:] = weights
             raise
         self._tape, self._batch_size = tape, len(prepared[0])
         self._tape_on_gpu = backend.is_gpu_array(prepared[0])
-        return outs[0] if self._single_output else outs
+        return self._unpack_outputs(outs)
 
     def _check_output_grad(self, tensor, g):
-        """``g`` as an array for ``tensor`` of this batch: floating, same device, shape (N, *output_shape)."""
+        """``g`` as an array for ``tensor`` of this batch: floating, same device, shape ``(N, *output_shape)``."""
         what = f"Model '{self.name}': gradient for output '{tensor.name}'"
         if not isinstance(g, np.ndarray) and not backend.is_gpu_array(g):
             g = np.asarray(g)
@@ -240,7 +292,8 @@ class Model:
             raise RuntimeError(f"Model '{self.name}': call forward(x) before backward(...)")
         grads_out = _as_list(output_grads) if not self._single_output else [output_grads]
         if len(grads_out) != len(self.outputs):
-            raise ValueError(f"Model '{self.name}': expected {len(self.outputs)} output gradients, got {len(grads_out)}")
+            raise ValueError(f"Model '{self.name}': expected {len(self.outputs)} output gradients, "
+                             f"got {len(grads_out)}")
         grads = {}
         for t, g in zip(self.outputs, grads_out):
             if g is not None:
@@ -253,7 +306,7 @@ class Model:
                 continue
             layer = node.layer
             gx, pgrads = layer.backward(g, cache)
-            gxs = gx if layer.num_inputs is None else [gx]
+            gxs = node.unpack_input_grads(gx)
             if check_finite:
                 for gi in gxs:
                     check_finite_array(layer, "input gradient", gi, batch)
@@ -289,7 +342,7 @@ class Model:
     def predict(self, x, batch_size=32):
         """Inference in batches (no caches kept); returns NumPy or CuPy arrays like the input.
 
-        An empty batch gives empty arrays of each output's shape, (0, *output_shape).
+        An empty batch gives empty arrays of each output's shape, ``(0, *output_shape)``.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"Model '{self.name}': predict batch_size must be an integer >= 1, got {batch_size!r}")
@@ -301,15 +354,15 @@ class Model:
             chunks = []
             for start in range(0, n, batch_size):
                 part = [a[start:start + batch_size] for a in xs]
-                chunks.append(self._run(part, training=False, record=False)[0])
+                chunks.append(self.run(part, training=False))
             xp = backend.get_array_module(*chunks[0])
             outs = [xp.concatenate([c[i] for c in chunks], axis=0) for i in range(len(self.outputs))]
-        return outs[0] if self._single_output else outs
+        return self._unpack_outputs(outs)
 
     def __call__(self, x, training=False):
-        """Run on a whole batch without keeping caches (an empty batch gives empty outputs)."""
-        outs, _ = self._run(x, training=training, record=False)
-        return outs[0] if self._single_output else outs
+        """Run on a whole batch without keeping caches (an empty batch gives empty outputs): :meth:`run`, with one
+        array, not a list, for a single-output model."""
+        return self._unpack_outputs(self.run(x, training=training))
 
     def first_nonfinite_weight(self):
         """``(layer name, weight name)`` of the first weight, or gradient, holding NaN or inf; else ``None``.
@@ -372,6 +425,25 @@ class Model:
 
         saving.load_weights(self, path)
 
+    def add_device_listener(self, listener):
+        """Have :meth:`to` call ``listener.to(device)`` after moving the weights (an optimizer registers itself
+        so its state moves with the model). Adding the same object twice registers it once.
+
+        Parameters
+        ----------
+        listener : object with a ``to(device)`` method
+        """
+        if not callable(getattr(listener, "to", None)):
+            raise TypeError(f"Model '{self.name}': a device listener needs a to(device) method, got "
+                            f"{type(listener).__name__}")
+        if not any(known is listener for known in self._device_listeners):
+            self._device_listeners.append(listener)
+
+    @property
+    def device_listeners(self):
+        """The objects :meth:`to` moves with the model (a tuple; see :meth:`add_device_listener`)."""
+        return tuple(self._device_listeners)
+
     def to(self, device):
         """Move weights, gradients (and registered optimizer state) to ``'cpu'`` or ``'gpu'``."""
         if device not in ("cpu", "gpu"):
@@ -383,7 +455,7 @@ class Model:
         for listener in self._device_listeners:
             listener.to(device)
         self.device = device
-        self._tape = None
+        self.clear_tape()
         return self
 
     # ------------------------------------------------------------------ description
@@ -397,15 +469,9 @@ class Model:
         return text
 
     def count_macs(self) -> int:
-        """Multiply-adds for one example (convolutions and dense layers)."""
-        total = 0
-        for node in self._nodes:
-            if isinstance(node.layer, InputLayer):
-                continue
-            shapes = [t.example_shape for t in node.inputs]
-            total += node.layer.count_macs(shapes if node.layer.num_inputs is None else shapes[0],
-                                           node.output.example_shape)
-        return total
+        """Multiply-adds for one example (convolutions and dense layers): the sum of
+        :meth:`~tinynet.layers.base.Node.count_macs` over every layer call."""
+        return sum(node.count_macs() for node in self._nodes)
 
     @property
     def nodes(self):

@@ -162,8 +162,7 @@ class Optimizer:
     def attach(self, model):
         """Bind to ``model`` and register with it, so ``model.to(device)`` also moves this state."""
         self.model = model
-        if self not in model._device_listeners:
-            model._device_listeners.append(self)
+        model.add_device_listener(self)
         return self
 
     def to(self, device):
@@ -173,8 +172,11 @@ class Optimizer:
                 slot[key] = backend.to_device(slot[key], device)
         return self
 
-    def _trainable(self, model):
-        """Yield ``(key, layer, index)`` for every trainable weight of ``model``."""
+    @staticmethod
+    def trainable_entries(model):
+        """Yield ``(key, layer, index)`` for every trainable weight of ``model``: ``key`` is
+        ``'<layer name>/<weight name>'``, the key of the weight's state in :attr:`slots`, and the weight is
+        ``layer.weights[index]``."""
         for layer in model.layers:
             for i, (name, trainable) in enumerate(zip(layer.weight_names, layer.trainable_flags)):
                 if trainable:
@@ -194,7 +196,7 @@ class Optimizer:
         if model is None:
             raise RuntimeError(f"{type(self).__name__}.step: no model; call attach(model) or pass it")
         self.iterations += 1
-        for key, layer, i in self._trainable(model):
+        for key, layer, i in self.trainable_entries(model):
             g = layer.grads[i]
             if g is None:
                 raise RuntimeError(f"{type(self).__name__}: no gradient for '{key}'; run model.backward first")
@@ -285,7 +287,7 @@ class Optimizer:
         arrays = state["arrays"]
         if not isinstance(arrays, dict):
             raise ValueError(f"{where}: 'arrays' must be a dict, got {type(arrays).__name__}")
-        trainable = ({key: layer.weights[i] for key, layer, i in self._trainable(self.model)}
+        trainable = ({key: layer.weights[i] for key, layer, i in self.trainable_entries(self.model)}
                      if self.model is not None else None)
         slots = {slot: {} for slot in self.slot_names}
         unknown, wrong_shape = [], []

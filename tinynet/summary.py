@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from .layers.base import format_shape
-from .layers.core import InputLayer
 
 
 def layer_rows(model):
@@ -13,14 +12,9 @@ def layer_rows(model):
     seen = set()
     for node in model.nodes:
         layer = node.layer
-        if isinstance(layer, InputLayer):
-            macs = 0
-        else:
-            shapes = [t.example_shape for t in node.inputs]
-            macs = layer.count_macs(shapes if layer.num_inputs is None else shapes[0], node.output.example_shape)
         params = layer.count_params() if id(layer) not in seen else 0
         seen.add(id(layer))
-        yield (layer.name, type(layer).__name__, node.output.example_shape, params, macs,
+        yield (layer.name, type(layer).__name__, node.output.example_shape, params, node.count_macs(),
                [t.node.layer.name for t in node.inputs])
 
 

@@ -7,22 +7,22 @@
 Supported Keras layers and the arguments that must keep their default (anything else raises
 :class:`UnsupportedKerasError` naming the layer and the argument):
 
-=========================  ====================================================================
-Keras layer                tinynet layer; arguments checked
-=========================  ====================================================================
-InputLayer                 Input (shape, dtype)
-Conv2D                     Conv2D; data_format channels_last, dilation_rate 1, groups 1, no LoRA
-MaxPooling2D               MaxPool2D; data_format channels_last
-AveragePooling2D           AvgPool2D; data_format channels_last
-GlobalAveragePooling2D     GlobalAveragePooling2D; data_format channels_last, keepdims False
-Dense                      Dense; no LoRA, not quantized
-Flatten                    Flatten; data_format channels_last
-Dropout                    Dropout; noise_shape None
-BatchNormalization         BatchNormalization; center and scale True, renorm False
-Concatenate                Concatenate
-Activation, ReLU, Softmax  Activation, ReLU (plain: max_value None, slope 0, threshold 0), Softmax
-LocalResponseNormalization :class:`LocalResponseNormalization` below (the Caffe LRN written with keras.ops)
-=========================  ====================================================================
+==========================  ====================================================================
+Keras layer                 tinynet layer; arguments checked
+==========================  ====================================================================
+InputLayer                  Input (shape, dtype)
+Conv2D                      Conv2D; data_format channels_last, dilation_rate 1, groups 1, no LoRA
+MaxPooling2D                MaxPool2D; data_format channels_last
+AveragePooling2D            AvgPool2D; data_format channels_last
+GlobalAveragePooling2D      GlobalAveragePooling2D; data_format channels_last, keepdims False
+Dense                       Dense; no LoRA, not quantized
+Flatten                     Flatten; data_format channels_last
+Dropout                     Dropout; noise_shape None
+BatchNormalization          BatchNormalization; center and scale True, renorm False
+Concatenate                 Concatenate
+Activation, ReLU, Softmax   Activation, ReLU (plain: max_value None, slope 0, threshold 0), Softmax
+LocalResponseNormalization  :class:`LocalResponseNormalization` below (the Caffe LRN written with keras.ops)
+==========================  ====================================================================
 
 Activations must be one of linear, relu, sigmoid, tanh, softmax. Initialisers, regularisers and constraints
 are ignored: they do not change what the model computes.
@@ -35,6 +35,7 @@ import keras
 from keras import ops
 
 from .. import layers as tl
+from ..layers.base import Node
 from ..model import Model
 
 __all__ = ["from_keras", "to_keras", "LocalResponseNormalization", "UnsupportedKerasError", "SUPPORTED_ACTIVATIONS"]
@@ -187,9 +188,34 @@ def _convert_layer(layer):
     _fail(layer, f"layer type {kind} is not supported by tinynet (supported: {supported})")
 
 
+def _keras_history(tensor):
+    """``(operation, node index, tensor index)`` of a Keras tensor: the layer call that made it.
+
+    Keras 3 has no public accessor for it (nor for a layer's inbound nodes); every such access is here and in
+    :func:`_inbound_node`, so a change in Keras' internals touches two lines.
+    """
+    return tensor._keras_history
+
+
+def _inbound_node(layer, node_index):
+    """The Keras ``Node`` of ``layer``'s call number ``node_index`` (its ``input_tensors``, in order)."""
+    return layer._inbound_nodes[node_index]
+
+
+def _is_single(structure, count):
+    """Whether a Keras model was built on one tensor rather than a list (or dict) of them.
+
+    ``structure`` is the model's ``input`` / ``output`` as given to its constructor; ``None`` when the model
+    does not expose it, in which case one tensor counts as single.
+    """
+    if structure is None:
+        return count == 1
+    return not isinstance(structure, (list, tuple, dict))
+
+
 def _keras_input(tensor):
     """The tinynet Input for a Keras input tensor, named as its InputLayer."""
-    layer = tensor._keras_history.operation
+    layer = _keras_history(tensor).operation
     return tl.Input(tuple(tensor.shape[1:]), dtype=tensor.dtype, name=layer.name)
 
 
@@ -245,7 +271,7 @@ def from_keras(model):
     def visit(tensor):
         if id(tensor) in tensors:
             return tensors[id(tensor)]
-        op, node_index, tensor_index = tensor._keras_history
+        op, node_index, tensor_index = _keras_history(tensor)
         if not isinstance(op, keras.layers.Layer):
             raise UnsupportedKerasError(f"Keras operation '{op.name}' ({type(op).__name__}) is not a layer "
                                         "tinynet supports (write it as a layer)")
@@ -253,22 +279,21 @@ def from_keras(model):
             raise UnsupportedKerasError(f"Keras input '{op.name}' is not among the model's inputs")
         if isinstance(op, keras.Model):
             raise UnsupportedKerasError(f"Keras layer '{op.name}' is a nested model; flatten it first")
-        node = op._inbound_nodes[node_index]
+        node = _inbound_node(op, node_index)
         args = [visit(t) for t in node.input_tensors]
         if id(op) not in converted:
             converted[id(op)] = (op, _convert_layer(op))
         tiny = converted[id(op)][1]
-        out = tiny(args if tiny.num_inputs is None else args[0])
+        out = tiny(Node.args_for(tiny, args))
         tensors[id(tensor)] = out
         return out
 
     outputs = [visit(t) for t in model.outputs]
     _copy_weights(converted.values())
     inputs = [tensors[id(t)] for t in model.inputs]
-    single_in = not isinstance(model._inputs_struct, (list, tuple, dict)) if hasattr(model, "_inputs_struct") \
-        else len(inputs) == 1
-    single_out = not isinstance(model._outputs_struct, (list, tuple, dict)) if hasattr(model, "_outputs_struct") \
-        else len(outputs) == 1
+    # a functional model's public ``input`` / ``output`` are the structures it was built with
+    single_in = _is_single(getattr(model, "input", None), len(inputs))
+    single_out = _is_single(getattr(model, "output", None), len(outputs))
     return Model(inputs[0] if single_in else inputs, outputs[0] if single_out else outputs, name=model.name)
 
 
@@ -330,11 +355,11 @@ def to_keras(model):
             made[id(layer)] = (layer, _keras_layer(layer))
         keras_layer = made[id(layer)][1]
         args = [tensors[id(t)] for t in node.inputs]
-        tensors[id(node.output)] = keras_layer(args if layer.num_inputs is None else args[0])
+        tensors[id(node.output)] = keras_layer(node.layer_args(args))
     inputs = [tensors[id(t)] for t in model.inputs]
     outputs = [tensors[id(t)] for t in model.outputs]
-    result = keras.Model(inputs[0] if model._single_input else inputs,
-                         outputs[0] if model._single_output else outputs, name=model.name)
+    result = keras.Model(inputs[0] if model.single_input else inputs,
+                         outputs[0] if model.single_output else outputs, name=model.name)
     for layer, keras_layer in made.values():
         if layer.weights:
             keras_layer.set_weights(layer.get_weights())
