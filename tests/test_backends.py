@@ -179,15 +179,6 @@ def test_kernels_without_a_numba_version_fall_back_to_numpy(monkeypatch):
         assert kernels.implementation("im2col", np.zeros(1)) is kernels.backend_module(backend.get_cpu_kernels()).im2col
 
 
-def test_every_kernel_has_a_numba_version():
-    if not backend.numba_available():
-        pytest.skip("numba not installed")
-    from tinynet import kernels
-
-    missing = [k for k in kernels.KERNEL_NAMES if not hasattr(kernels.backend_module("numba"), k)]
-    assert not missing
-
-
 # ----------------------------------------------------------------------------------------- devices
 def test_asking_for_the_gpu_without_cupy_raises_a_clear_error(monkeypatch):
     import importlib.util

@@ -15,7 +15,7 @@ from tinynet import backend, checkpoint, data
 from tinynet.optim import SGD, Adam, CosineDecay, StepDecay
 from tinynet.training import Trainer
 
-from test_training import tiny_model, toy_data
+from helpers import tiny_model, toy_data
 
 
 @pytest.fixture(autouse=True)

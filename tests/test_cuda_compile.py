@@ -4,6 +4,11 @@ Runs without a GPU. :mod:`cupy_kernels` is loaded with a NumPy stand-in for CuPy
 reach the GPU: the exact code given to ``cupy.RawModule`` (one per dtype) and every kernel launch (grid,
 block, argument tuple). Then
 
+* ``test_every_backend_implements_exactly_the_kernel_names`` checks the one list of kernels,
+  :data:`tinynet.kernels.KERNEL_NAMES`, against every place that implements it: the dispatchers in
+  :mod:`tinynet.kernels`, the public functions of ``numpy_kernels``, ``numba_kernels`` and ``cupy_kernels``
+  (with the reference's parameters), the ``extern "C"`` kernels of the CUDA source, and the kernel each
+  CuPy function launches;
 * ``test_launches_match_the_kernel_signatures`` (no compiler needed) checks each launch against the
   ``extern "C" __global__`` signature in that code: the argument count, each argument's kind (array of T,
   array of int32, 64-bit integer, scalar T), inputs as ``const`` pointers and outputs as writable ones in
@@ -21,21 +26,20 @@ A mismatch between the Python argument list and a kernel signature is undefined 
 (arguments read from the wrong offsets) and cannot show anywhere else, hence these checks.
 """
 import importlib.util
-import pathlib
+import inspect
 import re
 import shutil
 import subprocess
-import sys
-import types
 
 import numpy as np
 import pytest
 
-from test_kernels import _cuda_source
+from tinynet import backend, kernels
+from tinynet.kernels import KERNEL_NAMES
+from tinynet.kernels import numpy_kernels
 
-KERNELS_PY = pathlib.Path(__file__).resolve().parents[1] / "tinynet" / "kernels" / "cupy_kernels.py"
-KERNEL_NAMES = ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
-                "lrn_forward", "lrn_backward"]
+from helpers import cuda_kernel_signatures, cuda_source, load_cupy_kernels
+
 DTYPES = [np.float32, np.float64]
 ARCHS = ["sm_80", "sm_90"]  # A100, H100/H200
 
@@ -84,15 +88,7 @@ def recorded():
     arrays it returned.
     """
     recorder = type("Recorder", (_Recorder,), {"modules": [], "launches": []})
-    fake = types.ModuleType("cupy")
-    fake.__getattr__ = lambda name: getattr(np, name)  # cp.empty, cp.int32, ... are NumPy's
-    fake.RawModule = recorder
-    spec = importlib.util.spec_from_file_location("tinynet.kernels._cupy_kernels_recorded", KERNELS_PY)
-    module = importlib.util.module_from_spec(spec)
-    with pytest.MonkeyPatch.context() as mp:  # the stand-in is visible only while the module loads
-        mp.setitem(sys.modules, "cupy", fake)
-        spec.loader.exec_module(module)
-    assert module.cp is fake
+    module = load_cupy_kernels(recorder)
 
     rng = np.random.default_rng(0)
     modules, launches = {}, {}
@@ -105,13 +101,14 @@ def recorded():
         lrn = (LRN_SIZE, LRN_ALPHA, LRN_BETA)
         lrn_gy, lrn_y = (rng.standard_normal(x.shape).astype(dtype) for _ in range(2))
         scale = (rng.random(x.shape) + 1).astype(dtype)
-        calls = {  # name: (inputs, the call)
+        calls = {  # name: (inputs, the call), one per name in KERNEL_NAMES
             "im2col": ((x,), lambda: module.im2col(x, *geo)),
             "col2im": ((cols,), lambda: module.col2im(cols, x.shape, *geo)),
             "maxpool_forward": ((x,), lambda: module.maxpool_forward(x, *geo)),
             "maxpool_backward": ((gy, argmax), lambda: module.maxpool_backward(gy, argmax, x.shape, *geo)),
             "avgpool_forward": ((x,), lambda: module.avgpool_forward(x, *geo)),
             "avgpool_backward": ((gy,), lambda: module.avgpool_backward(gy, x.shape, *geo)),
+            "relu_backward": ((lrn_gy, lrn_y), lambda: module.relu_backward(lrn_gy, lrn_y)),
             "lrn_forward": ((x,), lambda: module.lrn_forward(x, *lrn, LRN_K)),
             "lrn_backward": ((lrn_gy, x, lrn_y, scale), lambda: module.lrn_backward(lrn_gy, x, lrn_y, scale, *lrn)),
         }
@@ -126,20 +123,39 @@ def recorded():
     return module, modules, launches
 
 
+# ------------------------------------------------------------------------------- the one list of kernels
+def _public_functions(module):
+    """The public functions ``module`` defines itself (not what it imports)."""
+    return {name for name, f in vars(module).items()
+            if inspect.isfunction(f) and f.__module__ == module.__name__ and not name.startswith("_")}
+
+
+def test_every_backend_implements_exactly_the_kernel_names(recorded):
+    """``tinynet.kernels.KERNEL_NAMES`` is the one list: the dispatchers, each backend module (its public
+    functions, with the reference's parameters), the CUDA source and the CuPy launches all match it."""
+    module, _, launches = recorded
+    names = set(KERNEL_NAMES)
+    assert len(names) == len(KERNEL_NAMES), "a name appears twice in KERNEL_NAMES"
+    for name in KERNEL_NAMES:  # the dispatchers, documented by the reference
+        assert inspect.isfunction(getattr(kernels, name)), name
+        assert getattr(kernels, name).__doc__ == getattr(numpy_kernels, name).__doc__, name
+    backends = {"numpy_kernels": numpy_kernels, "cupy_kernels (on the NumPy stand-in)": module}
+    if backend.numba_available():
+        backends["numba_kernels"] = kernels.backend_module("numba")
+    for label, implementation in backends.items():
+        assert _public_functions(implementation) == names, f"{label}: {sorted(_public_functions(implementation))}"
+        for name in KERNEL_NAMES:
+            params = list(inspect.signature(getattr(implementation, name)).parameters)
+            reference = list(inspect.signature(getattr(numpy_kernels, name)).parameters)
+            assert params == reference, f"{label}.{name}{tuple(params)}: the reference takes {tuple(reference)}"
+    assert set(cuda_kernel_signatures(cuda_source())) == names, "the extern \"C\" kernels of the CUDA source"
+    for dtype in DTYPES:  # each CuPy function launches the CUDA kernel of its own name
+        assert {name for name, d in launches if d is dtype} == names
+        for name in KERNEL_NAMES:
+            assert launches[name, dtype][0]["name"] == name, f"cupy_kernels.{name} launches another kernel"
+
+
 # ------------------------------------------------------------------------ the CUDA signatures and the PTX
-def kernel_signatures(code):
-    """``{name: [(C type, parameter name), ...]}`` of the ``extern "C" __global__`` functions in ``code``."""
-    code = re.sub(r"//[^\n]*", "", code)
-    found = {}
-    for name, params in re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', code):
-        parsed = []
-        for p in params.split(","):
-            m = re.fullmatch(r"\s*(.*?)\s*\b(\w+)\s*", p)
-            parsed.append((" ".join(m.group(1).replace("*", " * ").split()).replace(" *", "*"), m.group(2)))
-        found[name] = parsed
-    return found
-
-
 def expected_kind(arg, dtype, outputs):
     """The C parameter type a launch argument must meet (top-level ``const`` aside), or an error string."""
     if isinstance(arg, np.ndarray):
@@ -200,13 +216,12 @@ def check_ptx(ptx, dtype, launches):
 
 def test_launches_match_the_kernel_signatures(recorded):
     module, modules, launches = recorded
-    assert sorted(module.__all__) == sorted(KERNEL_NAMES)
     for dtype in DTYPES:
         code, options = modules[dtype]
         # what CuPy compiles is what test_kernels.py runs on the CPU, after the typedef of T
         ctype = {np.float32: "float", np.float64: "double"}[dtype]
-        assert code == f"typedef {ctype} T;\n" + _cuda_source()
-        signatures = kernel_signatures(code)
+        assert code == f"typedef {ctype} T;\n" + cuda_source()
+        signatures = cuda_kernel_signatures(code)
         assert sorted(signatures) == sorted(KERNEL_NAMES), f"kernels in the source: {sorted(signatures)}"
         for name in KERNEL_NAMES:
             launch, inputs, outputs = launches[name, dtype]

@@ -8,7 +8,6 @@ relative to the largest magnitude of the reference (sums of window contributions
 "thread" walking the grid-stride loop) and checks it against the reference, so the GPU index arithmetic is
 exercised on machines without a GPU.
 """
-import ast
 import ctypes
 import pathlib
 import shutil
@@ -19,6 +18,8 @@ import pytest
 
 from tinynet import kernels
 from tinynet.kernels import numpy_kernels as ref
+
+from helpers import cuda_source
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
@@ -95,6 +96,25 @@ def test_avgpool(xb, case, dtype):
     g = rng.standard_normal(y_ref.shape).astype(dtype)
     gx = kernels.avgpool_backward(xb(g), shape, ph, pw, sh, sw, pads)
     assert_close(xb.numpy(gx), ref.avgpool_backward(g, shape, ph, pw, sh, sw, pads), dtype)
+
+
+def relu_inputs(dtype, shape=(2, 3, 5, 7)):
+    """A gradient and a ReLU output with positive cells, exact zeros and (as a stray input) negative ones."""
+    rng = np.random.default_rng(3)
+    y = np.maximum(rng.standard_normal(shape), 0).astype(dtype)
+    y.flat[::5] = -1.0
+    return rng.standard_normal(shape).astype(dtype), y
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_relu_backward(xb, dtype):
+    """``gy · [y > 0]``: zero where y is zero or negative, gy itself elsewhere, exactly."""
+    gy, y = relu_inputs(dtype)
+    assert (y == 0).any() and (y < 0).any()
+    gz = xb.numpy(kernels.relu_backward(xb(gy), xb(y)))
+    assert gz.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(gz, ref.relu_backward(gy, y))
+    np.testing.assert_array_equal(gz, np.where(y > 0, gy, 0))
 
 
 def test_maxpool_padding_is_minus_infinity_and_ties_go_first(xb):
@@ -188,17 +208,6 @@ static Dim blockIdx = {0}, threadIdx = {0}, blockDim = {1}, gridDim = {1};  // o
 """
 
 
-def _cuda_source():
-    """The CUDA C strings of cupy_kernels.py, read without importing CuPy."""
-    path = pathlib.Path(__file__).resolve().parents[1] / "tinynet" / "kernels" / "cupy_kernels.py"
-    found = {}
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id in ("_PRELUDE", "_SOURCE"):
-                found[node.targets[0].id] = node.value.value
-    return found["_PRELUDE"] + found["_SOURCE"]
-
-
 @pytest.fixture(scope="module")
 def cuda_on_cpu(tmp_path_factory):
     """``lib[dtype]``: the kernels compiled with g++ for float32 and float64 (skips without a compiler)."""
@@ -208,7 +217,7 @@ def cuda_on_cpu(tmp_path_factory):
     for dtype, ctype in ((np.float32, "float"), (np.float64, "double")):
         folder = tmp_path_factory.mktemp(ctype)
         src = folder / "kernels.cpp"
-        src.write_text(_HARNESS + f"typedef {ctype} T;\n" + _cuda_source())
+        src.write_text(_HARNESS + f"typedef {ctype} T;\n" + cuda_source())
         so = folder / "kernels.so"
         subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-o", str(so), str(src)], check=True, timeout=120)
         libs[dtype] = ctypes.CDLL(str(so))
@@ -281,6 +290,18 @@ def test_cuda_maxpool_source_propagates_nan_on_cpu(cuda_on_cpu, case, dtype):
     assert np.isnan(y_ref).any()
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(arg, arg_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_cuda_relu_source_on_cpu(cuda_on_cpu, dtype):
+    """The GPU ReLU backward gives the reference's result bit for bit, NaN and inf in the gradient included
+    (``gy · [y > 0]``, as NumPy: a NaN or inf gradient gives NaN where y <= 0)."""
+    gy, y = relu_inputs(dtype)
+    gy.flat[1::7], gy.flat[2::11] = np.nan, np.inf
+    gz = np.empty_like(gy)
+    _call(cuda_on_cpu[dtype], "relu_backward", dtype, gy, y, gz, gz.size)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(gz, ref.relu_backward(gy, y))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

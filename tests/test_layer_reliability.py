@@ -932,3 +932,20 @@ def test_every_fuzzed_layer_type_is_covered():
                                                                                tinynet.layers.Layer)}
     assert exported - covered - {tinynet.layers.Layer, tinynet.layers.InputLayer} == set()
 
+
+
+def test_relu_backward_keeps_non_finite_gradients_as_the_reference_does(xb):
+    """``gy · [y > 0]`` is a product on every backend: NaN or inf in gy stays NaN where y <= 0 (was: the Numba
+    kernel took its zero from gy[0, 0], so one NaN there turned every masked cell into NaN)."""
+    from tinynet import kernels
+    from tinynet.kernels import numpy_kernels
+
+    rng = np.random.default_rng(0)
+    gy = rng.standard_normal((2, 3, 4, 5))
+    y = rng.standard_normal((2, 3, 4, 5))
+    gy.flat[0], gy.flat[7], gy.flat[11] = np.nan, np.inf, -np.inf
+    expected = numpy_kernels.relu_backward(gy, y)
+    with np.errstate(invalid="ignore"):
+        got = xb.numpy(kernels.relu_backward(xb(gy), xb(y)))
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got).sum() == np.isnan(expected).sum() <= 3

@@ -15,6 +15,8 @@ import tinynet
 from tinynet.layers import (Activation, AvgPool2D, BatchNormalization, Concatenate, Conv2D, Dense, Dropout,
                             Flatten, GlobalAveragePooling2D, Input, LocalResponseNormalization, MaxPool2D, ReLU,
                             Softmax)
+from tinynet.kernels import numpy_kernels
+from tinynet.kernels.common import window_output_size
 from tinynet.layers.conv_utils import output_and_padding
 from window_cases import WINDOW_CASES, case_id
 
@@ -175,6 +177,27 @@ def test_output_and_padding_follows_keras(n, k, s, padding, expected):
 
 def test_output_and_padding_valid_window_too_large_gives_zero():
     assert output_and_padding(4, 5, 1, "valid")[0] == 0
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_layers_and_kernels_size_windows_alike(padding):
+    """The layers' sizes (conv_utils' Keras rules) and the kernels' (window_output_size on the padded axis)
+    agree with Keras' formulas, ceil(n / s) for 'same' and floor((n - k) / s) + 1 for 'valid', and with the
+    outputs the kernels return, over every n <= 24, k <= 9, s <= 5."""
+    for n in range(1, 25):
+        for k in range(1, 10):
+            for s in range(1, 6):
+                out, before, after = output_and_padding(n, k, s, padding)
+                keras = math.ceil(n / s) if padding == "same" else max(math.floor((n - k) / s) + 1, 0)
+                assert out == keras, (n, k, s, padding)
+                if out == 0:
+                    continue
+                assert window_output_size(n, k, s, before, after) == out, (n, k, s, padding)
+                assert (out - 1) * s + k <= n + before + after < out * s + k  # the last window fits, no more
+                x = np.zeros((1, n, 2, 1), np.float32)
+                pads = (before, after, 0, 0)
+                assert numpy_kernels.im2col(x, k, 1, s, 1, pads).shape == (1, out, 2, k, 1, 1)
+                assert numpy_kernels.maxpool_forward(x, k, 1, s, 1, pads)[0].shape == (1, out, 2, 1)
 
 
 def test_same_padding_puts_odd_cell_bottom_right_against_jax():

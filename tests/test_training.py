@@ -3,35 +3,12 @@ import numpy as np
 import pytest
 
 import tinynet
-from tinynet import Model, data
-from tinynet.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
-                            MaxPool2D)
+from tinynet import data
 from tinynet.optim import SGD, Adam, StepDecay
 from tinynet.training import Trainer, grad_norm_table, group_grad_norms, layer_groups, plot_grad_norms, \
     plot_history, topk_accuracy
 
-
-def tiny_model(num_classes=3, seed=0):
-    """8×8×1 → conv/BN (block 'low') → aux head; → conv → pool → dropout → main head. Outputs [aux1, main]."""
-    tinynet.layers.reset_names()
-    tinynet.set_seed(seed)
-    x = Input((8, 8, 1))
-    h = Conv2D(4, 3, padding="same", activation="relu", name="low_conv")(x)
-    h = BatchNormalization(momentum=0.9, name="low_bn")(h)
-    a = Dense(num_classes, activation="softmax", name="aux1_output")(Flatten(name="aux1_flatten")(h))
-    h = Conv2D(6, 3, padding="same", activation="relu", name="high_conv")(h)
-    h = GlobalAveragePooling2D(name="gap")(MaxPool2D(2, name="pool")(h))
-    h = Dropout(0.3, name="dropout")(h)
-    return Model(x, [a, Dense(num_classes, activation="softmax", name="output")(h)])
-
-
-def toy_data(n=48, num_classes=3, seed=0):
-    """Class k is a bright bar in row k·8/num_classes (plus noise): learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % num_classes
-    x = rng.random((n, 8, 8, 1)).astype(np.float32) * 0.3
-    x[np.arange(n), (8 * y) // num_classes, :, 0] += 1.0
-    return data.Dataset(x, y)
+from helpers import tiny_model, toy_data
 
 
 @pytest.fixture(autouse=True)

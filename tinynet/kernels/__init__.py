@@ -2,9 +2,9 @@
 
 A call such as ``kernels.im2col(x, ...)`` runs the CuPy kernel when ``x`` is a CuPy array, else the
 CPU kernels chosen with :func:`tinynet.set_cpu_kernels` (Numba by default when installed).
-A backend module that lacks a kernel falls back to the NumPy reference (written with the array module of its
-inputs where it must also serve CuPy arrays).
-See :mod:`tinynet.kernels.numpy_kernels` for the signatures and the math.
+Every backend module (``numpy_kernels``, ``numba_kernels``, ``cupy_kernels``) implements each name in
+:data:`KERNEL_NAMES`, with the signatures and the math of :mod:`tinynet.kernels.numpy_kernels`; what they
+share (window output sizes, pooling counts, LRN constants) is in :mod:`tinynet.kernels.common`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ import importlib
 from .. import backend
 from . import numpy_kernels
 
-KERNEL_NAMES = numpy_kernels.__all__
+#: The kernels, in the order of this module; the one list of them (tests check every backend against it).
+KERNEL_NAMES = (
+    "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
+    "relu_backward", "lrn_forward", "lrn_backward",
+)
 _MODULES = {"numpy": numpy_kernels}
 
 
@@ -37,10 +41,9 @@ def implementation(kernel: str, array):
                         f"{dtype if dtype is not None else type(array).__name__}; cast first "
                         f"(layers cast integer and boolean inputs to their dtype)")
     if backend.is_gpu_array(array):
-        # a kernel without a CUDA version (relu_backward) is array-module generic in numpy_kernels
-        return getattr(backend_module("cupy"), kernel, getattr(numpy_kernels, kernel))
+        return getattr(backend_module("cupy"), kernel)
     module = backend_module(backend.get_cpu_kernels())
-    return getattr(module, kernel, getattr(numpy_kernels, kernel))
+    return getattr(module, kernel, getattr(numpy_kernels, kernel))  # the reference if a CPU module lacks one
 
 
 def im2col(x, kh, kw, sh, sw, pads, pad_value=0.0):

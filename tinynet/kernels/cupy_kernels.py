@@ -20,12 +20,7 @@ from __future__ import annotations
 import cupy as cp
 import numpy as np
 
-from .numpy_kernels import _out_size, lrn_terms
-
-__all__ = [
-    "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
-    "lrn_forward", "lrn_backward",
-]
+from .common import lrn_terms, window_output_hw
 
 _BLOCK = 256
 _MAX_GRID = 65535 * 32  # enough blocks to fill any GPU; the grid-stride loop covers the rest
@@ -217,6 +212,15 @@ extern "C" __global__ void avgpool_backward(const T* gy, T* gx, const i64 total,
     }
 }
 
+// gz = gy * [y > 0]: ReLU's backward from its output (the comparison as 0 or 1 times gy, as gy * (y > 0) in
+// NumPy, so a NaN or inf in gy stays NaN where y <= 0)
+extern "C" __global__ void relu_backward(const T* gy, const T* y, T* gz, const i64 total)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        gz[idx] = gy[idx] * (T)(y[idx] > (T)0);
+    }
+}
+
 // LRN across channels, one thread per element; the row of channels of element idx starts at idx - c.
 // scale = k + alpha/size * (sum of x_j^2 over j = c-before .. c+after that exist), y = x * scale^(-beta)
 extern "C" __global__ void lrn_forward(const T* x, T* y, T* scale, const i64 total, const i64 C,
@@ -296,8 +300,7 @@ def im2col(x, kh, kw, sh, sw, pads, pad_value=0.0):
     """
     x = cp.ascontiguousarray(x)
     n, h, w, c = x.shape
-    ho = _out_size(h, kh, sh, pads[0], pads[1])
-    wo = _out_size(w, kw, sw, pads[2], pads[3])
+    ho, wo = window_output_hw(h, w, kh, kw, sh, sw, pads)
     cols = cp.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
     geo = _geometry(h, w, c, ho, wo, kh, kw, sh, sw, pads)
     _launch("im2col", x.dtype, cols.size, x, cols, cols.size, *geo, x.dtype.type(pad_value))
@@ -331,8 +334,7 @@ def maxpool_forward(x, ph, pw, sh, sw, pads):
     """
     x = cp.ascontiguousarray(x)
     n, h, w, c = x.shape
-    ho = _out_size(h, ph, sh, pads[0], pads[1])
-    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    ho, wo = window_output_hw(h, w, ph, pw, sh, sw, pads)
     y = cp.empty((n, ho, wo, c), dtype=x.dtype)
     argmax = cp.empty((n, ho, wo, c), dtype=cp.int32)
     geo = _geometry(h, w, c, ho, wo, ph, pw, sh, sw, pads)
@@ -366,8 +368,7 @@ def avgpool_forward(x, ph, pw, sh, sw, pads):
     """
     x = cp.ascontiguousarray(x)
     n, h, w, c = x.shape
-    ho = _out_size(h, ph, sh, pads[0], pads[1])
-    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    ho, wo = window_output_hw(h, w, ph, pw, sh, sw, pads)
     y = cp.empty((n, ho, wo, c), dtype=x.dtype)
     geo = _geometry(h, w, c, ho, wo, ph, pw, sh, sw, pads)
     _launch("avgpool_forward", x.dtype, y.size, x, y, y.size, *geo)
@@ -388,6 +389,24 @@ def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
     geo = _geometry(h, w, c, ho, wo, ph, pw, sh, sw, pads)
     _launch("avgpool_backward", gy.dtype, gx.size, gy, gx, gx.size, *geo)
     return gx
+
+
+def relu_backward(gy, y):
+    """``gz = gy · [y > 0]``, one thread per element; see :func:`numpy_kernels.relu_backward`.
+
+    A ``y`` of another dtype than ``gy`` (a float64 gradient for a float32 layer) takes the same
+    expression as CuPy array code, since the kernel reads both as ``T``.
+
+    Returns
+    -------
+    gz : cupy.ndarray, shape and dtype of ``gy``
+    """
+    if y.dtype != gy.dtype or gy.shape != y.shape:
+        return gy * (y > 0)
+    gy, y = cp.ascontiguousarray(gy), cp.ascontiguousarray(y)
+    gz = cp.empty_like(gy)
+    _launch("relu_backward", gy.dtype, gz.size, gy, y, gz, gz.size)
+    return gz
 
 
 def lrn_forward(x, size, alpha, beta, k):

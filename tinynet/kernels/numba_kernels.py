@@ -8,14 +8,16 @@ depend on the number of threads.
 * forward kernels (im2col, max/avg pool) run over output rows ``(n, i)``;
 * backward kernels (col2im, max/avg pool backward) run over *input* rows ``(n, y)``: each input row gathers
   the contributions of the windows that cover it, in the same (a, b) order as the NumPy reference;
-* LRN forward and backward run over pixels ``(n, y, x)``, each owning its row of channels.
+* ReLU backward runs over rows of the last axis;
+* LRN forward runs over pixels ``(n, y, x)`` and backward over blocks of pixels, each pixel owning its row of
+  channels.
 
-The first call of a kernel for a dtype compiles it (a few seconds; cached on disk afterwards), so
-benchmarks warm up first. float32 inputs stay float32 throughout.
+The first call of a kernel for a dtype compiles it (cached on disk afterwards), so benchmarks warm up
+first. float32 inputs stay float32 throughout.
 
 Threads: unless ``NUMBA_THREADING_LAYER`` says otherwise, the kernels use Numba's ``workqueue`` layer, whose
 threads sleep between parallel regions. The OpenMP layer's threads keep spinning after each region and take
-the cores away from the BLAS matrix products that follow (a GoogLeNet train step ran 1.9× slower with it).
+the cores away from the BLAS matrix products that follow.
 """
 from __future__ import annotations
 
@@ -29,12 +31,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 from . import numpy_kernels
-from .numpy_kernels import _out_size, pool_counts
-
-__all__ = [
-    "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
-    "relu_backward", "lrn_forward", "lrn_backward",
-]
+from .common import lrn_terms, pool_counts, window_output_hw
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 
@@ -75,8 +72,7 @@ def im2col(x, kh, kw, sh, sw, pads, pad_value=0.0):
     """
     x = np.ascontiguousarray(x)
     n, h, w, c = x.shape
-    ho = _out_size(h, kh, sh, pads[0], pads[1])
-    wo = _out_size(w, kw, sw, pads[2], pads[3])
+    ho, wo = window_output_hw(h, w, kh, kw, sh, sw, pads)
     out = np.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
     _im2col(x, kh, kw, sh, sw, pads[0], pads[2], x.dtype.type(pad_value), out)
     return out
@@ -168,8 +164,7 @@ def maxpool_forward(x, ph, pw, sh, sw, pads):
     """
     x = np.ascontiguousarray(x)
     n, h, w, c = x.shape
-    ho = _out_size(h, ph, sh, pads[0], pads[1])
-    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    ho, wo = window_output_hw(h, w, ph, pw, sh, sw, pads)
     y = np.empty((n, ho, wo, c), dtype=x.dtype)
     argmax = np.empty((n, ho, wo, c), dtype=np.int32)
     _maxpool_forward(x.reshape(-1, c), n, h, w, ph, pw, sh, sw, pads[0], pads[2], ho, wo,
@@ -245,8 +240,7 @@ def avgpool_forward(x, ph, pw, sh, sw, pads):
     """
     x = np.ascontiguousarray(x)
     n, h, w, c = x.shape
-    ho = _out_size(h, ph, sh, pads[0], pads[1])
-    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    ho, wo = window_output_hw(h, w, ph, pw, sh, sw, pads)
     y = np.empty((n, ho, wo, c), dtype=x.dtype)
     _avgpool_forward(x, ph, pw, sh, sw, pads[0], pads[2], y)
     return y
@@ -291,12 +285,11 @@ def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
 
 # ------------------------------------------------------------------ element-wise and channel kernels
 @njit(**_JIT)
-def _relu_backward(gy, y, gz):
+def _relu_backward(gy, y, gz, zero, one):
     rows, c = gy.shape
-    zero = gy[0, 0] * 0  # a zero of gy's dtype
     for r in prange(rows):
-        for ch in range(c):
-            gz[r, ch] = gy[r, ch] if y[r, ch] > 0 else zero
+        for ch in range(c):  # a product, as the reference: NaN or inf in gy stays NaN where y <= 0
+            gz[r, ch] = gy[r, ch] * (one if y[r, ch] > 0 else zero)
 
 
 def relu_backward(gy, y):
@@ -307,15 +300,15 @@ def relu_backward(gy, y):
     y = np.ascontiguousarray(y)
     gz = np.empty_like(gy)
     last = gy.shape[-1]
-    _relu_backward(gy.reshape(-1, last), y.reshape(-1, last), gz.reshape(-1, last))
+    _relu_backward(gy.reshape(-1, last), y.reshape(-1, last), gz.reshape(-1, last), gy.dtype.type(0),
+                   gy.dtype.type(1))
     return gz
-
 
 
 # --------------------------------------------------------------------------------------------- LRN
 # The power s^(-beta) dominates LRN. For the paper's beta = 0.75 it is 1 / (√s · √√s): two square roots,
-# which vectorise, instead of a scalar pow (the kernels are 2x faster than NumPy with it, no faster without).
-# It differs from NumPy's power by an ulp or two, far inside the backends' agreement tolerances.
+# which vectorise, instead of a scalar pow. It differs from NumPy's power by an ulp or two, far inside the
+# backends' agreement tolerances.
 _LRN_BLOCK = 256  # rows per parallel task in the backward pass (each task owns one scratch row)
 
 
@@ -358,8 +351,8 @@ def _lrn_forward(x, before, after, consts, three_quarters, y, scale):
 
 
 def _lrn_constants(dtype, terms):
-    """k, alpha/size, −beta, 2·alpha·beta/size (:func:`numpy_kernels.lrn_terms`), 0 and 1, as one array of
-    ``dtype`` (so that the jitted loops compute in ``dtype``)."""
+    """k, alpha/size, −beta, 2·alpha·beta/size (:func:`~tinynet.kernels.common.lrn_terms`), 0 and 1, as one
+    array of ``dtype`` (so that the jitted loops compute in ``dtype``)."""
     return np.array([terms.k, terms.alpha_over_size, terms.minus_beta, terms.coef, 0.0, 1.0], dtype=dtype)
 
 
@@ -376,7 +369,7 @@ def lrn_forward(x, size, alpha, beta, k):
     """
     if x.size == 0:
         return numpy_kernels.lrn_forward(x, size, alpha, beta, k)
-    terms = numpy_kernels.lrn_terms(x.dtype, size, alpha, beta, k)
+    terms = lrn_terms(x.dtype, size, alpha, beta, k)
     y, scale = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
     _lrn_forward(_rows(x), terms.before, terms.after, _lrn_constants(x.dtype, terms), beta == 0.75,
                  _rows(y), _rows(scale))
@@ -409,7 +402,7 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
     """
     if gy.size == 0:
         return numpy_kernels.lrn_backward(gy, x, y, scale, size, alpha, beta)
-    terms = numpy_kernels.lrn_terms(gy.dtype, size, alpha, beta)
+    terms = lrn_terms(gy.dtype, size, alpha, beta)
     gx = np.empty(gy.shape, gy.dtype)
     _lrn_backward(_rows(gy), _rows(x), _rows(y), _rows(scale), terms.before, terms.after,
                   _lrn_constants(gy.dtype, terms), beta == 0.75, _rows(gx))

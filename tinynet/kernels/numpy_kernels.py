@@ -1,26 +1,18 @@
 """Reference kernels in vectorised NumPy (the readable version of every hot loop).
 
-Every kernel here has the same signature in :mod:`numba_kernels` and :mod:`cupy_kernels`.
-Layout is NHWC. ``pads = (top, bottom, left, right)`` are the cells added around the input,
-``Ho = (H + top + bottom - kh) // sh + 1`` and likewise ``Wo``.
+Every kernel here has the same signature in :mod:`numba_kernels` and :mod:`cupy_kernels`; the list of them is
+:data:`tinynet.kernels.KERNEL_NAMES`. Layout is NHWC. ``pads = (top, bottom, left, right)`` are the cells
+added around the input, and ``(Ho, Wo)`` is :func:`~tinynet.kernels.common.window_output_hw`
+(``Ho = (H + top + bottom - kh) // sh + 1`` and likewise ``Wo``).
 
 Loops in this module run over the ``kh * kw`` offsets of a window (at most 49 for GoogLeNet),
 never over images, pixels or channels: each iteration is one strided array operation.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
-__all__ = [
-    "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
-    "relu_backward", "lrn_forward", "lrn_backward",
-]
-
-
-def _out_size(n, k, s, pad_before, pad_after):
-    return (n + pad_before + pad_after - k) // s + 1
+from .common import lrn_terms, pool_counts, window_output_hw
 
 
 def _pad(x, pads, value):
@@ -50,8 +42,7 @@ def im2col(x, kh, kw, sh, sw, pads, pad_value=0.0):
         (N*Ho*Wo, kh*kw*C) it multiplies a Keras kernel reshaped to (kh*kw*C, K).
     """
     n, h, w, c = x.shape
-    ho = _out_size(h, kh, sh, pads[0], pads[1])
-    wo = _out_size(w, kw, sw, pads[2], pads[3])
+    ho, wo = window_output_hw(h, w, kh, kw, sh, sw, pads)
     xp = _pad(x, pads, pad_value)
     windows = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))  # (N, Hp-kh+1, Wp-kw+1, C, kh, kw)
     windows = windows[:, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw]
@@ -98,8 +89,7 @@ def maxpool_forward(x, ph, pw, sh, sw, pads):
         ``a * pw + b`` for the winning window cell (a, b).
     """
     n, h, w, c = x.shape
-    ho = _out_size(h, ph, sh, pads[0], pads[1])
-    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    ho, wo = window_output_hw(h, w, ph, pw, sh, sw, pads)
     xp = _pad(x, pads, -np.inf)
     y = np.full((n, ho, wo, c), -np.inf, dtype=x.dtype)
     argmax = np.zeros((n, ho, wo, c), dtype=np.int32)
@@ -132,19 +122,6 @@ def maxpool_backward(gy, argmax, x_shape, ph, pw, sh, sw, pads):
     return gxp[:, top : top + h, left : left + w, :]
 
 
-def pool_counts(h, w, ph, pw, sh, sw, pads):
-    """Number of real (unpadded) cells in each pooling window, shape (Ho, Wo), as float64.
-
-    Keras' average pooling with 'same' padding divides by this count, not by ph*pw.
-    """
-    top, bottom, left, right = pads
-    rows = np.arange(_out_size(h, ph, sh, top, bottom)) * sh - top
-    cols = np.arange(_out_size(w, pw, sw, left, right)) * sw - left
-    row_count = np.minimum(rows + ph, h) - np.maximum(rows, 0)
-    col_count = np.minimum(cols + pw, w) - np.maximum(cols, 0)
-    return np.outer(row_count, col_count).astype(np.float64)
-
-
 def avgpool_forward(x, ph, pw, sh, sw, pads):
     """Average pooling that divides each window's sum by its count of real cells.
 
@@ -153,8 +130,7 @@ def avgpool_forward(x, ph, pw, sh, sw, pads):
     y : ndarray, shape (N, Ho, Wo, C), dtype of ``x``
     """
     n, h, w, c = x.shape
-    ho = _out_size(h, ph, sh, pads[0], pads[1])
-    wo = _out_size(w, pw, sw, pads[2], pads[3])
+    ho, wo = window_output_hw(h, w, ph, pw, sh, sw, pads)
     xp = _pad(x, pads, 0)
     total = np.zeros((n, ho, wo, c), dtype=x.dtype)
     for a in range(ph):
@@ -184,7 +160,6 @@ def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
 
 
 # ------------------------------------------------------------------ element-wise and channel kernels
-# Written with the array module of their inputs, so they also serve CuPy arrays unchanged.
 def relu_backward(gy, y):
     """``gz = gy · [y > 0]``: ReLU's backward from its output.
 
@@ -201,34 +176,12 @@ def relu_backward(gy, y):
 
 def _channel_window_sum(v, before, after):
     """``out[..., c] = Σ_{d=-before..after} v[..., c + d]`` (zero outside), summed in increasing d."""
-    from ..backend import get_array_module
-
-    xp = get_array_module(v)
-    vp = xp.pad(v, [(0, 0)] * (v.ndim - 1) + [(before, after)])
+    vp = np.pad(v, [(0, 0)] * (v.ndim - 1) + [(before, after)])
     c = v.shape[-1]
     total = vp[..., 0:c].copy()
     for d in range(1, before + after + 1):
         total += vp[..., d:d + c]
     return total
-
-
-class LRNTerms(NamedTuple):
-    """What every LRN kernel derives from (size, alpha, beta, k): the window and the constants."""
-
-    before: int          # channels before c in the window of channel c: ⌊(size − 1)/2⌋
-    after: int           # channels after c: size − 1 − before
-    k: np.floating
-    alpha_over_size: np.floating
-    minus_beta: np.floating
-    coef: np.floating    # 2 · alpha · beta / size, the backward's factor
-
-
-def lrn_terms(dtype, size, alpha, beta, k=0.0):
-    """The :class:`LRNTerms` of an LRN, its constants rounded to ``dtype`` (the NumPy, Numba and CUDA
-    kernels all use these, so they agree to the last bit on them)."""
-    t = np.dtype(dtype).type
-    before = (size - 1) // 2
-    return LRNTerms(before, size - 1 - before, t(k), t(alpha / size), t(-beta), t(2.0 * alpha * beta / size))
 
 
 def lrn_forward(x, size, alpha, beta, k):

@@ -1,18 +1,19 @@
-"""Element-wise activations with their derivatives, shared by Activation, Conv2D and Dense.
+"""Element-wise activations with their derivatives, shared by Activation, ReLU, Conv2D and Dense.
 
-Each activation is ``forward(z) -> y`` and ``backward(gy, y) -> gz`` written from the output ``y``
-(all of them can be, which saves keeping ``z``):
+Each activation is ``forward(z, overwrite=False) -> y`` and ``backward(gy, y) -> gz`` written from the output
+``y`` (all of them can be, which saves keeping ``z``). ``overwrite=True`` says the caller owns ``z`` and no
+longer needs it (Conv2D and Dense pass their fresh pre-activations), so the forward may write ``y`` into it:
+ReLU does, the others compute a new array.
 
-=========  ================================  ==========================================
-name       forward                           backward
-=========  ================================  ==========================================
-linear     y = z                             gz = gy
-relu       y = max(z, 0)                     gz = gy · [y > 0]
-sigmoid    y = 1 / (1 + e^{-z})              gz = gy · y (1 − y)
-tanh       y = tanh z                        gz = gy · (1 − y²)
-softmax    y_i = e^{z_i − m} / Σ_j e^{z_j − m}, m = max_j z_j
-                                             gz = y · (gy − Σ_j y_j gy_j)   (along ``axis``)
-=========  ================================  ==========================================
+=========  ====================================================  ==========================================
+name       forward                                               backward
+=========  ====================================================  ==========================================
+linear     y = z                                                 gz = gy
+relu       y = max(z, 0)                                         gz = gy · [y > 0]
+sigmoid    y = 1 / (1 + e^{-z})                                  gz = gy · y (1 − y)
+tanh       y = tanh z                                            gz = gy · (1 − y²)
+softmax    y_i = e^{z_i − m} / Σ_j e^{z_j − m}, m = max_j z_j    gz = y · (gy − Σ_j y_j gy_j) (along ``axis``)
+=========  ====================================================  ==========================================
 """
 from __future__ import annotations
 
@@ -20,7 +21,42 @@ from .. import kernels
 from ..backend import get_array_module
 
 
-def _linear(z):
+# ------------------------------------------------------------------------- ReLU: forward and backward
+def relu(z, overwrite=False):
+    """``y = max(z, 0)``.
+
+    Parameters
+    ----------
+    z : ndarray, any shape, float32 or float64
+    overwrite : bool
+        Write ``y`` into ``z`` (no second array of that size) when the caller no longer needs ``z``.
+
+    Returns
+    -------
+    y : ndarray, shape and dtype of ``z`` (``z`` itself with ``overwrite``)
+    """
+    return get_array_module(z).maximum(z, z.dtype.type(0), out=z if overwrite else None)
+
+
+def relu_grad(gy, y):
+    """``gz = gy · [y > 0]``, from the output ``y`` of :func:`relu`.
+
+    Runs :func:`tinynet.kernels.relu_backward`, the backend's kernel: the NumPy expression, one fused
+    parallel pass with Numba, one CUDA kernel on CuPy.
+
+    Parameters
+    ----------
+    gy, y : ndarray, same shape
+
+    Returns
+    -------
+    gz : ndarray, shape and dtype of ``gy``
+    """
+    return kernels.relu_backward(gy, y)
+
+
+# ------------------------------------------------------------------------------------- the others
+def _linear(z, overwrite=False):
     return z
 
 
@@ -28,16 +64,7 @@ def _linear_grad(gy, y):
     return gy
 
 
-def _relu(z):
-    xp = get_array_module(z)
-    return xp.maximum(z, z.dtype.type(0))
-
-
-def _relu_grad(gy, y):
-    return kernels.relu_backward(gy, y)  # gy · [y > 0], one fused pass with Numba
-
-
-def _sigmoid(z):
+def _sigmoid(z, overwrite=False):
     xp = get_array_module(z)
     one = z.dtype.type(1)
     return one / (one + xp.exp(-z))
@@ -47,7 +74,7 @@ def _sigmoid_grad(gy, y):
     return gy * y * (y.dtype.type(1) - y)
 
 
-def _tanh(z):
+def _tanh(z, overwrite=False):
     return get_array_module(z).tanh(z)
 
 
@@ -55,8 +82,9 @@ def _tanh_grad(gy, y):
     return gy * (y.dtype.type(1) - y * y)
 
 
-def softmax(z, axis=-1):
-    """Numerically stable softmax: subtract the max along ``axis`` before exponentiating."""
+def softmax(z, axis=-1, overwrite=False):
+    """Numerically stable softmax: subtract the max along ``axis`` before exponentiating (always a new array;
+    ``overwrite`` is the activation table's argument)."""
     xp = get_array_module(z)
     e = xp.exp(z - z.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
@@ -69,7 +97,7 @@ def softmax_grad(gy, y, axis=-1):
 
 ACTIVATIONS = {
     "linear": (_linear, _linear_grad),
-    "relu": (_relu, _relu_grad),
+    "relu": (relu, relu_grad),
     "sigmoid": (_sigmoid, _sigmoid_grad),
     "tanh": (_tanh, _tanh_grad),
     "softmax": (softmax, softmax_grad),

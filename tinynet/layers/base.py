@@ -114,12 +114,53 @@ class SymbolicTensor:
 
 
 class Node:
-    """One call of a layer in the graph: ``output = layer(inputs)``."""
+    """One call of a layer in the graph: ``output = layer(inputs)``.
+
+    A layer takes one value or, when ``layer.num_inputs`` is ``None`` (Concatenate), a list; the node keeps
+    its inputs as a list either way. :meth:`layer_args` and :meth:`unpack_input_grads` translate between
+    the two, so every graph walker (the model, the summary, the Keras bridge, Table 1) does it one way.
+
+    Attributes
+    ----------
+    layer : Layer
+    inputs : list of SymbolicTensor
+        Empty for an :func:`Input` node.
+    output : SymbolicTensor
+    """
 
     def __init__(self, layer, inputs, output):
         self.layer = layer
         self.inputs = list(inputs)
         self.output = output
+
+    @staticmethod
+    def args_for(layer, values):
+        """``values`` (one per input, in order) as ``layer`` takes them: the list itself for a layer with
+        several inputs (``layer.num_inputs is None``), else its one element."""
+        values = list(values)
+        return values if layer.num_inputs is None else values[0]
+
+    def layer_args(self, values):
+        """``values`` (one per input tensor of this node, e.g. arrays or shapes) as the node's layer takes
+        them; see :meth:`args_for`."""
+        return Node.args_for(self.layer, values)
+
+    def unpack_input_grads(self, grad_inputs):
+        """The gradients a layer's ``backward`` returned for this call as a list aligned with ``inputs``."""
+        return list(grad_inputs) if self.layer.num_inputs is None else [grad_inputs]
+
+    @property
+    def input_shapes(self):
+        """The per-example input shape(s) as the layer takes them (one tuple, or a list for several inputs);
+        ``None`` for an :func:`Input` node."""
+        return self.layer_args([t.example_shape for t in self.inputs]) if self.inputs else None
+
+    def count_macs(self) -> int:
+        """Multiply-adds of this call for one example (:meth:`Layer.count_macs` on the node's shapes; 0 for an
+        :func:`Input` node)."""
+        if not self.inputs:
+            return 0
+        return int(self.layer.count_macs(self.input_shapes, self.output.example_shape))
 
 
 class CallCache:
@@ -129,8 +170,9 @@ class CallCache:
     ----------
     layer : Layer
         The layer that ran (a cache only fits its own layer's backward).
-    data : object
-        What the layer's ``_backward`` needs (its own business).
+    data : NamedTuple or None
+        What the layer's ``_backward`` needs, as the layer's own named tuple (``ConvCache``, ``DenseCache``,
+        ...: defined beside each layer, read by field name).
     output_shape : tuple
         The full output shape, batch axis included: the gradient must have exactly this shape.
     output_dtype : numpy.dtype
@@ -410,8 +452,12 @@ class Layer:
         output's device; anything else raises naming the layer and both shapes before any arithmetic.
         """
         if not isinstance(cache, CallCache) or cache.layer is not self:
-            got = (f"the cache of {cache.layer.label}" if isinstance(cache, CallCache)
-                   else f"a {type(cache).__name__}")
+            if isinstance(cache, CallCache):
+                got = f"the cache of {cache.layer.label}"
+            elif isinstance(cache, tuple) and type(cache) is not tuple:  # a layer's named tuple: CallCache.data
+                got = f"a tuple ({type(cache).__name__}, the data inside a CallCache; pass the CallCache itself)"
+            else:
+                got = f"a {type(cache).__name__}"
             raise TypeError(f"{self.label}: backward needs the cache returned by this layer's forward, got {got}")
         g = grad_output
         if not isinstance(g, np.ndarray) and not backend.is_gpu_array(g):

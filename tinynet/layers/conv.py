@@ -20,6 +20,8 @@ A 1×1 convolution without padding needs no im2col: it is ``x[:, ::sh, ::sw].res
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import kernels
@@ -28,6 +30,15 @@ from . import activations
 from .base import Layer
 from .conv_utils import normalize_padding, normalize_pair, window_geometry
 from .initializers import glorot_uniform
+
+
+class ConvCache(NamedTuple):
+    """What :meth:`Conv2D._forward` keeps for the backward pass of one call."""
+
+    x_shape: tuple   # (N, H, W, C) of the input
+    pads: tuple      # (top, bottom, left, right)
+    cols2d: object   # the input's windows as rows, (N·Ho·Wo, kh·kw·C): X in ∂L/∂Wm = X^T G
+    y: object        # the output (N, Ho, Wo, K): the activation's derivative reads it
 
 
 class Conv2D(Layer):
@@ -94,25 +105,21 @@ class Conv2D(Layer):
         z = cols2d @ w2d
         if self.use_bias:
             z += self.weights[1]
-        if self.activation == "relu":  # in place: no second (N·Ho·Wo, K) array
-            get_array_module(z).maximum(z, z.dtype.type(0), out=z)
-            y = z.reshape(n, ho, wo, self.filters)
-        else:
-            y = self._act(z.reshape(n, ho, wo, self.filters))
-        return y, (x.shape, pads, cols2d, y)
+        y = self._act(z.reshape(n, ho, wo, self.filters), overwrite=True)  # ReLU: in place, no second array
+        return y, ConvCache(x.shape, pads, cols2d, y)
 
-    def _backward(self, gy, cache):
-        x_shape, pads, cols2d, y = cache
+    def _backward(self, gy, cache: ConvCache):
         kh, kw = self.kernel_size
         sh, sw = self.strides
+        x_shape, pads = cache.x_shape, cache.pads
         n, h, w, c = x_shape
-        gz = self._act_grad(gy, y).reshape(-1, self.filters)
+        ho, wo = cache.y.shape[1], cache.y.shape[2]
+        gz = self._act_grad(gy, cache.y).reshape(-1, self.filters)
         w2d = self.weights[0].reshape(kh * kw * c, self.filters)
-        grads = [(cols2d.T @ gz).reshape(self.weights[0].shape)]
+        grads = [(cache.cols2d.T @ gz).reshape(self.weights[0].shape)]
         if self.use_bias:
             grads.append(gz.sum(axis=0))
         gcols = gz @ w2d.T
-        ho, wo = y.shape[1], y.shape[2]
         if self._is_pointwise(pads):
             if (sh, sw) == (1, 1):
                 gx = gcols.reshape(x_shape)

@@ -1,14 +1,20 @@
-"""Argument normalisation and output-size arithmetic shared by convolution and pooling layers.
+"""Argument normalisation and Keras' padding rules, shared by convolution and pooling layers.
 
 Keras' rules (``padding='valid'`` or ``'same'``), for an axis of length ``n``, window ``k``, stride ``s``:
 
-* valid: ``out = floor((n - k) / s) + 1``, no padding (an error when ``n < k``);
-* same: ``out = ceil(n / s)``, total padding ``p = max((out - 1) s + k - n, 0)``, ``floor(p/2)`` before
-  and the rest after (so the odd cell goes to the bottom/right; conv1 7×7/2 on 224 pads 2 and 3).
+* valid: no padding, so ``out = floor((n - k) / s) + 1`` (an error when ``n < k``);
+* same: the padding that gives ``out = ceil(n / s)``: in total ``p = max((out - 1) s + k - n, 0)``,
+  ``floor(p/2)`` before and the rest after (so the odd cell goes to the bottom/right; conv1 7×7/2 on 224
+  pads 2 and 3).
+
+Either way the output size is :func:`tinynet.kernels.common.window_output_size` of the padded axis, the
+function the kernels size their outputs with.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from ..kernels.common import window_output_size
 
 
 def normalize_pair(value, name: str, layer):
@@ -41,15 +47,18 @@ def normalize_padding(value, layer) -> str:
     return padding
 
 
+def same_padding(n: int, k: int, s: int):
+    """``(pad_before, pad_after)`` of Keras' 'same' padding for one axis: the fewest cells that make
+    ``ceil(n / s)`` windows fit, the odd one after."""
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
 def output_and_padding(n: int, k: int, s: int, padding: str):
-    """Return ``(out, pad_before, pad_after)`` for one axis, as Keras computes them."""
-    if padding == "valid":
-        if n < k:
-            return 0, 0, 0
-        return (n - k) // s + 1, 0, 0
-    out = -(-n // s)
-    total = max((out - 1) * s + k - n, 0)
-    return out, total // 2, total - total // 2
+    """Return ``(out, pad_before, pad_after)`` for one axis, as Keras computes them (``out`` is 0 when a
+    'valid' window is larger than the axis)."""
+    before, after = same_padding(n, k, s) if padding == "same" else (0, 0)
+    return max(window_output_size(n, k, s, before, after), 0), before, after
 
 
 def window_geometry(layer, input_shape, kernel, strides, padding):

@@ -10,12 +10,14 @@ with X the input reshaped to (rows, D) and G = ∂L/∂z reshaped to (rows, U).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
 from . import activations
-from .base import Layer, SymbolicTensor, format_shape
+from .base import Layer, Node, SymbolicTensor, format_shape
 from .initializers import glorot_uniform
 
 
@@ -60,12 +62,17 @@ def Input(shape, dtype=None, name=None):
     ``dtype`` defaults to :func:`tinynet.floatx`; model inputs are cast to it. Every size must be fixed:
     ``Input((None, None, 3))`` raises ``ValueError`` (variable sizes are not supported).
     """
-    from .base import Node
-
-    layer = InputLayer(shape, dtype=dtype, name=name if name is not None else None)
+    layer = InputLayer(shape, dtype=dtype, name=name)
     tensor = SymbolicTensor(layer.shape, layer.dtype)
     tensor.node = Node(layer, [], tensor)
     return tensor
+
+
+class DenseCache(NamedTuple):
+    """What :meth:`Dense._forward` keeps for the backward pass of one call."""
+
+    x: object   # the input (N, ..., D): X in ∂L/∂W = X^T G
+    y: object   # the output (N, ..., U): the activation's derivative reads it
 
 
 class Dense(Layer):
@@ -108,12 +115,12 @@ class Dense(Layer):
         z = x @ self.weights[0]
         if self.use_bias:
             z += self.weights[1]
-        y = self._act(z)
-        return y, (x, y)
+        y = self._act(z, overwrite=True)  # ReLU: in place, no second array
+        return y, DenseCache(x, y)
 
-    def _backward(self, gy, cache):
-        x, y = cache
-        gz = self._act_grad(gy, y)
+    def _backward(self, gy, cache: DenseCache):
+        gz = self._act_grad(gy, cache.y)
+        x = cache.x
         x2d = x.reshape(-1, x.shape[-1])
         gz2d = gz.reshape(-1, self.units)
         grads = [x2d.T @ gz2d]
@@ -128,6 +135,12 @@ class Dense(Layer):
         return {"name": self.name, "units": self.units, "activation": self.activation, "use_bias": self.use_bias}
 
 
+class FlattenCache(NamedTuple):
+    """What :meth:`Flatten._forward` keeps for the backward pass of one call."""
+
+    x_shape: tuple   # (N, d1, d2, ...) of the input
+
+
 class Flatten(Layer):
     """Flatten each example in (H, W, C) order: (N, d1, d2, ...) → (N, d1·d2·...)."""
 
@@ -135,10 +148,17 @@ class Flatten(Layer):
         return (int(np.prod(input_shape)),)
 
     def _forward(self, x, training=False):
-        return x.reshape(x.shape[0], int(np.prod(x.shape[1:]))), x.shape  # not -1: an empty batch has 0 rows
+        y = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # not -1: an empty batch has 0 rows
+        return y, FlattenCache(x.shape)
 
-    def _backward(self, gy, x_shape):
-        return gy.reshape(x_shape), []
+    def _backward(self, gy, cache: FlattenCache):
+        return gy.reshape(cache.x_shape), []
+
+
+class ActivationCache(NamedTuple):
+    """What :meth:`Activation._forward` (and :class:`ReLU`'s) keeps for the backward pass of one call."""
+
+    y: object   # the output: every activation's derivative is written from it
 
 
 class Activation(Layer):
@@ -150,24 +170,31 @@ class Activation(Layer):
         self._act, self._act_grad = activations.get(activation, self.label)
 
     def _forward(self, x, training=False):
-        y = self._act(x)
-        return y, y
+        y = self._act(x)  # not overwrite: x belongs to the caller
+        return y, ActivationCache(y)
 
-    def _backward(self, gy, y):
-        return self._act_grad(gy, y), []
+    def _backward(self, gy, cache: ActivationCache):
+        return self._act_grad(gy, cache.y), []
 
     def get_config(self):
         return {"name": self.name, "activation": self.activation}
 
 
 class ReLU(Activation):
-    """``y = max(x, 0)``; ``∂L/∂x = ∂L/∂y · [y > 0]``."""
+    """``y = max(x, 0)``; ``∂L/∂x = ∂L/∂y · [y > 0]`` (:func:`activations.relu` and
+    :func:`activations.relu_grad`, as Conv2D and Dense with ``activation='relu'``)."""
 
     def __init__(self, name=None, dtype=None):
         super().__init__("relu", name=name, dtype=dtype)
 
     def get_config(self):
         return {"name": self.name}
+
+
+class SoftmaxCache(NamedTuple):
+    """What :meth:`Softmax._forward` keeps for the backward pass of one call."""
+
+    y: object   # the output: ∂L/∂x = y (g − Σ y g)
 
 
 class Softmax(Layer):
@@ -185,13 +212,19 @@ class Softmax(Layer):
 
     def _forward(self, x, training=False):
         y = activations.softmax(x, axis=self.axis)
-        return y, y
+        return y, SoftmaxCache(y)
 
-    def _backward(self, gy, y):
-        return activations.softmax_grad(gy, y, axis=self.axis), []
+    def _backward(self, gy, cache: SoftmaxCache):
+        return activations.softmax_grad(gy, cache.y, axis=self.axis), []
 
     def get_config(self):
         return {"name": self.name, "axis": self.axis}
+
+
+class DropoutCache(NamedTuple):
+    """What :meth:`Dropout._forward` keeps for the backward pass of one call."""
+
+    mask: object   # m / (1 − r), shape of the input; None when the call was the identity (inference, rate 0)
 
 
 class Dropout(Layer):
@@ -217,17 +250,24 @@ class Dropout(Layer):
 
     def _forward(self, x, training=False):
         if not training or self.rate == 0.0:
-            return x, None
+            return x, DropoutCache(None)
         xp = get_array_module(x)
         keep = self.rng.random(x.shape) >= self.rate
         mask = xp.asarray(keep.astype(x.dtype) / x.dtype.type(1.0 - self.rate))
-        return x * mask, mask
+        return x * mask, DropoutCache(mask)
 
-    def _backward(self, gy, mask):
-        return (gy if mask is None else gy * mask), []
+    def _backward(self, gy, cache: DropoutCache):
+        return (gy if cache.mask is None else gy * cache.mask), []
 
     def get_config(self):
         return {"name": self.name, "rate": self.rate, "seed": self.seed}
+
+
+class ConcatenateCache(NamedTuple):
+    """What :meth:`Concatenate._forward` keeps for the backward pass of one call."""
+
+    axis: int     # the concatenation axis of the arrays, batch axis counted, >= 1
+    sizes: list   # each input's extent along ``axis``: the gradient is split at their cumulative sums
 
 
 class Concatenate(Layer):
@@ -278,13 +318,12 @@ class Concatenate(Layer):
     def _forward(self, xs, training=False):
         xp = get_array_module(*xs)
         axis = self.axis % xs[0].ndim  # checked by compute_output_shape: never the batch axis
-        return xp.concatenate(xs, axis=axis), (axis, [x.shape[axis] for x in xs])
+        return xp.concatenate(xs, axis=axis), ConcatenateCache(axis, [x.shape[axis] for x in xs])
 
-    def _backward(self, gy, cache):
-        axis, sizes = cache
+    def _backward(self, gy, cache: ConcatenateCache):
         xp = get_array_module(gy)
-        offsets = np.cumsum(sizes)[:-1].tolist()
-        return [xp.ascontiguousarray(g) for g in xp.split(gy, offsets, axis=axis)], []
+        offsets = np.cumsum(cache.sizes)[:-1].tolist()
+        return [xp.ascontiguousarray(g) for g in xp.split(gy, offsets, axis=cache.axis)], []
 
     def get_config(self):
         return {"name": self.name, "axis": self.axis}

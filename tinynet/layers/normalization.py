@@ -28,11 +28,23 @@ LocalResponseNormalization (Caffe's ACROSS_CHANNELS, as the GoogLeNet paper uses
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import kernels
 from ..backend import get_array_module
 from .base import Layer
+
+
+class BatchNormCache(NamedTuple):
+    """What :meth:`BatchNormalization._forward` keeps for the backward pass of one call."""
+
+    x_hat: object        # (x − μ) / √(σ² + ε), shape of the input
+    inv_std: object      # 1 / √(σ² + ε), (C,)
+    axis: int            # the feature axis of the arrays (batch axis counted)
+    reduce_axes: tuple   # every other axis: the statistics' and the parameter gradients' sums run over them
+    training: bool       # batch statistics (their gradient flows back) or the moving ones (constants)
 
 
 class BatchNormalization(Layer):
@@ -107,15 +119,15 @@ class BatchNormalization(Layer):
                                        moving_mean)
             self.weights[3] = xp.where(finite, moving_var * m + var.astype(moving_var.dtype) * (1.0 - m),
                                        moving_var)
-        return y, (x_hat, inv_std, axis, reduce_axes, training)
+        return y, BatchNormCache(x_hat, inv_std, axis, reduce_axes, training)
 
-    def _backward(self, gy, cache):
-        x_hat, inv_std, axis, reduce_axes, training = cache
+    def _backward(self, gy, cache: BatchNormCache):
+        x_hat, axis, reduce_axes = cache.x_hat, cache.axis, cache.reduce_axes
         gamma = self.weights[0]
         g_gamma = (gy * x_hat).sum(axis=reduce_axes)
         g_beta = gy.sum(axis=reduce_axes)
-        scale = self._broadcast(gamma * inv_std, gy.ndim, axis)
-        if training:
+        scale = self._broadcast(gamma * cache.inv_std, gy.ndim, axis)
+        if cache.training:
             m = gy.size // gy.shape[axis]
             gx = scale * (gy - self._broadcast(g_beta / m, gy.ndim, axis)
                           - x_hat * self._broadcast(g_gamma / m, gy.ndim, axis))
@@ -125,6 +137,14 @@ class BatchNormalization(Layer):
 
     def get_config(self):
         return {"name": self.name, "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+class LRNCache(NamedTuple):
+    """What :meth:`LocalResponseNormalization._forward` keeps for the backward pass of one call."""
+
+    x: object       # the input (N, H, W, C)
+    scale: object   # s = k + α/size · Σ_{W(c)} x², shape of x
+    y: object       # the output x · s^(−β)
 
 
 class LocalResponseNormalization(Layer):
@@ -158,13 +178,11 @@ class LocalResponseNormalization(Layer):
         return tuple(input_shape)
 
     def _forward(self, x, training=False):
-        # the loops live in tinynet.kernels (lrn_forward: NumPy reference, Numba, or the same NumPy code on CuPy)
         y, scale = kernels.lrn_forward(x, self.size, self.alpha, self.beta, self.k)
-        return y, (x, scale, y)
+        return y, LRNCache(x, scale, y)
 
-    def _backward(self, gy, cache):
-        x, scale, y = cache
-        return kernels.lrn_backward(gy, x, y, scale, self.size, self.alpha, self.beta), []
+    def _backward(self, gy, cache: LRNCache):
+        return kernels.lrn_backward(gy, cache.x, cache.y, cache.scale, self.size, self.alpha, self.beta), []
 
     def get_config(self):
         return {"name": self.name, "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}

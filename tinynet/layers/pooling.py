@@ -21,10 +21,31 @@ number of real cells, ``|win(i, j)|``, as Keras does with 'same' padding:
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .. import kernels
 from ..backend import get_array_module
 from .base import Layer, unique_name
 from .conv_utils import normalize_padding, normalize_pair, window_geometry
+
+
+class MaxPoolCache(NamedTuple):
+    """What :meth:`MaxPool2D._forward` keeps for the backward pass of one call."""
+
+    x_shape: tuple   # (N, H, W, C) of the input
+    argmax: object   # int32 (N, Ho, Wo, C): a * pw + b, the window cell (a, b) that won
+
+
+class AvgPoolCache(NamedTuple):
+    """What :meth:`AvgPool2D._forward` keeps for the backward pass of one call."""
+
+    x_shape: tuple   # (N, H, W, C) of the input
+
+
+class GlobalAvgPoolCache(NamedTuple):
+    """What :meth:`GlobalAveragePooling2D._forward` keeps for the backward pass of one call."""
+
+    x_shape: tuple   # (N, H, W, C) of the input
 
 
 class _Pool2D(Layer):
@@ -70,11 +91,10 @@ class MaxPool2D(_Pool2D):
     def _forward(self, x, training=False):
         args = self._window_args(x.shape)
         y, argmax = kernels.maxpool_forward(x, *args)
-        return y, (x.shape, argmax)
+        return y, MaxPoolCache(x.shape, argmax)
 
-    def _backward(self, gy, cache):
-        x_shape, argmax = cache
-        return kernels.maxpool_backward(gy, argmax, x_shape, *self._window_args(x_shape)), []
+    def _backward(self, gy, cache: MaxPoolCache):
+        return kernels.maxpool_backward(gy, cache.argmax, cache.x_shape, *self._window_args(cache.x_shape)), []
 
 
 class AvgPool2D(_Pool2D):
@@ -94,10 +114,10 @@ class AvgPool2D(_Pool2D):
     keras_name = "average_pooling2d"
 
     def _forward(self, x, training=False):
-        return kernels.avgpool_forward(x, *self._window_args(x.shape)), x.shape
+        return kernels.avgpool_forward(x, *self._window_args(x.shape)), AvgPoolCache(x.shape)
 
-    def _backward(self, gy, x_shape):
-        return kernels.avgpool_backward(gy, x_shape, *self._window_args(x_shape)), []
+    def _backward(self, gy, cache: AvgPoolCache):
+        return kernels.avgpool_backward(gy, cache.x_shape, *self._window_args(cache.x_shape)), []
 
 
 class GlobalAveragePooling2D(Layer):
@@ -111,13 +131,13 @@ class GlobalAveragePooling2D(Layer):
         return (input_shape[-1],)
 
     def _forward(self, x, training=False):
-        return x.mean(axis=(1, 2)), x.shape
+        return x.mean(axis=(1, 2)), GlobalAvgPoolCache(x.shape)
 
-    def _backward(self, gy, x_shape):
-        n, h, w, c = x_shape
+    def _backward(self, gy, cache: GlobalAvgPoolCache):
+        n, h, w, c = cache.x_shape
         share = gy / gy.dtype.type(h * w)
         xp = get_array_module(gy)
-        return xp.broadcast_to(share[:, None, None, :], x_shape).copy(), []
+        return xp.broadcast_to(share[:, None, None, :], cache.x_shape).copy(), []
 
 
 MaxPooling2D = MaxPool2D
