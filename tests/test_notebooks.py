@@ -1,42 +1,98 @@
-"""Run every notebook in notebooks/ top to bottom, so a notebook that no longer matches the code fails CI.
+"""The notebooks: each is executed by a real Jupyter kernel, and each committed file shows its code's results.
 
-Each notebook is read with ``json`` (no Jupyter needed) and its code cells are executed in order in one
-fresh namespace, with matplotlib's non-interactive Agg backend.
+* ``test_notebook_runs``: a copy of the notebook (in memory; the committed file is never touched) runs top to
+  bottom through nbclient in a fresh ``python3`` kernel on this interpreter, in a temporary folder, exactly as
+  ``python notebooks/run.py`` runs it; any cell error or timeout fails with the notebook's name and the cell.
+* ``test_notebook_is_current``: the committed file carries the outputs of its own code: the SHA-256 of its
+  code cells matches the one ``notebooks/run.py`` stored, every code cell has an execution count, in order
+  1, 2, 3, ..., and there are outputs and no errors. Fix a failure with ``python notebooks/run.py NAME``.
 """
+import importlib.util
 import json
 import pathlib
-import warnings
+import sys
 
-import matplotlib
 import pytest
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
 
 NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+IDS = [p.stem for p in NOTEBOOKS]
+FOLDER_LIMIT = 5 * 2**20       # the whole notebooks/ folder, outputs and figures included
 
 
-def code_cells(path):
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    assert nb["nbformat"] == 4, f"{path.name}: expected nbformat 4"
-    for index, cell in enumerate(nb["cells"]):
-        if cell["cell_type"] == "code":
-            source = cell["source"]
-            yield index, "".join(source) if isinstance(source, list) else source
+def _load_runner():
+    spec = importlib.util.spec_from_file_location("tinynet_notebooks_run", NOTEBOOK_DIR / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run = _load_runner()
 
 
 def test_notebooks_present():
-    assert len(NOTEBOOKS) >= 3, f"expected the study notebooks in {NOTEBOOK_DIR}"
+    assert len(NOTEBOOKS) >= 5, f"expected the study notebooks in {NOTEBOOK_DIR}"
+    assert all(p.name[:2].isdigit() and p.name[2] == "_" for p in NOTEBOOKS), [p.name for p in NOTEBOOKS]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path):
-    namespace = {"__name__": "__main__"}
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_is_current(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    reasons = run.stale_reasons(nb)
+    assert not reasons, (f"{path.name} is stale: " + "; ".join(reasons)
+                         + f"\nre-execute it with: python notebooks/run.py {path.name}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_runs(path, tmp_path):
+    before = path.read_bytes()
+    nb = nbformat.read(path, as_version=4)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
-            for index, source in code_cells(path):
-                exec(compile(source, f"{path.name}[cell {index}]", "exec"), namespace)
-    finally:
-        plt.close("all")
+        run.execute(nb, name=path.name, workdir=tmp_path)
+    except run.NotebookError as error:
+        pytest.fail(str(error), pytrace=False)
+    assert path.read_bytes() == before, f"{path.name}: executing a copy changed the committed file"
+    assert not run.stale_reasons(nb), run.stale_reasons(nb)
+
+
+def test_kernel_is_this_interpreter(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import sys, tinynet\nprint(sys.executable)\nprint(tinynet.__file__)")]
+    run.execute(nb, name="kernel check", workdir=tmp_path)
+    executable, tinynet_file = nb.cells[0].outputs[0]["text"].splitlines()
+    assert executable == sys.executable
+    assert pathlib.Path(tinynet_file).resolve().parent == NOTEBOOK_DIR.parent / "tinynet"
+
+
+def test_errors_name_the_notebook_and_cell(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("text"), nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("assert x == 2, 'x is not 2'")]
+    with pytest.raises(run.NotebookError, match=r"^demo\.ipynb: cell 2 raised AssertionError: x is not 2"):
+        run.execute(nb, name="demo.ipynb", workdir=tmp_path)
+
+
+def test_stale_reasons():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(1)"), nbformat.v4.new_code_cell("print(2)")]
+    assert "never executed" in " ".join(run.stale_reasons(nb))
+    for count, cell in enumerate(nb.cells, 1):
+        cell.execution_count = count
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{count}\n")]
+    nb.metadata["tinynet"] = {"code_sha256": run.code_sha256(nb)}
+    assert run.stale_reasons(nb) == []
+    nb.cells[1].source = "print(3)"                         # code edited after the run
+    assert "changed after it was executed" in " ".join(run.stale_reasons(nb))
+    nb.metadata["tinynet"]["code_sha256"] = run.code_sha256(nb)
+    nb.cells[0].execution_count = 5                         # cells run out of order
+    assert "not one top-to-bottom run" in " ".join(run.stale_reasons(nb))
+
+
+def test_folder_is_small():
+    size = sum(p.stat().st_size for p in NOTEBOOK_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+               and ".ipynb_checkpoints" not in p.parts)
+    assert size < FOLDER_LIMIT, f"notebooks/ holds {size / 2**20:.1f} MiB (limit {FOLDER_LIMIT / 2**20:.0f} MiB)"
