@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import backend, gradcheck
+from . import __version__, backend, gradcheck
 from .layers import (Activation, AvgPool2D, BatchNormalization, Concatenate, Conv2D, Dense, Dropout, Flatten,
                      GlobalAveragePooling2D, Input, LocalResponseNormalization, MaxPool2D, ReLU, Softmax,
                      concatenate, reset_names)
@@ -94,7 +94,8 @@ def run_checks(out=print, kernels="numpy"):
     out(f"{'layer':<{width}}  {'tensors':>7}  {'max rel error':>13}  result")
     out("-" * (width + 33))
     for label, report in rows:
-        out(f"{label:<{width}}  {len(report.rows):>7}  {report.max_error:>13.2e}  {'pass' if report.passed else 'FAIL'}")
+        verdict = "pass" if report.passed else "FAIL"
+        out(f"{label:<{width}}  {len(report.rows):>7}  {report.max_error:>13.2e}  {verdict}")
     failed = [(label, report) for label, report in rows if not report.passed]
     for label, report in failed:
         out(f"\n{label} failed:\n{report}")
@@ -105,6 +106,7 @@ def run_checks(out=print, kernels="numpy"):
 def main(argv=None):
     """Entry point of ``python -m tinynet``; returns the process exit status."""
     parser = argparse.ArgumentParser(prog="python -m tinynet", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tinynet {__version__}")
     parser.add_argument("--cpu-kernels", choices=["numpy", "numba"], default=None,
                         help="CPU kernels for the demo model (default: numba when installed)")
     parser.add_argument("--check-kernels", choices=["numpy", "numba"], default="numpy",
@@ -120,7 +122,8 @@ def main(argv=None):
     x = np.random.default_rng(0).standard_normal((4, 12, 12, 3)).astype(np.float32)
     probs, aux = model.predict(x)
     print(f"\npredict on {x.shape}: outputs {probs.shape} {probs.dtype} (rows sum to "
-          f"{float(probs.sum(axis=1).mean()):.4f}) and {aux.shape} {aux.dtype}; CPU kernels: {backend.get_cpu_kernels()}")
+          f"{float(probs.sum(axis=1).mean()):.4f}) and {aux.shape} {aux.dtype}; "
+          f"CPU kernels: {backend.get_cpu_kernels()}")
     ok = run_checks(kernels=args.check_kernels)
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0 if ok else 1
