@@ -134,7 +134,7 @@ def distinct_layers(model):
 def describe(layer, in_shape):
     name = type(layer).__name__.replace("LocalResponseNormalization", "LRN").replace("GlobalAveragePooling2D", "GAP")
     if isinstance(layer, Conv2D):
-        (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
+        (kh, kw), (sh, _) = layer.kernel_size, layer.strides
         what = f"{kh}x{kw}/{sh} {layer.filters}"
     elif isinstance(layer, (MaxPool2D, AvgPool2D)):
         what = f"{layer.pool_size[0]}x{layer.pool_size[1]}/{layer.strides[0]} {layer.padding}"
@@ -492,7 +492,8 @@ def main(argv=None):
 
     result = dict(
         date=datetime.datetime.now().isoformat(timespec="seconds"), host=platform.node(),
-        machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), load_average=os.getloadavg(), python=platform.python_version(),
+        machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), load_average=os.getloadavg(),
+        python=platform.python_version(),
         numpy=np.__version__, numba=getattr(sys.modules.get("numba"), "__version__", None),
         torch=next((info["version"] for info in torch_info.values() if "version" in info), None),
         torch_cpu=torch_info.get("torch"), torch_cuda=torch_info.get("torch-cuda"),

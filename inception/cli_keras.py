@@ -19,7 +19,8 @@ def register(subparsers):
     p.add_argument("--variant", choices=["paper", "blog"], default="paper")
     p.add_argument("--input-size", type=positive_int(1024), default=None,
                    help="input height and width (default: 224; the blog variant needs at least 193)")
-    p.add_argument("--num-classes", type=positive_int(10_000), default=10, help="classifier width (default: 10, to keep it quick)")
+    p.add_argument("--num-classes", type=positive_int(10_000), default=10,
+                   help="classifier width (default: 10, to keep it quick)")
     p.add_argument("--batch", type=positive_int(64), default=2)
     p.add_argument("--all-gradients", action="store_true", help="list every weight gradient, not the worst 8")
     p.set_defaults(func=run)

@@ -117,10 +117,7 @@ def plot_model(model, to_file, dpi=110, title=None):
         For raster output.
     title : str, optional
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) is left alone
     from matplotlib.patches import FancyBboxPatch
 
     positions, bands, height = layout(model)
@@ -129,7 +126,7 @@ def plot_model(model, to_file, dpi=110, title=None):
     x_min, x_max = BRANCH_X[0] - BOX_W / 2 - 1.4, AUX_X + BOX_W / 2 + 0.8
     width = x_max - x_min
     top = -1.0 if title is None else -1.6
-    fig = plt.figure(figsize=(width, height - top))
+    fig = Figure(figsize=(width, height - top))
     ax = fig.add_axes([0, 0, 1, 1])
     ax.set_xlim(x_min, x_max)
     ax.set_ylim(height, top)
@@ -192,8 +189,5 @@ def plot_model(model, to_file, dpi=110, title=None):
         ax.add_patch(FancyBboxPatch((lx, ly - 0.1), 0.35, 0.2, boxstyle="square,pad=0", facecolor=COLORS[kind],
                                     edgecolor="#444444", lw=0.6))
         ax.text(lx + 0.5, ly, text, ha="left", va="center", fontsize=8.5)
-    try:
-        fileio.save_figure(fig, to_file, dpi=dpi)
-    finally:
-        plt.close(fig)
+    fileio.save_figure(fig, to_file, dpi=dpi)
     return to_file

@@ -11,7 +11,7 @@ Imports go one way: ``blocks`` ← ``paper``, ``small`` ← ``variants`` ← ``g
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from .paper import googlenet_blog, googlenet_paper
 from .small import googlenet_small

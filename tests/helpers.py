@@ -3,20 +3,28 @@
 * :func:`tiny_model`, :func:`toy_data`: a two-headed model small enough to train in a test, and data it learns;
 * :func:`cuda_source`, :func:`cuda_kernel_signatures`: the CUDA C of ``cupy_kernels.py`` and its kernels'
   parameter lists, read without CuPy;
-* :func:`load_cupy_kernels`: ``cupy_kernels.py`` imported with NumPy standing in for CuPy.
+* :func:`load_cupy_kernels`: ``cupy_kernels.py`` imported with NumPy standing in for CuPy;
+* :func:`npy_header`, :func:`npy_bytes`, :func:`write_zip`, :func:`zip_bomb`, :func:`refused_quickly`: hostile
+  ``.npz`` files crafted by hand, and a check that a loader refuses one fast and without allocating.
 """
 import ast
 import importlib.util
 import pathlib
 import re
+import struct
 import sys
+import time
+import tracemalloc
 import types
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
 
 import tinynet
 from tinynet import Model, data
+from tinynet.fileio import FileFormatError
 from tinynet.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
                             MaxPool2D)
 
@@ -89,3 +97,76 @@ def load_cupy_kernels(raw_module):
         spec.loader.exec_module(module)
     assert module.cp is fake
     return module
+
+
+# ------------------------------------------------------------------------------------ crafting hostile files
+def npy_header(shape, descr="<f4", version=(1, 0), header_len=None):
+    """The bytes of an .npy header (magic, length, dict), optionally lying about the header's length."""
+    text = repr({"descr": descr, "fortran_order": False, "shape": tuple(shape)}).encode("latin1")
+    fmt = "<H" if version == (1, 0) else "<I"
+    prefix = 8 + struct.calcsize(fmt)
+    text += b" " * ((-(prefix + len(text) + 1)) % 64) + b"\n"
+    length = len(text) if header_len is None else header_len
+    return b"\x93NUMPY" + bytes(version) + struct.pack(fmt, length) + text
+
+
+def npy_bytes(array):
+    """A whole .npy file for ``array``, as np.save writes it."""
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=True)
+    return buffer.getvalue()
+
+
+def write_zip(path, members, compression=zipfile.ZIP_STORED):
+    """An .npz from ``{member name: bytes}`` (names given with their '.npy')."""
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def zip_bomb(path, key="conv/kernel", gib=1):
+    """An .npz of about 1 MB whose one deflated member really expands to ``gib`` GiB of zeros.
+
+    Built from one compressed MiB repeated (after a full flush a deflate stream restarts from scratch, so
+    the same input compresses to the same bytes): no GiB is ever held or compressed here. The CRC is
+    left 0 (a reader that got that far would have decompressed everything already).
+    """
+    count = gib << 28  # float32 elements
+    header = npy_header((count,))
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
+    zeros = bytes(1 << 20)
+    block = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+    assert c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH) == block
+    stream = head + block * (gib << 10) + c.flush(zlib.Z_FINISH)
+    name = (key + ".npy").encode()
+    size = len(header) + 4 * count
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, 0, len(stream), size, len(name), 0) + name
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0x21, 0, len(stream), size,
+                          len(name), 0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(stream), 0)
+    with open(path, "wb") as f:
+        f.write(local + stream + central + end)
+    return path
+
+
+def refused_quickly(call, match, seconds=0.5, max_mib=64):
+    """``call()`` raises FileFormatError matching ``match`` within ``seconds``, allocating under ``max_mib``."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(FileFormatError, match=match) as info:
+            call()
+    finally:
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert elapsed < seconds, f"took {elapsed:.2f} s"
+    assert peak < max_mib << 20, f"allocated {peak / 2**20:.0f} MiB"
+    return info.value
+
+
+# ------------------------------------------------------------------------------------------------- writing

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import tinynet
-from inception import cli_train
 from inception.__main__ import main
 from inception.cli_common import escape
 

@@ -33,8 +33,8 @@ from tinynet.checkpoint import CheckpointError
 from tinynet.optim import SGD, StepDecay
 from tinynet.training import Trainer
 
-from test_fileio import npy_bytes, refused_quickly, write_zip, zip_bomb
-from test_training import tiny_model, toy_data
+from helpers import npy_bytes, refused_quickly, write_zip, zip_bomb
+from helpers import tiny_model, toy_data
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)

@@ -37,7 +37,7 @@ def test_wrong_rank_names_layer_and_shape(make, type_name, shape):
 def test_reusing_a_built_layer_with_another_channel_count(make, first, second, expected):
     layer = make()
     layer(Input(first))
-    with pytest.raises(ShapeError, match=esc(f"layer 'c'") + ".*" + esc(expected) + ".*"
+    with pytest.raises(ShapeError, match=esc("layer 'c'") + ".*" + esc(expected) + ".*"
                        + esc(f"input shape {(None,) + second}")):
         layer(Input(second))
 
@@ -90,7 +90,7 @@ def test_concat_needs_a_list_of_two():
 ])
 def test_window_larger_than_padded_input(make, shape, window):
     h, w = shape[:2]
-    with pytest.raises(ShapeError, match=esc(f"layer 'w'") + ".*" + esc(f"window {window} is larger than the "
+    with pytest.raises(ShapeError, match=esc("layer 'w'") + ".*" + esc(f"window {window} is larger than the "
                                                                          f"valid-padded input {h}x{w}")
                        + ".*" + esc(str((None,) + shape))):
         make()(Input(shape))

@@ -9,7 +9,7 @@ def test_paper_counts_without_aux():
     m = googlenet(aux=False)
     assert m.count_params() == 6_998_552
     assert m.count_macs() == 1_582_671_872
-    weights = sum(int(l.weights[0].size) for l in m.layers if l.weight_names[:1] == ["kernel"])
+    weights = sum(int(layer.weights[0].size) for layer in m.layers if layer.weight_names[:1] == ["kernel"])
     assert weights == 6_990_272
     assert m.outputs[0].shape == (None, 1000)
 
@@ -18,7 +18,7 @@ def test_blog_count_is_keras_count():
     m = googlenet(variant="blog")
     assert m.count_params() == 9_121_976
     assert [t.shape for t in m.outputs] == [(None, 4, 4, 1000), (None, 4, 4, 1000), (None, 1000)]
-    names = {l.name for l in m.layers}
+    names = {layer.name for layer in m.layers}
     assert {"conv1_bn", "conv2_bn", "flatten"} <= names and "pool1_norm1" not in names
     assert m.get_layer("5a_5x5").filters == 32 and m.get_layer("5b_5x5").filters == 48
 

@@ -175,7 +175,8 @@ def test_branching_two_output_model(training):
                                    training=training, tol=TOL)
     assert report.passed and report.max_error < TOL, str(report)
     checked = {row.name for row in report.rows}
-    assert {"branch_1x1/kernel", "pool_proj/kernel", "trunk/bias", "bn/gamma", "head1/kernel", "head2/kernel"} <= checked
+    assert {"branch_1x1/kernel", "pool_proj/kernel", "trunk/bias", "bn/gamma", "head1/kernel",
+            "head2/kernel"} <= checked
 
 
 def test_layer_called_twice_shares_weights():

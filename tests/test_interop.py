@@ -35,7 +35,7 @@ def test_names_arguments_weights_and_bn_stats_kept():
                L.Dropout(0.25, seed=3, name="d"), L.Flatten(name="f"), L.Dense(5, activation="tanh", name="fc"))
     k.get_layer("bn").set_weights([np.full(4, 2.0), np.full(4, 0.5), np.arange(4.0), np.arange(1.0, 5.0)])
     t = from_keras(k)
-    assert t.name == "m" and [l.name for l in t.layers] == ["x", "c", "bn", "p", "d", "f", "fc"]
+    assert t.name == "m" and [layer.name for layer in t.layers] == ["x", "c", "bn", "p", "d", "f", "fc"]
     assert t.get_layer("c").get_config() == {"name": "c", "filters": 4, "kernel_size": (3, 2), "strides": (2, 1),
                                              "padding": "same", "activation": "relu", "use_bias": False}
     assert t.get_layer("bn").get_config() == {"name": "bn", "axis": -1, "momentum": 0.8, "epsilon": 1e-5}
@@ -109,4 +109,4 @@ def test_to_keras_round_trip_small():
     for p, q in zip(t.predict(data), k.predict(data, verbose=0)):
         np.testing.assert_allclose(p, q, atol=1e-6)
     back = from_keras(k)
-    assert [l.get_config() for l in back.layers] == [l.get_config() for l in t.layers]
+    assert [layer.get_config() for layer in back.layers] == [layer.get_config() for layer in t.layers]

@@ -126,7 +126,7 @@ def test_to_keras_round_trip():
     x = np.random.default_rng(0).standard_normal((2, 96, 96, 3)).astype("float32")
     k = to_keras(tiny)
     assert k.count_params() == tiny.count_params()
-    assert sorted(l.name for l in k.layers) == sorted(l.name for l in tiny.layers)
+    assert sorted(layer.name for layer in k.layers) == sorted(layer.name for layer in tiny.layers)
     for a, b in zip(k(x), tiny.predict(x)):
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-5)
     back = from_keras(k)
@@ -146,4 +146,4 @@ def test_keras_reference_is_googlenet(variant):
     k = keras_googlenet((224, 224, 3), num_classes=1000, variant=variant)
     converted, ours = from_keras(k), googlenet((224, 224, 3), num_classes=1000, variant=variant)
     assert k.count_params() == ours.count_params() == {"paper": 13_378_280, "blog": 9_121_976}[variant]
-    assert [l.get_config() for l in converted.layers] == [l.get_config() for l in ours.layers]
+    assert [layer.get_config() for layer in converted.layers] == [layer.get_config() for layer in ours.layers]

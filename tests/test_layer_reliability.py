@@ -63,7 +63,8 @@ EAGER_LAYERS = [
 
 
 @pytest.mark.parametrize("dtype", ["int8", "int64", "uint8", "bool"])
-@pytest.mark.parametrize("make, type_name, shape", EAGER_LAYERS, ids=[c[1] + str(i) for i, c in enumerate(EAGER_LAYERS)])
+@pytest.mark.parametrize("make, type_name, shape", EAGER_LAYERS,
+                         ids=[c[1] + str(i) for i, c in enumerate(EAGER_LAYERS)])
 def test_integer_and_bool_inputs_are_cast_to_the_layer_dtype(make, type_name, shape, dtype, xb, rng):
     """MaxPool2D on an integer array used to return uninitialised memory with the Numba kernels."""
     layer = on_backend(built(make(), shape), xb)
@@ -659,7 +660,8 @@ def test_forward_check_finite_counts_inf(rng):
     model = chain_model()
     x = rng.standard_normal((3, 4)).astype(np.float32)
     x[0, 0] = np.inf
-    with pytest.raises(NonFiniteError, match=esc("layer 'd1' (Dense): non-finite output (0 NaN, 3 inf) in a batch of 3")):
+    message = "layer 'd1' (Dense): non-finite output (0 NaN, 3 inf) in a batch of 3"
+    with pytest.raises(NonFiniteError, match=esc(message)):
         model.forward(x, check_finite=True)
 
 
@@ -740,7 +742,8 @@ ARGUMENTS = {  # name: (good values, bad values)
     "window": (GOOD_WINDOW, BAD_SIZE),
     "strides": (st.one_of(st.none(), GOOD_WINDOW), BAD_SIZE),
     "padding": (st.sampled_from(["valid", "same", "SAME", "Valid"]), st.sampled_from(["full", "causal", None, 1])),
-    "activation": (st.sampled_from([None, "relu", "tanh", "softmax", "linear"]), st.sampled_from(["Relu", "swish9", 1])),
+    "activation": (st.sampled_from([None, "relu", "tanh", "softmax", "linear"]),
+                   st.sampled_from(["Relu", "swish9", 1])),
 }
 EXAMPLE_SHAPE = st.one_of(st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 3)),
                           st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 3)),

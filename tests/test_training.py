@@ -118,10 +118,10 @@ def test_grad_norm_backward_twice_matches_once():
 def test_layer_groups_and_norm():
     model = tiny_model()
     groups = layer_groups(model, [("low", ("low",))])
-    assert [l.name for l in groups["low"]] == ["low_conv", "low_bn"]
+    assert [layer.name for layer in groups["low"]] == ["low_conv", "low_bn"]
     for layer in groups["low"]:
         layer.grads = [np.ones_like(w) if t else None for w, t in zip(layer.weights, layer.trainable_flags)]
-    n = sum(int(np.prod(w.shape)) for l in groups["low"] for w in l.trainable_weights)
+    n = sum(int(np.prod(w.shape)) for layer in groups["low"] for w in layer.trainable_weights)
     assert group_grad_norms(groups)["low"] == pytest.approx(np.sqrt(n))
 
 

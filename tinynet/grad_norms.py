@@ -23,8 +23,8 @@ def layer_groups(model, prefixes):
     ----------
     prefixes : list of (group name, tuple of name prefixes), e.g. ``[('stem', ('conv1', 'conv2')), ...]``
     """
-    return {group: [l for l in model.layers if l.name.startswith(tuple(p + "_" for p in pre))
-                    and any(l.trainable_flags)]
+    return {group: [layer for layer in model.layers if layer.name.startswith(tuple(p + "_" for p in pre))
+                    and any(layer.trainable_flags)]
             for group, pre in prefixes}
 
 

@@ -11,7 +11,8 @@ categorical cross-entropy on probabilities ``p``, as Keras computes it (renormal
 ε = 1e-7):
 
 .. math:: q = clip(p / \\sum_j p_j), \\quad L = −\\frac{1}{M} \\sum t \\log q, \\quad
-          ∂L/∂p_i = \\frac{1}{M\\,S}\\Big(d_i − \\sum_j d_j\\, p_j / S\\Big),\\; d = −t/q · [ε < p/S < 1−ε],\\; S = \\sum_j p_j
+          ∂L/∂p_i = \\frac{1}{M\\,S}\\Big(d_i − \\sum_j d_j\\, p_j / S\\Big),\\;
+          d = −t/q · [ε < p/S < 1−ε],\\; S = \\sum_j p_j
 """
 from __future__ import annotations
 

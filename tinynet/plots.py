@@ -4,30 +4,25 @@ from __future__ import annotations
 from . import fileio
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A matplotlib Figure without pyplot, so the caller's backend (a notebook's inline one) is left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
-def _save(plt, fig, path):
-    """Lay out ``fig``, write it to ``path`` atomically and free it; return ``path``."""
+def _save(fig, path):
+    """Lay out ``fig`` and write it to ``path`` atomically; return ``path``."""
     fig.tight_layout()
-    try:
-        fileio.save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
+    fileio.save_figure(fig, path, dpi=100)
     return path
 
 
 def plot_history(history, path, title="training"):
     """Write the loss curves (total and per head, validation) and accuracies per epoch as a PNG."""
-    plt = _pyplot()
     epochs = history["epoch"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = _figure(figsize=(11, 4))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, history["loss"], "k-", label="train total")
     for key in sorted(k for k in history if k.startswith("loss_")):
         ax1.plot(epochs, history[key], "--" if "aux" in key else "-", label=f"train {key[5:]}")
@@ -46,15 +41,17 @@ def plot_history(history, path, title="training"):
     ax2.set_ylabel("accuracy")
     ax2.legend(loc="lower right")
     fig.suptitle(title)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def plot_grad_norms(grad_norms, path, title="gradient norms of the lower layers, with and without aux heads"):
     """Plot each group's gradient norm over training steps: solid with the aux heads, dashed main loss only."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    import matplotlib
+
+    fig = _figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     steps = grad_norms["step"]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for color, group in zip(colors, grad_norms["with_aux"]):
         ax.plot(steps, grad_norms["with_aux"][group], "-", color=color, label=f"{group} with aux")
         ax.plot(steps, grad_norms["main_only"][group], "--", color=color, label=f"{group} main only")
@@ -63,7 +60,7 @@ def plot_grad_norms(grad_norms, path, title="gradient norms of the lower layers,
     ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=2)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 __all__ = ["plot_history", "plot_grad_norms"]

@@ -77,11 +77,13 @@ from __future__ import annotations
 
 from ..fileio import FileFormatError
 from .batching import Augment, Normalizer, iterate_batches, num_batches, random_crop, random_flip
-from .cifar import (CIFAR10_CLASSES, CIFAR_MAX_FILE_BYTES, PICKLE_MAX_DEPTH, RestrictedUnpickler, load_cifar10,
-                    load_cifar10_batch, safe_unpickle)
+from .cifar import CIFAR_MAX_FILE_BYTES as CIFAR_MAX_FILE_BYTES  # public constants, re-exported
+from .cifar import PICKLE_MAX_DEPTH as PICKLE_MAX_DEPTH
+from .cifar import CIFAR10_CLASSES, RestrictedUnpickler, load_cifar10, load_cifar10_batch, safe_unpickle
 from .dataset import Dataset, split, stratified_split
 from .images import IMAGE_EXTENSIONS, load_folder, read_image
-from .loaders import MNIST_FILES, NPZ_KEYS, load_dataset, load_digits, load_idx, load_mnist, load_npz
+from .loaders import MNIST_FILES as MNIST_FILES
+from .loaders import NPZ_KEYS, load_dataset, load_digits, load_idx, load_mnist, load_npz
 from .pixels import resize_images, scale_pixels
 from .validation import check_for_training
 

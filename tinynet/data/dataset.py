@@ -117,7 +117,7 @@ class Dataset:
     def image_shape(self) -> tuple:
         return tuple(self.x.shape[1:])
 
-    def subset(self, index) -> "Dataset":
+    def subset(self, index) -> Dataset:
         return Dataset(self.x[index], self.y[index], list(self.class_names))
 
 
