@@ -462,8 +462,10 @@ def main(argv=None):
     rows = []
     for name in names:
         if not args.skip_layers:
+            print(f"timing every layer on {name} ...", flush=True)
             rows += layer_rows(name, model, batch, repeats, with_kernels=not args.quick)
         if not args.skip_network:
+            print(f"timing the whole network on {name} (3 warm-up steps, then {repeats} timed) ...", flush=True)
             rows += network_rows(name, args.step_batch, repeats, macs)
     torch_info = {}
     for device in ([] if args.no_torch else torch_devices(args.torch_device, names)):
@@ -472,7 +474,7 @@ def main(argv=None):
             rates[label] = rates.get("numpy") or matmul_rate("numpy")
         elif "cupy" in rates:          # "of BLAS" on the GPU: the cuBLAS rate measured through CuPy
             rates[label] = rates["cupy"]
-        print(f"timing PyTorch on {device}")
+        print(f"timing PyTorch on {device} ...", flush=True)
         try:
             device_rows, torch_info[label] = torch_rows(model, batch, args.step_batch, repeats, args.skip_layers,
                                                         macs, device)

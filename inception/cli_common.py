@@ -9,6 +9,7 @@ cursor, clear the screen or forge another line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -16,7 +17,7 @@ import unicodedata
 
 #: exit codes: 0 success, 1 the run failed (training diverged, a file could not be written), 2 a user's mistake,
 #: 130 interrupted (Ctrl-C)
-EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 2, 1, 130, 141
 
 
 class CliError(Exception):
@@ -24,10 +25,35 @@ class CliError(Exception):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """``argparse`` that reports a bad command line in one line (``inception train: error: ...``), exit 2."""
+    """``argparse`` that reports a bad command line in one line (``inception train: error: ...``), exit 2, and
+    whose ``--help`` shows every option's default (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {escape(message)}\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions kept as written (plain text), and ``(default: X)`` after every option that has a default and
+    whose help does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("(default" not in text.lower() and action.default not in (None, False, argparse.SUPPRESS)
+                and action.option_strings):
+            text += " (default: %(default)s)"
+        return text
+
+
+def plain(docstring) -> str:
+    """A module docstring as plain text for ``--help``: reStructuredText's ``literals`` and :roles: removed."""
+    import re
+
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", docstring or "")
+    return text.replace("``", "").strip()
 
 
 def escape(text) -> str:
@@ -94,6 +120,42 @@ def fraction():
     return parse
 
 
+# ------------------------------------------------------------------------------------------ models
+#: per variant: (input size, channels, classes) when the command line leaves them out
+MODEL_DEFAULTS = {"paper": (224, 3, 1000), "blog": (224, 3, 1000), "small": (32, 1, 10)}
+
+
+def add_model_arguments(parser, variants=None):
+    """``--variant``, ``--input-size``, ``--num-classes`` (defaults per variant, as ``train`` builds them)."""
+    from .variants import VARIANTS
+
+    names = list(variants or VARIANTS)
+    parser.add_argument("--variant", choices=names, default="paper",
+                        help="paper: Table 1 / Fig. 3 of the paper; blog: the blog post's Keras code as written; "
+                             "small: the 32x32 network that 'train' builds by default")
+    parser.add_argument("--input-size", type=positive_int(2048), default=None,
+                        help="input height and width (default: 224; small: 32)")
+    parser.add_argument("--num-classes", type=positive_int(100_000), default=None,
+                        help="classifier width (default: 1000; small: 10)")
+
+
+def model_from_args(args, aux=True):
+    """The GoogLeNet the model arguments describe; an input too small for the variant is a user's mistake."""
+    from tinynet.layers.base import ShapeError
+
+    from .googlenet import googlenet
+
+    size, channels, classes = MODEL_DEFAULTS[args.variant]
+    args.input_size = args.input_size or size
+    args.num_classes = args.num_classes or classes
+    shape = (args.input_size, args.input_size, channels)
+    try:
+        return googlenet(shape, num_classes=args.num_classes, aux=aux, variant=args.variant)
+    except ShapeError as error:
+        raise CliError(f"--input-size {args.input_size} is too small for the '{args.variant}' GoogLeNet "
+                       f"({error})") from None
+
+
 # ------------------------------------------------------------------------------------------ file checks
 def check_output_file(option, path, extensions=None):
     """Raise :class:`CliError` unless a file can be written at ``path`` (its folder exists, it is no folder)."""
@@ -136,6 +198,10 @@ def run_command(args, prog="inception"):
         tail = f"; the last good checkpoint in {kept} is kept" if kept else ""
         print(f"{name}: error: {escape(error)}{escape(tail)}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # the reader went away (``| head``): nothing more to say, and no one to say it to
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (keep interpreter shutdown from flushing into the pipe)
+        return EXIT_BROKEN_PIPE
     except OSError as error:  # a disk that fills up, a folder removed under a running job, ...
         print(f"{name}: error: {escape(error)}", file=sys.stderr)
         return EXIT_FAILED
@@ -146,6 +212,7 @@ def run_command(args, prog="inception"):
         return EXIT_INTERRUPTED
 
 
-__all__ = ["CliError", "OneLineParser", "escape", "positive_int", "non_negative_int", "positive_float",
+__all__ = ["CliError", "OneLineParser", "HelpFormatter", "plain", "add_model_arguments", "model_from_args",
+           "MODEL_DEFAULTS", "escape", "positive_int", "non_negative_int", "positive_float",
            "non_negative_float", "fraction", "check_output_file", "check_input_file", "run_command",
            "EXIT_USAGE", "EXIT_FAILED", "EXIT_INTERRUPTED"]

@@ -45,7 +45,14 @@ def run(args):
     shape = (size, size, 3)
     worst = {}
     failed = False
-    for dtype, training in (("float32", False), ("float64", False), ("float64", True)):
+    import time
+
+    runs = (("float32", False), ("float64", False), ("float64", True))
+    for step, (dtype, training) in enumerate(runs, 1):
+        mode = "training" if training else "inference"
+        started = time.perf_counter()
+        print(f"[{step}/{len(runs)}] {dtype}, {mode} mode: building the Keras model, converting it, running both"
+              + (" (outputs and gradients)" if dtype == "float64" else " (outputs)") + " ...", flush=True)
         with float64_mode() if dtype == "float64" else contextlib.nullcontext():
             try:
                 model = keras_googlenet(shape, args.num_classes, variant=args.variant, dropout=not training)
@@ -55,6 +62,7 @@ def run(args):
             randomize_weights(model, seed=0)
             x = np.random.default_rng(1).standard_normal((args.batch,) + shape).astype(dtype)
             report = compare_with_keras(model, x, training=training, gradients=dtype == "float64")
+        print(f"[{step}/{len(runs)}] done in {time.perf_counter() - started:.1f} s", flush=True)
         print(report.table("all" if args.all_gradients else "summary"))
         print()
         key = "float32 outputs (abs)" if dtype == "float32" else "float64 outputs (abs)"

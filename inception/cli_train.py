@@ -70,9 +70,10 @@ def _set_kernels(name):
 RUN_FLAGS = [("variant", "variant"), ("data", "data"), ("image_size", "image_size"), ("optimizer", "optimizer"),
              ("lr", "lr"), ("schedule", "schedule"), ("batch_size", "batch_size"),
              ("weight_decay", "weight_decay"), ("aux_weight", "aux_weight"), ("no_aux", "no_aux"),
-             ("crop", "crop"), ("flip", "flip"), ("seed", "seed")]
+             ("crop", "crop"), ("flip", "flip"), ("seed", "seed"), ("validation_split", "validation_split")]
 RUN_DEFAULTS = {"variant": "small", "data": "digits", "image_size": None, "weight_decay": 0.0, "aux_weight": 0.3,
-                "no_aux": False, "crop": 2, "flip": False, "seed": 0, **DEFAULTS}
+                "no_aux": False, "crop": 2, "flip": False, "seed": 0,
+                "validation_split": 0.1, **DEFAULTS}
 
 MAX_IMAGE_SIZE = 2048
 
@@ -80,7 +81,7 @@ MAX_IMAGE_SIZE = 2048
 RUN_TYPES = {"epochs": positive_int(100_000), "batch_size": positive_int(65_536), "lr": positive_float(),
              "weight_decay": fraction(), "aux_weight": non_negative_float(100.0),
              "image_size": positive_int(MAX_IMAGE_SIZE), "crop": non_negative_int(64),
-             "seed": non_negative_int(2**32 - 1)}
+             "seed": non_negative_int(2**32 - 1), "validation_split": fraction()}
 RUN_CHOICES = {"variant": list(VARIANTS), "optimizer": ["sgd", "adam"], "schedule": ["step", "cosine", "constant"]}
 
 
@@ -260,6 +261,11 @@ def train_command(args):
     image_size = settings["image_size"] or (32 if settings["data"] == "digits" else None)
     train, test = _load_training_data(settings["data"], image_size)
     fingerprint = _data_fingerprint(train, test)
+    val = None
+    if settings["validation_split"] > 0:  # held out of the training images; the test split waits for the end
+        train, val = data.split(train, settings["validation_split"], seed=settings["seed"])
+        if len(val) == 0:
+            val = None
     if resume_state is not None:  # the stored description wins over the command line
         config = resume_state["config"]
         _check_config(args.checkpoint, config)
@@ -275,7 +281,8 @@ def train_command(args):
                   "augment": {"crop": settings["crop"], "flip": settings["flip"]},
                   "data_fingerprint": fingerprint,
                   "run": {key: settings[name] for name, key in RUN_FLAGS} | {"epochs": settings["epochs"]}}
-    print(f"data: {escape(settings['data'])}: {len(train)} training and {len(test)} test images of "
+    held_out = f"{len(val)} validation, " if val is not None else ""
+    print(f"data: {escape(settings['data'])}: {len(train)} training, {held_out}{len(test)} test images of "
           f"{'x'.join(map(str, train.image_shape))}, {train.num_classes} classes")
 
     tinynet.set_seed(settings["seed"])
@@ -304,7 +311,7 @@ def train_command(args):
     if args.device != "cpu":
         model.to(args.device)
 
-    trainer.fit(train, test, epochs=settings["epochs"], checkpoint_dir=args.checkpoint, checkpoint_config=config)
+    trainer.fit(train, val, epochs=settings["epochs"], checkpoint_dir=args.checkpoint, checkpoint_config=config)
 
     if args.plot and trainer.history:
         title = f"GoogLeNet {config['variant']} on {os.path.basename(str(settings['data']))}"
@@ -451,62 +458,83 @@ def predict_command(args):
 # ------------------------------------------------------------------------------------------ parsers
 def register(subparsers):
     """Add ``train``, ``evaluate`` and ``predict`` to ``python -m inception``."""
-    p = subparsers.add_parser("train", help="train a GoogLeNet (default: the small one on digits)",
-                              description="Train a GoogLeNet; ends with 'test accuracy: ...'. Flags left out take "
-                                          "their defaults, or on --resume the checkpoint's values.")
+    p = subparsers.add_parser(
+        "train", help="train a GoogLeNet (default: the small one on digits)",
+        description="Train a GoogLeNet and end with the line 'test accuracy: ...'. A validation split is held out "
+                    "from the training data for the per-epoch figures; the test split is used once, at the end. "
+                    "Flags left out take their defaults, or on --resume the checkpoint's values.")
     p.add_argument("--data", default=None,
-                   help="'digits' (built in) or a path: .npz (x, y), MNIST IDX folder, CIFAR-10 batches folder, "
-                        "or a folder of class subfolders (default: digits)")
-    p.add_argument("--variant", default=None, choices=RUN_CHOICES["variant"], help="default: small")
+                   help="'digits' (built in) or a path: an .npz with x and y, a folder of MNIST IDX files, a folder "
+                        "of CIFAR-10 batches, or a folder of class subfolders (default: digits)")
+    p.add_argument("--variant", default=None, choices=RUN_CHOICES["variant"],
+                   help="which GoogLeNet: small (32x32 inputs, quarter width), paper (224x224, Table 1) or blog "
+                        "(the blog post's Keras code) (default: small)")
     p.add_argument("--epochs", type=RUN_TYPES["epochs"], default=None,
-                   help=f"total epochs (default: {DEFAULTS['epochs']}; on --resume, the first run's)")
+                   help=f"total number of epochs (default: {DEFAULTS['epochs']}; on --resume, the first run's)")
     p.add_argument("--batch-size", type=RUN_TYPES["batch_size"], default=None,
-                   help=f"default: {DEFAULTS['batch_size']}")
+                   help=f"images per training step (default: {DEFAULTS['batch_size']})")
     p.add_argument("--lr", type=RUN_TYPES["lr"], default=None,
-                   help=f"default: {DEFAULTS['lr']} (training stops at once if the loss diverges)")
+                   help=f"initial learning rate; training stops at once if the loss diverges "
+                        f"(default: {DEFAULTS['lr']})")
     p.add_argument("--optimizer", default=None, choices=RUN_CHOICES["optimizer"],
-                   help="sgd: momentum 0.9 as the paper; adam (default)")
+                   help="sgd: momentum 0.9, as the paper; adam: Keras' defaults (default: adam)")
     p.add_argument("--schedule", default=None, choices=RUN_CHOICES["schedule"],
-                   help="step: the paper's x0.96 every 8 epochs; default: cosine")
-    p.add_argument("--weight-decay", type=RUN_TYPES["weight_decay"], default=None, help="default: 0")
+                   help="learning rate over the epochs: step is the paper's x0.96 every 8 epochs, cosine decays to 0 "
+                        "at the last epoch, constant keeps it (default: cosine)")
+    p.add_argument("--validation-split", type=RUN_TYPES["validation_split"], default=None,
+                   help="fraction of the training images held out (stratified) to validate after every epoch; 0 "
+                        "turns validation off (default: 0.1)")
+    p.add_argument("--weight-decay", type=RUN_TYPES["weight_decay"], default=None,
+                   help="decoupled weight decay per step, as a fraction of the learning rate (default: 0)")
     p.add_argument("--aux-weight", type=RUN_TYPES["aux_weight"], default=None,
-                   help="loss weight of each aux head (paper and default: 0.3)")
+                   help="loss weight of each auxiliary head (default: 0.3, the paper's)")
     p.add_argument("--no-aux", action="store_true", default=None, help="build the network without the aux heads")
     p.add_argument("--image-size", type=RUN_TYPES["image_size"], default=None,
-                   help="resize images (digits: 32)")
+                   help="resize every image to this height and width (default: 32 for digits, else as stored)")
     p.add_argument("--crop", type=RUN_TYPES["crop"], default=None,
-                   help="random-crop padding in pixels (0: off; default 2)")
-    p.add_argument("--flip", action="store_true", default=None, help="random horizontal flips (not for digits)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+                   help="random-crop augmentation: pad by this many pixels and crop back; 0 turns it off "
+                        "(default: 2)")
+    p.add_argument("--flip", action="store_true", default=None,
+                   help="random horizontal flips (wrong for digits: a mirrored 2 is not a 2)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="where to train: the CPU, or a CUDA GPU through CuPy")
     p.add_argument("--kernels", default=DEFAULTS["kernels"], choices=["numpy", "numba"],
-                   help="CPU kernels (default: tinynet's setting, Numba when installed; see the README for "
-                        "timings); resume with the same kernels for a bit-exact continuation")
-    p.add_argument("--checkpoint", metavar="DIR", help="save a checkpoint there after every epoch")
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint DIR")
+                   help="CPU kernels: numba (compiled, parallel; the default when installed) or numpy (the "
+                        "reference); resume with the same kernels for a bit-exact continuation")
+    p.add_argument("--checkpoint", metavar="DIR", help="save a checkpoint into DIR after every epoch")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint DIR")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in --checkpoint DIR even though it holds a checkpoint (replaced at the "
                         "first save)")
-    p.add_argument("--plot", metavar="FILE", help="write the training curves as a PNG (or .svg, .pdf)")
+    p.add_argument("--plot", metavar="FILE", help="write the training curves to FILE (.png, .svg or .pdf)")
     p.add_argument("--grad-norms", metavar="FILE",
-                   help="record per-block gradient norms with and without the aux heads; plot them to FILE")
-    p.add_argument("--seed", type=RUN_TYPES["seed"], default=None, help="default: 0")
+                   help="record each block's gradient norm with and without the aux heads, and plot it to FILE")
+    p.add_argument("--seed", type=RUN_TYPES["seed"], default=None,
+                   help="seed of the weights, the shuffling, the augmentation and the validation split (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=train_command)
 
-    e = subparsers.add_parser("evaluate", help="evaluate a checkpoint on its test split")
-    e.add_argument("--checkpoint", metavar="DIR", required=True)
-    e.add_argument("--data", default=None, help="override the data the checkpoint was trained on")
-    e.add_argument("--batch-size", type=positive_int(65_536), default=128)
-    e.add_argument("--kernels", default=None, choices=["numpy", "numba"])
+    e = subparsers.add_parser("evaluate", help="evaluate a checkpoint on its test split",
+                              description="Rebuild the model a checkpoint describes, load its weights and print the "
+                                          "loss and accuracy on the test split of its data (or of --data).")
+    e.add_argument("--checkpoint", metavar="DIR", required=True, help="the folder 'train --checkpoint' wrote")
+    e.add_argument("--data", default=None,
+                   help="evaluate on another data set of the same image size and classes (default: the checkpoint's)")
+    e.add_argument("--batch-size", type=positive_int(65_536), default=128, help="images per inference batch")
+    e.add_argument("--kernels", default=None, choices=["numpy", "numba"],
+                   help="CPU kernels (default: numba when installed)")
     e.set_defaults(func=evaluate_command)
 
-    r = subparsers.add_parser("predict", help="classify image files with a checkpoint")
-    r.add_argument("--checkpoint", metavar="DIR", required=True)
-    r.add_argument("images", nargs="+", metavar="IMAGE")
-    r.add_argument("--top", type=positive_int(), default=3, help="show the top K classes")
+    r = subparsers.add_parser("predict", help="classify image files with a checkpoint",
+                              description="Classify image files with a checkpoint; each image is read as the "
+                                          "training data was (resized, grey or colour) and its top classes printed.")
+    r.add_argument("--checkpoint", metavar="DIR", required=True, help="the folder 'train --checkpoint' wrote")
+    r.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, TIFF, ...)")
+    r.add_argument("--top", type=positive_int(), default=3, help="how many of the most likely classes to show")
     r.add_argument("--invert", default="auto", choices=["auto", "yes", "no"],
-                   help="invert bright images (auto: for digits, which are light on dark)")
-    r.add_argument("--kernels", default=None, choices=["numpy", "numba"])
+                   help="invert bright images; auto inverts them for digits, which are light strokes on dark")
+    r.add_argument("--kernels", default=None, choices=["numpy", "numba"],
+                   help="CPU kernels (default: numba when installed)")
     r.set_defaults(func=predict_command)
 
 

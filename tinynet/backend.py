@@ -120,7 +120,8 @@ def require_gpu():
     if importlib.util.find_spec("cupy") is None:
         raise RuntimeError(
             "tinynet: the GPU backend needs CuPy, which is not installed "
-            "(pip install 'tinynet[gpu]' or a cupy-cudaXXx wheel matching your CUDA)."
+            "(from a clone of this repository: pip install -e '.[gpu]', or a cupy-cudaXXx wheel matching your "
+            "CUDA; the name 'tinynet' on the package index is another project)."
         )
     problem = _cupy_problem()
     if problem is not None:

@@ -27,16 +27,16 @@ def plot_history(history, path, title="training"):
     for key in sorted(k for k in history if k.startswith("loss_")):
         ax1.plot(epochs, history[key], "--" if "aux" in key else "-", label=f"train {key[5:]}")
     if "val_loss" in history:
-        ax1.plot(epochs, history["val_loss"], "r-", label="test main")
+        ax1.plot(epochs, history["val_loss"], "r-", label="validation main")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("cross-entropy")
     ax1.set_yscale("log")
     ax1.legend()
     ax2.plot(epochs, history["acc"], "k-", label="train top-1 (main)")
     if "val_acc" in history:
-        ax2.plot(epochs, history["val_acc"], "r-", label="test top-1")
+        ax2.plot(epochs, history["val_acc"], "r-", label="validation top-1")
     if "val_top5" in history:
-        ax2.plot(epochs, history["val_top5"], "r:", label="test top-5")
+        ax2.plot(epochs, history["val_top5"], "r:", label="validation top-5")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("accuracy")
     ax2.legend(loc="lower right")
