@@ -210,7 +210,7 @@ def network_rows(name, batch, repeats, macs_per_image):
     model = googlenet(variant="paper")
     if name == "cupy":
         model.to("gpu")
-    opt = optim.SGD(lr=0.01, momentum=0.9).attach(model)
+    opt = optim.SGD(learning_rate=0.01, momentum=0.9).attach(model)
     rng = np.random.default_rng(0)
     x = move(rng.standard_normal((batch, 224, 224, 3), dtype=np.float32))
     labels = move(rng.integers(0, 1000, batch))

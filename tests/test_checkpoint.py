@@ -164,3 +164,62 @@ def test_rng_states_round_trip():
     expected = (backend.global_rng().random(), model.get_layer("dropout").rng.random(), rng.random())
     checkpoint.set_rng_states(model, saved, rng)
     assert (backend.global_rng().random(), model.get_layer("dropout").rng.random(), rng.random()) == expected
+
+
+# ------------------------------------------------------------------------------------------ Keras' API
+def test_a_compiled_model_saves_and_loads_its_run(tmp_path):
+    ds = toy_data(n=20)
+
+    def compiled(seed):
+        model = tiny_model(seed=seed)
+        model.compile(SGD(learning_rate=0.05, momentum=0.9), loss="sparse_categorical_crossentropy")
+        return model
+
+    model = compiled(0)
+    model.fit(ds.x, ds.y, epochs=2, batch_size=10, verbose=0)
+    checkpoint.save(tmp_path, model, config={"how": "fit"})
+    state = checkpoint.read_state(tmp_path)
+    assert state["epoch"] == 2 and state["schedule"] is None and state["batch_size"] == 10
+    assert state["optimizer"]["config"]["learning_rate"] == 0.05 and state["optimizer"]["iterations"] == 4
+    assert set(state["history"]) == {"loss", "aux1_output_loss", "output_loss"}
+    other = compiled(3)
+    assert checkpoint.load(tmp_path, other)["config"] == {"how": "fit"}
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), other.get_weights()))
+    assert other.optimizer.iterations == 4 and other.training_state.history == model.training_state.history
+    with pytest.raises(checkpoint.CheckpointError, match="is not compiled"):
+        checkpoint.save(tmp_path, tiny_model())
+
+
+def test_a_trainer_on_a_per_step_schedule_checkpoints_it(tmp_path):
+    from tinynet.optimizers.schedules import ExponentialDecay
+
+    ds = toy_data(n=20)
+
+    def trainer():
+        return Trainer(tiny_model(), SGD(learning_rate=ExponentialDecay(0.1, 2, 0.5), momentum=0.9), batch_size=10,
+                       verbose=False)
+
+    first = trainer()
+    first.fit(ds, epochs=1, checkpoint_dir=str(tmp_path))
+    state = checkpoint.read_state(tmp_path)
+    assert state["schedule"] is None and state["optimizer"]["config"]["learning_rate"]["class_name"] == \
+        "ExponentialDecay"
+    assert first.history["lr"] == [pytest.approx(0.1 * 0.5 ** 0.5)]  # the rate of the epoch's last step (step 1)
+    resumed = trainer()
+    checkpoint.load(tmp_path, resumed)
+    assert resumed.optimizer.learning_rate == first.optimizer.learning_rate == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="give no schedule to the trainer as well"):
+        Trainer(tiny_model(), SGD(learning_rate=ExponentialDecay(0.1, 2, 0.5)), schedule=StepDecay(0.1))
+
+
+def test_a_manifest_with_the_older_lr_key_still_loads(tmp_path):
+    trainer = new_trainer(SGD(0.05, momentum=0.9))
+    trainer.fit(toy_data(n=20), epochs=1, checkpoint_dir=str(tmp_path))
+    path = tmp_path / "checkpoint.json"
+    state = json.loads(path.read_text())
+    config = state["optimizer"]["config"]
+    config["lr"] = config.pop("learning_rate")  # as tinynet wrote it before the Keras names
+    path.write_text(json.dumps(state))
+    resumed = new_trainer(SGD(0.05, momentum=0.9))
+    checkpoint.load(tmp_path, resumed)
+    assert resumed.epoch == 1 and resumed.optimizer.iterations == trainer.optimizer.iterations

@@ -153,4 +153,77 @@ def test_weighted_loss_with_per_output_labels_and_a_named_loss(rng):
 def test_unknown_loss_name():
     with pytest.raises(ValueError, match="unknown loss 'hinge9'"):
         losses.get("hinge9")
-    assert losses.get("categorical_crossentropy") is losses.categorical_crossentropy
+    with pytest.raises(ValueError, match="unknown loss 'hinge9'"):
+        losses.weighted_loss([np.ones((1, 2)) / 2], np.array([0]), loss="hinge9")
+    assert isinstance(losses.get("categorical_crossentropy"), losses.CategoricalCrossentropy)
+    assert isinstance(losses.get("SparseCategoricalCrossentropy"), losses.SparseCategoricalCrossentropy)
+    assert losses.get("softmax_cross_entropy").fn is losses.softmax_cross_entropy
+
+
+# ------------------------------------------------------------------------------------------ Keras' loss objects
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_loss_objects_match_the_functions(rng, from_logits):
+    scores = rng.random((5, 4)) + 0.05
+    ids = np.array([0, 3, 1, 2, 3])
+    fn = losses.softmax_cross_entropy if from_logits else losses.categorical_crossentropy
+    value, grad = fn(scores, ids)
+    for loss, labels in ((losses.CategoricalCrossentropy(from_logits=from_logits), one_hot(ids, 4)),
+                         (losses.SparseCategoricalCrossentropy(from_logits=from_logits), ids),
+                         (losses.SparseCategoricalCrossentropy(from_logits=from_logits), ids[:, None]),
+                         (losses.SparseCategoricalCrossentropy(from_logits=from_logits), ids.astype(float))):
+        assert loss(labels, scores) == pytest.approx(value, rel=1e-12)  # Keras' order: (y_true, y_pred)
+        np.testing.assert_allclose(loss.value_and_grad(labels, scores)[1], grad, rtol=1e-12)
+
+
+def test_label_smoothing_as_keras(rng):
+    probs = rng.random((3, 5)) + 0.05
+    probs /= probs.sum(axis=1, keepdims=True)
+    t = one_hot(np.array([1, 4, 0]), 5)
+    smoothed = t * 0.8 + 0.2 / 5
+    loss = losses.CategoricalCrossentropy(label_smoothing=0.2)
+    assert loss(t, probs) == pytest.approx(-np.mean((smoothed * np.log(probs)).sum(axis=1)), rel=1e-10)
+    value, grad = loss.value_and_grad(t, probs)
+    num = numeric_grad(lambda p: loss(t, p), probs)
+    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        losses.CategoricalCrossentropy(label_smoothing=1.5)
+
+
+def test_loss_objects_refuse_the_other_label_kind(rng):
+    probs = rng.random((3, 4)) + 0.1
+    with pytest.raises(ValueError, match="one-hot labels.*sparse_categorical_crossentropy"):
+        losses.CategoricalCrossentropy()(np.array([0, 1, 2]), probs)
+    with pytest.raises(ValueError, match="class indices.*categorical_crossentropy"):
+        losses.SparseCategoricalCrossentropy()(one_hot(np.array([0, 1, 2]), 4), probs)
+    with pytest.raises(ValueError, match="whole numbers"):
+        losses.SparseCategoricalCrossentropy()(np.array([0.5, 1, 2]), probs)
+
+
+@pytest.mark.parametrize("loss, labels, message", [
+    (losses.CategoricalCrossentropy(), np.array([0, 1, 2]), r"one-hot labels of shape \(3, 4\), got shape \(3,\); "
+                                                               r"these look like class indices.*to_categorical"),
+    (losses.CategoricalCrossentropy(), np.array([[0, 2, 0, 0]] * 3), "must hold only 0 and 1"),
+    (losses.CategoricalCrossentropy(), np.full((3, 4), np.nan), "NaN or inf"),
+    (losses.SparseCategoricalCrossentropy(), np.array([0, 4, 1]),
+     r"must lie in \[0, 4\).*first: 4 at index \(1,\)"),
+    (losses.SparseCategoricalCrossentropy(), np.eye(4)[:3], "these look one-hot"),
+    (losses.SparseCategoricalCrossentropy(), np.array([0.0, 1.5, 2.0]), "not whole numbers"),
+    (losses.SparseCategoricalCrossentropy(), np.array(["a", "b", "c"]), "dtype <U1"),
+])
+def test_check_labels_names_the_problem(loss, labels, message):
+    with pytest.raises(ValueError, match="fit: loss '[a-z_]+': .*" + message):
+        loss.check_labels(labels, (4,), "fit")
+
+
+def test_check_labels_accepts_what_the_losses_take():
+    losses.CategoricalCrossentropy().check_labels(np.eye(4)[[0, 1, 2]], (4,))
+    losses.CategoricalCrossentropy().check_labels(np.eye(4, dtype=int)[[0, 1, 2]], (4,))
+    for ids in (np.array([0, 3, 1]), np.array([[0], [3], [1]]), np.array([0.0, 3.0, 1.0])):
+        losses.SparseCategoricalCrossentropy().check_labels(ids, (4,))
+    losses.SparseCategoricalCrossentropy().check_labels(np.array([0, 3]), (2, 2, 4))  # one label, every position
+
+
+def test_a_loss_function_must_return_its_gradient():
+    loss = losses.get(lambda y_pred, y_true: 1.0)
+    with pytest.raises(TypeError, match="must return \\(loss, gradient\\)"):
+        loss(np.array([0]), np.ones((1, 2)))

@@ -34,22 +34,23 @@ def run(opt, grads, value=1.0):
 
 def test_sgd_plain():
     # w = 1 - 0.1 * 0.5 = 0.95, then 0.95 - 0.1 * (-1) = 1.05
-    assert run(SGD(lr=0.1), [0.5, -1.0]) == pytest.approx([0.95, 1.05], abs=1e-12)
+    assert run(SGD(learning_rate=0.1), [0.5, -1.0]) == pytest.approx([0.95, 1.05], abs=1e-12)
 
 
 def test_sgd_momentum():
     # v1 = -0.1·1 = -0.1, w = 0.9;  v2 = 0.9·(-0.1) - 0.1 = -0.19, w = 0.71
-    assert run(SGD(lr=0.1, momentum=0.9), [1.0, 1.0]) == pytest.approx([0.9, 0.71], abs=1e-12)
+    assert run(SGD(learning_rate=0.1, momentum=0.9), [1.0, 1.0]) == pytest.approx([0.9, 0.71], abs=1e-12)
 
 
 def test_sgd_nesterov():
     # v1 = -0.1, w = 1 + 0.9·(-0.1) - 0.1 = 0.81;  v2 = -0.19, w = 0.81 + 0.9·(-0.19) - 0.1 = 0.539
-    assert run(SGD(lr=0.1, momentum=0.9, nesterov=True), [1.0, 1.0]) == pytest.approx([0.81, 0.539], abs=1e-12)
+    trace = run(SGD(learning_rate=0.1, momentum=0.9, nesterov=True), [1.0, 1.0])
+    assert trace == pytest.approx([0.81, 0.539], abs=1e-12)
 
 
 def test_sgd_weight_decay_is_decoupled():
     # w = 2 - lr·wd·w = 2 - 0.1·0.5·2 = 1.9, then the gradient step: 1.9 - 0.1·1 = 1.8
-    assert run(SGD(lr=0.1, weight_decay=0.5), [1.0], value=2.0) == pytest.approx([1.8], abs=1e-12)
+    assert run(SGD(learning_rate=0.1, weight_decay=0.5), [1.0], value=2.0) == pytest.approx([1.8], abs=1e-12)
 
 
 def test_adam_two_steps():
@@ -57,7 +58,7 @@ def test_adam_two_steps():
     #   w = 1 - alpha·0.2/(sqrt(0.004) + 1e-7) = 0.9000002 (the first Adam step is lr·sign(g))
     # step 2, g = -1: m = 0.2 + 0.1·(-1 - 0.2) = 0.08, v = 0.004 + 0.001·(1 - 0.004) = 0.004996,
     #   alpha = 0.1·sqrt(1 - 0.999²)/(1 - 0.9²) = 0.0235317, w = 0.9000002 - alpha·0.08/0.0706824 = 0.873366
-    trace = run(Adam(lr=0.1), [2.0, -1.0])
+    trace = run(Adam(learning_rate=0.1), [2.0, -1.0])
     assert trace[0] == pytest.approx(1 - 0.0316228 * 0.2 / (0.0632456 + 1e-7), abs=1e-6)
     assert trace[1] == pytest.approx(0.873366, abs=1e-6)
 
@@ -82,9 +83,9 @@ def test_trainable_only_and_dtype_kept():
 
 def test_state_dict_round_trip_continues_identically():
     grads = [1.0, -0.5, 0.25, 2.0]
-    straight = run(SGD(lr=0.1, momentum=0.9, nesterov=True), grads)
+    straight = run(SGD(learning_rate=0.1, momentum=0.9, nesterov=True), grads)
     model, layer = one_weight_model()
-    opt = SGD(lr=0.1, momentum=0.9, nesterov=True).attach(model)
+    opt = SGD(learning_rate=0.1, momentum=0.9, nesterov=True).attach(model)
     for g in grads[:2]:
         layer.grads = [np.array([[g]])]
         opt.step()
@@ -144,3 +145,82 @@ def test_schedules():
         assert rebuilt(9.5) == s(9.5)
     with pytest.raises(ValueError):
         get_schedule({"name": "nope"})
+
+
+# ------------------------------------------------------------------------------------------ Keras' per-step schedules
+from tinynet.optimizers import schedules  # noqa: E402
+
+
+def test_per_step_schedules():
+    paper = schedules.ExponentialDecay(0.1, decay_steps=8 * 10, decay_rate=0.96, staircase=True)  # 10 steps/epoch
+    assert [paper(s) for s in (0, 79, 80, 159, 160)] == pytest.approx([0.1, 0.1, 0.096, 0.096, 0.09216])
+    smooth = schedules.ExponentialDecay(1.0, decay_steps=10, decay_rate=0.5)
+    assert smooth(5) == pytest.approx(0.5 ** 0.5)
+    cos = schedules.CosineDecay(1.0, decay_steps=10, alpha=0.1)
+    assert [cos(s) for s in (0, 5, 10, 20)] == pytest.approx([1.0, 0.55, 0.1, 0.1])
+    warm = schedules.CosineDecay(0.0, decay_steps=10, warmup_target=1.0, warmup_steps=4)
+    assert [warm(s) for s in (0, 2, 4, 9, 14, 30)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 0.0], abs=1e-12)
+    piece = schedules.PiecewiseConstantDecay([10, 20], [1.0, 0.5, 0.1])
+    assert [piece(s) for s in (0, 10, 11, 20, 21)] == [1.0, 1.0, 0.5, 0.5, 0.1]
+    for s in (paper, cos, warm, piece):
+        rebuilt = schedules.deserialize(json.loads(json.dumps(schedules.serialize(s))))
+        assert type(rebuilt) is type(s) and rebuilt(13) == s(13)
+    with pytest.raises(ValueError, match="decay_steps must be a finite number > 0"):
+        schedules.ExponentialDecay(0.1, 0, 0.9)
+    with pytest.raises(ValueError, match="unknown learning rate schedule 'Warp'"):
+        schedules.deserialize({"class_name": "Warp", "config": {}})
+
+
+@pytest.mark.keras
+def test_per_step_schedules_match_keras():
+    keras = pytest.importorskip("keras")
+    cases = [("ExponentialDecay", dict(initial_learning_rate=0.1, decay_steps=7, decay_rate=0.96, staircase=True)),
+             ("ExponentialDecay", dict(initial_learning_rate=0.1, decay_steps=7, decay_rate=0.5)),
+             ("CosineDecay", dict(initial_learning_rate=0.1, decay_steps=20, alpha=0.2)),
+             ("CosineDecay", dict(initial_learning_rate=0.0, decay_steps=20, warmup_target=0.1, warmup_steps=5)),
+             ("PiecewiseConstantDecay", dict(boundaries=[5, 12], values=[0.1, 0.05, 0.01]))]
+    for name, kwargs in cases:
+        ours = getattr(schedules, name)(**kwargs)
+        theirs = getattr(keras.optimizers.schedules, name)(**kwargs)
+        for step in (0, 1, 5, 6, 12, 13, 24, 40):
+            assert ours(step) == pytest.approx(float(theirs(step)), rel=1e-6, abs=1e-8), (name, step)  # float32
+        assert ours.get_config().keys() == theirs.get_config().keys()
+
+
+def test_an_optimizer_evaluates_its_schedule_before_each_step():
+    rate = schedules.PiecewiseConstantDecay([1], [0.1, 0.01])  # steps 0 and 1 at 0.1, then 0.01
+    trace = run(SGD(learning_rate=rate), [1.0, 1.0, 1.0, 1.0])
+    assert trace == pytest.approx([0.9, 0.8, 0.79, 0.78])
+    opt = SGD(learning_rate=rate)
+    assert opt.learning_rate == 0.1 and opt.learning_rate_schedule is rate
+    with pytest.raises(TypeError, match="cannot be set to a number"):
+        opt.learning_rate = 0.5
+    opt.learning_rate = schedules.ExponentialDecay(1.0, 1, 0.5)  # a schedule may replace a schedule (Keras)
+    assert opt.learning_rate == 1.0
+
+
+def test_state_dict_with_a_schedule_and_the_old_lr_key():
+    model, layer = one_weight_model()
+    opt = Adam(learning_rate=schedules.ExponentialDecay(0.1, 2, 0.5)).attach(model)
+    layer.grads = [np.array([[1.0]])]
+    opt.step()
+    state = json.loads(json.dumps({"config": opt.get_config(), "iterations": opt.iterations}))
+    assert state["config"]["learning_rate"]["class_name"] == "ExponentialDecay"
+    fresh = Adam(learning_rate=schedules.ExponentialDecay(1.0, 1, 0.1)).attach(model)
+    fresh.load_state_dict({**state, "arrays": opt.state_dict()["arrays"]})
+    assert fresh.learning_rate == opt.learning_rate == pytest.approx(0.1 * 0.5 ** 0.5)
+    # checkpoints written before the Keras names stored 'lr'
+    sgd = SGD(learning_rate=0.1, momentum=0.9).attach(model)
+    old = {"config": {"name": "sgd", "lr": 0.05, "weight_decay": 0.0, "momentum": 0.9, "nesterov": False},
+           "iterations": 3, "arrays": {}}
+    sgd.load_state_dict(old)
+    assert sgd.learning_rate == 0.05 and sgd.iterations == 3
+    with pytest.raises(ValueError, match="given twice"):
+        sgd.load_state_dict({**old, "config": {**old["config"], "learning_rate": 0.05}})
+
+
+def test_the_lr_alias_still_works():
+    with pytest.warns(DeprecationWarning, match="'lr' is deprecated, use 'learning_rate'"):
+        opt = SGD(lr=0.2, momentum=0.5)
+    assert opt.lr == opt.learning_rate == 0.2
+    assert run(opt, [1.0]) == pytest.approx([0.8])

@@ -59,7 +59,7 @@ import stat
 import numpy as np
 
 from . import backend, fileio, saving
-from .optim import get_schedule
+from .optimizers.schedules import get_schedule
 
 FORMAT_VERSION = 2
 STATE_FILE = "checkpoint.json"
@@ -76,6 +76,17 @@ _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 class CheckpointError(ValueError):
     """A checkpoint folder is missing, incomplete, corrupt or does not fit the model/trainer; says which file."""
+
+
+def _run_of(trainer):
+    """The training run to save or load: a Trainer (or any engine) as it is, or a compiled Model's state."""
+    state = getattr(trainer, "training_state", None)
+    if state is not None:
+        return state
+    if getattr(trainer, "compiled", None) is False:
+        raise CheckpointError(f"model '{trainer.name}' is not compiled: a checkpoint holds a training run (optimizer "
+                              f"state, epoch, history); compile the model first, or use save_weights")
+    return trainer
 
 
 # ------------------------------------------------------------------------------------------ generators
@@ -225,8 +236,9 @@ def _check_manifest(state, path):
         _fail(path, "field 'optimizer' must be an object with 'config' (an object with a 'name')")
     if not _is_int(opt.get("iterations")):
         _fail(path, f"field 'optimizer.iterations' must be a non-negative integer, got {opt.get('iterations')!r}")
-    if not isinstance(state["schedule"], dict) or not isinstance(state["schedule"].get("name"), str):
-        _fail(path, "field 'schedule' must be an object with a 'name'")
+    if state["schedule"] is not None and (not isinstance(state["schedule"], dict)
+                                          or not isinstance(state["schedule"].get("name"), str)):
+        _fail(path, "field 'schedule' must be null or an object with a 'name'")
     lw = state["loss_weights"]
     if not isinstance(lw, list) or not lw or not all(_is_number(v) and math.isfinite(v) for v in lw):
         _fail(path, f"field 'loss_weights' must be a non-empty list of finite numbers, got {lw!r}")
@@ -462,7 +474,9 @@ def save(directory, trainer, config=None):
     directory : str or os.PathLike
         Created (with its parents) if missing. A checkpoint already there is replaced as a whole, and only
         once the new one is complete (see the module notes).
-    trainer : tinynet.training.Trainer
+    trainer : tinynet.training.Trainer, or a compiled tinynet.Model
+        A compiled model saves the run :meth:`tinynet.Model.compile` and ``fit`` keep
+        (:attr:`tinynet.Model.training_state`: optimizer, epoch, history, shuffling generator).
     config : dict, optional
         JSON-able description of the run (model variant, input shape, classes, normalisation, ...).
 
@@ -481,6 +495,7 @@ def save(directory, trainer, config=None):
     directory = os.fspath(directory)
     if os.path.lexists(directory) and not os.path.isdir(directory):
         raise CheckpointError(f"{directory}: is a file, not a checkpoint folder; refusing to save there")
+    trainer = _run_of(trainer)
     model, optimizer = trainer.model, trainer.optimizer
     epoch = int(trainer.epoch)
     # everything is gathered and checked in memory before the first byte is written
@@ -491,7 +506,7 @@ def save(directory, trainer, config=None):
         "epoch": epoch,
         "history": _encode(trainer.history),
         "optimizer": _encode({"config": opt_state["config"], "iterations": opt_state["iterations"]}),
-        "schedule": _encode(trainer.schedule.get_config()),
+        "schedule": _encode(trainer.schedule.get_config()) if trainer.schedule is not None else None,
         "loss_weights": _encode(list(trainer.loss_weights)),
         "batch_size": int(trainer.batch_size),
         "rng": rng_states(model, trainer.rng),
@@ -581,7 +596,8 @@ def load(directory, trainer) -> dict:
     All or nothing: the files are verified (see :func:`verify`) and every part is checked against the
     trainer's model and optimizer before anything changes; on any error the trainer, model and optimizer
     are exactly as before. The trainer must be built on the same architecture (layer names and shapes)
-    and optimizer type.
+    and optimizer type. ``trainer`` may also be a compiled :class:`tinynet.Model` (its training state is
+    restored; continue with ``model.fit(..., initial_epoch=state['epoch'])``).
 
     Returns
     -------
@@ -597,6 +613,7 @@ def load(directory, trainer) -> dict:
     blobs = {kind: _read_data(directory, state, kind) for kind in DATA_KINDS}
     paths = {kind: os.path.join(directory, state["files"][kind]["name"]) for kind in DATA_KINDS}
     manifest = os.path.join(directory, STATE_FILE)
+    trainer = _run_of(trainer)
     model, optimizer = trainer.model, trainer.optimizer
 
     # 1. check and prepare everything; nothing changes here
@@ -620,7 +637,7 @@ def load(directory, trainer) -> dict:
     except ValueError as error:
         raise CheckpointError(f"{opt_path}: {error}") from None
     try:
-        schedule = get_schedule(state["schedule"])
+        schedule = get_schedule(state["schedule"]) if state["schedule"] is not None else None
     except (TypeError, ValueError, KeyError) as error:
         raise CheckpointError(f"{manifest}: bad 'schedule' {state['schedule']!r} ({error})") from None
     if len(state["loss_weights"]) != len(model.outputs):

@@ -13,6 +13,17 @@ categorical cross-entropy on probabilities ``p``, as Keras computes it (renormal
 .. math:: q = clip(p / \\sum_j p_j), \\quad L = −\\frac{1}{M} \\sum t \\log q, \\quad
           ∂L/∂p_i = \\frac{1}{M\\,S}\\Big(d_i − \\sum_j d_j\\, p_j / S\\Big),\\;
           d = −t/q · [ε < p/S < 1−ε],\\; S = \\sum_j p_j
+
+Two ways to use them:
+
+* the functions :func:`softmax_cross_entropy` and :func:`categorical_crossentropy` take ``(scores, labels)``
+  (class indices or one-hot) and return ``(loss, gradient)``; :func:`weighted_loss` sums them over several
+  outputs. :class:`tinynet.training.Trainer` uses these.
+* Keras' loss objects, for :meth:`tinynet.Model.compile`: :class:`CategoricalCrossentropy` (one-hot labels),
+  :class:`SparseCategoricalCrossentropy` (class indices), both with ``from_logits``; :func:`get` builds them
+  from Keras' names ``'categorical_crossentropy'`` and ``'sparse_categorical_crossentropy'``. Called as Keras
+  does, ``loss(y_true, y_pred)``, they return the mean loss; :meth:`Loss.value_and_grad` also gives the
+  gradient, and :meth:`Loss.check_labels` checks a whole label array before training.
 """
 from __future__ import annotations
 
@@ -150,19 +161,20 @@ def categorical_crossentropy(probs, labels):
     return loss, grad
 
 
-LOSSES = {
+FUNCTIONS = {
     "softmax_cross_entropy": softmax_cross_entropy,
     "categorical_crossentropy": categorical_crossentropy,
 }
+LOSSES = FUNCTIONS  # its older name
 
 
-def get(loss):
-    """A loss function by name, or the callable itself."""
+def _function(loss):
+    """A ``(scores, labels) -> (loss, grad)`` function by name, or the callable itself (:func:`weighted_loss`)."""
     if callable(loss):
         return loss
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; available: {sorted(LOSSES)}")
-    return LOSSES[loss]
+    if loss not in FUNCTIONS:
+        raise ValueError(f"unknown loss {loss!r}; available: {sorted(FUNCTIONS)}")
+    return FUNCTIONS[loss]
 
 
 def weighted_loss(outputs, labels, weights=None, loss="categorical_crossentropy"):
@@ -192,7 +204,7 @@ def weighted_loss(outputs, labels, weights=None, loss="categorical_crossentropy"
         When the numbers of outputs, label arrays and weights differ (naming the counts), and for the
         labels and empty batches as :func:`targets_like`.
     """
-    fn = get(loss)
+    fn = _function(loss)
     outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
     if not outputs:
         raise ValueError("weighted_loss: no outputs")
@@ -219,4 +231,255 @@ def weighted_loss(outputs, labels, weights=None, loss="categorical_crossentropy"
     return total, losses, grads
 
 
-__all__ = ["softmax_cross_entropy", "categorical_crossentropy", "weighted_loss", "targets_like", "get"]
+# ------------------------------------------------------------------------------------------ Keras' loss objects
+def label_problem(y, output_shape, mode):
+    """Why the label array ``y`` (N, ...) does not fit outputs of per-example shape ``output_shape``, or None.
+
+    ``mode``: ``'one_hot'`` (shape ``(N, *output_shape)``, floats, or integers that are 0 or 1), ``'ids'``
+    (integer class ids in [0, C), shape ``(N, *output_shape[:-1])``, with a trailing 1, or ``(N,)``) or
+    ``'either'``.
+    """
+    output_shape = tuple(output_shape)
+    classes = output_shape[-1]
+    full = (len(y),) + output_shape
+    if y.dtype.kind not in "biuf":
+        return f"labels have dtype {y.dtype}; expected numbers"
+    one_hot = tuple(y.shape) == full
+    if mode == "either":
+        mode = "one_hot" if one_hot else "ids"
+    if mode == "one_hot":
+        if not one_hot:
+            hint = (f"; these look like class indices: use 'sparse_categorical_crossentropy', or one-hot encode them "
+                    f"with tinynet.utils.to_categorical(y, {classes})") if y.dtype.kind in "iu" else ""
+            return f"takes one-hot labels of shape {full}, got shape {tuple(y.shape)}{hint}"
+        if y.dtype.kind == "f":
+            if not bool(np.isfinite(y).all()):
+                return "one-hot labels hold NaN or inf"
+        elif bool(((y != 0) & (y != 1)).any()):
+            return f"integer labels of the outputs' shape are read as one-hot and must hold only 0 and 1; got " \
+                   f"values in [{int(y.min())}, {int(y.max())}]"
+        return None
+    accepted = [full[:-1], full[:-1] + (1,), full[:1]]
+    if tuple(y.shape) not in accepted:
+        hint = "; these look one-hot: use 'categorical_crossentropy'" if one_hot else ""
+        listed = ", ".join(str(a) for i, a in enumerate(accepted) if a not in accepted[:i])
+        return f"takes integer class indices of shape {listed}, got shape {tuple(y.shape)}{hint}"
+    if y.dtype.kind == "f":
+        if not bool(np.isfinite(y).all()) or bool((np.mod(y, 1) != 0).any()):
+            return f"class indices must be integers, got {y.dtype} values that are not whole numbers"
+    elif y.dtype.kind == "b":
+        return "class indices must be integers, got booleans"
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
+        bad = np.argwhere((y < 0) | (y >= classes))[0]
+        return (f"class indices must lie in [0, {classes}) for outputs of {classes} classes; got values in "
+                f"[{int(y.min())}, {int(y.max())}] (first: {int(y[tuple(bad)])} at index {tuple(int(i) for i in bad)})")
+    return None
+
+
+class Loss:
+    """Base class of the loss objects (Keras' ``keras.losses.Loss``), which also give the gradient.
+
+    ``loss(y_true, y_pred)`` (Keras' argument order) returns the mean loss over the batch (Keras' default
+    reduction, ``'sum_over_batch_size'``); :meth:`value_and_grad` also returns ``∂L/∂y_pred`` for
+    :meth:`tinynet.Model.backward`; :meth:`check_labels` checks a whole label array before training.
+
+    Parameters
+    ----------
+    name : str
+    """
+
+    label_mode = "either"
+
+    def __init__(self, name=None):
+        self.name = name or type(self).__name__
+
+    def __call__(self, y_true, y_pred) -> float:
+        return self.value_and_grad(y_true, y_pred)[0]
+
+    def value_and_grad(self, y_true, y_pred):
+        """``(mean loss as a float, ∂L/∂y_pred)`` for one batch."""
+        raise NotImplementedError
+
+    def check_labels(self, y_true, output_shape, where="labels"):
+        """Raise ``ValueError`` unless the array ``y_true`` (N, ...) fits outputs of per-example ``output_shape``.
+
+        One pass over the labels (shape, dtype, values: class indices in range, one-hot values 0/1 or finite).
+        """
+        problem = label_problem(np.asarray(y_true), output_shape, self.label_mode)
+        if problem is not None:
+            raise ValueError(f"{where}: loss '{self.name}': {problem}")
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+
+class CategoricalCrossentropy(Loss):
+    """Cross-entropy with one-hot labels (Keras' ``CategoricalCrossentropy``).
+
+    Parameters
+    ----------
+    from_logits : bool, default False
+        False: ``y_pred`` are probabilities (a softmax output), renormalised and clipped to [1e-7, 1 − 1e-7]
+        as Keras does (:func:`categorical_crossentropy`). True: ``y_pred`` are logits, and the softmax is fused
+        in (:func:`softmax_cross_entropy`, finite for any logits).
+    label_smoothing : float in [0, 1], default 0
+        Targets become ``t · (1 − s) + s / C``.
+    name : str, default 'categorical_crossentropy'
+
+    Labels are one-hot (or soft) of the outputs' shape ``(N, ..., C)``; class indices are refused with a
+    pointer to :class:`SparseCategoricalCrossentropy` and :func:`tinynet.utils.to_categorical`.
+    """
+
+    label_mode = "one_hot"
+
+    def __init__(self, from_logits=False, label_smoothing=0.0, name="categorical_crossentropy"):
+        super().__init__(name)
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.number)) \
+                or not 0.0 <= float(label_smoothing) <= 1.0:
+            raise ValueError(f"{type(self).__name__}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = float(label_smoothing)
+
+    def value_and_grad(self, y_true, y_pred):
+        _check_scores(y_pred, self.name)
+        xp = get_array_module(y_pred)
+        t = xp.asarray(y_true)
+        if tuple(t.shape) != tuple(y_pred.shape):
+            raise ValueError(f"{self.name}: takes one-hot labels of the outputs' shape {tuple(y_pred.shape)}, got "
+                             f"shape {tuple(t.shape)} (class indices: use 'sparse_categorical_crossentropy')")
+        t = targets_like(y_pred, t, self.name)
+        if self.label_smoothing:
+            s = y_pred.dtype.type(self.label_smoothing)
+            t = t * (y_pred.dtype.type(1) - s) + s / y_pred.dtype.type(y_pred.shape[-1])
+        fn = softmax_cross_entropy if self.from_logits else categorical_crossentropy
+        return fn(y_pred, t)
+
+    def get_config(self):
+        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing, "name": self.name}
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Cross-entropy with integer class indices (Keras' ``SparseCategoricalCrossentropy``).
+
+    Parameters
+    ----------
+    from_logits : bool, default False
+        As :class:`CategoricalCrossentropy`.
+    name : str, default 'sparse_categorical_crossentropy'
+
+    Labels are class indices in ``[0, C)`` of shape ``(N, ...)`` (the outputs' shape without its last axis),
+    optionally with a trailing axis of 1, or ``(N,)`` for outputs with middle axes (one label per example,
+    applied at every position). Whole-number floats are accepted as indices, as Keras casts them.
+    """
+
+    label_mode = "ids"
+
+    def __init__(self, from_logits=False, name="sparse_categorical_crossentropy"):
+        super().__init__(name)
+        self.from_logits = bool(from_logits)
+
+    def value_and_grad(self, y_true, y_pred):
+        _check_scores(y_pred, self.name)
+        xp = get_array_module(y_pred)
+        labels = xp.asarray(y_true)
+        if labels.dtype.kind == "f":
+            if bool((labels != xp.floor(labels)).any()):
+                raise ValueError(f"{self.name}: class indices must be whole numbers, got {labels.dtype} values "
+                                 f"that are not")
+            labels = labels.astype(np.int64)
+        if tuple(labels.shape) == tuple(y_pred.shape) and y_pred.shape[-1] != 1:
+            raise ValueError(f"{self.name}: takes integer class indices, got labels of the outputs' shape "
+                             f"{tuple(y_pred.shape)} (one-hot labels: use 'categorical_crossentropy')")
+        fn = softmax_cross_entropy if self.from_logits else categorical_crossentropy
+        return fn(y_pred, labels)
+
+    def get_config(self):
+        return {"from_logits": self.from_logits, "name": self.name}
+
+
+class LossFunctionWrapper(Loss):
+    """A loss object around a function ``fn(y_pred, labels) -> (loss, grad)`` (tinynet's convention, as
+    :func:`categorical_crossentropy` and :func:`softmax_cross_entropy`, which take class indices or one-hot).
+
+    Parameters
+    ----------
+    fn : callable
+    name : str, optional
+        Default: the function's name.
+    """
+
+    def __init__(self, fn, name=None):
+        if not callable(fn):
+            raise TypeError(f"LossFunctionWrapper: fn must be callable, got {type(fn).__name__}")
+        super().__init__(name or getattr(fn, "__name__", "loss"))
+        self.fn = fn
+
+    def value_and_grad(self, y_true, y_pred):
+        result = self.fn(y_pred, y_true)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(f"loss '{self.name}': a loss function must return (loss, gradient), got "
+                            f"{type(result).__name__}; tinynet computes no gradients by itself")
+        return float(result[0]), result[1]
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+#: Keras' names (and tinynet's older ones) -> a function building the loss object
+NAMES = {
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "CategoricalCrossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "SparseCategoricalCrossentropy": SparseCategoricalCrossentropy,
+    "softmax_cross_entropy": lambda: LossFunctionWrapper(softmax_cross_entropy),
+}
+
+
+def get(identifier) -> Loss:
+    """A loss object from a name, a config, a function or a :class:`Loss` (returned as it is).
+
+    Parameters
+    ----------
+    identifier : str, dict, callable or Loss
+        ``'categorical_crossentropy'`` / ``'CategoricalCrossentropy'`` (one-hot labels),
+        ``'sparse_categorical_crossentropy'`` / ``'SparseCategoricalCrossentropy'`` (class indices),
+        ``'softmax_cross_entropy'`` (logits; indices or one-hot); ``{'class_name': ..., 'config': {...}}``;
+        a function ``fn(y_pred, labels) -> (loss, grad)`` (wrapped in :class:`LossFunctionWrapper`).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, naming the ones there are.
+    """
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str):
+        if identifier not in NAMES:
+            raise ValueError(f"unknown loss {identifier!r}; available: {sorted(NAMES)}")
+        return NAMES[identifier]()
+    if isinstance(identifier, dict) and identifier.get("class_name") in ("CategoricalCrossentropy",
+                                                                           "SparseCategoricalCrossentropy"):
+        cls = CategoricalCrossentropy if identifier["class_name"] == "CategoricalCrossentropy" \
+            else SparseCategoricalCrossentropy
+        return cls.from_config(dict(identifier.get("config", {})))
+    if callable(identifier):
+        return LossFunctionWrapper(identifier)
+    raise ValueError(f"a loss must be a name ({sorted(NAMES)}), a Loss, or a function (y_pred, labels) -> "
+                     f"(loss, grad); got {identifier!r}")
+
+
+def serialize(loss) -> dict:
+    """``{'class_name': ..., 'config': {...}}`` of a loss object."""
+    return {"class_name": type(loss).__name__, "config": loss.get_config()}
+
+
+__all__ = ["softmax_cross_entropy", "categorical_crossentropy", "weighted_loss", "targets_like", "Loss",
+           "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "LossFunctionWrapper", "get", "serialize",
+           "label_problem", "FUNCTIONS", "NAMES"]

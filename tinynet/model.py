@@ -8,6 +8,9 @@ the gradient of its output. Parameter gradients are summed over every call of a 
 Other modules use the model through its public surface only: ``inputs``, ``outputs``, ``layers``,
 ``nodes``, ``single_input`` / ``single_output``, ``run``, ``forward`` / ``backward``, ``clear_tape``,
 ``add_device_listener``, the weight accessors and ``count_params`` / ``count_macs``.
+
+Keras' training API (``compile``, ``fit``, ``evaluate``, ``predict``) is here too, as thin methods: the
+training loop itself is :mod:`tinynet.engine`, shared with :class:`tinynet.training.Trainer`.
 """
 from __future__ import annotations
 
@@ -74,6 +77,9 @@ class Model:
         self._tape_on_gpu = False
         self.device = "cpu"
         self._device_listeners = []  # e.g. optimizers whose state must move with the model
+        self._training = None        # what compile() builds: tinynet.engine.KerasState
+        self.stop_training = False   # a callback sets it to end fit() after the current epoch
+        self.history = None          # the History of the last fit()
 
     @property
     def single_input(self) -> bool:
@@ -339,25 +345,170 @@ class Model:
         key = id(tensor)
         grads[key] = g if key not in grads else grads[key] + g
 
-    def predict(self, x, batch_size=32):
+    def predict(self, x, batch_size=None, verbose=0):
         """Inference in batches (no caches kept); returns NumPy or CuPy arrays like the input.
 
-        An empty batch gives empty arrays of each output's shape, ``(0, *output_shape)``.
+        Parameters
+        ----------
+        x : array or list of arrays
+            One per input, ``(N, *input_shape)``; N may be 0 (empty outputs, ``(0, *output_shape)``).
+        batch_size : int, default 32
+        verbose : {0, 1, 'auto'}, default 0
+            1 or ``'auto'``: a progress bar over the batches (Keras shows one by default; tinynet is quiet).
+
+        Returns
+        -------
+        array, or list of arrays in the order of ``outputs``
         """
+        batch_size = 32 if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"Model '{self.name}': predict batch_size must be an integer >= 1, got {batch_size!r}")
+        if verbose not in (0, 1, 2, "auto") or isinstance(verbose, bool):
+            raise ValueError(f"Model '{self.name}': predict verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         xs = self._prepare_inputs(x, cast=False)
         n = len(xs[0])
         if n == 0:
             outs = self._empty_outputs(xs)
         else:
+            bar = None
+            if verbose in (1, "auto"):
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=-(-n // batch_size), unit="step", leave=True, dynamic_ncols=True)
             chunks = []
             for start in range(0, n, batch_size):
                 part = [a[start:start + batch_size] for a in xs]
                 chunks.append(self.run(part, training=False))
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
             xp = backend.get_array_module(*chunks[0])
             outs = [xp.concatenate([c[i] for c in chunks], axis=0) for i in range(len(self.outputs))]
         return self._unpack_outputs(outs)
+
+    # ------------------------------------------------------------------ training (Keras' API)
+    def compile(self, optimizer="adam", loss=None, loss_weights=None, metrics=None):
+        """Configure the model for :meth:`fit` and :meth:`evaluate` (Keras' ``Model.compile``).
+
+        Parameters
+        ----------
+        optimizer : str or tinynet.optimizers.Optimizer, default 'adam'
+            ``'adam'`` or ``'sgd'`` (Keras' defaults), or an object, e.g.
+            ``SGD(learning_rate=ExponentialDecay(...), momentum=0.9)``.
+        loss : str, tinynet.losses.Loss, callable, list or dict
+            ``'categorical_crossentropy'`` (one-hot labels), ``'sparse_categorical_crossentropy'`` (class
+            indices), a loss object (``CategoricalCrossentropy(from_logits=True)``, ...), a function
+            ``fn(y_pred, labels) -> (loss, grad)``. One loss applies to every output; a list gives one per
+            output (``None``: the output takes no part in the loss) and a dict one per output name.
+        loss_weights : float, list or dict, optional
+            Per output (default 1.0): the loss is :math:`\\sum_k w_k L_k`; e.g. GoogLeNet's
+            ``[0.3, 0.3, 1.0]``.
+        metrics : list or dict, optional
+            ``['accuracy']`` for one output; for several, one entry (a metric or a list) per output, or a dict
+            by output name. Names as Keras: ``'accuracy'``, ``'categorical_accuracy'``,
+            ``'sparse_categorical_accuracy'``, ``'top_k_categorical_accuracy'``,
+            ``'sparse_top_k_categorical_accuracy'``, or :mod:`tinynet.metrics` objects.
+
+        Raises
+        ------
+        ValueError
+            For an unknown name, a list of the wrong length, a dict key that is not an output name, a negative
+            or non-finite loss weight.
+        """
+        from . import engine
+
+        self._training = engine.compile_model(self, optimizer, loss, loss_weights=loss_weights, metrics=metrics)
+        return self
+
+    @property
+    def compiled(self) -> bool:
+        """True once :meth:`compile` has run."""
+        return self._training is not None
+
+    @property
+    def training_state(self):
+        """What :meth:`compile` built (a :class:`tinynet.engine.KerasState`: optimizer, losses, metrics, epoch
+        count, history, shuffling generator), or ``None``; :func:`tinynet.checkpoint.save` saves it."""
+        return self._training
+
+    @property
+    def optimizer(self):
+        """The compiled optimizer (``None`` before :meth:`compile`)."""
+        return self._training.optimizer if self._training is not None else None
+
+    @property
+    def loss(self):
+        """The compiled losses, one per output (a single loss object for a single-output model)."""
+        if self._training is None:
+            return None
+        return self._training.losses[0] if self._single_output else list(self._training.losses)
+
+    @property
+    def metrics(self):
+        """The compiled metric objects (resolved on the first :meth:`fit` or :meth:`evaluate`)."""
+        return self._training.metric_objects if self._training is not None else []
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, initial_epoch=0):
+        """Train for ``epochs`` epochs (Keras' ``Model.fit``); every argument is checked before the first step.
+
+        Parameters
+        ----------
+        x : array, list of arrays or dict by input name
+        y : array, list of arrays (one per output) or dict by output name
+            Class indices or one-hot labels, as the loss takes them; one array serves every output.
+        batch_size : int, default 32
+        epochs : int, default 1
+            The index of the last epoch (training runs epochs ``initial_epoch .. epochs - 1``).
+        verbose : {'auto', 0, 1, 2}, default 'auto'
+            1 (and 'auto'): a progress bar per epoch; 2: one line per epoch; 0: silent.
+        callbacks : list of tinynet.callbacks.Callback, optional
+        validation_split : float in [0, 1), default 0
+            The fraction of the data, taken from the end before shuffling, held out for validation.
+        validation_data : tuple (x_val, y_val), optional
+            Overrides ``validation_split``.
+        shuffle : bool, default True
+            A new random order every epoch.
+        initial_epoch : int, default 0
+            The epoch to start at (to continue a run).
+
+        Returns
+        -------
+        tinynet.callbacks.History
+            ``history.history``: per epoch, ``loss``, ``<output>_loss`` for each output with a loss (several
+            outputs), the metrics (``accuracy``, ``<output>_accuracy``, ...), their ``val_`` versions, and what
+            callbacks add (``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            An uncompiled model; x and y of different lengths; shapes that do not fit the model's inputs or
+            outputs; labels that do not fit the loss (one-hot vs class indices, indices out of range);
+            validation_split outside [0, 1); batch_size < 1; epochs < initial_epoch.
+        tinynet.training.TrainingDiverged
+            A non-finite loss, gradient or weight: training stops before applying that step (unless a callback
+            such as TerminateOnNaN stops it quietly).
+        """
+        from . import engine
+
+        return engine.fit(self, self._training, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                          callbacks=callbacks, validation_split=validation_split, validation_data=validation_data,
+                          shuffle=shuffle, initial_epoch=initial_epoch)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, callbacks=None):
+        """The loss and metrics in inference mode (Keras' ``Model.evaluate``).
+
+        Returns
+        -------
+        float, list or dict
+            ``return_dict``: ``{'loss': ..., '<output>_loss': ..., metrics...}``. Otherwise the values in that
+            order: a single float when there is only the loss.
+        """
+        from . import engine
+
+        return engine.evaluate(self, self._training, x, y, batch_size=batch_size, verbose=verbose,
+                               return_dict=return_dict, callbacks=callbacks)
 
     def __call__(self, x, training=False):
         """Run on a whole batch without keeping caches (an empty batch gives empty outputs): :meth:`run`, with one
@@ -459,8 +610,9 @@ class Model:
         return self
 
     # ------------------------------------------------------------------ description
-    def summary(self, print_fn=print, line_length=98):
-        """Print a Keras-like table: layer (type), output shape, parameters, multiply-adds; then totals."""
+    def summary(self, print_fn=print, line_length=None):
+        """Print a Keras-like table: layer (type), output shape, parameters, multiply-adds, "Connected to" for a
+        graph that is not a plain chain; then totals. ``line_length=None`` fits the terminal (80 to 140 columns)."""
         from .summary import summary_text
 
         text = summary_text(self, line_length=line_length)

@@ -1,4 +1,5 @@
-"""The training loop: mini-batches, the auxiliary-weighted loss, validation, history, curves and gradient norms.
+"""The trainer: GoogLeNet's training recipe (aux-weighted loss, per-epoch schedule, augmentation, checkpoints)
+on tinynet's one training loop (:class:`tinynet.engine.Engine`, the loop behind ``Model.fit`` too).
 
 One step on a batch ``(x, y)`` of a model with outputs ``[aux1, aux2, main]``:
 
@@ -9,6 +10,12 @@ the aux heads are a training device. Everything random (shuffling, augmentation,
 generator) is a seeded NumPy generator whose state a checkpoint saves, so a run is repeatable on CPU and
 a resumed run matches an uninterrupted one bit for bit (see :mod:`tinynet.checkpoint`).
 
+What the trainer adds to the engine: :class:`tinynet.data.Dataset` in and out, labels as class indices for
+every head, a per-epoch learning-rate schedule set before every step, the history's names (``loss``,
+``loss_<head>``, ``acc``, ``val_loss``, ``val_acc``, ``val_top5``, ``lr``, ``epoch``, ``time``), its progress
+line, a checkpoint after every epoch, and the gradient-norm experiment. Keras callbacks work with it too
+(``fit(..., callbacks=[EarlyStopping(monitor='val_acc')])``).
+
 Examples
 --------
 >>> trainer = Trainer(model, SGD(0.05, momentum=0.9), schedule=StepDecay(0.05), preprocess=Normalizer.fit(x))
@@ -17,53 +24,20 @@ Examples
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from . import backend, data as data_module, losses
+from . import backend, losses
+from . import callbacks as callbacks_module
+from .engine import Engine, TrainingDiverged, check_number
 from .grad_norms import GradNormRecorder, grad_norm_table, group_grad_norms, layer_groups  # noqa: F401 (re-exported)
-from .optim import Constant, get_schedule
+from .metrics import SparseCategoricalAccuracy
+from .optimizers.schedules import Constant, get_schedule
 from .plots import plot_grad_norms, plot_history  # noqa: F401 (re-exported)
 
 
-class TrainingDiverged(FloatingPointError):
-    """Training met a non-finite loss, gradient or weight and stopped before using it.
-
-    The optimizer step of the failing batch is not applied and no checkpoint is written from it, so the
-    last checkpoint on disk is the last good state.
-
-    Attributes
-    ----------
-    epoch : int
-        The epoch in progress (1-based).
-    step : int or None
-        The step within that epoch (1-based); ``None`` when found at the end of the epoch.
-    detail : str
-        What was non-finite and, where it could be found, the first layer that produced it.
-    """
-
-    def __init__(self, epoch, step, detail):
-        where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
-        super().__init__(f"training diverged at {where}: {detail}")
-        self.epoch, self.step, self.detail = epoch, step, detail
-
-
 def _check_number(name, value, low=None, high=None, integer=False, low_open=False):
-    """Raise ``ValueError`` unless ``value`` is a finite number in the range (integers when asked)."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if ok and integer:
-        ok = float(value).is_integer()
-    if ok:
-        value = float(value)
-        ok = np.isfinite(value) and (low is None or (value > low if low_open else value >= low)) \
-            and (high is None or value <= high)
-    if not ok:
-        bound = ("" if low is None else f" {'>' if low_open else '>='} {low:g}") + \
-                ("" if high is None else f" and <= {high:g}")
-        kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"Trainer: {name} must be {kind}{bound}, got {value!r}")
-    return int(value) if integer else value
+    """Raise ``ValueError`` ``'Trainer: <name> must be ...'`` unless ``value`` is a finite number in the range."""
+    return check_number("Trainer", name, value, low=low, high=high, integer=integer, low_open=low_open)
 
 
 def head_names(model):
@@ -87,17 +61,69 @@ def topk_accuracy(probs, labels, k=1) -> float:
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
-class Trainer:
+class _Progress(callbacks_module.Callback):
+    """The trainer's display: a tqdm bar per epoch (loss, per-head losses, acc), then one line per epoch."""
+
+    def __init__(self, trainer, epochs, steps):
+        super().__init__()
+        self.trainer, self.epochs, self.steps, self.bar = trainer, epochs, steps, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}", unit="batch", disable=not self.trainer.verbose,
+                        leave=False, dynamic_ncols=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        heads = self.trainer.heads
+        postfix = {"loss": f"{logs['loss']:.3f}"}
+        if len(heads) > 1:
+            postfix.update({h: f"{logs[f'loss_{h}']:.3f}" for h in heads})
+        postfix["acc"] = f"{logs['acc']:.3f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.close()
+        if self.trainer.verbose:
+            from tqdm.auto import tqdm
+
+            tqdm.write(self.trainer.epoch_line(logs, self.epochs))
+
+
+class _Checkpointer(callbacks_module.Callback):
+    """Saves the trainer's checkpoint after every epoch (after the history has the epoch)."""
+
+    def __init__(self, trainer, directory, config):
+        super().__init__()
+        self.trainer, self.directory, self.config = trainer, directory, config
+
+    def on_epoch_end(self, epoch, logs=None):
+        from . import checkpoint
+
+        checkpoint.save(self.directory, self.trainer, config=self.config)
+
+
+class Trainer(Engine):
     """Trains a tinynet model whose last output is the main classifier and earlier outputs are aux heads.
+
+    A thin layer on :class:`tinynet.engine.Engine`: the batches, the loss, the reliability checks, the epochs
+    and the callbacks are the engine's, shared with :meth:`tinynet.Model.fit`.
 
     Parameters
     ----------
     model : tinynet.Model
         Outputs are softmax probabilities; the last one is the main head.
-    optimizer : tinynet.optim.Optimizer
+    optimizer : tinynet.optimizers.Optimizer
         Attached to the model here (so its state follows ``model.to``).
-    schedule : tinynet.optim.Schedule, optional
-        Learning rate per (fractional) epoch; default: the optimizer's lr, constant.
+    schedule : tinynet.optimizers.schedules.Schedule, optional
+        Learning rate per (fractional) epoch, set before every step; default: the optimizer's rate, constant
+        (or, when the optimizer was built on a per-step schedule, that schedule).
     aux_weight : float, default 0.3
         Loss weight of every output but the last (the paper's 0.3); ``loss_weights`` overrides it.
     loss_weights : list of float, optional
@@ -128,48 +154,37 @@ class Trainer:
 
     def __init__(self, model, optimizer, schedule=None, aux_weight=0.3, loss_weights=None, batch_size=64,
                  preprocess=None, augment=None, seed=0, verbose=True, grad_norm_groups=None, grad_norm_every=5):
-        self.model = model
-        self.optimizer = optimizer.attach(model)
-        self.schedule = get_schedule(schedule) if schedule is not None else Constant(optimizer.lr)
         n_out = len(model.outputs)
         if loss_weights is None:
             loss_weights = [_check_number("aux_weight", aux_weight, low=0)] * (n_out - 1) + [1.0]
-        self.loss_weights = [_check_number("loss_weights", w, low=0) for w in loss_weights]
-        if len(self.loss_weights) != n_out:
-            raise ValueError(f"Trainer: {n_out} outputs but {len(self.loss_weights)} loss weights")
-        self.heads = head_names(model)
-        self.batch_size = _check_number("batch_size", batch_size, low=1, integer=True)
-        self.preprocess = preprocess
-        self.augment = augment
-        self.rng = np.random.default_rng(seed)
+        loss_weights = [_check_number("loss_weights", w, low=0) for w in loss_weights]
+        if len(loss_weights) != n_out:
+            raise ValueError(f"Trainer: {n_out} outputs but {len(loss_weights)} loss weights")
+        batch_size = _check_number("batch_size", batch_size, low=1, integer=True)
+        grad_norm_every = _check_number("grad_norm_every", grad_norm_every, low=1, integer=True)
+        if schedule is not None:
+            if optimizer.learning_rate_schedule is not None:
+                raise ValueError("Trainer: the optimizer was built with a learning rate schedule; give no "
+                                 "schedule to the trainer as well")
+            schedule = get_schedule(schedule)
+        elif optimizer.learning_rate_schedule is None:
+            schedule = Constant(optimizer.learning_rate)
+        heads = head_names(model)
+        recorder = GradNormRecorder(model, grad_norm_groups, grad_norm_every) if grad_norm_groups else None
+        cce = losses.LossFunctionWrapper(losses.categorical_crossentropy)
+        metrics = [[] for _ in range(n_out - 1)] + [[("acc", SparseCategoricalAccuracy("acc"))]]
+        super().__init__(model, optimizer, [cce] * n_out, loss_weights, metrics, [f"loss_{h}" for h in heads],
+                         schedule=schedule, batch_size=batch_size, preprocess=preprocess, augment=augment,
+                         rng=np.random.default_rng(seed), grad_recorder=recorder)
+        self.heads = heads
+        self.output_labels = heads
         self.verbose = verbose
-        self.epoch = 0
-        self.history = {}
-        self.grad_norm_every = _check_number("grad_norm_every", grad_norm_every, low=1, integer=True)
-        self._recorder = GradNormRecorder(model, grad_norm_groups, self.grad_norm_every) if grad_norm_groups else None
-
-    @property
-    def grad_norms(self):
-        """The gradient-norm record (see :class:`tinynet.grad_norms.GradNormRecorder`), or None."""
-        return self._recorder.record if self._recorder is not None else None
-
-    @grad_norms.setter
-    def grad_norms(self, record):
-        if self._recorder is None:
-            raise ValueError("Trainer: this trainer records no gradient norms (grad_norm_groups=None)")
-        self._recorder.record = record
+        self.grad_norm_every = grad_norm_every
 
     # ------------------------------------------------------------------ one batch
-    def _prepare(self, x, training):
-        if training and self.augment is not None:
-            x = self.augment(x, self.rng)
-        if self.preprocess is not None:
-            x = self.preprocess(x)
-        x = np.asarray(x, dtype=self.model.inputs[0].dtype)
-        return backend.to_device(x, self.model.device)
-
     def train_step(self, x, y, lr):
-        """Forward, weighted loss, backward and one optimizer step on a batch.
+        """Forward, weighted loss, backward and one optimizer step on a batch (see
+        :meth:`tinynet.engine.Engine.train_batch`).
 
         Returns
         -------
@@ -178,92 +193,28 @@ class Trainer:
         if len(y) == 0 or len(x) != len(y):
             raise ValueError(f"Trainer.train_step: a batch needs images and as many labels, got {len(x)} images "
                              f"and {len(y)} labels")
-        xb = self._prepare(x, training=True)
-        outs = self.model.forward(xb, training=True)
-        as_list = isinstance(outs, list)  # a model built with a single output tensor returns one array
-        outs = outs if as_list else [outs]
-        yb = backend.to_device(np.asarray(y), self.model.device)
-        total, head_losses, grads = losses.weighted_loss(outs, yb, self.loss_weights)
-
-        def backward(output_grads, check_finite=False):
-            self.model.backward(output_grads if as_list else output_grads[0], check_finite=check_finite)
-
-        if not np.isfinite(total):
-            heads = ", ".join(f"{h} {v:.4g}" for h, v in zip(self.heads, head_losses))
-            raise self._diverged(xb, yb, f"non-finite loss {total} ({heads})")
-
-        step = self.optimizer.iterations
-        if self._recorder is not None and self._recorder.due(step):
-            self._recorder.measure(step, backward, grads)
-        else:
-            backward(grads)
-        bad = self.model.first_nonfinite_weight()
-        if bad is not None:  # the update is not applied: the weights stay those of the last good step
-            raise self._diverged(xb, yb, f"non-finite value in layer '{bad[0]}' ({bad[1]})")
-        self.optimizer.lr = lr
-        self.optimizer.step()
+        total, values, outs, _ = self.train_batch([x], [y] * len(self.heads), lr)
         pred = backend.to_numpy(outs[-1]).reshape(len(y), -1).argmax(axis=1)
-        return total, head_losses, int((pred == np.asarray(y)).sum())
-
-    def _diverged(self, xb, yb, detail):
-        """A :class:`TrainingDiverged` for this batch, naming the first layer whose value is non-finite.
-
-        The batch is run once more with the model's finiteness checks; weights, BatchNormalization
-        statistics and random generators are restored afterwards, so the diagnosis changes nothing.
-        """
-        from . import checkpoint
-        from .layers.base import NonFiniteError
-
-        saved_weights = [(layer, [w.copy() for w in layer.weights]) for layer in self.model.layers if layer.weights]
-        saved_rng = checkpoint.rng_states(self.model, self.rng)
-        first = None
-        try:
-            outs = self.model.forward(xb, training=True, check_finite=True)
-            outs = outs if isinstance(outs, list) else [outs]
-            _, _, grads = losses.weighted_loss(outs, yb, self.loss_weights)
-            self.model.backward(grads if len(outs) > 1 else grads[0], check_finite=True)
-        except NonFiniteError as error:
-            first = str(error)
-        finally:
-            for layer, weights in saved_weights:  # as they were, non-finite values included
-                layer.assign_prepared_weights(weights)
-            checkpoint.set_rng_states(self.model, saved_rng, self.rng)
-        if first is not None:
-            detail += f"; first: {first}"
-        return TrainingDiverged(self.epoch + 1, self.optimizer.iterations + 1, detail)
+        return total, values, int((pred == np.asarray(y)).sum())
 
     # ------------------------------------------------------------------ epochs
-    def train_epoch(self, train):
-        """One pass over ``train`` (a :class:`tinynet.data.Dataset`) in a shuffled order; returns its metrics."""
-        from tqdm.auto import tqdm
+    def _trainer_logs(self, logs):
+        """The engine's logs under the trainer's history names (``lr`` first, as before)."""
+        out = {"lr": self.last_lr, "loss": logs["loss"], "acc": logs["acc"]}
+        out.update({f"loss_{h}": logs[f"loss_{h}"] for h in self.heads})
+        return out
 
-        n = len(train)
-        steps = data_module.num_batches(n, self.batch_size)
-        sums = np.zeros(len(self.heads) + 1)
-        correct, seen = 0, 0
-        bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}", unit="batch", disable=not self.verbose,
-                   leave=False, dynamic_ncols=True)
-        batches = data_module.iterate_batches(train.x, train.y, self.batch_size, shuffle=True, rng=self.rng)
-        for i, (xb, yb) in enumerate(batches):
-            lr = self.schedule(self.epoch + i / steps)
-            try:
-                total, head_losses, c = self.train_step(xb, yb, lr)
-            except TrainingDiverged as error:
-                bar.close()
-                raise TrainingDiverged(self.epoch + 1, i + 1, error.detail) from None
-            sums += np.array([total] + head_losses) * len(yb)
-            correct, seen = correct + c, seen + len(yb)
-            means = sums / seen
-            postfix = {"loss": f"{means[0]:.3f}"}
-            postfix.update({h: f"{v:.3f}" for h, v in zip(self.heads, means[1:])} if len(self.heads) > 1 else {})
-            postfix["acc"] = f"{correct / seen:.3f}"
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(1)
-        bar.close()
-        means = sums / max(seen, 1)
-        metrics = {"lr": lr, "loss": float(means[0]), "acc": correct / max(seen, 1)}
-        metrics.update({f"loss_{h}": float(v) for h, v in zip(self.heads, means[1:])})
-        return metrics
+    def train_epoch(self, train):
+        """One pass over ``train`` (a :class:`tinynet.data.Dataset`) in a shuffled order; returns its metrics
+        (``lr``, ``loss``, ``acc``, ``loss_<head>``)."""
+        progress = _Progress(self, None, -(-len(train) // self.batch_size))
+        progress.on_epoch_begin(self.epoch)
+        try:
+            logs = self.run_epoch([train.x], [train.y] * len(self.heads), self.epoch, self.batch_size,
+                                  callbacks=callbacks_module.CallbackList([progress]))
+        finally:
+            progress.close()
+        return self._trainer_logs(logs)
 
     def evaluate(self, dataset, batch_size=None):
         """Loss and accuracy of the main (last) output on ``dataset``; aux heads are ignored.
@@ -281,7 +232,7 @@ class Trainer:
 
     def predict(self, x, batch_size=None):
         """Main-head probabilities (N, classes) as a NumPy array (inference mode, preprocessing applied)."""
-        xb = self._prepare(x, training=False)
+        xb = self.prepare_inputs([x], training=False)[0]
         outs = self.model.predict(xb, batch_size=batch_size or max(self.batch_size, 128))
         outs = outs if isinstance(outs, list) else [outs]
         return backend.to_numpy(outs[-1]).reshape(len(x), -1)
@@ -305,7 +256,7 @@ class Trainer:
                              f"{classes} outputs; got dtype {y.dtype}, shape {y.shape}, range "
                              f"{y.min()}..{y.max()}")
 
-    def fit(self, train, val=None, epochs=10, checkpoint_dir=None, checkpoint_config=None):
+    def fit(self, train, val=None, epochs=10, checkpoint_dir=None, checkpoint_config=None, callbacks=None):
         """Train until ``epochs`` epochs are done in total (a resumed trainer continues from ``self.epoch``).
 
         Parameters
@@ -317,44 +268,45 @@ class Trainer:
             Save a checkpoint there after every epoch (see :mod:`tinynet.checkpoint`).
         checkpoint_config : dict, optional
             JSON-able description stored with the checkpoint (e.g. how to rebuild the model).
+        callbacks : list of tinynet.callbacks.Callback, optional
+            Called with the trainer's logs (``loss``, ``acc``, ``val_acc``, ...), after its own display and
+            checkpoint; ``model.stop_training`` ends training after the epoch.
 
         Returns
         -------
         dict : :attr:`history`
         """
-        from tqdm.auto import tqdm
-
         epochs = _check_number("epochs", epochs, low=0, integer=True)
         self.check_dataset(train, "train")
         if val is not None:
             self.check_dataset(val, "validation")
-        while self.epoch < epochs:
-            start = time.perf_counter()
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite values are checked
-                metrics = self.train_epoch(train)
-                if val is not None:
-                    metrics.update({f"val_{'acc' if k == 'top1' else k}": v
-                                    for k, v in self.evaluate(val).items()})
-            bad = self.model.first_nonfinite_weight()
-            non_finite = [k for k, v in metrics.items() if isinstance(v, float) and not np.isfinite(v)]
-            if bad is not None or non_finite:  # never record, or checkpoint, a state that is not finite
-                detail = (f"non-finite value in layer '{bad[0]}' ({bad[1]})" if bad is not None
-                          else f"non-finite {', '.join(non_finite)}")
-                raise TrainingDiverged(self.epoch + 1, None, detail)
-            self.epoch += 1
-            metrics["epoch"] = self.epoch
-            metrics["time"] = time.perf_counter() - start
-            for k, v in metrics.items():
-                self.history.setdefault(k, []).append(v)
-            if self.verbose:
-                tqdm.write(self._epoch_line(metrics, epochs))
-            if checkpoint_dir is not None:
-                from . import checkpoint
+        steps = -(-len(train) // self.batch_size)
+        progress = _Progress(self, epochs, steps)
+        own = [progress] + ([_Checkpointer(self, checkpoint_dir, checkpoint_config)] if checkpoint_dir is not None
+                            else [])
+        cbs = callbacks_module.CallbackList(own + list(callbacks or []), model=self.model, verbose=int(self.verbose),
+                                            epochs=epochs, steps=steps)
 
-                checkpoint.save(checkpoint_dir, self, config=checkpoint_config)
+        def validate():
+            return {f"val_{'acc' if k == 'top1' else k}": v for k, v in self.evaluate(val).items()}
+
+        def extras(epoch, logs, seconds):
+            renamed = self._trainer_logs(logs)
+            renamed.update({k: v for k, v in logs.items() if k.startswith("val_")})
+            renamed["epoch"] = epoch + 1
+            renamed["time"] = seconds
+            logs.clear()
+            logs.update(renamed)
+
+        try:
+            self.run_epochs([train.x], [train.y] * len(self.heads), self.epoch, epochs, self.batch_size,
+                            validate=validate if val is not None else None, callbacks=cbs, extras=extras)
+        finally:
+            progress.close()
         return self.history
 
-    def _epoch_line(self, m, epochs):
+    def epoch_line(self, m, epochs):
+        """The one line printed after each epoch."""
         heads = " ".join(f"{h} {m[f'loss_{h}']:.3f}" for h in self.heads) if len(self.heads) > 1 else ""
         line = f"epoch {m['epoch']}/{epochs}  lr {m['lr']:.4g}  loss {m['loss']:.4f}"
         line += f" ({heads})" if heads else ""

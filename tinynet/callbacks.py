@@ -1,0 +1,812 @@
+"""Callbacks with Keras' names, hooks and behaviour, for :meth:`tinynet.Model.fit` (and the trainer's ``fit``).
+
+==============================  ==================================================================================
+callback                        does
+==============================  ==================================================================================
+:class:`Callback`               the base: ``on_train_begin/end``, ``on_epoch_begin/end(epoch, logs)``,
+                                ``on_train_batch_begin/end(batch, logs)``, ``on_test_*``, ``on_predict_*``;
+                                ``self.model`` (set by ``set_model``), ``self.params`` (``set_params``);
+                                setting ``self.model.stop_training = True`` ends training after the epoch
+:class:`History`                records every epoch's logs; what ``fit`` returns
+:class:`ProgbarLogger`          the progress display (``verbose=1``: a tqdm bar per epoch; ``2``: one line)
+:class:`EarlyStopping`          stops when ``monitor`` has not improved for ``patience`` epochs
+:class:`ModelCheckpoint`        saves the weights (``.npz``) or the whole training state (a checkpoint folder)
+:class:`LearningRateScheduler`  sets the learning rate at each epoch's start from ``schedule(epoch, lr)``
+:class:`ReduceLROnPlateau`      multiplies the learning rate by ``factor`` when ``monitor`` stalls
+:class:`CSVLogger`              one row per epoch in a CSV file (rewritten whole, atomically, every epoch)
+:class:`TerminateOnNaN`         stops training when the loss is NaN or infinite
+:class:`LambdaCallback`         hooks from plain functions
+==============================  ==================================================================================
+
+Epochs are numbered from 0 in the hooks (``on_epoch_end(0, logs)`` ends the first), as in Keras; file names
+and messages count from 1 (``{epoch}`` in :class:`ModelCheckpoint`'s path is 1 for the first epoch).
+
+``logs`` at the end of a batch hold the running means of the epoch so far (``loss``, ``<output>_loss``, the
+metrics); at the end of an epoch, the epoch's values and the ``val_`` ones. Every file a callback writes goes
+through :mod:`tinynet.fileio` (a temporary file, then an atomic rename).
+
+Divergence: tinynet's loop stops on a non-finite loss or gradient *before* applying the step and raises
+:class:`tinynet.training.TrainingDiverged`. It first reports the batch to ``on_train_batch_end`` with
+``logs['loss'] = nan``; when a callback then sets ``model.stop_training`` (as :class:`TerminateOnNaN` does),
+``fit`` ends quietly instead of raising, and returns the history of the epochs completed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import warnings
+
+import numpy as np
+
+from . import fileio
+
+
+class Callback:
+    """Base class of the callbacks (Keras' ``keras.callbacks.Callback``): every hook does nothing.
+
+    Attributes
+    ----------
+    model : tinynet.Model
+        Set by :meth:`set_model` before training starts.
+    params : dict
+        ``{'verbose': int, 'epochs': int, 'steps': int}``, set by :meth:`set_params`.
+    """
+
+    def __init__(self):
+        self.model = None
+        self.params = {}
+
+    def set_model(self, model):
+        self.model = model
+
+    def set_params(self, params):
+        self.params = params
+
+    def on_train_begin(self, logs=None):
+        """Called once before the first epoch."""
+
+    def on_train_end(self, logs=None):
+        """Called once after the last epoch (also after an early stop); ``logs`` of the last epoch."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Called at the start of epoch ``epoch`` (0-based)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Called at the end of epoch ``epoch`` with its logs (training and ``val_`` values). A callback may add
+        entries (as :class:`ReduceLROnPlateau` adds ``learning_rate``); :class:`History` records them."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Called after each training step with the epoch's running means so far."""
+        self.on_batch_end(batch, logs)
+
+    def on_batch_begin(self, batch, logs=None):
+        """Keras' older name of :meth:`on_train_batch_begin` (called by it)."""
+
+    def on_batch_end(self, batch, logs=None):
+        """Keras' older name of :meth:`on_train_batch_end` (called by it)."""
+
+    def on_test_begin(self, logs=None):
+        """Called when an evaluation starts (``evaluate``, or validation during ``fit``)."""
+
+    def on_test_end(self, logs=None):
+        """Called when an evaluation ends, with its logs."""
+
+    def on_test_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_test_batch_end(self, batch, logs=None):
+        pass
+
+    def on_predict_begin(self, logs=None):
+        pass
+
+    def on_predict_end(self, logs=None):
+        pass
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_predict_batch_end(self, batch, logs=None):
+        pass
+
+
+class CallbackList(Callback):
+    """Calls every hook on each callback in turn.
+
+    Parameters
+    ----------
+    callbacks : list of Callback
+    add_history : bool
+        Append a :class:`History` (last, so it records what the other callbacks added to ``logs``).
+    add_progbar : bool
+        Put a :class:`ProgbarLogger` first (with ``params['verbose']``).
+    model : tinynet.Model, optional
+    **params
+        Given to every callback's :meth:`set_params`.
+    """
+
+    def __init__(self, callbacks=None, add_history=False, add_progbar=False, model=None, **params):
+        super().__init__()
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be tinynet.callbacks.Callback objects, got {type(cb).__name__}")
+        self.callbacks = callbacks
+        self.history = None
+        if add_progbar and not any(isinstance(cb, ProgbarLogger) for cb in callbacks):
+            self.callbacks.insert(0, ProgbarLogger())
+        if add_history:
+            self.history = next((cb for cb in callbacks if isinstance(cb, History)), None)
+            if self.history is None:
+                self.history = History()
+                self.callbacks.append(self.history)
+        if model is not None:
+            self.set_model(model)
+        if params:
+            self.set_params(params)
+
+    def set_model(self, model):
+        super().set_model(model)
+        for cb in self.callbacks:
+            cb.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        for cb in self.callbacks:
+            cb.set_params(params)
+
+    def _call(self, hook, *args):
+        for cb in self.callbacks:
+            getattr(cb, hook)(*args)
+
+    def on_train_begin(self, logs=None):
+        self._call("on_train_begin", logs)
+
+    def on_train_end(self, logs=None):
+        self._call("on_train_end", logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._call("on_epoch_begin", epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._call("on_epoch_end", epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._call("on_train_batch_begin", batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._call("on_train_batch_end", batch, logs)
+
+    def on_test_begin(self, logs=None):
+        self._call("on_test_begin", logs)
+
+    def on_test_end(self, logs=None):
+        self._call("on_test_end", logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._call("on_test_batch_begin", batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._call("on_test_batch_end", batch, logs)
+
+    def on_predict_begin(self, logs=None):
+        self._call("on_predict_begin", logs)
+
+    def on_predict_end(self, logs=None):
+        self._call("on_predict_end", logs)
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self._call("on_predict_batch_begin", batch, logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self._call("on_predict_batch_end", batch, logs)
+
+    def __iter__(self):
+        return iter(self.callbacks)
+
+
+class History(Callback):
+    """Records every epoch's logs: ``history.history`` is ``{key: [value per epoch]}`` (what ``fit`` returns).
+
+    Attributes
+    ----------
+    history : dict of str -> list
+    epoch : list of int
+        The epochs recorded (0-based).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.history = {}
+        self.epoch = []
+
+    def on_train_begin(self, logs=None):
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(v)
+        if self.model is not None:
+            self.model.history = self
+
+
+def _format_logs(logs, skip=()):
+    return " - ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in logs.items()
+                      if k not in skip)
+
+
+class ProgbarLogger(Callback):
+    """The progress display of ``fit`` and ``evaluate``, from ``params['verbose']``.
+
+    ``verbose=1``: ``Epoch 3/10`` then a tqdm bar over the epoch's steps with the running logs, finished with
+    the ``val_`` values; ``verbose=2``: one line per epoch; ``0``: nothing.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.bar = None
+        self.verbose = 1
+        self.epochs = 1
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.verbose = params.get("verbose", 1)
+        self.epochs = params.get("epochs", 1)
+
+    def close(self):
+        """Close the bar in progress, if any (``fit`` calls it when training stops with an error)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"Epoch {epoch + 1}/{self.epochs}")
+            if self.verbose == 1:
+                self.bar = tqdm(total=self.params.get("steps"), unit="step", leave=True, dynamic_ncols=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is not None:
+            self.bar.set_postfix_str(_format_logs(logs or {}), refresh=False)
+            self.bar.update(1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar is not None:
+            self.bar.set_postfix_str(_format_logs(logs or {}), refresh=True)
+            self.close()
+        elif self.verbose:
+            from tqdm.auto import tqdm
+
+            tqdm.write(_format_logs(logs or {}))
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def on_test_begin(self, logs=None):
+        if self.verbose == 1 and self.params.get("evaluating"):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.params.get("steps"), unit="step", leave=True, dynamic_ncols=True)
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self.bar is not None and self.params.get("evaluating"):
+            self.bar.set_postfix_str(_format_logs(logs or {}), refresh=False)
+            self.bar.update(1)
+
+    def on_test_end(self, logs=None):
+        if self.params.get("evaluating"):
+            if self.bar is not None:
+                self.bar.set_postfix_str(_format_logs(logs or {}), refresh=True)
+                self.close()
+            elif self.verbose:
+                from tqdm.auto import tqdm
+
+                tqdm.write(_format_logs(logs or {}))
+
+
+# ------------------------------------------------------------------------------------------ monitoring
+def monitor_direction(model, monitor):
+    """``'min'`` or ``'max'`` for the logged quantity ``monitor`` (``mode='auto'``), or ``None`` if unknown.
+
+    Losses (``loss``, ``val_loss``, ``<output>_loss``, ``loss_<head>``) are minimised; a compiled metric's
+    ``direction`` decides for its key (``accuracy``, ``<output>_accuracy``, ...); names with ``acc`` or
+    ``top`` (the trainer's ``acc``, ``top5``) are maximised.
+    """
+    name = monitor[4:] if monitor.startswith("val_") else monitor
+    if name == "loss" or name.endswith("_loss") or name.startswith("loss_"):
+        return "min"
+    for metric in getattr(model, "metrics", None) or []:
+        metric_name = getattr(metric, "name", None)
+        if metric_name and (name == metric_name or name.endswith("_" + metric_name)):
+            return "max" if getattr(metric, "direction", "up") == "up" else "min"
+    if "acc" in name or name.startswith("top"):
+        return "max"
+    return None
+
+
+class MonitorCallback(Callback):
+    """Base of the callbacks that watch a logged quantity (Keras' ``MonitorCallback``).
+
+    Parameters
+    ----------
+    monitor : str
+    mode : {'auto', 'min', 'max'}
+        ``'auto'`` reads the direction from the name and the compiled metrics (see :func:`monitor_direction`)
+        and raises ``ValueError`` when it cannot tell.
+    baseline : float, optional
+        The initial "best" value.
+    min_delta : float
+        A change smaller than this (in absolute value) is no improvement.
+    """
+
+    def __init__(self, monitor="val_loss", mode="auto", baseline=None, min_delta=0):
+        super().__init__()
+        if mode not in ("auto", "min", "max"):
+            warnings.warn(f"{type(self).__name__} mode '{mode}' is unknown, fallback to auto mode.", stacklevel=3)
+            mode = "auto"
+        self.monitor = monitor
+        self.mode = mode
+        self.best = baseline
+        self.min_delta = abs(min_delta)
+        self.monitor_op = None
+
+    def _set_monitor_op(self):
+        direction = self.mode if self.mode != "auto" else monitor_direction(self.model, self.monitor)
+        if direction is None:
+            raise ValueError(f"{type(self).__name__} callback received monitor={self.monitor}, but tinynet cannot "
+                             f"tell whether that quantity should be maximized or minimized. Pass mode='max' to "
+                             f"monitor the highest value, or mode='min' for the lowest.")
+        self.monitor_op = np.less if direction == "min" else np.greater
+        if self.monitor_op is np.less:
+            self.min_delta *= -1
+
+    def _is_improvement(self, value, reference):
+        if reference is None:
+            return True
+        return bool(self.monitor_op(value - self.min_delta, reference))
+
+
+class EarlyStopping(MonitorCallback):
+    """Stop training when ``monitor`` has stopped improving (Keras' ``EarlyStopping``, same rules).
+
+    Parameters
+    ----------
+    monitor : str, default 'val_loss'
+    min_delta : float, default 0
+        An absolute change smaller than this is no improvement.
+    patience : int, default 0
+        Epochs with no improvement after which training stops.
+    verbose : int, default 0
+    mode : {'auto', 'min', 'max'}, default 'auto'
+    baseline : float, optional
+        Training stops if the quantity does not improve on this (patience still applies).
+    restore_best_weights : bool, default False
+        At the end, put back the weights of the best epoch (as Keras: only when a best epoch was seen).
+    start_from_epoch : int, default 0
+        Epochs to wait before watching (a warm-up).
+
+    Attributes
+    ----------
+    stopped_epoch : int
+        The epoch (0-based) at which training was stopped; 0 if it was not.
+    best, best_epoch, wait
+    """
+
+    def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto", baseline=None,
+                 restore_best_weights=False, start_from_epoch=0):
+        super().__init__(monitor, mode, min_delta=min_delta)
+        self.patience = patience
+        self.verbose = verbose
+        self.baseline = baseline
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.restore_best_weights = restore_best_weights
+        self.best_weights = None
+        self.start_from_epoch = start_from_epoch
+        self.best_epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = None
+        self.best_weights = None
+        self.best_epoch = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        current = self.get_monitor_value(logs)
+        if current is None or epoch < self.start_from_epoch:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights = self.model.get_weights()
+            self.best_epoch = epoch
+        self.wait += 1
+        if self._is_improvement(current, self.best):
+            self.best = current
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._is_improvement(current, self.baseline):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch > 0 and self.verbose > 0:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose > 0:
+                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+            self.model.set_weights(self.best_weights)
+
+    def get_monitor_value(self, logs):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            warnings.warn(f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
+                          f"Available metrics are: {','.join(list((logs or {}).keys()))}", stacklevel=2)
+        return value
+
+
+class ModelCheckpoint(MonitorCallback):
+    """Save the model at the end of every epoch, or only when ``monitor`` improved (Keras' ``ModelCheckpoint``).
+
+    Parameters
+    ----------
+    filepath : str or os.PathLike
+        May hold format fields: ``{epoch}`` (1 for the first epoch) and any key of the epoch's logs,
+        e.g. ``'ckpt/weights-{epoch:02d}-{val_loss:.3f}.weights.npz'``. Missing folders are created.
+    monitor : str, default 'val_loss'
+    verbose : int, default 0
+    save_best_only : bool, default False
+        Save only when ``monitor`` improved on the best value so far (a missing value saves, with a warning).
+    save_weights_only : bool, default False
+        True: the weights as an ``.npz`` file (:meth:`tinynet.Model.save_weights`; the path must end in
+        ``.npz``; load with ``model.load_weights``). False: the whole training state as a checkpoint folder
+        (:func:`tinynet.checkpoint.save`: weights, optimizer state, epoch, history and every random state;
+        continue with ``tinynet.checkpoint.load(path, model)`` on the compiled model, then
+        ``fit(..., initial_epoch=epoch)``). The model must be compiled (or trained by a Trainer) for that.
+    mode : {'auto', 'min', 'max'}, default 'auto'
+    save_freq : 'epoch' or int, default 'epoch'
+        An integer saves every that many batches (``{epoch}`` then is the epoch in progress).
+    initial_value_threshold : float, optional
+        The "best" value to beat at first (with ``save_best_only``).
+
+    Every write is atomic (:mod:`tinynet.fileio`): a kill mid-save leaves the previous file or checkpoint whole.
+    """
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
+                 mode="auto", save_freq="epoch", initial_value_threshold=None):
+        super().__init__(monitor, mode, initial_value_threshold)
+        self.verbose = verbose
+        self.filepath = os.fspath(filepath)
+        self.save_best_only = save_best_only
+        self.save_weights_only = save_weights_only
+        self.save_freq = save_freq
+        self._batches_seen_since_last_saving = 0
+        self._last_batch_seen = None
+        self._current_epoch = 0
+        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1):
+            raise ValueError(f"Unrecognized save_freq: {save_freq!r}. Expected save_freq are 'epoch' or integer "
+                             f"values >= 1")
+        if save_weights_only and not self.filepath.endswith(".npz"):
+            raise ValueError(f"When using save_weights_only=True in ModelCheckpoint, the filepath must end in .npz "
+                             f"(tinynet's weights format, e.g. '.weights.npz'). Received: filepath={self.filepath}")
+        if not save_weights_only and self.filepath.endswith((".npz", ".keras", ".h5")):
+            raise ValueError(f"ModelCheckpoint with save_weights_only=False saves the whole training state as a "
+                             f"checkpoint folder (tinynet.checkpoint); give a folder path, not a file ending in "
+                             f"{os.path.splitext(self.filepath)[1]}. Received: filepath={self.filepath}")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._should_save_on_batch(batch):
+            self._save_model(self._current_epoch, batch, logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        if self.save_freq == "epoch":
+            self._save_model(epoch, None, logs)
+
+    def _should_save_on_batch(self, batch):
+        if self.save_freq == "epoch":
+            return False
+        if self._last_batch_seen is None or batch <= self._last_batch_seen:
+            add = batch + 1
+        else:
+            add = batch - self._last_batch_seen
+        self._batches_seen_since_last_saving += add
+        self._last_batch_seen = batch
+        if self._batches_seen_since_last_saving >= self.save_freq:
+            self._batches_seen_since_last_saving = 0
+            return True
+        return False
+
+    def _should_save(self, epoch, logs, path):
+        if not self.save_best_only:
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: saving model to {path}")
+            return True
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            warnings.warn(f"Can save best model only with {self.monitor} available.", stacklevel=2)
+            return True
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        best = "None" if self.best is None else f"{self.best:.5f}"
+        if self._is_improvement(current, self.best):
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {best} to {current:.5f}, saving model "
+                      f"to {path}")
+            self.best = current
+            return True
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {best}")
+        return False
+
+    def _file_path(self, epoch, batch, logs):
+        logs = dict(logs or {})
+        try:
+            if batch is None or "batch" in logs:
+                return self.filepath.format(epoch=epoch + 1, **logs)
+            return self.filepath.format(epoch=epoch + 1, batch=batch + 1, **logs)
+        except KeyError as error:
+            raise KeyError(f'Failed to format this callback filepath: "{self.filepath}". Reason: {error}') from None
+
+    def _save_model(self, epoch, batch, logs):
+        path = self._file_path(epoch, batch, logs)
+        if not self._should_save(epoch, logs, path):
+            return
+        folder = os.path.dirname(path) if self.save_weights_only else os.path.dirname(os.path.abspath(path))
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            from . import checkpoint
+
+            checkpoint.save(path, self.model)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: finished saving model to {path}")
+
+
+# ------------------------------------------------------------------------------------------ learning rate
+def _optimizer(callback):
+    optimizer = getattr(callback.model, "optimizer", None)
+    if optimizer is None or not hasattr(optimizer, "learning_rate"):
+        raise ValueError(f"{type(callback).__name__}: the model has no optimizer with a learning_rate (compile the "
+                         f"model first)")
+    return optimizer
+
+
+class LearningRateScheduler(Callback):
+    """At each epoch's start, set the learning rate to ``schedule(epoch, lr)`` (Keras' ``LearningRateScheduler``).
+
+    Parameters
+    ----------
+    schedule : callable
+        ``schedule(epoch, lr) -> new lr`` (epoch 0-based, ``lr`` the current rate); ``schedule(epoch)`` is
+        accepted too, as in Keras. A per-epoch :class:`tinynet.optimizers.schedules.Schedule` works as it is.
+    verbose : int, default 0
+
+    It also logs ``learning_rate`` at each epoch's end (so the history has it, as in Keras).
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = _optimizer(self)
+        try:
+            lr = self.schedule(epoch, float(optimizer.learning_rate))
+        except TypeError:  # schedule(epoch), Keras' older form
+            lr = self.schedule(epoch)
+        if isinstance(lr, bool) or not isinstance(lr, (float, int, np.floating, np.integer)):
+            raise ValueError(f"The output of the schedule function should be a float. Got: {lr!r}")
+        optimizer.learning_rate = float(lr)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {float(lr)}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(_optimizer(self).learning_rate)
+
+
+class ReduceLROnPlateau(MonitorCallback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has stalled (Keras' ``ReduceLROnPlateau``).
+
+    Parameters
+    ----------
+    monitor : str, default 'val_loss'
+    factor : float < 1, default 0.1
+    patience : int, default 10
+        Epochs with no improvement before the rate is reduced.
+    verbose : int, default 0
+    mode : {'auto', 'min', 'max'}, default 'auto'
+    min_delta : float, default 1e-4
+    cooldown : int, default 0
+        Epochs to wait after a reduction before counting again.
+    min_lr : float, default 0
+        The rate never goes below this.
+
+    It logs ``learning_rate`` at each epoch's end (before deciding), as Keras.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
+                 cooldown=0, min_lr=0.0):
+        super().__init__(monitor, mode, min_delta=min_delta)
+        if factor >= 1.0:
+            raise ValueError(f"ReduceLROnPlateau does not support a factor >= 1.0. Received factor={factor}")
+        self.factor = factor
+        self.min_lr = min_lr
+        self.patience = patience
+        self.verbose = verbose
+        self.cooldown = cooldown
+        self.cooldown_counter = 0
+        self.wait = 0
+
+    def _reset(self):
+        self.best = None
+        self.cooldown_counter = 0
+        self.wait = 0
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+
+    def in_cooldown(self):
+        return self.cooldown_counter > 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        logs = logs if logs is not None else {}
+        optimizer = _optimizer(self)
+        logs["learning_rate"] = float(optimizer.learning_rate)
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(f"Learning rate reduction is conditioned on metric `{self.monitor}` which is not "
+                          f"available. Available metrics are: {','.join(list(logs.keys()))}.", stacklevel=2)
+            return
+        if self.in_cooldown():
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._is_improvement(current, self.best):
+            self.best = current
+            self.wait = 0
+        elif not self.in_cooldown():
+            self.wait += 1
+            if self.wait >= self.patience:
+                old = float(optimizer.learning_rate)
+                if old > np.float32(self.min_lr):
+                    new = max(old * self.factor, self.min_lr)
+                    optimizer.learning_rate = new
+                    if self.verbose > 0:
+                        print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+                    self.cooldown_counter = self.cooldown
+                    self.wait = 0
+
+
+# ------------------------------------------------------------------------------------------ logging
+class CSVLogger(Callback):
+    """One row per epoch in a CSV file (Keras' ``CSVLogger``: same columns, order and formatting).
+
+    Parameters
+    ----------
+    filename : str or os.PathLike
+    separator : str, default ','
+    append : bool, default False
+        Keep the file's rows and add to them (no second header), e.g. when training continues.
+
+    The columns are ``epoch`` (0-based) and the first epoch's log keys, sorted (with ``val_`` twins when there
+    is no validation, as Keras). The whole file is rewritten every epoch through
+    :func:`tinynet.fileio.write_text` (a temporary file, then an atomic rename), so it is never half-written.
+    """
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        self.sep = separator
+        self.filename = os.fspath(filename)
+        self.append = append
+        self.keys = None
+        self.text = ""
+        self.append_header = True
+
+    def on_train_begin(self, logs=None):
+        self.text, self.append_header = "", True
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, encoding="utf-8", newline="") as f:
+                self.text = f.read()
+            self.append_header = not self.text.split("\n", 1)[0]
+        self.keys = None
+        fileio.write_text(self.filename, self.text)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+
+        def value(v):
+            if isinstance(v, str):
+                return v
+            if isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) > 0:
+                return f'"[{", ".join(map(str, v))}]"'
+            return v
+
+        buffer = io.StringIO()
+
+        class Dialect(csv.excel):
+            delimiter = self.sep
+
+        if self.keys is None:
+            self.keys = sorted(logs.keys())
+            if self.keys and not any(k.startswith("val_") for k in self.keys):
+                self.keys.extend([f"val_{k}" for k in self.keys])
+            writer = csv.DictWriter(buffer, fieldnames=["epoch"] + self.keys, dialect=Dialect)
+            if self.append_header:
+                writer.writeheader()
+        writer = csv.DictWriter(buffer, fieldnames=["epoch"] + self.keys, dialect=Dialect)
+        row = {"epoch": epoch}
+        row.update((k, value(logs.get(k, "NA"))) for k in self.keys)
+        writer.writerow(row)
+        self.text += buffer.getvalue()
+        fileio.write_text(self.filename, self.text)
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when the loss is NaN or infinite (Keras' ``TerminateOnNaN``).
+
+    Parameters
+    ----------
+    raise_error : bool, default False
+        True: raise ``RuntimeError`` at once instead of stopping quietly.
+
+    With tinynet's loop the bad step is never applied: the loop reports the batch with ``loss = nan``, this
+    callback sets ``model.stop_training``, and ``fit`` returns instead of raising
+    :class:`tinynet.training.TrainingDiverged`.
+    """
+
+    def __init__(self, raise_error=False):
+        super().__init__()
+        self.raise_error = raise_error
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and (math.isnan(loss) or math.isinf(loss)):
+            if self.raise_error:
+                raise RuntimeError(f"NaN or Inf loss encountered at batch {batch}. Loss value: {loss}. "
+                                   f"Terminating training immediately.")
+            print(f"Batch {batch}: Invalid loss, terminating training")
+            self.model.stop_training = True
+
+
+class LambdaCallback(Callback):
+    """A callback from functions: ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``,
+    ``on_train_begin(logs)``, ``on_train_end(logs)``, ``on_train_batch_begin(batch, logs)``,
+    ``on_train_batch_end(batch, logs)`` (Keras' ``LambdaCallback``)."""
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
+                 on_train_batch_begin=None, on_train_batch_end=None, **kwargs):
+        super().__init__()
+        self.__dict__.update(kwargs)
+        for name, fn in (("on_epoch_begin", on_epoch_begin), ("on_epoch_end", on_epoch_end),
+                         ("on_train_begin", on_train_begin), ("on_train_end", on_train_end),
+                         ("on_train_batch_begin", on_train_batch_begin), ("on_train_batch_end", on_train_batch_end)):
+            if fn is not None:
+                setattr(self, name, fn)
+
+
+__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "MonitorCallback", "EarlyStopping",
+           "ModelCheckpoint", "LearningRateScheduler", "ReduceLROnPlateau", "CSVLogger", "TerminateOnNaN",
+           "LambdaCallback", "monitor_direction"]

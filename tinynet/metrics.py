@@ -1,0 +1,337 @@
+"""Metrics with Keras' names and semantics, for :meth:`tinynet.Model.compile`.
+
+A metric object accumulates over batches (``update_state``), reports a Python float (``result``) and starts
+over (``reset_state``); :meth:`tinynet.Model.fit` resets them at every epoch, so a logged value is the mean
+over the epoch's examples, as in Keras.
+
+=========================================  =====================================================================
+name (string for ``compile``)              per example
+=========================================  =====================================================================
+``'accuracy'`` / ``'acc'``                 resolved from the labels, as Keras: ``sparse_categorical_accuracy``
+                                           for class indices, ``categorical_accuracy`` for one-hot labels,
+                                           ``binary_accuracy`` for a one-unit output; logged under the name given
+``'categorical_accuracy'``                 ``argmax(y_true) == argmax(y_pred)`` (one-hot labels)
+``'sparse_categorical_accuracy'``          ``y_true == argmax(y_pred)`` (class indices)
+``'top_k_categorical_accuracy'``           ``argmax(y_true)`` among the ``k = 5`` highest scores (one-hot labels)
+``'sparse_top_k_categorical_accuracy'``    ``y_true`` among the ``k = 5`` highest scores (class indices)
+``'binary_accuracy'``                      ``mean((y_pred > 0.5) == y_true)`` over the last axis
+=========================================  =====================================================================
+
+Top-k uses Keras' (and TensorFlow's ``in_top_k``) rule for ties: the label counts as found when its score is
+at least the k-th highest score, so classes tied at the boundary are all "in the top k". ``argmax`` takes the
+first of equal maxima, as Keras.
+
+Values at several positions per example (outputs of shape ``(N, ..., C)``) are averaged per example first,
+then over examples, as Keras' ``MeanMetricWrapper``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .losses import label_problem
+
+
+def _arrays(y_true, y_pred):
+    return np.asarray(backend.to_numpy(y_true)), np.asarray(backend.to_numpy(y_pred))
+
+
+def _ids(y_true, y_pred, who):
+    """Class indices shaped like ``y_pred.shape[:-1]`` from indices (N, ...), (N, ..., 1) or (N,)."""
+    ids = y_true
+    if ids.ndim == y_pred.ndim and ids.shape[-1] == 1:
+        ids = ids[..., 0]
+    if ids.shape != y_pred.shape[:-1]:
+        if ids.shape == y_pred.shape[:1]:  # one label per example, at every position
+            ids = np.broadcast_to(ids.reshape(ids.shape + (1,) * (y_pred.ndim - 2)), y_pred.shape[:-1])
+        else:
+            raise ValueError(f"{who}: class indices of shape {y_true.shape} do not fit predictions of shape "
+                             f"{y_pred.shape}")
+    return ids.astype(np.int64)
+
+
+def _one_hot_ids(y_true, y_pred, who):
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{who}: takes one-hot labels of the predictions' shape {y_pred.shape}, got shape "
+                         f"{y_true.shape} (for class indices use the 'sparse_' metric)")
+    return y_true.argmax(axis=-1)
+
+
+def _in_top_k(ids, y_pred, k):
+    """Keras' ``in_top_k``: the label's score is at least the k-th highest score."""
+    classes = y_pred.shape[-1]
+    if k >= classes:
+        return np.ones(ids.shape, dtype=bool)
+    kth = np.partition(y_pred, classes - k, axis=-1)[..., classes - k]
+    scores = np.take_along_axis(y_pred, ids[..., None], axis=-1)[..., 0]
+    return scores >= kth
+
+
+def categorical_accuracy(y_true, y_pred):
+    """Per-prediction 1.0 where ``argmax(y_true) == argmax(y_pred)``, else 0.0 (one-hot labels)."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    return (_one_hot_ids(y_true, y_pred, "categorical_accuracy") == y_pred.argmax(axis=-1)).astype(np.float64)
+
+
+def sparse_categorical_accuracy(y_true, y_pred):
+    """Per-prediction 1.0 where ``y_true == argmax(y_pred)``, else 0.0 (class indices)."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    ids = _ids(y_true, y_pred, "sparse_categorical_accuracy")
+    return (ids == y_pred.argmax(axis=-1)).astype(np.float64)
+
+
+def top_k_categorical_accuracy(y_true, y_pred, k=5):
+    """Per-prediction 1.0 where ``argmax(y_true)`` is among the ``k`` highest scores (one-hot labels)."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    ids = _one_hot_ids(y_true, y_pred, "top_k_categorical_accuracy")
+    return _in_top_k(ids, y_pred, k).astype(np.float64)
+
+
+def sparse_top_k_categorical_accuracy(y_true, y_pred, k=5):
+    """Per-prediction 1.0 where ``y_true`` is among the ``k`` highest scores (class indices)."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    return _in_top_k(_ids(y_true, y_pred, "sparse_top_k_categorical_accuracy"), y_pred, k).astype(np.float64)
+
+
+def binary_accuracy(y_true, y_pred, threshold=0.5):
+    """Per example, the fraction of ``(y_pred > threshold) == y_true`` over the last axis."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    if y_true.shape != y_pred.shape and y_true.shape == y_pred.shape[:-1]:
+        y_true = y_true[..., None]
+    return ((y_pred > threshold) == (y_true > 0.5)).astype(np.float64).mean(axis=-1)
+
+
+# ------------------------------------------------------------------------------------------ metric objects
+class Metric:
+    """Base class: a value accumulated over batches (Keras' ``keras.metrics.Metric``).
+
+    Parameters
+    ----------
+    name : str
+
+    Attributes
+    ----------
+    direction : {'up', 'down'}
+        Which way is better; ``mode='auto'`` in the callbacks reads it.
+    label_mode : {'one_hot', 'ids', None}
+        The labels it takes (checked before training); ``None``: any.
+    """
+
+    direction = "up"
+    label_mode = None
+
+    def __init__(self, name=None):
+        self.name = name or type(self).__name__
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        raise NotImplementedError
+
+    def result(self) -> float:
+        raise NotImplementedError
+
+    def reset_state(self):
+        raise NotImplementedError
+
+    def __call__(self, y_true, y_pred, sample_weight=None) -> float:
+        """Update with one batch and return the result (as Keras' ``metric(y_true, y_pred)``)."""
+        self.update_state(y_true, y_pred, sample_weight)
+        return self.result()
+
+    def check_labels(self, y_true, output_shape, where="labels"):
+        """Raise ``ValueError`` unless the label array fits this metric and outputs of ``output_shape``."""
+        if self.label_mode is None:
+            return
+        problem = label_problem(np.asarray(y_true), output_shape, self.label_mode)
+        if problem is not None:
+            raise ValueError(f"{where}: metric '{self.name}': {problem}".replace(
+                "use 'sparse_categorical_crossentropy'", "use the 'sparse_' metric").replace(
+                "use 'categorical_crossentropy'", "use the metric without 'sparse_'"))
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+
+class Mean(Metric):
+    """The (weighted) mean of the values given to :meth:`update_state` (Keras' ``Mean``).
+
+    ``update_state(values, sample_weight=None)``: a number or an array; ``sample_weight`` a number (the
+    weight of every value, e.g. a batch size) or an array like ``values``.
+    """
+
+    direction = "down"
+
+    def __init__(self, name="mean"):
+        super().__init__(name)
+        self.reset_state()
+
+    def reset_state(self):
+        self.total = 0.0
+        self.count = 0.0
+
+    def update_state(self, values, sample_weight=None):
+        values = np.asarray(backend.to_numpy(values), dtype=np.float64)
+        if sample_weight is None:
+            self.total += float(values.sum())
+            self.count += float(values.size)
+        elif np.ndim(sample_weight) == 0 and values.ndim == 0:
+            self.total += float(values) * float(sample_weight)
+            self.count += float(sample_weight)
+        else:
+            weights = np.broadcast_to(np.asarray(sample_weight, dtype=np.float64), values.shape)
+            self.total += float((values * weights).sum())
+            self.count += float(weights.sum())
+
+    def result(self):
+        return self.total / self.count if self.count else 0.0
+
+
+class MeanMetricWrapper(Mean):
+    """The mean over examples of ``fn(y_true, y_pred, **kwargs)`` (per-prediction values), as Keras.
+
+    Parameters
+    ----------
+    fn : callable ``(y_true, y_pred, **kwargs) -> array`` of shape ``(N, ...)``
+    name : str, optional
+    **kwargs
+        Passed to ``fn`` (e.g. ``k``).
+    """
+
+    direction = "up"
+
+    def __init__(self, fn, name=None, **kwargs):
+        super().__init__(name or getattr(fn, "__name__", "metric"))
+        self.fn, self.fn_kwargs = fn, kwargs
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = np.asarray(self.fn(y_true, y_pred, **self.fn_kwargs), dtype=np.float64)
+        n = len(values) if values.ndim else 1
+        per_example = values.reshape(n, -1).mean(axis=1) if values.ndim > 1 else values.reshape(n)
+        if sample_weight is None:
+            self.total += float(per_example.sum())
+            self.count += float(n)
+        else:
+            weights = np.broadcast_to(np.asarray(sample_weight, dtype=np.float64).reshape(-1), (n,))
+            self.total += float((per_example * weights).sum())
+            self.count += float(weights.sum())
+
+    def get_config(self):
+        return dict(super().get_config(), **self.fn_kwargs)
+
+
+class CategoricalAccuracy(MeanMetricWrapper):
+    """How often ``argmax(y_true) == argmax(y_pred)`` (one-hot labels)."""
+
+    label_mode = "one_hot"
+
+    def __init__(self, name="categorical_accuracy"):
+        super().__init__(categorical_accuracy, name)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class SparseCategoricalAccuracy(MeanMetricWrapper):
+    """How often ``y_true == argmax(y_pred)`` (class indices)."""
+
+    label_mode = "ids"
+
+    def __init__(self, name="sparse_categorical_accuracy"):
+        super().__init__(sparse_categorical_accuracy, name)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class TopKCategoricalAccuracy(MeanMetricWrapper):
+    """How often ``argmax(y_true)`` is among the ``k`` highest scores (one-hot labels; Keras' tie rule)."""
+
+    label_mode = "one_hot"
+
+    def __init__(self, k=5, name="top_k_categorical_accuracy"):
+        _check_k(k, type(self).__name__)
+        super().__init__(top_k_categorical_accuracy, name, k=int(k))
+
+
+class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
+    """How often ``y_true`` is among the ``k`` highest scores (class indices; Keras' tie rule)."""
+
+    label_mode = "ids"
+
+    def __init__(self, k=5, name="sparse_top_k_categorical_accuracy"):
+        _check_k(k, type(self).__name__)
+        super().__init__(sparse_top_k_categorical_accuracy, name, k=int(k))
+
+
+class BinaryAccuracy(MeanMetricWrapper):
+    """How often ``(y_pred > threshold) == y_true``."""
+
+    def __init__(self, name="binary_accuracy", threshold=0.5):
+        super().__init__(binary_accuracy, name, threshold=float(threshold))
+
+
+def _check_k(k, who):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{who}: k must be an integer >= 1, got {k!r}")
+
+
+#: Keras' names -> metric class
+NAMES = {
+    "categorical_accuracy": CategoricalAccuracy,
+    "sparse_categorical_accuracy": SparseCategoricalAccuracy,
+    "top_k_categorical_accuracy": TopKCategoricalAccuracy,
+    "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
+    "binary_accuracy": BinaryAccuracy,
+}
+NAMES.update({cls.__name__: cls for cls in list(NAMES.values())})
+ACCURACY_NAMES = ("accuracy", "acc")
+
+
+def resolve_accuracy(name, label_shape, output_shape):
+    """The metric Keras picks for ``'accuracy'``/``'acc'`` from the shapes, named ``name``.
+
+    Parameters
+    ----------
+    name : str
+        ``'accuracy'`` or ``'acc'`` (kept as the logged name).
+    label_shape : tuple
+        Of the whole label array, ``(N, ...)``.
+    output_shape : tuple
+        Per-example output shape, ``(..., C)``.
+    """
+    pred_rank = len(output_shape) + 1
+    if output_shape[-1] == 1:
+        return BinaryAccuracy(name=name)
+    sparse = len(label_shape) < pred_rank or (label_shape[-1] == 1 and output_shape[-1] > 1)
+    return SparseCategoricalAccuracy(name=name) if sparse else CategoricalAccuracy(name=name)
+
+
+def get(identifier) -> Metric:
+    """A metric object from a name, a function or a :class:`Metric` (returned as it is).
+
+    ``'accuracy'`` and ``'acc'`` need the labels to be resolved (see :func:`resolve_accuracy`);
+    :meth:`tinynet.Model.fit` does that when it first sees them.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, naming the ones there are.
+    """
+    if isinstance(identifier, Metric):
+        return identifier
+    if isinstance(identifier, str):
+        if identifier not in NAMES:
+            raise ValueError(f"unknown metric {identifier!r}; available: {sorted(set(NAMES) | set(ACCURACY_NAMES))}")
+        return NAMES[identifier]()
+    if callable(identifier):
+        return MeanMetricWrapper(identifier)
+    raise ValueError(f"a metric must be a name, a Metric or a function (y_true, y_pred) -> values; "
+                     f"got {identifier!r}")
+
+
+__all__ = ["Metric", "Mean", "MeanMetricWrapper", "CategoricalAccuracy", "SparseCategoricalAccuracy",
+           "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "BinaryAccuracy", "categorical_accuracy",
+           "sparse_categorical_accuracy", "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy",
+           "binary_accuracy", "get", "resolve_accuracy", "NAMES"]

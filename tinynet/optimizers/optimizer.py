@@ -1,0 +1,358 @@
+"""The optimizer base class: per-weight state keyed by name, Keras' argument names, state that saves and loads.
+
+An optimizer reads ``layer.grads[i]`` (left by :meth:`tinynet.Model.backward`) and updates ``layer.weights[i]``
+in place, for trainable weights only (BatchNormalization's moving statistics are left alone). Its per-weight
+state (velocities, moments) is keyed ``'<layer name>/<weight name>'`` so it can be saved as plain arrays and
+restored into a rebuilt model.
+
+The learning rate is a number or a per-step schedule
+(:class:`~tinynet.optimizers.schedules.LearningRateSchedule`), evaluated, as Keras does, at the number of
+updates already made (0 for the first). Weight decay ``λ`` is decoupled, as Keras applies it before the update:
+``w ← w − η λ w``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+from .. import backend
+from .schedules import LearningRateSchedule, deserialize, serialize
+
+
+def _resolve_lr(who, learning_rate, lr, default):
+    """``learning_rate``, or the deprecated ``lr`` (with a warning), or ``default``."""
+    if lr is not None:
+        if learning_rate is not None:
+            raise TypeError(f"{who}: give learning_rate, not both learning_rate and lr (lr is its deprecated name)")
+        warnings.warn(f"{who}: the argument 'lr' is deprecated, use 'learning_rate'", DeprecationWarning,
+                      stacklevel=3)
+        return lr
+    return default if learning_rate is None else learning_rate
+
+
+def check_learning_rate(who, value):
+    """``value`` as a float >= 0, or the schedule itself; ``ValueError`` otherwise."""
+    if isinstance(value, LearningRateSchedule):
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)) \
+            and float(value) >= 0:
+        return float(value)
+    raise ValueError(f"{who}: learning_rate must be a finite number >= 0 or a "
+                     f"tinynet.optimizers.schedules.LearningRateSchedule, got {value!r}")
+
+
+def _check_decay(who, value):
+    if value is None:
+        return 0.0
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)) \
+            and float(value) >= 0:
+        return float(value)
+    raise ValueError(f"{who}: weight_decay must be a finite number >= 0 (or None), got {value!r}")
+
+
+class Optimizer:
+    """Base class: walks the trainable weights of a model and keeps per-weight state.
+
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.01
+        A number (settable later: a trainer or a callback may change it between steps) or a per-step
+        schedule, evaluated at :attr:`iterations` before each update.
+    weight_decay : float, default 0
+        Decoupled decay: ``w ← w − η · weight_decay · w`` before the update. ``None`` means 0, as in Keras.
+    lr : float, optional
+        Deprecated name of ``learning_rate`` (accepted with a ``DeprecationWarning``).
+
+    Attributes
+    ----------
+    learning_rate : float
+        The rate the next update uses (the schedule's value at :attr:`iterations` when there is one).
+        Setting it to a number is refused when the optimizer was built on a schedule (as in Keras); setting it
+        to a schedule replaces the rate. ``lr`` is its deprecated alias.
+    iterations : int
+        Number of :meth:`step` calls so far.
+    slots : dict of str -> dict of str -> ndarray
+        ``slots[slot_name]['<layer>/<weight>']``: the state arrays (e.g. ``'velocity'``).
+    """
+
+    name = "optimizer"
+    slot_names: tuple = ()
+
+    def __init__(self, learning_rate=None, weight_decay=0.0, *, lr=None):
+        who = type(self).__name__
+        self._learning_rate = check_learning_rate(who, _resolve_lr(who, learning_rate, lr, 0.01))
+        self.weight_decay = _check_decay(who, weight_decay)
+        self.iterations = 0
+        self.slots = {slot: {} for slot in self.slot_names}
+        self.model = None
+
+    # ------------------------------------------------------------- learning rate
+    @property
+    def learning_rate(self) -> float:
+        rate = self._learning_rate
+        return float(rate(self.iterations)) if isinstance(rate, LearningRateSchedule) else rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if not isinstance(value, LearningRateSchedule) and isinstance(self._learning_rate, LearningRateSchedule):
+            raise TypeError(f"{type(self).__name__}: this optimizer was built with a learning rate schedule "
+                            f"({self._learning_rate!r}), so its learning rate cannot be set to a number; build it "
+                            f"with a float learning_rate to change the rate between steps")
+        self._learning_rate = check_learning_rate(type(self).__name__, value)
+
+    @property
+    def lr(self) -> float:
+        """Deprecated alias of :attr:`learning_rate`."""
+        return self.learning_rate
+
+    @lr.setter
+    def lr(self, value):
+        self.learning_rate = value
+
+    @property
+    def learning_rate_schedule(self):
+        """The per-step schedule given as ``learning_rate``, or ``None`` when the rate is a number."""
+        return self._learning_rate if isinstance(self._learning_rate, LearningRateSchedule) else None
+
+    # ------------------------------------------------------------- model and device
+    def attach(self, model):
+        """Bind to ``model`` and register with it, so ``model.to(device)`` also moves this state."""
+        self.model = model
+        model.add_device_listener(self)
+        return self
+
+    def to(self, device):
+        """Move every state array to ``'cpu'`` or ``'gpu'``."""
+        for slot in self.slots.values():
+            for key in slot:
+                slot[key] = backend.to_device(slot[key], device)
+        return self
+
+    @staticmethod
+    def trainable_entries(model):
+        """Yield ``(key, layer, index)`` for every trainable weight of ``model``: ``key`` is
+        ``'<layer name>/<weight name>'``, the key of the weight's state in :attr:`slots`, and the weight is
+        ``layer.weights[index]``."""
+        for layer in model.layers:
+            for i, (name, trainable) in enumerate(zip(layer.weight_names, layer.trainable_flags)):
+                if trainable:
+                    yield f"{layer.name}/{name}", layer, i
+
+    def _slot(self, slot, key, like):
+        """The state array ``slots[slot][key]``, created as zeros shaped (and placed) like ``like``."""
+        table = self.slots[slot]
+        if key not in table:
+            table[key] = backend.get_array_module(like).zeros_like(like)
+        return table[key]
+
+    # ------------------------------------------------------------- updating
+    def step(self, model=None):
+        """Apply one update to every trainable weight of ``model`` (default: the attached one).
+
+        The learning rate is read once, before :attr:`iterations` is incremented (a schedule sees step 0 on the
+        first update, as in Keras).
+        """
+        model = model if model is not None else self.model
+        if model is None:
+            raise RuntimeError(f"{type(self).__name__}.step: no model; call attach(model) or pass it")
+        lr = self.learning_rate
+        self.iterations += 1
+        for key, layer, i in self.trainable_entries(model):
+            g = layer.grads[i]
+            if g is None:
+                raise RuntimeError(f"{type(self).__name__}: no gradient for '{key}'; run model.backward first")
+            w = layer.weights[i]
+            dtype = w.dtype.type
+            if self.weight_decay:
+                w -= dtype(lr * self.weight_decay) * w
+            self._update(key, w, g.astype(w.dtype, copy=False), lr)
+
+    def _update(self, key, w, g, lr):
+        """Update ``w`` in place from gradient ``g`` with learning rate ``lr`` (a float)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- state
+    def get_config(self) -> dict:
+        """JSON-able hyper-parameters plus ``'name'``; a schedule is stored as ``{'class_name', 'config'}``."""
+        rate = self._learning_rate
+        return {"name": self.name, "learning_rate": serialize(rate) if isinstance(rate, LearningRateSchedule)
+                else rate, "weight_decay": self.weight_decay}
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from :meth:`get_config` (``'name'`` and an older ``'lr'`` key accepted)."""
+        config = {k: v for k, v in config.items() if k != "name"}
+        if "lr" in config and "learning_rate" not in config:
+            config["learning_rate"] = config.pop("lr")
+        if isinstance(config.get("learning_rate"), dict):
+            config["learning_rate"] = deserialize(config["learning_rate"])
+        return cls(**config)
+
+    def state_dict(self) -> dict:
+        """The full state: ``{'config': {...}, 'iterations': int, 'arrays': {'slot:layer/weight': ndarray}}``.
+
+        ``config`` and ``iterations`` are JSON-able; ``arrays`` are NumPy arrays (copied from the GPU if needed),
+        ready for ``np.savez``. A slot that has been used holds one array per trainable weight.
+        """
+        arrays = {f"{slot}:{key}": backend.to_numpy(value).copy()
+                  for slot, table in self.slots.items() for key, value in table.items()}
+        return {"config": self.get_config(), "iterations": int(self.iterations), "arrays": arrays}
+
+    def _clean_config(self, where, config):
+        """The config's values checked against this optimizer's (types, and the constructor's own checks)."""
+        name = config.get("name", self.name)
+        if name != self.name:
+            raise ValueError(f"{where}: the state is for a {name!r} optimizer, this one is {self.name!r}")
+        current = {k: v for k, v in self.get_config().items() if k != "name"}
+        given = {k: v for k, v in config.items() if k != "name"}
+        clean = {}
+        for key, value in given.items():
+            canonical = "learning_rate" if key == "lr" else key  # checkpoints written before the Keras names
+            if canonical not in current:
+                continue
+            if canonical == "learning_rate":
+                if isinstance(value, dict):
+                    try:
+                        clean[key] = deserialize(value)
+                    except ValueError as error:
+                        raise ValueError(f"{where}: config {key!r}: {error}") from None
+                elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+                        or not math.isfinite(value):
+                    raise ValueError(f"{where}: config {key!r} must be a finite number or a serialized learning "
+                                     f"rate schedule, got {value!r}")
+                else:
+                    clean[key] = float(value)
+            elif isinstance(current[key], bool):
+                if not isinstance(value, (bool, np.bool_)):
+                    raise ValueError(f"{where}: config {key!r} must be a bool, got {value!r}")
+                clean[key] = bool(value)
+            elif isinstance(current[key], (int, float)):
+                if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                        or not math.isfinite(value):
+                    raise ValueError(f"{where}: config {key!r} must be a finite number, got {value!r}")
+                clean[key] = type(current[key])(value)
+            else:
+                clean[key] = value
+        canonical_keys = ["learning_rate" if k == "lr" else k for k in given]
+        if set(canonical_keys) != set(current) or len(canonical_keys) != len(set(canonical_keys)):
+            unknown = sorted(k for k in given if ("learning_rate" if k == "lr" else k) not in current)
+            twice = ["lr", "learning_rate"] if "lr" in given and "learning_rate" in given else []
+            raise ValueError(f"{where}: config keys differ: missing {sorted(set(current) - set(canonical_keys))}, "
+                             f"unknown {unknown}" + (f", given twice (old and new name) {twice}" if twice else ""))
+        clean = {("learning_rate" if k == "lr" else k): v for k, v in clean.items()}
+        try:
+            type(self)(**clean)  # the constructor's own range checks (e.g. SGD's momentum in [0, 1))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: bad config: {error}") from None
+        return clean
+
+    def validate_state_dict(self, state) -> dict:
+        """Check ``state`` (as :meth:`state_dict` returns it) against this optimizer and its model; change nothing.
+
+        Checked: the three fields; ``config`` has this optimizer's name and exactly its keys (``'lr'``, the
+        older name of ``'learning_rate'``, is accepted), with values of the right types that its constructor
+        accepts; ``iterations`` is a non-negative integer; every array key is ``'<slot>:<layer>/<weight>'``
+        with one of this optimizer's slots and, when a model is attached, a trainable weight of that model
+        with the same shape, and a slot that is present covers every trainable weight (so state from another
+        model is refused here, with the keys that differ, not at the first step); every array is
+        floating-point.
+
+        Returns
+        -------
+        dict
+            ``{'config': {...}, 'iterations': int, 'slots': {slot: {key: array}}}``, arrays converted to the
+            weights' dtypes and placed on the model's device: what :meth:`load_state_dict` assigns.
+
+        Raises
+        ------
+        ValueError
+            Naming what is wrong.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, dict):
+            raise ValueError(f"{where}: expected a dict with 'config', 'iterations' and 'arrays', "
+                             f"got {type(state).__name__}")
+        missing = [k for k in ("config", "iterations", "arrays") if k not in state]
+        if missing:
+            raise ValueError(f"{where}: the state lacks {missing}")
+        config = state["config"]
+        if not isinstance(config, dict):
+            raise ValueError(f"{where}: 'config' must be a dict, got {type(config).__name__}")
+        clean = self._clean_config(where, config)
+        iterations = state["iterations"]
+        if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
+            raise ValueError(f"{where}: 'iterations' must be a non-negative integer, got {iterations!r}")
+        arrays = state["arrays"]
+        if not isinstance(arrays, dict):
+            raise ValueError(f"{where}: 'arrays' must be a dict, got {type(arrays).__name__}")
+        trainable = ({key: layer.weights[i] for key, layer, i in self.trainable_entries(self.model)}
+                     if self.model is not None else None)
+        slots = {slot: {} for slot in self.slot_names}
+        unknown, wrong_shape = [], []
+        for full_key, value in arrays.items():
+            if not isinstance(full_key, str) or ":" not in full_key:
+                raise ValueError(f"{where}: array key {full_key!r} is not '<slot>:<layer>/<weight>'")
+            slot, key = full_key.split(":", 1)
+            if slot not in slots:
+                raise ValueError(f"{where}: unknown slot {slot!r} in {full_key!r}; {type(self).__name__} has "
+                                 f"{list(self.slot_names) or 'none'}")
+            value = np.asarray(value)
+            if value.dtype.kind != "f":
+                raise ValueError(f"{where}: {full_key!r} has dtype {value.dtype}, expected a floating-point array")
+            if trainable is not None:
+                if key not in trainable:
+                    unknown.append(full_key)
+                    continue
+                if value.shape != tuple(trainable[key].shape):
+                    wrong_shape.append(f"{full_key} {value.shape} (weight {tuple(trainable[key].shape)})")
+                    continue
+                value = value.astype(trainable[key].dtype)
+            else:
+                value = value.copy()
+            slots[slot][key] = value
+        incomplete = []
+        if trainable is not None:
+            for slot, table in slots.items():
+                if table:
+                    incomplete += [f"{slot}:{key}" for key in trainable if key not in table]
+        if unknown or wrong_shape or incomplete:
+            parts = []
+            if unknown:
+                parts.append(f"{len(unknown)} key(s) for weights that are not trainable weights of this model, "
+                             f"e.g. {unknown[:5]}")
+            if wrong_shape:
+                parts.append(f"{len(wrong_shape)} shape(s) that differ, e.g. {wrong_shape[:5]}")
+            if incomplete:
+                parts.append(f"no state for {len(incomplete)} trainable weight(s), e.g. {incomplete[:5]}")
+            raise ValueError(f"{where}: the state is not for this model: " + "; ".join(parts))
+        device = self.model.device if self.model is not None else "cpu"
+        slots = {slot: {key: backend.to_device(v, device) for key, v in table.items()} for slot, table in slots.items()}
+        return {"config": clean, "iterations": int(iterations), "slots": slots}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned, all or nothing (arrays go to the attached model's device).
+
+        Everything is checked first (see :meth:`validate_state_dict`); on any error this optimizer is left
+        exactly as it was. Attach the optimizer to its model before loading, so the keys and shapes are
+        checked against it. The learning rate is restored as saved (a number or a schedule).
+        """
+        prepared = self.validate_state_dict(state)
+        for key, value in prepared["config"].items():
+            if key == "learning_rate":
+                self._learning_rate = value
+            else:
+                setattr(self, key, value)
+        self.iterations = prepared["iterations"]
+        self.slots = prepared["slots"]
+        return self
+
+    def __repr__(self):
+        config = {k: v for k, v in self.get_config().items() if k != "name"}
+        config["learning_rate"] = self._learning_rate
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in config.items())})"
+
+
+__all__ = ["Optimizer", "check_learning_rate"]

@@ -1,0 +1,62 @@
+"""Stochastic gradient descent with momentum, Nesterov momentum and decoupled weight decay (Keras' ``SGD``).
+
+With ``g`` the gradient, ``η`` the learning rate and momentum ``μ`` (velocity ``v`` starts at 0):
+
+.. math:: v ← μ v − η g, \\qquad w ← w + v \\quad\\text{or, Nesterov,}\\quad w ← w + μ v − η g
+
+(``μ = 0``: ``w ← w − η g``). Weight decay ``λ`` first: ``w ← w − η λ w``; for plain SGD this equals an L2
+penalty ``λ/2 ‖w‖²`` in the loss.
+"""
+from __future__ import annotations
+
+import numbers
+from .optimizer import Optimizer, _resolve_lr
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, Nesterov momentum and weight decay (Keras' SGD).
+
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.01
+    momentum : float in [0, 1), default 0
+    nesterov : bool, default False
+    weight_decay : float, default 0
+    lr : float, optional
+        Deprecated name of ``learning_rate``.
+
+    Examples
+    --------
+    >>> opt = SGD(learning_rate=0.01, momentum=0.9).attach(model)
+    >>> model.forward(x); model.backward(grads); opt.step()
+    """
+
+    name = "sgd"
+    slot_names = ("velocity",)
+
+    def __init__(self, learning_rate=None, momentum=0.0, nesterov=False, weight_decay=0.0, *, lr=None):
+        super().__init__(learning_rate=_resolve_lr("SGD", learning_rate, lr, 0.01), weight_decay=weight_decay)
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum < 1.0:
+            raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+
+    def _update(self, key, w, g, lr):
+        lr = w.dtype.type(lr)
+        if self.momentum == 0.0:
+            w -= lr * g
+            return
+        mu = w.dtype.type(self.momentum)
+        v = self._slot("velocity", key, w)
+        v *= mu
+        v -= lr * g
+        if self.nesterov:
+            w += mu * v - lr * g
+        else:
+            w += v
+
+    def get_config(self):
+        return dict(super().get_config(), momentum=self.momentum, nesterov=self.nesterov)
+
+
+__all__ = ["SGD"]
