@@ -314,3 +314,17 @@ def test_fit_refuses_data_that_does_not_fit_the_model_before_training():
         with pytest.raises(ValueError, match=re.escape(message)):
             trainer.fit(ds, epochs=1)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights())) and trainer.epoch == 0
+
+
+def test_trainer_refuses_a_checkpoint_dir_that_is_a_file_before_training(tmp_path):
+    from helpers import tiny_model, toy_data
+
+    from tinynet import checkpoint, optim
+    from tinynet.training import Trainer
+
+    target = tmp_path / "file"
+    target.write_text("not a folder")
+    trainer = Trainer(tiny_model(), optim.SGD(0.1), verbose=False)
+    with pytest.raises(checkpoint.CheckpointError, match="is a file, not a folder"):
+        trainer.fit(toy_data(), epochs=1, checkpoint_dir=str(target))
+    assert trainer.epoch == 0 and trainer.history == {}

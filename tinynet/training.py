@@ -280,6 +280,12 @@ class Trainer(Engine):
         self.check_dataset(train, "train")
         if val is not None:
             self.check_dataset(val, "validation")
+        if checkpoint_dir is not None:  # a folder that can never hold a checkpoint fails now, not after an epoch
+            from . import checkpoint
+
+            if checkpoint.status(checkpoint_dir) == "not a folder":
+                raise checkpoint.CheckpointError(f"Trainer.fit: checkpoint_dir {checkpoint_dir!r} is a file, "
+                                                 f"not a folder")
         steps = -(-len(train) // self.batch_size)
         progress = _Progress(self, epochs, steps)
         own = [progress] + ([_Checkpointer(self, checkpoint_dir, checkpoint_config)] if checkpoint_dir is not None

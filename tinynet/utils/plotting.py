@@ -67,10 +67,14 @@ class Box:
         The layer's type (chooses the colour).
     lines : list of (str, str)
         Text lines, top to bottom, each with its style: ``'title'`` (bold), ``'text'`` or ``'shape'`` (blue).
-    width, height : float
+    width : float
         Inches.
-    x, y : float
-        Centre, inches (``y`` grows downwards).
+    height : float
+        Inches.
+    x : float
+        Centre, inches, from the left.
+    y : float
+        Centre, inches, from the top (it grows downwards).
     is_output : bool
         The call produces one of the model's outputs (drawn with a red border).
     """
