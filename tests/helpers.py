@@ -170,3 +170,26 @@ def refused_quickly(call, match, seconds=0.5, max_mib=64):
 
 
 # ------------------------------------------------------------------------------------------------- writing
+
+
+# ------------------------------------------------------------------------------------------ small models
+def readme_model():
+    """README's "A taste of the API": one tensor fans out to Conv2D and MaxPool2D, concatenated, two heads."""
+    from tinynet.layers import concatenate
+
+    x = Input((32, 32, 3))
+    a = Conv2D(16, 3, padding="same", activation="relu")(x)
+    b = MaxPool2D(3, strides=1, padding="same")(x)
+    y = concatenate([a, b])
+    main = Dense(10, activation="softmax")(GlobalAveragePooling2D()(y))
+    aux = Dense(10, activation="softmax")(GlobalAveragePooling2D()(a))
+    return Model(x, [aux, main])
+
+
+def toy_vectors(n=40, seed=0):
+    """(n, 8) float32 vectors whose class (n % 3) is a bump in feature ``y``, and the labels."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.normal(0, 0.3, (n, 8)).astype(np.float32)
+    x[np.arange(n), y] += 1.5
+    return x, y

@@ -12,6 +12,7 @@ from tinynet import callbacks, checkpoint, fileio, layers, models, optimizers
 from tinynet.training import Trainer, TrainingDiverged
 
 from helpers import tiny_model, toy_data
+from helpers import toy_vectors
 
 
 @pytest.fixture(autouse=True)
@@ -25,14 +26,6 @@ def small_model(seed=0):
     x = layers.Input((8,), name="x")
     h = layers.Dense(6, activation="relu", name="h")(x)
     return models.Model(x, layers.Dense(3, activation="softmax", name="out")(h))
-
-
-def toy_vectors(n=40, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 3
-    x = rng.normal(0, 0.3, (n, 8)).astype(np.float32)
-    x[np.arange(n), y] += 1.5
-    return x, y
 
 
 def compiled(optimizer="sgd", **kwargs):

@@ -11,6 +11,7 @@ from tinynet.callbacks import Callback
 from tinynet.training import Trainer, TrainingDiverged
 
 from helpers import tiny_model, toy_data
+from helpers import toy_vectors
 
 
 @pytest.fixture(autouse=True)
@@ -27,14 +28,6 @@ def two_output_model(seed=0, units=6):
     h = layers.Dense(units, activation="relu", name="h")(x)
     return models.Model(x, [layers.Dense(3, activation="softmax", name="aux")(h),
                             layers.Dense(3, activation="softmax", name="main")(h)])
-
-
-def toy_vectors(n=40, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 3
-    x = rng.normal(0, 0.3, (n, 8)).astype(np.float32)
-    x[np.arange(n), y] += 1.5
-    return x, y
 
 
 def same_weights(a, b):

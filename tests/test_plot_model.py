@@ -14,20 +14,12 @@ import pytest
 import tinynet
 from tinynet.layers import (Conv2D, Dense, Flatten, GlobalAveragePooling2D, Input, MaxPool2D, concatenate)
 from tinynet.utils import plot_model, plotting
+from helpers import readme_model
 
 pytest.importorskip("matplotlib")
 
 
 # ---------------------------------------------------------------------------------------------- the models
-def readme_model():
-    """README's "A taste of the API": one tensor fans out to Conv2D and MaxPool2D, concatenated, two heads."""
-    x = Input((32, 32, 3))
-    a = Conv2D(16, 3, padding="same", activation="relu")(x)
-    b = MaxPool2D(3, strides=1, padding="same")(x)
-    y = concatenate([a, b])
-    main = Dense(10, activation="softmax")(GlobalAveragePooling2D()(y))
-    aux = Dense(10, activation="softmax")(GlobalAveragePooling2D()(a))
-    return tinynet.Model(x, [aux, main])
 
 
 def shared_model():

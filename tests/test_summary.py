@@ -8,17 +8,8 @@ import pytest
 
 import tinynet
 from tinynet import summary
-from tinynet.layers import (Conv2D, Dense, GlobalAveragePooling2D, Input, MaxPool2D, concatenate)
-
-
-def readme_model():
-    x = Input((32, 32, 3))
-    a = Conv2D(16, 3, padding="same", activation="relu")(x)
-    b = MaxPool2D(3, strides=1, padding="same")(x)
-    y = concatenate([a, b])
-    main = Dense(10, activation="softmax")(GlobalAveragePooling2D()(y))
-    aux = Dense(10, activation="softmax")(GlobalAveragePooling2D()(a))
-    return tinynet.Model(x, [aux, main])
+from tinynet.layers import (Dense, Input, concatenate)
+from helpers import readme_model
 
 
 def chain_model():
