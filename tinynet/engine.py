@@ -239,7 +239,7 @@ class Engine:
             self.recorder.measure(step, self._backward, grads)
         else:
             self._backward(grads)
-        bad = self.model.first_nonfinite_weight()
+        bad = self.model.first_nonfinite_weight(values=False)
         if bad is not None:  # the update is not applied: the weights stay those of the last good step
             raise self._diverged(xb, yb, f"non-finite value in layer '{bad[0]}' ({bad[1]})")
         if lr is not None:

@@ -515,15 +515,17 @@ class Model:
         array, not a list, for a single-output model."""
         return self._unpack_outputs(self.run(x, training=training))
 
-    def first_nonfinite_weight(self):
+    def first_nonfinite_weight(self, values=True):
         """``(layer name, weight name)`` of the first weight, or gradient, holding NaN or inf; else ``None``.
 
         Layers in run order, then each layer's weights in Keras order; a weight is reported when its value or
-        its gradient (``layer.grads``) is not finite. One pass over every weight and gradient.
+        its gradient (``layer.grads``) is not finite. One pass over every weight and gradient; with
+        ``values=False`` over the gradients only (what a training step checks before it updates: the weights
+        were checked by the forward pass that produced a finite loss).
         """
         for layer in self.layers:
             for name, w, g in zip(layer.weight_names, layer.weights, layer.grads):
-                for array in (w, g):
+                for array in ((w, g) if values else (g,)):
                     if array is not None and not bool(backend.get_array_module(array).isfinite(array).all()):
                         return layer.name, name
         return None
