@@ -83,6 +83,16 @@ from tinynet.model import Model  # noqa: E402
 
 from inception.variants import get_variant  # noqa: E402
 
+try:                                   # the fused 1×1 groups, where this tree has them
+    from tinynet import fusion  # noqa: E402
+except ImportError:
+    fusion = None
+
+#: the train step's backward as fit() runs it: no gradient for the images, the tape dropped as it goes
+#: (where this tree's Model.backward has these arguments)
+BACKWARD_ARGS = ({"input_grads": False, "retain_tape": False}
+                 if "retain_tape" in inspect.signature(Model.backward).parameters else {})
+
 PAGE = resource.getpagesize()
 WARMUP = 3               # plain steps before any timing, as bench_kernels.NETWORK_WARMUP
 MEMORY_STEPS = 3         # plain steps under tracemalloc
@@ -269,6 +279,25 @@ def instrumented(model, prof):
         wrapper.__wrapped__ = fn
         return wrapper
 
+    def owned(fn, owner):
+        """``fn`` as a layer call of its own (the fused groups): its rows go to ``owner``, (type, pass)."""
+        def wrapper(*args, **kwargs):
+            if not prof.on:
+                return fn(*args, **kwargs)
+            prof.enter("checks", owner=owner)  # no checks of its own: this row counts the calls
+            prof.enter("math")
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                prof.exit()
+                prof.exit()
+            if owner[1] == "forward":
+                outputs, cache = result
+                prof.keep(owner[0], [*outputs, *cache])
+            return result
+        wrapper.__wrapped__ = fn
+        return wrapper
+
     def gemm(label, fn, a, b, **kwargs):
         if not prof.on:
             return fn(a, b, **kwargs)
@@ -307,12 +336,12 @@ def instrumented(model, prof):
             prof.keep(kind, [y, *fields])
             return y, cache
 
-        def backward(self, grad_output, cache):
+        def backward(self, grad_output, cache, input_grad=True):
             if not prof.on:
-                return base_backward(self, grad_output, cache)
+                return base_backward(self, grad_output, cache, input_grad)
             prof.enter("checks", owner=(layer_type(self), "backward"))
             try:
-                return base_backward(self, grad_output, cache)
+                return base_backward(self, grad_output, cache, input_grad)
             finally:
                 prof.exit()
 
@@ -330,6 +359,13 @@ def instrumented(model, prof):
                 func, labels = gemm_timed(vars(owner_cls)[method], f"{owner_cls.__name__}.{method}", gemm)
                 gemm_labels += labels
                 patches.set(owner_cls, method, timed(func, "math"))
+
+        # fused groups of sibling 1×1 convolutions (tinynet.fusion): their own rows, products timed
+        if fusion is not None:
+            for method in ("forward", "backward"):
+                func, labels = gemm_timed(vars(fusion.PointwiseGroup)[method], f"PointwiseGroup.{method}", gemm)
+                gemm_labels += labels
+                patches.set(fusion.PointwiseGroup, method, owned(func, ("Conv2D 1x1 fused", method)))
 
         # activation functions are per instance (Conv2D and Dense keep _act/_act_grad)
         for layer in model.layers:
@@ -355,7 +391,7 @@ def describe_row(owner, key):
     if key.startswith("kernel:"):
         name = key[7:]
         group = ("im2col/col2im" if name in ("im2col", "col2im") else "pooling" if "pool" in name else
-                 "LRN" if name.startswith("lrn") else "ReLU" if name.startswith("relu") else "other elementwise")
+                 "LRN" if name.startswith("lrn") else "ReLU" if "relu" in name else "other elementwise")
         return group, name
     if key.startswith("act:"):
         act = key[4:]
@@ -402,7 +438,7 @@ def make_step(model, x, labels, weights, opt, prof):
             with prof.region("loss", OUTSIDE):
                 _, _, grads = losses.weighted_loss(outputs, labels, weights)
             with prof.region("model backward", OUTSIDE):
-                model.backward(grads)
+                model.backward(grads, **BACKWARD_ARGS)
             with prof.region("optimizer", OUTSIDE):
                 opt.step()
     return step

@@ -57,7 +57,7 @@ SCALARS = {"H": H, "W": W, "C": C, "Ho": HO, "Wo": WO, "kh": KH, "kw": KW, "ph":
            "sh": SH, "sw": SW, "top": PADS[0], "left": PADS[2], "pad_value": 0.0, "neg_inf": -np.inf,
            "before": (LRN_SIZE - 1) // 2, "after": LRN_SIZE - 1 - (LRN_SIZE - 1) // 2, "k": LRN_K,
            "alpha_over_size": LRN_ALPHA / LRN_SIZE, "minus_beta": -LRN_BETA,
-           "coef": 2.0 * LRN_ALPHA * LRN_BETA / LRN_SIZE}
+           "coef": 2.0 * LRN_ALPHA * LRN_BETA / LRN_SIZE, "relu": 1}
 
 
 # --------------------------------------------------------------- cupy_kernels.py on a recording stand-in
@@ -101,6 +101,7 @@ def recorded():
         lrn = (LRN_SIZE, LRN_ALPHA, LRN_BETA)
         lrn_gy, lrn_y = (rng.standard_normal(x.shape).astype(dtype) for _ in range(2))
         scale = (rng.random(x.shape) + 1).astype(dtype)
+        bias = rng.standard_normal(C).astype(dtype)
         calls = {  # name: (inputs, the call), one per name in KERNEL_NAMES
             "im2col": ((x,), lambda: module.im2col(x, *geo)),
             "col2im": ((cols,), lambda: module.col2im(cols, x.shape, *geo)),
@@ -109,6 +110,11 @@ def recorded():
             "avgpool_forward": ((x,), lambda: module.avgpool_forward(x, *geo)),
             "avgpool_backward": ((gy,), lambda: module.avgpool_backward(gy, x.shape, *geo)),
             "relu_backward": ((lrn_gy, lrn_y), lambda: module.relu_backward(lrn_gy, lrn_y)),
+            # in place: z is the kernel's one output (returned), the bias its one input
+            "bias_relu_forward": ((bias,), lambda: module.bias_relu_forward(gy.copy(), bias, True)),
+            # the kernel writes gz; the bias gradient is CuPy's own sum of gz (no launch of ours), so only gz
+            # is an output of the launch
+            "relu_bias_backward": ((lrn_gy, lrn_y), lambda: module.relu_bias_backward(lrn_gy, lrn_y, True, True)[:1]),
             "lrn_forward": ((x,), lambda: module.lrn_forward(x, *lrn, LRN_K)),
             "lrn_backward": ((lrn_gy, x, lrn_y, scale), lambda: module.lrn_backward(lrn_gy, x, lrn_y, scale, *lrn)),
         }

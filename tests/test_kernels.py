@@ -4,6 +4,10 @@ One test body per kernel, parametrized over shapes (odd, non-square, strided, 's
 dtypes and backends (``xb``: numpy, numba, and cupy marked ``gpu``). Tolerances: float64 1e-12, float32 1e-5,
 relative to the largest magnitude of the reference (sums of window contributions may cancel).
 
+Beyond the tolerances: the CPU backends must give the reference's window kernels bit for bit on every window
+case of the layer tests (ties, negatives, NaN), the fused bias + ReLU kernels exactly (NaN, ±inf, −0), and
+Numba the same bits on one thread as on several.
+
 ``test_cuda_source_on_cpu`` compiles the CUDA C of :mod:`tinynet.kernels.cupy_kernels` as plain C++ (one
 "thread" walking the grid-stride loop) and checks it against the reference, so the GPU index arithmetic is
 exercised on machines without a GPU.
@@ -16,10 +20,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from tinynet import kernels
+from tinynet import backend, kernels
 from tinynet.kernels import numpy_kernels as ref
+from tinynet.kernels.common import argmax_dtype
 
 from helpers import cuda_source
+from window_cases import WINDOW_CASES
+from window_cases import case_id as window_case_id
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
@@ -78,7 +85,8 @@ def test_maxpool(xb, case, dtype):
     y, argmax = kernels.maxpool_forward(xb(x), ph, pw, sh, sw, pads)
     y_ref, argmax_ref = ref.maxpool_forward(x, ph, pw, sh, sw, pads)
     assert_close(xb.numpy(y), y_ref, dtype)
-    assert xb.numpy(argmax).dtype == np.int32
+    # the Numba kernels store it in the smallest type that holds ph·pw − 1 (kept for backward: memory)
+    assert xb.numpy(argmax).dtype == (argmax_dtype(ph, pw) if xb.name == "numba" else np.int32)
     np.testing.assert_array_equal(xb.numpy(argmax), argmax_ref)
     g = rng.standard_normal(y_ref.shape).astype(dtype)
     gx = kernels.maxpool_backward(xb(g), argmax, shape, ph, pw, sh, sw, pads)
@@ -115,6 +123,180 @@ def test_relu_backward(xb, dtype):
     assert gz.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(gz, ref.relu_backward(gy, y))
     np.testing.assert_array_equal(gz, np.where(y > 0, gy, 0))
+
+
+# ---------------------------------------------------------------------- the fused bias + ReLU kernels
+BIAS_SHAPES = [(2, 3, 5, 7), (9, 4), (1, 1, 1, 3), (3, 300, 5), (2, 40, 40, 24)]  # (3, 300, 5): 4 blocks of rows
+
+
+def shape_id(shape):
+    return "x".join(map(str, shape))
+
+
+@pytest.fixture
+def jit_at_every_size(monkeypatch):
+    """Numba's fused kernels run their compiled loops even on the small shapes (not NumPy, as below
+    ``_NUMPY_BELOW`` elements), so that the tests reach them."""
+    if backend.numba_available():
+        from tinynet.kernels import numba_kernels
+
+        monkeypatch.setattr(numba_kernels, "_NUMPY_BELOW", 0)
+
+
+@pytest.mark.parametrize("bias, relu", [(True, True), (True, False), (False, True), (False, False)],
+                         ids=["bias-relu", "bias", "relu", "neither"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", BIAS_SHAPES, ids=shape_id)
+def test_bias_relu_forward(xb, jit_at_every_size, shape, dtype, bias, relu):
+    """In place ``max(z + b, 0)``, exactly as ``z += b; np.maximum(z, 0, out=z)``: NaN stays NaN (with its
+    sign), −0 becomes +0, ±inf as any number; the argument itself is returned."""
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal(shape).astype(dtype)
+    z.flat[::7], z.flat[1::11], z.flat[2::13], z.flat[3::17], z.flat[4::19] = np.nan, -0.0, -np.inf, np.inf, -np.nan
+    b = rng.standard_normal(shape[-1]).astype(dtype) if bias else None
+    expected = z.copy()
+    if bias:
+        expected += b
+    if relu:
+        expected = np.maximum(expected, dtype(0))
+    np.testing.assert_array_equal(ref.bias_relu_forward(z.copy(), b, relu), expected)
+    zd = xb(z)
+    out = kernels.bias_relu_forward(zd, None if b is None else xb(b), relu)
+    assert out is zd
+    got = xb.numpy(zd)
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+@pytest.mark.parametrize("relu, want_bias", [(True, True), (True, False), (False, True), (False, False)],
+                         ids=["relu-bias", "relu", "bias", "neither"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", BIAS_SHAPES, ids=shape_id)
+def test_relu_bias_backward(xb, jit_at_every_size, shape, dtype, relu, want_bias):
+    """``gz = gy · [y > 0]`` exactly (gy itself without ReLU), ``gbias = gz.sum`` over every axis but the last,
+    in the dtype of gy; a NaN or inf gradient gives NaN where y <= 0, as ``relu_backward``."""
+    gy, y = relu_inputs(dtype, shape)
+    gyd = xb(gy)
+    gz, gb = kernels.relu_bias_backward(gyd, xb(y), relu, want_bias)
+    expected = gy * (y > 0) if relu else gy
+    if not relu:
+        assert gz is gyd
+    assert xb.numpy(gz).dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(xb.numpy(gz), expected)
+    if want_bias:
+        assert xb.numpy(gb).shape == (shape[-1],)
+        assert_close(xb.numpy(gb), expected.reshape(-1, shape[-1]).sum(axis=0), dtype)
+    else:
+        assert gb is None
+    if relu:
+        gy = gy.copy()
+        gy.flat[1::7], gy.flat[2::11] = np.nan, -np.inf
+        with np.errstate(invalid="ignore"):
+            expected = ref.relu_backward(gy, y)
+            gz, _ = kernels.relu_bias_backward(xb(gy), xb(y), relu, want_bias)
+        assert np.isnan(expected).any()
+        np.testing.assert_array_equal(xb.numpy(gz), expected)
+
+
+# -------------------------------------------------------------------------------------------------- LRN
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("size, alpha, beta, k, channels", [
+    (5, 1e-4, 0.75, 1.0, 64), (5, 0.5, 0.75, 1.0, 3), (4, 0.3, 0.6, 2.0, 9), (1, 0.5, 0.75, 1.0, 3),
+    (9, 0.9, 0.5, 1.5, 6), (3, 2.0, 0.75, 1.0, 16)])
+def test_lrn(xb, dtype, size, alpha, beta, k, channels):
+    """LRN forward and backward against the reference: the paper's size 5 (its own fused loop in Numba),
+    windows clipped at both channel ends, even sizes, windows wider than C, other betas."""
+    rng = np.random.default_rng(size + channels)
+    x = (rng.standard_normal((2, 3, 5, channels)) * 3).astype(dtype)
+    x[0, 0, 0, :] = 0.0
+    y_ref, scale_ref = ref.lrn_forward(x, size, alpha, beta, k)
+    y, scale = kernels.lrn_forward(xb(x), size, alpha, beta, k)
+    assert_close(xb.numpy(y), y_ref, dtype)
+    assert_close(xb.numpy(scale), scale_ref, dtype)
+    if xb.name == "numba":  # the same window sums in the same order
+        np.testing.assert_array_equal(xb.numpy(scale), scale_ref)
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    gx = kernels.lrn_backward(xb(gy), xb(x), xb(y_ref), xb(scale_ref), size, alpha, beta)
+    assert_close(xb.numpy(gx), ref.lrn_backward(gy, x, y_ref, scale_ref, size, alpha, beta), dtype)
+
+
+# ------------------------------------------------------ window kernels on every shape the layer tests use
+def keras_pads(n, k, s, padding):
+    """(pad_before, pad_after) of one axis: Keras 'same' (out = ceil(n/s)) or 'valid'."""
+    if padding == "valid":
+        return 0, 0
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", WINDOW_CASES, ids=window_case_id)
+def test_window_kernels_on_every_window_case(xb, case, dtype):
+    """im2col, col2im and max pooling on every window case of the layer tests (non-square windows and
+    strides, asymmetric 'same', batch 1), on an input full of ties and negative values with a few NaN.
+    The CPU backends give the reference's results bit for bit (the sums run in the same order)."""
+    k, s, padding, (n, h, w) = case
+    (kh, kw), (sh, sw) = ((k, k) if isinstance(k, int) else k), ((s, s) if isinstance(s, int) else s)
+    pads = keras_pads(h, kh, sh, padding) + keras_pads(w, kw, sw, padding)
+    rng = np.random.default_rng(7)
+    x = rng.integers(-3, 3, (n, h, w, 3)).astype(dtype)  # ties everywhere, negatives
+    x.flat[rng.random(x.size) < 0.03] = np.nan
+    exact = xb.name != "cupy"
+    check = np.testing.assert_array_equal if exact else (lambda a, b: assert_close(a, b, dtype))
+
+    cols_ref = ref.im2col(x, kh, kw, sh, sw, pads)
+    np.testing.assert_array_equal(xb.numpy(kernels.im2col(xb(x), kh, kw, sh, sw, pads)), cols_ref)
+    g = rng.standard_normal(cols_ref.shape).astype(dtype)
+    check(xb.numpy(kernels.col2im(xb(g), x.shape, kh, kw, sh, sw, pads)),
+          ref.col2im(g, x.shape, kh, kw, sh, sw, pads))
+
+    y_ref, arg_ref = ref.maxpool_forward(x, kh, kw, sh, sw, pads)
+    y, arg = kernels.maxpool_forward(xb(x), kh, kw, sh, sw, pads)
+    np.testing.assert_array_equal(xb.numpy(y), y_ref)
+    np.testing.assert_array_equal(xb.numpy(arg), arg_ref)
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    gx = kernels.maxpool_backward(xb(gy), xb(arg_ref), x.shape, kh, kw, sh, sw, pads)
+    check(xb.numpy(gx), ref.maxpool_backward(gy, arg_ref, x.shape, kh, kw, sh, sw, pads))
+
+
+def test_numba_results_do_not_depend_on_the_thread_count():
+    """One thread or several: the Numba kernels give the same bits (each cell and each partial sum is computed
+    by one task in a fixed order; the bias gradient adds fixed blocks of rows in block order)."""
+    if not backend.numba_available():
+        pytest.skip("numba not installed")
+    import numba
+
+    from tinynet.kernels import numba_kernels as nk
+
+    most = numba.config.NUMBA_NUM_THREADS
+    if most < 2:
+        pytest.skip("numba has one thread here")
+    rng = np.random.default_rng(8)
+    x = np.maximum(rng.standard_normal((3, 23, 21, 70)), 0).astype(np.float32)  # post-ReLU: ties at zero
+    y, arg = nk.maxpool_forward(x, 3, 3, 2, 2, (0, 1, 0, 1))
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    g = rng.standard_normal((5, 30, 30, 40)).astype(np.float32)  # 4500 rows: 18 blocks of the bias gradient
+    cols = nk.im2col(x, 3, 3, 1, 1, (1, 1, 1, 1))
+    gcols = rng.standard_normal(cols.shape).astype(np.float32)
+
+    def run():
+        y_lrn, scale = nk.lrn_forward(x, 5, 1e-4, 0.75, 1.0)
+        return [nk.maxpool_backward(gy, arg, x.shape, 3, 3, 2, 2, (0, 1, 0, 1)),
+                *nk.relu_bias_backward(g, np.maximum(g, 0), True, True), nk.relu_bias_backward(g, g, False, True)[1],
+                y_lrn, scale, nk.lrn_backward(x, x, y_lrn, scale, 5, 1e-4, 0.75),
+                nk.col2im(gcols, x.shape, 3, 3, 1, 1, (1, 1, 1, 1))]
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = run()
+        numba.set_num_threads(most)
+        many = run()
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, many):
+        assert a.tobytes() == b.tobytes()
 
 
 def test_maxpool_padding_is_minus_infinity_and_ties_go_first(xb):
@@ -324,3 +506,50 @@ def test_cuda_lrn_source_on_cpu(cuda_on_cpu, dtype, size, alpha, beta, k, channe
     _call(lib, "lrn_backward", dtype, gy, x, y_ref, scale_ref, gx, gx.size, channels, before, size - 1 - before,
           t(-beta), t(2.0 * alpha * beta / size))
     assert_close(gx, ref.lrn_backward(gy, x, y_ref, scale_ref, size, alpha, beta), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_cuda_bias_relu_sources_on_cpu(cuda_on_cpu, dtype):
+    """The GPU bias + ReLU forward (in place; NaN stays NaN, −0 becomes +0) and the ReLU part of its backward
+    give the reference's results bit for bit."""
+    lib = cuda_on_cpu[dtype]
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((2, 3, 4, 6)).astype(dtype)
+    z.flat[::7], z.flat[1::11], z.flat[2::13] = np.nan, -0.0, -np.inf
+    bias = rng.standard_normal(6).astype(dtype)
+    for b in (bias, np.zeros(6, dtype)):  # the CuPy function passes zeros when there is no bias
+        for relu in (1, 0):
+            got = z.copy()
+            _call(lib, "bias_relu_forward", dtype, got, b, got.size, 6, relu)
+            expected = ref.bias_relu_forward(z.copy(), b, bool(relu))
+            np.testing.assert_array_equal(got, expected)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+    got = z.copy()
+    _call(lib, "bias_relu_forward", dtype, got, np.zeros(6, dtype), got.size, 6, 1)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(ref.bias_relu_forward(z.copy(), None, True)))
+    gy, y = relu_inputs(dtype)
+    gy.flat[1::7], gy.flat[2::11] = np.nan, np.inf
+    gz = np.empty_like(gy)
+    _call(lib, "relu_bias_backward", dtype, gy, y, gz, gz.size)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(gz, ref.relu_bias_backward(gy, y, True, False)[0])
+
+
+def test_maxpool_argmax_type_holds_every_window_cell(xb):
+    """A 12×12 window (144 cells) does not fit int8: its argmax is int32 and routes gradients right; the
+    reference's backward also takes the Numba kernels' int8 argmax."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 13, 12, 3))
+    y, argmax = kernels.maxpool_forward(xb(x), 12, 12, 1, 1, (0, 0, 0, 0))
+    y_ref, argmax_ref = ref.maxpool_forward(x, 12, 12, 1, 1, (0, 0, 0, 0))
+    assert xb.numpy(argmax).max() > 127 and np.dtype(xb.numpy(argmax).dtype).itemsize >= 4
+    np.testing.assert_array_equal(xb.numpy(argmax), argmax_ref)
+    g = rng.standard_normal(y_ref.shape)
+    gx = kernels.maxpool_backward(xb(g), argmax, x.shape, 12, 12, 1, 1, (0, 0, 0, 0))
+    np.testing.assert_allclose(xb.numpy(gx), ref.maxpool_backward(g, argmax_ref, x.shape, 12, 12, 1, 1,
+                                                                   (0, 0, 0, 0)), rtol=1e-12)
+    _, small = kernels.maxpool_forward(xb(x), 3, 3, 2, 2, (0, 1, 0, 1))
+    g = rng.standard_normal(small.shape)
+    np.testing.assert_allclose(ref.maxpool_backward(g, xb.numpy(small), x.shape, 3, 3, 2, 2, (0, 1, 0, 1)),
+                               xb.numpy(kernels.maxpool_backward(xb(g), small, x.shape, 3, 3, 2, 2, (0, 1, 0, 1))),
+                               rtol=1e-12)

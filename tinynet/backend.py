@@ -12,6 +12,14 @@ Settings
 ``set_cpu_kernels('numpy' | 'numba')``, ``with cpu_kernels('numpy'): ...``, env ``TINYNET_CPU_KERNELS``
     Which CPU kernels run. Numba is the default when it is installed; without it tinynet falls back
     to NumPy with a one-line warning.
+``set_fast_paths(True | False)``, ``with fast_paths(False): ...``, env ``TINYNET_FAST_PATHS=0``
+    Whether layers take their fused paths (one pass for a convolution's bias + ReLU forward, one for ReLU's
+    derivative + the bias gradient backward). On by default; off runs the plain layer code, the readable
+    reference the fused paths are tested against (float64, to 1e-12).
+``set_keep_im2col(False | True)``, env ``TINYNET_KEEP_IM2COL=1``
+    What a k×k convolution keeps for its backward pass: its input (default; backward gathers the windows
+    again, one im2col, which costs a few percent of a step) or the im2col matrix itself (kh·kw times the
+    input's size, for every such convolution of the network: about a quarter of GoogLeNet's training memory).
 """
 from __future__ import annotations
 
@@ -221,6 +229,63 @@ def cpu_kernels(name: str):
         yield
     finally:
         set_cpu_kernels(old)
+
+
+# ------------------------------------------------------------------------------- speed and memory
+def _env_flag(name, default):
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    warnings.warn(f"tinynet: ignoring {name}={os.environ[name]!r} (expected 0 or 1)", stacklevel=3)
+    return default
+
+
+_FAST_PATHS = _env_flag("TINYNET_FAST_PATHS", True)
+_KEEP_IM2COL = _env_flag("TINYNET_KEEP_IM2COL", False)
+
+
+def _check_bool(who, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{who}: expected True or False, got {value!r}")
+    return bool(value)
+
+
+def fast_paths_enabled() -> bool:
+    """Whether layers take their fused fast paths (see :func:`set_fast_paths`)."""
+    return _FAST_PATHS
+
+
+def set_fast_paths(enabled: bool) -> None:
+    """Turn the layers' fused paths on (default) or off (the plain layer code, the reference they equal)."""
+    global _FAST_PATHS
+    _FAST_PATHS = _check_bool("set_fast_paths", enabled)
+
+
+@contextlib.contextmanager
+def fast_paths(enabled: bool):
+    """Context manager: ``with fast_paths(False): model.forward(x)`` runs the plain layer code."""
+    old = fast_paths_enabled()
+    set_fast_paths(enabled)
+    try:
+        yield
+    finally:
+        set_fast_paths(old)
+
+
+def keep_im2col() -> bool:
+    """Whether a k×k convolution keeps its im2col matrix for backward (see :func:`set_keep_im2col`)."""
+    return _KEEP_IM2COL
+
+
+def set_keep_im2col(keep: bool) -> None:
+    """Keep each k×k convolution's im2col matrix for backward (``True``: faster by one im2col per layer, kh·kw
+    times the input's memory) or only its input (``False``, default: backward gathers the windows again)."""
+    global _KEEP_IM2COL
+    _KEEP_IM2COL = _check_bool("set_keep_im2col", keep)
 
 
 # ----------------------------------------------------------------------------------------- random

@@ -14,12 +14,27 @@ training loop itself is :mod:`tinynet.engine`, shared with :class:`tinynet.train
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 
-from . import backend
-from .layers.base import ShapeError, SymbolicTensor, format_shape
+from . import backend, fusion
+from .layers.base import Layer, ShapeError, SymbolicTensor, format_shape
 from .layers.base import check_finite as check_finite_array
 from .layers.core import InputLayer
+
+
+@functools.cache
+def _class_skips_input_grad(cls):
+    return (cls.can_skip_input_grad and cls.backward is Layer.backward
+            and "input_grad" in inspect.signature(cls._backward).parameters)
+
+
+def _skips_input_grad(layer):
+    """Whether ``layer.backward(g, cache, input_grad=False)`` may be asked for: the class says it can, and a
+    subclass did not override ``backward`` or ``_backward`` with the signature without ``input_grad``."""
+    return _class_skips_input_grad(type(layer))
 
 
 def _as_list(x):
@@ -73,6 +88,7 @@ class Model:
         if duplicated:
             raise ValueError(f"Model '{name}': layer names must be unique, repeated: {duplicated}")
         self._tape = None          # [(node, CallCache), ...] of the last successful forward
+        self._groups = None        # sibling 1×1 convolutions fused into one product (found on first use)
         self._batch_size = 0       # its batch size, and whether its inputs were on the GPU
         self._tape_on_gpu = False
         self.device = "cpu"
@@ -178,9 +194,22 @@ class Model:
         for t, a in zip(self.inputs, prepared):
             values[id(t)] = a
         tape = [] if record else None
+        groups = self._fusion_groups() if backend.fast_paths_enabled() else {}
+        fused = set()  # ids of the nodes a fused group has already run in this walk
         for node in self._nodes:
             layer = node.layer
-            if isinstance(layer, InputLayer):
+            if isinstance(layer, InputLayer) or id(node) in fused:
+                continue
+            group = groups.get(id(node))
+            if group is not None and group.accepts(values[id(group.input)]):
+                ys, cache = group.forward(values[id(group.input)])
+                for member, y in zip(group.nodes, ys):
+                    if check_finite:
+                        check_finite_array(member.layer, "output", y, batch)
+                    values[id(member.output)] = y
+                    fused.add(id(member))
+                if record:
+                    tape.append((group, cache))
                 continue
             args = [values[id(t)] for t in node.inputs]
             y, cache = layer.forward(node.layer_args(args), training)
@@ -191,6 +220,13 @@ class Model:
                 tape.append((node, cache))
         outs = [values[id(t)] for t in self.outputs]
         return outs, tape
+
+    def _fusion_groups(self):
+        """``id(node) -> PointwiseGroup`` for the sibling 1×1 convolutions that run as one product
+        (:mod:`tinynet.fusion`); found once per model."""
+        if self._groups is None:
+            self._groups = fusion.find_groups(self._nodes)
+        return self._groups
 
     def run(self, x, training=False):
         """Walk the graph once without keeping a tape (nothing for :meth:`backward`); the walk behind ``model(x)``
@@ -278,7 +314,7 @@ class Model:
                             f"{'gpu' if on_gpu else 'cpu'}")
         return g
 
-    def backward(self, output_grads, check_finite=False):
+    def backward(self, output_grads, check_finite=False, input_grads=True, retain_tape=True):
         """Back-propagate ``∂L/∂outputs`` through the last :meth:`forward`.
 
         Parameters
@@ -287,12 +323,23 @@ class Model:
         check_finite : bool
             Check every input gradient and parameter gradient for NaN and inf and raise
             :class:`~tinynet.layers.base.NonFiniteError` naming the first layer, in backward order.
+        input_grads : bool
+            Compute ``∂L/∂inputs`` (default). Training needs only the parameters' gradients: with ``False``
+            the layers that read only model inputs skip their input gradient where they can (a first
+            convolution saves a matrix product and a col2im) and ``None`` is returned.
+        retain_tape : bool
+            Keep what the forward pass kept, so that ``backward`` can run again on it (default). With ``False``
+            (PyTorch's ``retain_graph=False``, what training does) each layer's cache is dropped as soon as its
+            backward has run: the activations of the upper layers are freed while the lower ones are still being
+            differentiated, which lowers the peak memory of a train step; a second ``backward`` then raises
+            until the next :meth:`forward`, also after an error.
 
         Returns
         -------
-        ∂L/∂inputs : array or list of arrays. Each layer's parameter gradients are left in ``layer.grads``
-        (summed over every call of the layer; ``None`` for non-trainable weights). They are written only once
-        the whole walk has succeeded: after an error every ``layer.grads`` is as it was.
+        ∂L/∂inputs : array or list of arrays (None with ``input_grads=False``). Each layer's parameter
+        gradients are left in ``layer.grads`` (summed over every call of the layer; ``None`` for non-trainable
+        weights). They are written only once the whole walk has succeeded: after an error every ``layer.grads``
+        is as it was.
         """
         if self._tape is None:
             raise RuntimeError(f"Model '{self.name}': call forward(x) before backward(...)")
@@ -305,17 +352,34 @@ class Model:
             if g is not None:
                 self._accumulate(grads, t, self._check_output_grad(t, g))
         batch = self._batch_size
+        model_inputs = {id(t) for t in self.inputs}
+        owned = set()  # ids of tensors whose gradient is an array this walk made (a sum): safe to add into
         param_grads = {id(layer): [None] * len(layer.weights) for layer in self.layers}
-        for node, cache in reversed(self._tape):
+        tape = self._tape if retain_tape else list(self._tape)
+        if not retain_tape:
+            self._tape = None
+        for step in range(len(tape) - 1, -1, -1):
+            node, cache = tape[step]
+            if not retain_tape:
+                tape[step] = None  # the cache dies once this layer's backward is done with it
+            if isinstance(node, fusion.PointwiseGroup):
+                self._backward_group(node, cache, grads, param_grads, input_grads or id(node.input) not in model_inputs,
+                                     check_finite, owned)
+                continue
             g = grads.pop(id(node.output), None)
             if g is None:
                 continue
             layer = node.layer
-            gx, pgrads = layer.backward(g, cache)
+            if input_grads or not _skips_input_grad(layer) or not all(id(t) in model_inputs for t in node.inputs):
+                gx, pgrads = layer.backward(g, cache)
+            else:
+                gx, pgrads = layer.backward(g, cache, input_grad=False)
+                gx = node.layer_args([None] * len(node.inputs))
             gxs = node.unpack_input_grads(gx)
             if check_finite:
                 for gi in gxs:
-                    check_finite_array(layer, "input gradient", gi, batch)
+                    if gi is not None:
+                        check_finite_array(layer, "input gradient", gi, batch)
                 for name, pg in zip(layer.weight_names, pgrads):
                     if pg is not None:
                         check_finite_array(layer, f"gradient of weight '{name}'", pg, batch)
@@ -324,26 +388,62 @@ class Model:
                 if pg is not None:
                     mine[i] = pg if mine[i] is None else mine[i] + pg
             for t, gi in zip(node.inputs, gxs):
-                self._accumulate(grads, t, gi)
+                if gi is not None:
+                    self._accumulate(grads, t, gi, owned)
         for layer in self.layers:  # a layer that no gradient reached gets zeros, never stale values
             mine = param_grads[id(layer)]
             for i, (w, trainable) in enumerate(zip(layer.weights, layer.trainable_flags)):
                 if trainable and mine[i] is None:
                     mine[i] = backend.get_array_module(w).zeros_like(w)
             layer.grads = mine
-        input_grads = []
+        if not input_grads:
+            return None
+        result = []
         xp = backend.require_gpu() if self._tape_on_gpu else np
         for t in self.inputs:
             g = grads.get(id(t))
             if g is None:  # the loss does not depend on this input
                 g = xp.zeros((batch,) + t.example_shape, t.dtype)
-            input_grads.append(g)
-        return input_grads[0] if self._single_input else input_grads
+            result.append(g)
+        return result[0] if self._single_input else result
+
+    def _backward_group(self, group, cache, grads, param_grads, input_grad, check_finite, owned):
+        """Backward of a fused group of 1×1 convolutions (the twin of one layer's step in :meth:`backward`)."""
+        gys = [grads.pop(id(member.output), None) for member in group.nodes]
+        if all(g is None for g in gys):
+            return
+        gx, per_layer = group.backward(gys, cache, input_grad)
+        for layer, pgrads in zip(group.layers, per_layer):
+            if pgrads is None:
+                continue
+            if check_finite:
+                for name, pg in zip(layer.weight_names, pgrads):
+                    check_finite_array(layer, f"gradient of weight '{name}'", pg, self._batch_size)
+            mine = param_grads[id(layer)]
+            for i, pg in enumerate(pgrads):
+                mine[i] = pg if mine[i] is None else mine[i] + pg
+        if gx is not None:
+            if check_finite:
+                check_finite_array(group.layers[0], "input gradient", gx, self._batch_size)
+            self._accumulate(grads, group.input, gx, owned)
 
     @staticmethod
-    def _accumulate(grads, tensor, g):
+    def _accumulate(grads, tensor, g, owned=None):
+        """Add ``g`` to the gradient of ``tensor`` in ``grads`` (several consumers of one tensor: fan-out).
+
+        The first gradient is stored as it is (it may be a view, or the caller's array); the first sum makes a
+        new array, which later sums then add into in place (``owned`` remembers which arrays are such sums):
+        a tensor read by four branches costs one new array, not three.
+        """
         key = id(tensor)
-        grads[key] = g if key not in grads else grads[key] + g
+        if key not in grads:
+            grads[key] = g
+        elif owned is not None and key in owned:
+            grads[key] += g
+        else:
+            grads[key] = grads[key] + g
+            if owned is not None:
+                owned.add(key)
 
     def predict(self, x, batch_size=None, verbose=0):
         """Inference in batches (no caches kept); returns NumPy or CuPy arrays like the input.

@@ -55,7 +55,7 @@ class Sequential(Model):
         """Attributes a graph-less model still answers (an empty graph)."""
         self._single_input = self._single_output = True
         self.inputs, self.outputs, self.layers, self._nodes = [], [], [], []
-        self._tape, self._batch_size, self._tape_on_gpu = None, 0, False
+        self._tape, self._batch_size, self._tape_on_gpu, self._groups = None, 0, False, None
         self.device = "cpu"
         self._device_listeners = []
         self._training = None

@@ -16,7 +16,7 @@ from . import numpy_kernels
 #: The kernels, in the order of this module; the one list of them (tests check every backend against it).
 KERNEL_NAMES = (
     "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
-    "relu_backward", "lrn_forward", "lrn_backward",
+    "relu_backward", "bias_relu_forward", "relu_bias_backward", "lrn_forward", "lrn_backward",
 )
 _MODULES = {"numpy": numpy_kernels}
 
@@ -72,6 +72,14 @@ def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
 
 def relu_backward(gy, y):
     return implementation("relu_backward", gy)(gy, y)
+
+
+def bias_relu_forward(z, bias, relu):
+    return implementation("bias_relu_forward", z)(z, bias, relu)
+
+
+def relu_bias_backward(gy, y, relu, want_bias):
+    return implementation("relu_bias_backward", gy)(gy, y, relu, want_bias)
 
 
 def lrn_forward(x, size, alpha, beta, k):

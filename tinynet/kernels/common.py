@@ -55,6 +55,12 @@ class LRNTerms(NamedTuple):
     coef: np.floating    # 2 · alpha · beta / size, the backward's factor
 
 
+def argmax_dtype(ph, pw):
+    """The integer type the CPU kernels store a max pool's window-local argmax ``a·pw + b`` in: int8 when the
+    window has at most 127 cells (every pool of GoogLeNet), int32 otherwise."""
+    return np.dtype(np.int8) if ph * pw <= 127 else np.dtype(np.int32)
+
+
 def lrn_terms(dtype, size, alpha, beta, k=0.0):
     """The :class:`LRNTerms` of an LRN, its constants rounded to ``dtype`` (the NumPy, Numba and CUDA
     kernels all use these, so they agree to the last bit on them)."""

@@ -221,6 +221,25 @@ extern "C" __global__ void relu_backward(const T* gy, const T* y, T* gz, const i
     }
 }
 
+// z = max(z + bias[c], 0) in place, one thread per element (without relu: z + bias[c]). Like np.maximum(z, 0):
+// NaN stays NaN (v == v is false for it) and -0 becomes +0
+extern "C" __global__ void bias_relu_forward(T* z, const T* bias, const i64 total, const i64 C, const i64 relu)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        const T v = z[idx] + bias[idx % C];
+        z[idx] = (relu && !(v > (T)0) && v == v) ? (T)0 : v;
+    }
+}
+
+// gz = gy * [y > 0], one thread per element, as relu_backward (the bias gradient, the sum of gz over the rows,
+// is CuPy's reduction, launched by the Python function)
+extern "C" __global__ void relu_bias_backward(const T* gy, const T* y, T* gz, const i64 total)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        gz[idx] = gy[idx] * (T)(y[idx] > (T)0);
+    }
+}
+
 // LRN across channels, one thread per element; the row of channels of element idx starts at idx - c.
 // scale = k + alpha/size * (sum of x_j^2 over j = c-before .. c+after that exist), y = x * scale^(-beta)
 extern "C" __global__ void lrn_forward(const T* x, T* y, T* scale, const i64 total, const i64 C,
@@ -407,6 +426,56 @@ def relu_backward(gy, y):
     gz = cp.empty_like(gy)
     _launch("relu_backward", gy.dtype, gz.size, gy, y, gz, gz.size)
     return gz
+
+
+def bias_relu_forward(z, bias, relu):
+    """``z ← max(z + b, 0)`` in place, one thread per element; see :func:`numpy_kernels.bias_relu_forward`.
+
+    Without a bias the kernel adds zeros (``−0 + 0 = +0`` and ``NaN + 0 = NaN``, so the result is
+    ``np.maximum``'s); a z that is not C-contiguous, or a bias of another dtype, takes CuPy array code.
+
+    Parameters
+    ----------
+    z : cupy.ndarray, shape (..., K); overwritten
+    bias : cupy.ndarray, shape (K,), or None
+    relu : bool
+
+    Returns
+    -------
+    z : cupy.ndarray
+        The argument itself.
+    """
+    if bias is None and not relu:
+        return z
+    if bias is None:
+        bias = cp.zeros(z.shape[-1:], dtype=z.dtype)
+    if not z.flags.c_contiguous or bias.dtype != z.dtype or bias.shape != z.shape[-1:] or z.ndim == 0:
+        z += bias
+        return cp.maximum(z, z.dtype.type(0), out=z) if relu else z
+    bias = cp.ascontiguousarray(bias)
+    _launch("bias_relu_forward", z.dtype, z.size, z, bias, z.size, z.shape[-1], int(bool(relu)))
+    return z
+
+
+def relu_bias_backward(gy, y, relu, want_bias):
+    """``gz = gy · [y > 0]`` (one thread per element) and ``gbias = Σ_rows gz`` (CuPy's sum over the rows); see
+    :func:`numpy_kernels.relu_bias_backward`.
+
+    Returns
+    -------
+    gz : cupy.ndarray, shape and dtype of ``gy`` (``gy`` itself without ``relu``)
+    gbias : cupy.ndarray, shape (K,), dtype of ``gy``, or None without ``want_bias``
+    """
+    if not relu:
+        gz = gy
+    elif y.dtype != gy.dtype or gy.shape != y.shape or gy.ndim == 0:
+        gz = gy * (y > 0)
+    else:
+        gy, y = cp.ascontiguousarray(gy), cp.ascontiguousarray(y)
+        gz = cp.empty_like(gy)
+        _launch("relu_bias_backward", gy.dtype, gz.size, gy, y, gz, gz.size)
+    gbias = gz.reshape(-1, gz.shape[-1]).sum(axis=0) if want_bias else None
+    return gz, gbias
 
 
 def lrn_forward(x, size, alpha, beta, k):

@@ -174,6 +174,58 @@ def relu_backward(gy, y):
     return gy * (y > 0)
 
 
+def bias_relu_forward(z, bias, relu):
+    """A layer's bias and ReLU on its matrix product, in place: ``z ← max(z + b, 0)``.
+
+    .. math:: z_{\\ldots k} \\leftarrow \\max(z_{\\ldots k} + b_k,\\ 0)
+
+    (without ``relu`` only the bias is added; without a bias only the ReLU is applied). NaN stays NaN, as
+    with ``np.maximum``, and ``max(−0, 0) = +0``.
+
+    Parameters
+    ----------
+    z : ndarray, shape (..., K)
+        Pre-activations (``cols @ W`` of a convolution, (N, Ho, Wo, K), or of a Dense layer, (N, K));
+        overwritten.
+    bias : ndarray, shape (K,), or None
+    relu : bool
+
+    Returns
+    -------
+    z : ndarray
+        The argument itself.
+    """
+    if bias is not None:
+        z += bias
+    if relu:
+        np.maximum(z, z.dtype.type(0), out=z)
+    return z
+
+
+def relu_bias_backward(gy, y, relu, want_bias):
+    """Backward of :func:`bias_relu_forward`: the gradient of ``z`` and of the bias, from the output ``y``.
+
+    .. math::
+        gz = gy \\cdot [y > 0] \\quad (gz = gy \\text{ without ReLU}), \\qquad
+        gb_k = \\sum_{\\text{all leading indices}} gz_{\\ldots k}
+
+    ``gz`` is a product, so a NaN or inf in ``gy`` gives NaN where ``y <= 0`` (as :func:`relu_backward`).
+
+    Parameters
+    ----------
+    gy, y : ndarray, shape (..., K)
+    relu, want_bias : bool
+
+    Returns
+    -------
+    gz : ndarray, shape and dtype of ``gy`` (``gy`` itself without ``relu``)
+    gbias : ndarray, shape (K,), dtype of ``gy``, or None without ``want_bias``
+    """
+    gz = relu_backward(gy, y) if relu else gy
+    gbias = gz.reshape(-1, gz.shape[-1]).sum(axis=0) if want_bias else None
+    return gz, gbias
+
+
 def _channel_window_sum(v, before, after):
     """``out[..., c] = Σ_{d=-before..after} v[..., c + d]`` (zero outside), summed in increasing d."""
     vp = np.pad(v, [(0, 0)] * (v.ndim - 1) + [(before, after)])

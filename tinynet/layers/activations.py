@@ -17,7 +17,7 @@ softmax    y_i = e^{z_i − m} / Σ_j e^{z_j − m}, m = max_j z_j    gz = y · 
 """
 from __future__ import annotations
 
-from .. import kernels
+from .. import backend, kernels
 from ..backend import get_array_module
 
 
@@ -53,6 +53,58 @@ def relu_grad(gy, y):
     gz : ndarray, shape and dtype of ``gy``
     """
     return kernels.relu_backward(gy, y)
+
+
+# ------------------------------------------------- bias + activation, for the layers that multiply
+def bias_activation(z, bias, name, act):
+    """``y = act(z + bias)`` for a layer's fresh pre-activation ``z`` (Conv2D, Dense), written into ``z``.
+
+    With fast paths on (:func:`tinynet.set_fast_paths`) and ``name`` 'relu' or 'linear', one pass of
+    :func:`tinynet.kernels.bias_relu_forward`; otherwise the plain two steps ``z += bias`` then ``act(z)``.
+
+    Parameters
+    ----------
+    z : ndarray (..., K), C-contiguous; overwritten
+    bias : ndarray (K,) or None
+    name : str, the activation's canonical name
+    act : the activation's forward function
+
+    Returns
+    -------
+    y : ndarray, shape of ``z``
+    """
+    if name in _FUSED and backend.fast_paths_enabled():
+        return kernels.bias_relu_forward(z, bias, name == "relu")
+    if bias is not None:
+        z += bias
+    return act(z, overwrite=True)  # ReLU: in place, no second array
+
+
+def activation_bias_backward(gy, y, name, act_grad, want_bias):
+    """``gz = ∂L/∂z`` from the layer output's gradient, and ``∂L/∂bias = Σ_rows gz`` when ``want_bias``.
+
+    With fast paths on and ``name`` 'relu' or 'linear', one pass of :func:`tinynet.kernels.relu_bias_backward`;
+    otherwise the activation's derivative, then ``gz.sum`` over every axis but the last.
+
+    Parameters
+    ----------
+    gy, y : ndarray (..., K), the gradient and the output of the forward pass
+    name : str, the activation's canonical name
+    act_grad : the activation's derivative ``(gy, y) -> gz``
+    want_bias : bool
+
+    Returns
+    -------
+    gz : ndarray (..., K)
+    gbias : ndarray (K,), or None when not ``want_bias``
+    """
+    if name in _FUSED and backend.fast_paths_enabled():
+        return kernels.relu_bias_backward(gy, y, name == "relu", want_bias)
+    gz = act_grad(gy, y)
+    return gz, (gz.reshape(-1, gz.shape[-1]).sum(axis=0) if want_bias else None)
+
+
+_FUSED = ("relu", "linear")
 
 
 # ------------------------------------------------------------------------------------- the others

@@ -445,11 +445,18 @@ class Layer:
         outputs, data = self._forward(items if many else items[0], training)
         return outputs, CallCache(self, data, outputs)
 
-    def backward(self, grad_output, cache):
+    #: True where ``_backward`` takes ``input_grad=False`` and then skips ∂L/∂inputs (Conv2D, Dense): the model
+    #: asks for that on layers that read only model inputs, when nobody needs the inputs' gradient (training)
+    can_skip_input_grad = False
+
+    def backward(self, grad_output, cache, input_grad=True):
         """Return ``(grad_inputs, param_grads)`` given ``∂L/∂outputs`` and the cache of the matching forward.
 
         The gradient must have exactly the output's shape (batch size included), a floating dtype and the
         output's device; anything else raises naming the layer and both shapes before any arithmetic.
+        ``input_grad=False`` says ∂L/∂inputs is not needed: layers that can skip it
+        (:attr:`can_skip_input_grad`) return ``None`` for it and save its work (for a first convolution, a
+        matrix product and a col2im); the others compute it as usual.
         """
         if not isinstance(cache, CallCache) or cache.layer is not self:
             if isinstance(cache, CallCache):
@@ -473,6 +480,8 @@ class Layer:
                             f"output is on {'gpu' if cache.on_gpu else 'cpu'}")
         if g.dtype not in backend.COMPUTE_DTYPES:
             g = g.astype(cache.output_dtype)
+        if not input_grad and self.can_skip_input_grad:
+            return self._backward(g, cache.data, input_grad=False)
         return self._backward(g, cache.data)
 
     def _forward(self, inputs, training):

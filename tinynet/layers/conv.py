@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import kernels
+from .. import backend, kernels
 from ..backend import get_array_module
 from . import activations
 from .base import Layer
@@ -35,9 +35,10 @@ from .initializers import glorot_uniform
 class ConvCache(NamedTuple):
     """What :meth:`Conv2D._forward` keeps for the backward pass of one call."""
 
-    x_shape: tuple   # (N, H, W, C) of the input
+    x: object        # the input (N, H, W, C): backward gathers its windows again when cols2d is None
     pads: tuple      # (top, bottom, left, right)
-    cols2d: object   # the input's windows as rows, (N·Ho·Wo, kh·kw·C): X in ∂L/∂Wm = X^T G
+    cols2d: object   # the input's windows as rows, (N·Ho·Wo, kh·kw·C): X in ∂L/∂Wm = X^T G; None for a k×k
+                     # convolution unless tinynet.set_keep_im2col(True) (a 1×1 keeps its view of x: no copy)
     y: object        # the output (N, Ho, Wo, K): the activation's derivative reads it
 
 
@@ -90,36 +91,49 @@ class Conv2D(Layer):
     def _is_pointwise(self, pads):
         return self.kernel_size == (1, 1) and not any(pads)
 
+    def _windows(self, x, pads):
+        """The input's windows as the rows of a matrix: ``X`` (N·Ho·Wo, kh·kw·C), by im2col, or for a 1×1
+        convolution without padding by a reshape (a view of ``x`` when the strides are 1)."""
+        kh, kw = self.kernel_size
+        sh, sw = self.strides
+        if self._is_pointwise(pads):
+            sub = x[:, ::sh, ::sw, :]
+            return sub.reshape(-1, sub.shape[-1])
+        cols = kernels.im2col(x, kh, kw, sh, sw, pads)
+        return cols.reshape(-1, kh * kw * x.shape[-1])
+
     def _forward(self, x, training=False):
         if x.shape[-1] != self.weights[0].shape[2]:
             raise self._shape_error(f"expected {self.weights[0].shape[2]} input channels", tuple(x.shape[1:]))
         (ho, wo), pads = self._geometry(x.shape)
         kh, kw = self.kernel_size
-        sh, sw = self.strides
         n, c = x.shape[0], x.shape[-1]
-        w2d = self.weights[0].reshape(kh * kw * c, self.filters)
-        if self._is_pointwise(pads):
-            cols2d = x[:, ::sh, ::sw, :].reshape(n * ho * wo, c)
-        else:
-            cols2d = kernels.im2col(x, kh, kw, sh, sw, pads).reshape(n * ho * wo, kh * kw * c)
-        z = cols2d @ w2d
-        if self.use_bias:
-            z += self.weights[1]
-        y = self._act(z.reshape(n, ho, wo, self.filters), overwrite=True)  # ReLU: in place, no second array
-        return y, ConvCache(x.shape, pads, cols2d, y)
+        cols2d = self._windows(x, pads)
+        z = cols2d @ self.weights[0].reshape(kh * kw * c, self.filters)
+        bias = self.weights[1] if self.use_bias else None
+        y = activations.bias_activation(z, bias, self.activation, self._act).reshape(n, ho, wo, self.filters)
+        keep = self._is_pointwise(pads) or backend.keep_im2col()
+        return y, ConvCache(x, pads, cols2d if keep else None, y)
 
-    def _backward(self, gy, cache: ConvCache):
+    can_skip_input_grad = True
+
+    def _backward(self, gy, cache: ConvCache, input_grad=True):
         kh, kw = self.kernel_size
         sh, sw = self.strides
-        x_shape, pads = cache.x_shape, cache.pads
+        x_shape, pads = cache.x.shape, cache.pads
         n, h, w, c = x_shape
         ho, wo = cache.y.shape[1], cache.y.shape[2]
-        gz = self._act_grad(gy, cache.y).reshape(-1, self.filters)
-        w2d = self.weights[0].reshape(kh * kw * c, self.filters)
-        grads = [(cache.cols2d.T @ gz).reshape(self.weights[0].shape)]
+        gz, gbias = activations.activation_bias_backward(gy, cache.y, self.activation, self._act_grad,
+                                                         self.use_bias)
+        gz = gz.reshape(-1, self.filters)
+        cols2d = cache.cols2d if cache.cols2d is not None else self._windows(cache.x, pads)
+        grads = [(cols2d.T @ gz).reshape(self.weights[0].shape)]
+        del cols2d  # a rebuilt im2col matrix is freed before the input gradient's
         if self.use_bias:
-            grads.append(gz.sum(axis=0))
-        gcols = gz @ w2d.T
+            grads.append(gbias)
+        if not input_grad:
+            return None, grads
+        gcols = gz @ self.weights[0].reshape(kh * kw * c, self.filters).T
         if self._is_pointwise(pads):
             if (sh, sw) == (1, 1):
                 gx = gcols.reshape(x_shape)

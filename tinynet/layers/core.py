@@ -113,20 +113,22 @@ class Dense(Layer):
         if x.shape[-1] != self.weights[0].shape[0]:
             raise self._shape_error(f"expected {self.weights[0].shape[0]} input features", tuple(x.shape[1:]))
         z = x @ self.weights[0]
-        if self.use_bias:
-            z += self.weights[1]
-        y = self._act(z, overwrite=True)  # ReLU: in place, no second array
+        bias = self.weights[1] if self.use_bias else None
+        y = activations.bias_activation(z, bias, self.activation, self._act)
         return y, DenseCache(x, y)
 
-    def _backward(self, gy, cache: DenseCache):
-        gz = self._act_grad(gy, cache.y)
+    can_skip_input_grad = True
+
+    def _backward(self, gy, cache: DenseCache, input_grad=True):
+        gz, gbias = activations.activation_bias_backward(gy, cache.y, self.activation, self._act_grad,
+                                                         self.use_bias)
         x = cache.x
         x2d = x.reshape(-1, x.shape[-1])
         gz2d = gz.reshape(-1, self.units)
         grads = [x2d.T @ gz2d]
         if self.use_bias:
-            grads.append(gz2d.sum(axis=0))
-        return gz @ self.weights[0].T, grads
+            grads.append(gbias)
+        return (gz @ self.weights[0].T if input_grad else None), grads
 
     def count_macs(self, input_shape, output_shape):
         return int(np.prod(input_shape)) * self.units

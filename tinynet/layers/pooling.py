@@ -33,7 +33,7 @@ class MaxPoolCache(NamedTuple):
     """What :meth:`MaxPool2D._forward` keeps for the backward pass of one call."""
 
     x_shape: tuple   # (N, H, W, C) of the input
-    argmax: object   # int32 (N, Ho, Wo, C): a * pw + b, the window cell (a, b) that won
+    argmax: object   # int8 or int32 (N, Ho, Wo, C): a * pw + b, the window cell (a, b) that won
 
 
 class AvgPoolCache(NamedTuple):

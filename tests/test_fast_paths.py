@@ -1,0 +1,249 @@
+"""The layers' fast paths against their plain code, and what training skips or recomputes.
+
+* ``tinynet.set_fast_paths``: fused bias + ReLU (forward) and ReLU derivative + bias gradient (backward) in
+  Conv2D and Dense give the plain path's outputs and gradients (float64, 1e-12), on every CPU backend;
+* ``tinynet.set_keep_im2col``: a k×k convolution keeps only its input by default and rebuilds its windows in
+  backward; keeping the im2col matrix gives bit-identical gradients;
+* ``Model.backward(input_grads=False)``: the layers that read only model inputs skip their input gradient
+  (the first convolution's col2im does not run), every parameter gradient is unchanged;
+* GoogLeNet (small variant) trains the same with every combination of these settings.
+* sibling 1×1 convolutions run as one product (:mod:`tinynet.fusion`) and give the separate layers' results.
+"""
+import numpy as np
+import pytest
+
+import tinynet
+from tinynet import Model, backend, fusion, kernels, losses
+from tinynet.layers import Concatenate, Conv2D, Dense, Flatten, Input, MaxPool2D
+from tinynet.layers.conv import ConvCache
+
+from inception import googlenet
+
+
+def _mixed_model():
+    """Every fused case: ReLU, linear and sigmoid convolutions, with and without bias, 1×1 and k×k, strided,
+    non-square; Dense with ReLU, linear and softmax; a fan-out and a concatenation."""
+    x = Input((9, 7, 3))
+    a = Conv2D(5, (3, 2), strides=(2, 1), padding="same", activation="relu", name="c_relu")(x)
+    b = Conv2D(4, 1, activation=None, name="c_linear")(x)
+    b = Conv2D(4, (2, 3), padding="same", activation="sigmoid", name="c_sigmoid")(b)
+    b = Conv2D(5, 3, strides=(2, 1), padding="same", activation="relu", use_bias=False, name="c_nobias")(b)
+    h = Concatenate(name="cat")([a, b])
+    p = MaxPool2D(2, padding="same", name="pool")(h)
+    u = Conv2D(6, 1, activation="relu", name="c_pointwise")(p)       # u and v: one fused 1×1 group
+    v = Conv2D(3, 1, activation="relu", use_bias=False, name="c_sibling")(p)
+    w = Conv2D(2, 1, activation=None, name="c_linear2")(p)           # another activation: runs alone
+    h = Flatten(name="flat")(Concatenate(name="cat2")([u, v, w]))
+    h = Dense(7, activation="relu", name="d_relu")(h)
+    h = Dense(6, activation=None, name="d_linear")(h)
+    return Model(x, Dense(3, activation="softmax", name="d_softmax")(h))
+
+
+def _forward_backward(model, x, upstream, input_grads=True):
+    y = model.forward(x, training=True)
+    gx = model.backward(upstream, input_grads=input_grads)
+    grads = [tinynet.to_numpy(g) for layer in model.layers for g in layer.grads if g is not None]
+    return tinynet.to_numpy(y), (None if gx is None else tinynet.to_numpy(gx)), grads
+
+
+@pytest.fixture
+def float64():
+    tinynet.set_floatx("float64")
+
+
+@pytest.mark.parametrize("relu_inputs", ["random", "many zeros"])
+def test_fast_paths_equal_the_plain_layer_code(xb, float64, relu_inputs):
+    model = _mixed_model()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 9, 7, 3))
+    if relu_inputs == "many zeros":  # ReLU's mask and the bias sums over rows that are mostly zero
+        x[x < 0.5] = 0.0
+    upstream = rng.standard_normal((4, 3))
+    if xb.name == "cupy":
+        model.to("gpu")
+    with tinynet.fast_paths(False):
+        plain = _forward_backward(model, xb(x), xb(upstream))
+    with tinynet.fast_paths(True):
+        fast = _forward_backward(model, xb(x), xb(upstream))
+    np.testing.assert_allclose(fast[0], plain[0], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(fast[1], plain[1], rtol=1e-12, atol=1e-15)
+    assert len(fast[2]) == len(plain[2]) == 18
+    for f, p in zip(fast[2], plain[2]):
+        np.testing.assert_allclose(f, p, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_paths_keep_the_dtype_and_propagate_nan(xb, dtype):
+    tinynet.set_floatx(dtype)
+    x = Input((4, 4, 2))
+    model = Model(x, Conv2D(3, 3, padding="same", activation="relu")(x))
+    data = np.random.default_rng(0).standard_normal((2, 4, 4, 2)).astype(dtype)
+    data[0, 1, 1, 0] = np.nan
+    with tinynet.fast_paths(False):
+        plain = tinynet.to_numpy(model.forward(xb(data)))
+    with tinynet.fast_paths(True):
+        fast = tinynet.to_numpy(model.forward(xb(data)))
+    assert fast.dtype == np.dtype(dtype)
+    assert np.isnan(fast).any()
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(plain))
+    np.testing.assert_allclose(fast, plain, rtol=1e-6 if dtype == "float32" else 1e-12)
+
+
+def test_kxk_convolutions_keep_their_input_not_their_im2col_matrix():
+    model = _mixed_model()
+    x = np.random.default_rng(0).standard_normal((2, 9, 7, 3)).astype(np.float32)
+    model.forward(x)
+    caches = {node.layer.name: cache.data for node, cache in model._tape
+              if isinstance(getattr(cache, "data", None), ConvCache)}
+    assert caches["c_relu"].cols2d is None and caches["c_relu"].x.shape == (2, 9, 7, 3)
+    assert caches["c_linear2"].cols2d is not None  # a 1×1 keeps its reshape (a view of x: no memory)
+    tinynet.set_keep_im2col(True)
+    model.forward(x)
+    caches = {node.layer.name: cache.data for node, cache in model._tape
+              if isinstance(getattr(cache, "data", None), ConvCache)}
+    assert caches["c_relu"].cols2d.shape == (2 * 5 * 7, 3 * 2 * 3)
+
+
+def test_recomputing_im2col_gives_identical_gradients(xb, float64):
+    model = _mixed_model()
+    if xb.name == "cupy":
+        model.to("gpu")
+    rng = np.random.default_rng(2)
+    x, upstream = xb(rng.standard_normal((3, 9, 7, 3))), xb(rng.standard_normal((3, 3)))
+    tinynet.set_keep_im2col(True)
+    kept = _forward_backward(model, x, upstream)
+    tinynet.set_keep_im2col(False)
+    rebuilt = _forward_backward(model, x, upstream)
+    for a, b in zip(kept[2] + [kept[1]], rebuilt[2] + [rebuilt[1]]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_backward_without_input_grads_skips_the_first_layers_input_gradient(monkeypatch, float64):
+    model = _mixed_model()
+    rng = np.random.default_rng(3)
+    x, upstream = rng.standard_normal((2, 9, 7, 3)), rng.standard_normal((2, 3))
+    full = _forward_backward(model, x, upstream)
+    calls = []
+    real = kernels.col2im
+    monkeypatch.setattr(kernels, "col2im", lambda cols, shape, *a: calls.append(shape) or real(cols, shape, *a))
+    _forward_backward(model, x, upstream)
+    assert (2, 9, 7, 3) in calls  # c_relu's input gradient: the image's shape
+    calls.clear()
+    skipped = _forward_backward(model, x, upstream, input_grads=False)
+    assert skipped[1] is None
+    assert (2, 9, 7, 3) not in calls and calls  # the later k×k convolutions still run theirs
+    np.testing.assert_array_equal(skipped[0], full[0])
+    for a, b in zip(skipped[2], full[2]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_input_grads_false_with_a_layer_class_that_cannot_skip(float64):
+    """A subclass that overrides ``_backward`` (or ``backward``) with the old signature gets the full call."""
+    class OldConv(Conv2D):
+        def _backward(self, gy, cache):
+            return super()._backward(gy, cache)
+
+    class OldDense(Dense):
+        def backward(self, grad_output, cache):
+            return super().backward(grad_output, cache)
+
+    x = Input((5, 5, 2))
+    h = OldConv(3, 3, activation="relu")(x)
+    y = OldDense(2)(Flatten()(h))
+    model = Model(x, y)
+    data = np.random.default_rng(0).standard_normal((2, 5, 5, 2))
+    model.forward(data)
+    assert model.backward(np.ones((2, 2)), input_grads=False) is None
+    assert all(g is not None for layer in model.layers for g in layer.grads)
+
+
+def test_fit_gives_the_same_weights_with_every_setting():
+    """The small GoogLeNet, two SGD steps: the fast paths, im2col kept or rebuilt, all give the same weights."""
+    tinynet.set_floatx("float64")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((4, 32, 32, 1)), np.arange(4) % 3
+    results = []
+    for fast, keep in [(False, True), (True, True), (True, False), (False, False)]:
+        tinynet.set_fast_paths(fast)
+        tinynet.set_keep_im2col(keep)
+        tinynet.set_seed(0)
+        model = googlenet(input_shape=(32, 32, 1), num_classes=3, variant="small")
+        opt = tinynet.optimizers.SGD(learning_rate=0.05, momentum=0.9).attach(model)
+        for _ in range(2):
+            outs = model.forward(x, training=True)
+            _, _, grads = losses.weighted_loss(outs if isinstance(outs, list) else [outs], y,
+                                               [0.3] * (len(model.outputs) - 1) + [1.0])
+            model.backward(grads if len(grads) > 1 else grads[0], input_grads=False)
+            opt.step()
+        results.append([np.array(w) for w in model.get_weights()])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("setter", [tinynet.set_fast_paths, tinynet.set_keep_im2col])
+def test_settings_take_booleans_only(setter):
+    with pytest.raises(TypeError, match="expected True or False"):
+        setter("no")
+
+
+def test_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TINYNET_FAST_PATHS", "0")
+    assert backend._env_flag("TINYNET_FAST_PATHS", True) is False
+    monkeypatch.setenv("TINYNET_FAST_PATHS", "maybe")
+    with pytest.warns(UserWarning, match="TINYNET_FAST_PATHS"):
+        assert backend._env_flag("TINYNET_FAST_PATHS", True) is True
+
+
+def test_backward_without_retaining_the_tape_frees_caches_and_gives_the_same_gradients(float64):
+    model = _mixed_model()
+    rng = np.random.default_rng(4)
+    x, upstream = rng.standard_normal((2, 9, 7, 3)), rng.standard_normal((2, 3))
+    kept = _forward_backward(model, x, upstream)
+    model.backward(upstream)  # the tape is retained by default: backward runs again
+    model.forward(x, training=True)
+    model.backward(upstream, retain_tape=False)
+    freed = [tinynet.to_numpy(g) for layer in model.layers for g in layer.grads if g is not None]
+    for a, b in zip(kept[2], freed):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError, match="call forward"):
+        model.backward(upstream)
+
+
+def test_sibling_pointwise_convolutions_are_found_and_fused(monkeypatch):
+    model = _mixed_model()
+    groups = {id(group): group for group in fusion.find_groups(model.nodes).values()}
+    assert [[layer.name for layer in g.layers] for g in groups.values()] == [["c_pointwise", "c_sibling"]]
+    net = googlenet(input_shape=(224, 224, 3), variant="paper")
+    blocks = {id(group): group for group in fusion.find_groups(net.nodes).values()}
+    assert len(blocks) == 9 and all(len(g.layers) == 3 for g in blocks.values())  # 1×1, 3×3 reduce, 5×5 reduce
+    ran = []
+    real = Conv2D._forward
+    monkeypatch.setattr(Conv2D, "_forward", lambda self, *a, **k: ran.append(self.name) or real(self, *a, **k))
+    x = np.random.default_rng(0).standard_normal((2, 9, 7, 3)).astype(np.float32)
+    model.predict(x)
+    assert "c_pointwise" not in ran and "c_sibling" not in ran and "c_linear2" in ran
+    ran.clear()
+    with tinynet.fast_paths(False):
+        model.predict(x)
+    assert "c_pointwise" in ran and "c_sibling" in ran
+
+
+def test_a_fused_member_that_the_loss_does_not_reach(float64):
+    """Two 1×1 siblings, one of them a model output that gets no gradient: its layer's gradients are zeros,
+    the other's equal the plain path's."""
+    x = Input((4, 4, 3))
+    a = Conv2D(2, 1, activation="relu", name="a")(x)
+    b = Conv2D(3, 1, activation="relu", name="b")(x)
+    model = Model(x, [a, Dense(2, name="head")(Flatten()(b))])
+    rng = np.random.default_rng(5)
+    data, upstream = rng.standard_normal((2, 4, 4, 3)), rng.standard_normal((2, 2))
+    results = []
+    for fast in (False, True):
+        with tinynet.fast_paths(fast):
+            model.forward(data)
+            gx = model.backward([None, upstream])
+            results.append([gx] + [np.array(g) for layer in model.layers for g in layer.grads if g is not None])
+    assert not results[1][1].any() and not results[1][2].any()  # layer 'a': zeros
+    for p, f in zip(*results):
+        np.testing.assert_allclose(f, p, rtol=1e-12, atol=1e-15)
