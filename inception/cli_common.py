@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import sys
+import traceback
 import unicodedata
 
 #: exit codes: 0 success, 1 the run failed (training diverged, a file could not be written), 2 a user's mistake,
@@ -33,7 +34,10 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {escape(message)}\n")
+        from tinynet.distributed import launched_rank
+
+        # under mpiexec every rank parses the same command line: one of them says what is wrong
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {escape(message)}\n" if not launched_rank() else None)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -184,10 +188,24 @@ def check_input_file(option, path):
 
 # ------------------------------------------------------------------------------------------ running
 def run_command(args, prog="inception"):
-    """Run ``args.func(args)``; user errors, divergence and Ctrl-C end in one line and an exit code."""
+    """Run ``args.func(args)``; user errors, divergence and Ctrl-C end in one line and an exit code.
+
+    With ``args.distributed`` (``train --distributed`` under ``mpiexec``) see :func:`run_distributed`.
+    """
     from tinynet.training import TrainingDiverged
 
     name = f"{prog} {args.command}" if getattr(args, "command", None) else prog
+    if getattr(args, "distributed", False):
+        return run_distributed(args, name)
+    if hasattr(args, "distributed"):
+        from tinynet.distributed import launched_rank, launched_size
+
+        if (launched_size() or 1) > 1:  # N copies of one run, all writing the same files: surely not meant
+            if not launched_rank():
+                print(f"{name}: error: started by an MPI launcher with {launched_size()} processes but without "
+                      f"--distributed: each would train alone and write the same files; add --distributed",
+                      file=sys.stderr)
+            return EXIT_USAGE
     try:
         return args.func(args) or 0
     except CliError as error:
@@ -212,7 +230,65 @@ def run_command(args, prog="inception"):
         return EXIT_INTERRUPTED
 
 
+def run_distributed(args, name):
+    """Run ``args.func(args)`` on every rank of an MPI job (``--distributed``), so that the job never hangs.
+
+    * A user's mistake found by every rank before training (``CliError`` with ``all_ranks``, after the ranks
+      agreed): rank 0 prints the one line, every rank exits with 2.
+    * Divergence (every rank stops at the same step): rank 0 prints the one line, every rank exits with 1.
+    * Anything else on one rank (a file it cannot write, a bug, Ctrl-C): that rank prints ``rank R: <command>:
+      error: ...`` (after the traceback for an unexpected exception) and ends the whole job at once with
+      ``MPI_Abort`` (exit code 1, 2 or 130), instead of leaving the other ranks waiting in an all-reduce.
+
+    Only rank 0 writes to standard output.
+    """
+    from tinynet import distributed
+    from tinynet.training import TrainingDiverged
+
+    try:
+        comm = distributed.world()
+    except distributed.DistributedError as error:
+        if not distributed.launched_rank():
+            print(f"{name}: error: --distributed: {escape(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    args.communicator = comm
+    chief = comm.rank == 0
+
+    def abort(error, code, with_traceback):
+        if with_traceback:
+            traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+        text = f"{type(error).__name__}: {error}" if with_traceback else str(error)
+        print(f"rank {comm.rank}: {name}: error: {escape(text)}", file=sys.stderr, flush=True)
+        comm.abort(code)
+
+    try:
+        with open(os.devnull, "w") as devnull, \
+                (contextlib.redirect_stdout(devnull) if not chief else contextlib.nullcontext()):
+            return args.func(args) or 0
+    except CliError as error:
+        if getattr(error, "all_ranks", False):
+            if chief:
+                print(f"{name}: error: {escape(error)}", file=sys.stderr)
+            return EXIT_USAGE
+        abort(error, EXIT_USAGE, with_traceback=False)
+    except TrainingDiverged as error:
+        if chief:
+            kept = getattr(args, "checkpoint", None)
+            tail = f"; the last good checkpoint in {kept} is kept" if kept else ""
+            print(f"{name}: error: {escape(error)}{escape(tail)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        if chief:
+            print(f"\n{name}: interrupted", file=sys.stderr, flush=True)
+        comm.abort(EXIT_INTERRUPTED)
+    except OSError as error:
+        abort(error, EXIT_FAILED, with_traceback=False)
+    except Exception as error:  # noqa: BLE001 -- a bug: its traceback, then end every rank
+        abort(error, EXIT_FAILED, with_traceback=True)
+    return EXIT_FAILED
+
+
 __all__ = ["CliError", "OneLineParser", "HelpFormatter", "plain", "add_model_arguments", "model_from_args",
            "MODEL_DEFAULTS", "escape", "positive_int", "non_negative_int", "positive_float",
            "non_negative_float", "fraction", "check_output_file", "check_input_file", "run_command",
-           "EXIT_USAGE", "EXIT_FAILED", "EXIT_INTERRUPTED"]
+           "run_distributed", "EXIT_USAGE", "EXIT_FAILED", "EXIT_INTERRUPTED"]

@@ -236,22 +236,26 @@ def _load_training_data(source, image_size):
     return train, test
 
 
-def train_command(args):
-    """Train, evaluate on the test split, print ``test accuracy: ...`` last."""
+def _prepare(args, comm):
+    """Everything before the first step, each of it checked: the run's settings, the data, the model, the
+    trainer (restored on ``--resume``). Raises :class:`CliError` for a user's mistake.
+
+    Returns ``(trainer, train, val, test, settings, config)``.
+    """
     import tinynet
     from tinynet import checkpoint, data
-    from tinynet.grad_norms import grad_norm_table
-    from tinynet.plots import plot_grad_norms, plot_history
     from tinynet.training import Trainer
 
     from .blocks import STAGES
 
-    start = time.perf_counter()
     if args.device == "gpu":  # before any data is loaded or any weight made: say at once why it can't run
         try:
             tinynet.backend.require_gpu()
         except RuntimeError as error:
             raise CliError(f"--device gpu: {error}") from None
+    if comm is not None and args.grad_norms is not None:
+        raise CliError("--grad-norms runs in one process (it measures two backward passes of each batch); leave "
+                       "out --distributed")
     for option, path in (("--plot", args.plot), ("--grad-norms", args.grad_norms)):
         if path is not None:
             check_output_file(option, path, extensions=(".png", ".svg", ".pdf"))
@@ -289,13 +293,17 @@ def train_command(args):
     model = _build(settings, config["input_shape"], config["num_classes"])
     print(f"model: GoogLeNet '{config['variant']}', {model.count_params():,} parameters, "
           f"{model.count_macs() / 1e6:.1f} M multiply-adds per image, {len(model.outputs)} outputs")
+    if comm is not None and comm.size > 1:  # batch statistics of the global batch: N ranks train as one process
+        for layer in model.layers:
+            if hasattr(layer, "synchronized"):
+                layer.synchronized = True
     optimizer = make_optimizer(settings["optimizer"], settings["lr"], weight_decay=settings["weight_decay"])
     trainer = Trainer(model, optimizer,
                       schedule=make_schedule(settings["schedule"], settings["lr"], settings["epochs"]),
                       aux_weight=settings["aux_weight"], batch_size=settings["batch_size"],
                       preprocess=data.Normalizer(**config["normalizer"]), augment=data.Augment(**config["augment"]),
                       seed=settings["seed"], verbose=not args.quiet,
-                      grad_norm_groups=list(STAGES) if args.grad_norms else None)
+                      grad_norm_groups=list(STAGES) if args.grad_norms else None, communicator=comm)
     if resume_state is not None:
         try:
             checkpoint.load(args.checkpoint, trainer)
@@ -308,12 +316,64 @@ def train_command(args):
         horizon = resume_state["schedule"].get("epochs")
         if horizon is not None and horizon != settings["epochs"]:
             print(f"note: the cosine schedule keeps the first run's horizon of {horizon:g} epochs")
+    return trainer, train, val, test, settings, config
+
+
+def _agree(comm, problem):
+    """Every rank learns whether any rank's preparation failed (one all-gather, after the checks and before the
+    first step, where no rank waits in any other collective); if one did, :class:`CliError` on every rank with
+    that rank's message, marked ``all_ranks`` so that rank 0 alone prints it and every rank exits with 2."""
+    problems = comm.allgather_object(problem)
+    failed = [(rank, text) for rank, text in enumerate(problems) if text is not None]
+    if not failed:
+        return
+    rank, text = failed[0]
+    same = len(failed) == comm.size and len(set(problems)) == 1
+    error = CliError(text if same else f"rank {rank}: {text}")
+    error.all_ranks = True
+    raise error
+
+
+def train_command(args):
+    """Train, evaluate on the test split, print ``test accuracy: ...`` last.
+
+    With ``--distributed`` (under ``mpiexec``) every rank prepares the same run; the ranks agree that none of them
+    met a user's mistake before any training starts; then the trainer trains data-parallel.
+    """
+    from tinynet.grad_norms import grad_norm_table
+    from tinynet.plots import plot_grad_norms, plot_history
+
+    start = time.perf_counter()
+    comm = getattr(args, "communicator", None)
+    if comm is None:
+        trainer, train, val, test, settings, config = _prepare(args, None)
+    else:
+        prepared, problem = None, None
+        try:
+            prepared = _prepare(args, comm)
+        except CliError as error:
+            problem = str(error)
+        _agree(comm, problem)
+        trainer, train, val, test, settings, config = prepared
+        shares = sorted({-(-settings['batch_size'] // comm.size), settings['batch_size'] // comm.size} - {0},
+                        reverse=True)
+        grad_mb = trainer.model.count_trainable_params() * np.dtype(trainer.model.layers[-1].dtype).itemsize / 1e6
+        synced = any(getattr(layer, "synchronized", False) for layer in trainer.model.layers)
+        if comm.size == 1:
+            print("distributed: 1 rank (started without mpiexec -n N?): one process, nothing to all-reduce")
+        else:
+            print(f"distributed: {comm.size} ranks, global batch {settings['batch_size']} ("
+                  f"{' or '.join(map(str, shares))} per rank), one all-reduce of {grad_mb:.2f} MB of gradients per "
+                  f"step{', BatchNormalization synchronized' if synced else ''}; rank 0 prints and writes the files")
     if args.device != "cpu":
-        model.to(args.device)
+        if comm is not None:
+            _use_local_gpu(comm)
+        trainer.model.to(args.device)
 
     trainer.fit(train, val, epochs=settings["epochs"], checkpoint_dir=args.checkpoint, checkpoint_config=config)
 
-    if args.plot and trainer.history:
+    chief = comm is None or comm.rank == 0
+    if args.plot and trainer.history and chief:
         title = f"GoogLeNet {config['variant']} on {os.path.basename(str(settings['data']))}"
         print(f"curves: {escape(plot_history(trainer.history, args.plot, title=title))}")
     if args.grad_norms:
@@ -321,10 +381,22 @@ def train_command(args):
         print(grad_norm_table(trainer.grad_norms))
         print(f"gradient norms: {escape(plot_grad_norms(trainer.grad_norms, args.grad_norms))}")
     result = trainer.evaluate(test)
+    steps = trainer.grad_buffer.steps if trainer.grad_buffer is not None else 0
+    if comm is not None and steps:
+        print(f"all-reduce of the gradients: {steps} steps, {comm.stats.bytes / steps / 1e6:.2f} MB and "
+              f"{1e3 * comm.stats.seconds / steps:.1f} ms per step on rank 0 (waiting for the other ranks included)")
     print(f"test loss: {result['loss']:.4f}" + (f"  test top-5: {result['top5']:.4f}" if "top5" in result else ""))
     print(f"time taken: {time.perf_counter() - start:.1f} s")
     print(f"test accuracy: {result['top1']:.4f}")
     return 0
+
+
+def _use_local_gpu(comm):
+    """With several GPUs on a machine, rank r uses GPU ``local rank % count`` (not run yet: no GPU here)."""
+    import cupy
+
+    count = cupy.cuda.runtime.getDeviceCount()
+    cupy.cuda.Device(comm.local_rank % count).use()
 
 
 # ------------------------------------------------------------------------------------------ evaluate / predict
@@ -512,6 +584,12 @@ def register(subparsers):
     p.add_argument("--seed", type=RUN_TYPES["seed"], default=None,
                    help="seed of the weights, the shuffling, the augmentation and the validation split (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--distributed", action="store_true",
+                   help="train data-parallel over the processes of 'mpiexec -n N python -m inception train "
+                        "--distributed': --batch-size is the global batch, split over the ranks; one all-reduce "
+                        "of the gradients per step; BatchNormalization synchronized; only rank 0 prints and writes "
+                        "files; a checkpoint resumes with any number of ranks (needs pip install -e "
+                        "'.[distributed]')")
     p.set_defaults(func=train_command)
 
     e = subparsers.add_parser("evaluate", help="evaluate a checkpoint on its test split",

@@ -25,6 +25,13 @@ and messages count from 1 (``{epoch}`` in :class:`ModelCheckpoint`'s path is 1 f
 metrics); at the end of an epoch, the epoch's values and the ``val_`` ones. Every file a callback writes goes
 through :mod:`tinynet.fileio` (a temporary file, then an atomic rename).
 
+Data-parallel training (:mod:`tinynet.distributed`): every rank runs every callback with the same, global
+logs, so decisions (``EarlyStopping``, ``ReduceLROnPlateau``, ``TerminateOnNaN``, a ``LearningRateScheduler``)
+are taken alike everywhere; callbacks that write files or show progress (``chief_only = True``:
+:class:`ProgbarLogger`, :class:`ModelCheckpoint`, :class:`CSVLogger`) run on rank 0 only, and the others print
+nothing (``self.chief`` is False on the other ranks). A callback of your own that writes files should set
+``chief_only = True`` too.
+
 Divergence: tinynet's loop stops on a non-finite loss or gradient *before* applying the step and raises
 :class:`tinynet.training.TrainingDiverged`. It first reports the batch to ``on_train_batch_end`` with
 ``logs['loss'] = nan``; when a callback then sets ``model.stop_training`` (as :class:`TerminateOnNaN` does),
@@ -52,7 +59,15 @@ class Callback:
         Set by :meth:`set_model` before training starts.
     params : dict
         ``{'verbose': int, 'epochs': int, 'steps': int}``, set by :meth:`set_params`.
+    chief : bool
+        False on the ranks other than 0 in data-parallel training (set by :meth:`CallbackList.set_chief`): print
+        nothing there.
+    chief_only : bool (class attribute)
+        True for a callback that writes files or shows progress: in data-parallel training only rank 0 runs it.
     """
+
+    chief_only = False
+    chief = True
 
     def __init__(self):
         self.model = None
@@ -160,9 +175,17 @@ class CallbackList(Callback):
         for cb in self.callbacks:
             cb.set_params(params)
 
+    def set_chief(self, chief):
+        """Tell every callback whether this process is rank 0 (``chief``) of a data-parallel run; on the other
+        ranks the ``chief_only`` callbacks are skipped."""
+        self.chief = bool(chief)
+        for cb in self.callbacks:
+            cb.chief = self.chief
+
     def _call(self, hook, *args):
         for cb in self.callbacks:
-            getattr(cb, hook)(*args)
+            if self.chief or not cb.chief_only:
+                getattr(cb, hook)(*args)
 
     def on_train_begin(self, logs=None):
         self._call("on_train_begin", logs)
@@ -245,8 +268,11 @@ class ProgbarLogger(Callback):
     """The progress display of ``fit`` and ``evaluate``, from ``params['verbose']``.
 
     ``verbose=1``: ``Epoch 3/10`` then a tqdm bar over the epoch's steps with the running logs, finished with
-    the ``val_`` values; ``verbose=2``: one line per epoch; ``0``: nothing.
+    the ``val_`` values; ``verbose=2``: one line per epoch; ``0``: nothing. Rank 0 only in data-parallel
+    training.
     """
+
+    chief_only = True
 
     def __init__(self):
         super().__init__()
@@ -443,10 +469,10 @@ class EarlyStopping(MonitorCallback):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
-        if self.stopped_epoch > 0 and self.verbose > 0:
+        if self.stopped_epoch > 0 and self.verbose > 0 and self.chief:
             print(f"Epoch {self.stopped_epoch + 1}: early stopping")
         if self.restore_best_weights and self.best_weights is not None:
-            if self.verbose > 0:
+            if self.verbose > 0 and self.chief:
                 print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
             self.model.set_weights(self.best_weights)
 
@@ -483,7 +509,10 @@ class ModelCheckpoint(MonitorCallback):
         The "best" value to beat at first (with ``save_best_only``).
 
     Every write is atomic (:mod:`tinynet.fileio`): a kill mid-save leaves the previous file or checkpoint whole.
+    In data-parallel training only rank 0 saves (every rank holds the same weights and state).
     """
+
+    chief_only = True
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
                  mode="auto", save_freq="epoch", initial_value_threshold=None):
@@ -618,7 +647,7 @@ class LearningRateScheduler(Callback):
         if isinstance(lr, bool) or not isinstance(lr, (float, int, np.floating, np.integer)):
             raise ValueError(f"The output of the schedule function should be a float. Got: {lr!r}")
         optimizer.learning_rate = float(lr)
-        if self.verbose > 0:
+        if self.verbose > 0 and self.chief:
             print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {float(lr)}.")
 
     def on_epoch_end(self, epoch, logs=None):
@@ -694,7 +723,7 @@ class ReduceLROnPlateau(MonitorCallback):
                 if old > np.float32(self.min_lr):
                     new = max(old * self.factor, self.min_lr)
                     optimizer.learning_rate = new
-                    if self.verbose > 0:
+                    if self.verbose > 0 and self.chief:
                         print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
                     self.cooldown_counter = self.cooldown
                     self.wait = 0
@@ -714,7 +743,10 @@ class CSVLogger(Callback):
     The columns are ``epoch`` (0-based) and the first epoch's log keys, sorted (with ``val_`` twins when there
     is no validation, as Keras). The whole file is rewritten every epoch through
     :func:`tinynet.fileio.write_text` (a temporary file, then an atomic rename), so it is never half-written.
+    Rank 0 only in data-parallel training.
     """
+
+    chief_only = True
 
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
@@ -787,7 +819,8 @@ class TerminateOnNaN(Callback):
             if self.raise_error:
                 raise RuntimeError(f"NaN or Inf loss encountered at batch {batch}. Loss value: {loss}. "
                                    f"Terminating training immediately.")
-            print(f"Batch {batch}: Invalid loss, terminating training")
+            if self.chief:
+                print(f"Batch {batch}: Invalid loss, terminating training")
             self.model.stop_training = True
 
 

@@ -12,6 +12,10 @@ the shuffling generator, epoch count, history) and runs it:
   weights and the logs, the history, ``model.stop_training``.
 * :meth:`Engine.evaluate_arrays`: the losses and metrics in inference mode, batch by batch.
 
+* Data parallelism (:meth:`Engine.set_communicator`, ``distributed=True``): each step is one global batch,
+  split over the ranks of an MPI job; :meth:`Engine.train_global_batch` runs a rank's share and all-reduces the
+  gradients (see :mod:`tinynet.distributed`). Without a communicator nothing of it runs.
+
 The Keras front end (:func:`compile_model`, :func:`fit`, :func:`evaluate`) turns ``compile``'s arguments into an
 engine and checks ``fit``'s arguments before anything runs; the trainer builds an engine with its own losses,
 names and validation (see :mod:`tinynet.training`). Everything random (shuffling, augmentation, Dropout, the
@@ -107,6 +111,8 @@ class Engine:
     rng : numpy.random.Generator
         Shuffling and augmentation.
     grad_recorder : tinynet.grad_norms.GradNormRecorder, optional
+    communicator : tinynet.distributed.Communicator, optional
+        Train data-parallel over its ranks (see :meth:`set_communicator`).
 
     Attributes
     ----------
@@ -114,10 +120,12 @@ class Engine:
         Epochs completed.
     history : dict of lists
         Each completed epoch's logs, as the loop computed them (what a checkpoint stores).
+    comm : tinynet.distributed.Communicator or None
+        The ranks this run trains over; ``None`` in one process.
     """
 
     def __init__(self, model, optimizer, losses, loss_weights, metrics, loss_keys, schedule=None, batch_size=32,
-                 preprocess=None, augment=None, rng=None, grad_recorder=None):
+                 preprocess=None, augment=None, rng=None, grad_recorder=None, communicator=None):
         self.model = model
         self.optimizer = optimizer.attach(model)
         self.losses = list(losses)
@@ -136,6 +144,10 @@ class Engine:
         self.output_labels = [t.name for t in model.outputs]  # how messages name the outputs
         self.loss_tracker = metrics_module.Mean("loss")
         self.output_trackers = [metrics_module.Mean(key) if key else None for key in self.loss_keys]
+        self.comm = None
+        self.grad_buffer = None
+        if communicator is not None:
+            self.set_communicator(communicator)
 
     # ------------------------------------------------------------------ state
     @property
@@ -153,6 +165,58 @@ class Engine:
     def metric_objects(self):
         """Every metric object, in log order."""
         return [metric for per_output in self.metrics for _, metric in per_output]
+
+    # ------------------------------------------------------------------ data parallelism
+    def set_communicator(self, comm):
+        """Train data-parallel over ``comm``'s ranks from now on, or in one process (``None``).
+
+        With more than one rank: ``batch_size`` is the global batch, split over the ranks each step
+        (:meth:`train_global_batch`); evaluation runs on one shard per rank and sums; only rank 0 shows progress
+        and runs the callbacks whose ``chief_only`` is True (checkpoints, CSV logs); an uncaught exception on
+        any rank ends the job (:func:`tinynet.distributed.install_abort_hook`).
+
+        Parameters
+        ----------
+        comm : tinynet.distributed.Communicator or None
+        """
+        if comm is not None and comm.size > 1:
+            if self.recorder is not None:
+                raise ValueError(f"{type(self).__name__}: gradient-norm recording (grad_norm_groups) runs in one "
+                                 f"process only: it measures two backward passes of the local batch per step")
+            from . import distributed
+
+            distributed.install_abort_hook(comm)
+            if self.grad_buffer is None:
+                self.grad_buffer = distributed.GradientBuffer()
+        self.comm = comm
+
+    @property
+    def distributed(self) -> bool:
+        """True when training over more than one rank."""
+        return self.comm is not None and self.comm.size > 1
+
+    @property
+    def is_chief(self) -> bool:
+        """True in one process and on rank 0: the process that prints and writes files."""
+        return self.comm is None or self.comm.rank == 0
+
+    def _trackers(self):
+        """Every accumulator of the logs: the loss, each output's loss, each metric."""
+        return [self.loss_tracker] + [t for t in self.output_trackers if t is not None] + self.metric_objects
+
+    def _check_trackers(self):
+        for tracker in self._trackers():
+            if not (hasattr(tracker, "total") and hasattr(tracker, "count")):
+                raise ValueError(f"metric '{tracker.name}' ({type(tracker).__name__}) cannot be combined across "
+                                 f"ranks: data-parallel training sums each metric's 'total' and 'count' over the "
+                                 f"ranks (derive it from tinynet.metrics.Mean or MeanMetricWrapper)")
+
+    def _sum_trackers(self):
+        """Replace every tracker's total and count by their sums over the ranks (after an evaluation on shards)."""
+        trackers = self._trackers()
+        sums = self.comm.sum([v for t in trackers for v in (t.total, t.count)])
+        for k, tracker in enumerate(trackers):
+            tracker.total, tracker.count = float(sums[2 * k]), float(sums[2 * k + 1])
 
     # ------------------------------------------------------------------ one batch
     def prepare_inputs(self, xs, training):
@@ -202,8 +266,11 @@ class Engine:
         outs = self.model.forward(xb, training=training, check_finite=check_finite)
         return outs if isinstance(outs, list) else [outs]
 
-    def _backward(self, grads, check_finite=False):
-        self.model.backward(grads if len(grads) > 1 else grads[0], check_finite=check_finite)
+    def _backward(self, grads, check_finite=False, retain_tape=False):
+        # training needs no gradient for the images, nor (but for the grad-norm recorder's two passes) the tape
+        # once it has been walked back: dropping it as it goes lowers the step's peak memory
+        self.model.backward(grads if len(grads) > 1 else grads[0], check_finite=check_finite,
+                            input_grads=False, retain_tape=retain_tape)
 
     def train_batch(self, xs, ys, lr=None):
         """One optimizer step on a batch.
@@ -226,7 +293,13 @@ class Engine:
         ------
         TrainingDiverged
             On a non-finite loss, gradient or weight, before the step is applied.
+        RuntimeError
+            In data-parallel training, where a step is :meth:`train_global_batch` (this one would update one rank
+            alone and its weights would leave the others').
         """
+        if self.distributed:
+            raise RuntimeError(f"{type(self).__name__}.train_batch is one process's step; in data-parallel training "
+                               f"every rank calls train_global_batch (fit does)")
         xb = self.prepare_inputs(xs, training=True)
         outs = self._forward(xb)
         yb = self.prepare_labels(ys)
@@ -236,7 +309,7 @@ class Engine:
             raise self._diverged(xb, yb, f"non-finite loss {total} ({parts})")
         step = self.optimizer.iterations
         if self.recorder is not None and self.recorder.due(step):
-            self.recorder.measure(step, self._backward, grads)
+            self.recorder.measure(step, lambda g: self._backward(g, retain_tape=True), grads)
         else:
             self._backward(grads)
         bad = self.model.first_nonfinite_weight(values=False)
@@ -254,6 +327,14 @@ class Engine:
         The batch is run once more with the model's finiteness checks; weights, BatchNormalization
         statistics and random generators are restored afterwards, so the diagnosis changes nothing.
         """
+        first = self._diagnose(xb, yb)
+        if first is not None:
+            detail += f"; first: {first}"
+        return TrainingDiverged(self.epoch + 1, self.optimizer.iterations + 1, detail)
+
+    def _diagnose(self, xb, yb):
+        """Run the batch again with the model's finiteness checks and return the first problem found (a
+        string), or None; weights, statistics and generators are put back."""
         from . import checkpoint
         from .layers.base import NonFiniteError
 
@@ -270,8 +351,122 @@ class Engine:
             for layer, weights in saved_weights:  # as they were, non-finite values included
                 layer.assign_prepared_weights(weights)
             checkpoint.set_rng_states(self.model, saved_rng, self.rng)
-        if first is not None:
-            detail += f"; first: {first}"
+        return first
+
+    # ------------------------------------------------------------------ one data-parallel step
+    def train_global_batch(self, xs, ys, indices, lr=None):
+        """One data-parallel optimizer step on the global batch ``indices`` of ``(xs, ys)``; every rank calls
+        it with the same arguments.
+
+        Rank r of N keeps the contiguous share ``shard(G, r, N)`` of the G examples; augmentation (when set)
+        runs on the whole global batch from the shared generator and Dropout draws the global batch's masks, so
+        the random draws are a single process's. Then, in the same order on every rank:
+
+        1. forward on the share (the synchronized BatchNormalization layers exchange their statistics);
+        2. one sum over the ranks of a few float64 numbers: :math:`G_r L_r` (the share's weighted loss),
+           :math:`G_r L_{r,k}` per output, and every metric's total and count. The global loss
+           :math:`L = \\frac{1}{G} \\sum_r G_r L_r` is then known everywhere, and every rank stops alike on a
+           non-finite one;
+        3. backward with the loss gradient scaled by :math:`G_r / G`;
+        4. one all-reduce of every gradient in a flat buffer (:class:`tinynet.distributed.GradientBuffer`),
+           carrying also the moving statistics of BatchNormalization layers that are not synchronized,
+           weighted by :math:`G_r / G`: afterwards every rank holds :math:`∇L` of the global batch;
+        5. the optimizer step.
+
+        A rank whose share is empty (a last batch smaller than N) runs no forward: it takes part in every
+        exchange with zeros (:func:`tinynet.distributed.join_forward_without_data` and the backward twin).
+
+        Parameters
+        ----------
+        xs, ys : lists of arrays
+            The whole training set (inputs; labels per output, None where unused).
+        indices : 1-D int array
+            The global batch's rows.
+        lr : float, optional
+
+        Returns
+        -------
+        total : float, values : list of float or None (per output): the global batch's losses. The trackers
+        (running loss and metrics) are updated with the global batch.
+
+        Raises
+        ------
+        TrainingDiverged
+            On every rank alike, before the step is applied.
+        """
+        from . import distributed
+
+        comm = self.comm
+        global_batch = len(indices)
+        start, stop = distributed.shard(global_batch, comm.rank, comm.size)
+        n = stop - start
+        local = indices[start:stop]
+        if self.augment is not None:  # the whole global batch, so the generator's draws are one process's
+            xg = [a[indices] for a in xs]
+            xg[0] = self.augment(xg[0], self.rng)
+            xl = [a[start:stop] for a in xg]
+        else:
+            xl = [a[local] for a in xs]
+        sliced, yl = {}, []
+        for y in ys:
+            if y is not None and id(y) not in sliced:
+                sliced[id(y)] = y[local]
+            yl.append(None if y is None else sliced[id(y)])
+        with_loss = [loss is not None for loss in self.losses]
+        trackers = self._trackers()
+        before = [(t.total, t.count) for t in trackers]
+        xb = yb = grads = None
+        total, values = 0.0, [0.0 if flag else None for flag in with_loss]
+        if n > 0:
+            xb = self.prepare_inputs(xl, training=False)  # augmented above: preprocess and cast only
+            with distributed.global_batch_draws(self.model, global_batch, start):
+                outs = self._forward(xb)
+            yb = self.prepare_labels(yl)
+            total, values, grads = self.weighted_loss(outs, yb)
+            self.update_trackers(total, values, outs, yb, n)
+        else:
+            distributed.join_forward_without_data(self.model, global_batch)
+        deltas = [v for t, (total0, count0) in zip(trackers, before) for v in (t.total - total0, t.count - count0)]
+        for t, (total0, count0) in zip(trackers, before):  # the global sums are added once the step is done
+            t.total, t.count = total0, count0
+        sums = comm.sum([n * total] + [n * v for v in values if v is not None] + deltas)
+        total = float(sums[0] / global_batch)
+        it = iter(sums[1:1 + sum(with_loss)] / global_batch)
+        values = [float(next(it)) if flag else None for flag in with_loss]
+        if not np.isfinite(total):
+            parts = ", ".join(f"{name} {v:.4g}" for name, v in zip(self.output_labels, values) if v is not None)
+            raise self._diverged_on_ranks(xb, yb, f"non-finite loss {total} ({parts})")
+        if n > 0:
+            self._backward([None if g is None else g * g.dtype.type(n / global_batch) for g in grads])
+        else:
+            distributed.join_backward_without_data(self.model, with_loss)
+        self.grad_buffer.allreduce(self.model, comm, statistics_weight=n / global_batch, zero_gradients=n == 0)
+        bad = self.model.first_nonfinite_weight(values=False)
+        if bad is not None:
+            raise self._diverged_on_ranks(xb, yb, f"non-finite value in layer '{bad[0]}' ({bad[1]})")
+        if lr is not None:
+            self.optimizer.learning_rate = lr
+        self.last_lr = self.optimizer.learning_rate
+        self.optimizer.step()
+        offset = 1 + sum(with_loss)
+        for k, (t, (total0, count0)) in enumerate(zip(trackers, before)):
+            t.total = total0 + float(sums[offset + 2 * k])
+            t.count = count0 + float(sums[offset + 2 * k + 1])
+        return total, values
+
+    def _diverged_on_ranks(self, xb, yb, detail):
+        """:meth:`_diverged` for a data-parallel step: each rank with examples runs its share again with the
+        finiteness checks (BatchNormalization on the share's own statistics, so no rank waits for another in
+        a run that may stop half-way), and the first rank that found something names the layer."""
+        from . import distributed
+
+        first = None
+        if xb is not None:
+            with distributed.synchronize_batch_norm(self.model, None):
+                first = self._diagnose(xb, yb)
+        found = [(rank, text) for rank, text in enumerate(self.comm.allgather_object(first)) if text is not None]
+        if found:
+            detail += f"; first: {found[0][1]} (rank {found[0][0]}'s share of the batch)"
         return TrainingDiverged(self.epoch + 1, self.optimizer.iterations + 1, detail)
 
     # ------------------------------------------------------------------ tracking
@@ -324,22 +519,27 @@ class Engine:
         self.reset_trackers()
         for i in range(steps):
             idx = order[i * batch_size:(i + 1) * batch_size]
-            xb = [a[idx] for a in xs]
-            sliced, yb = {}, []
-            for y in ys:  # an array shared by several outputs is sliced once
-                if y is not None and id(y) not in sliced:
-                    sliced[id(y)] = y[idx]
-                yb.append(None if y is None else sliced[id(y)])
+            if not self.distributed:
+                xb = [a[idx] for a in xs]
+                sliced, yb = {}, []
+                for y in ys:  # an array shared by several outputs is sliced once
+                    if y is not None and id(y) not in sliced:
+                        sliced[id(y)] = y[idx]
+                    yb.append(None if y is None else sliced[id(y)])
             callbacks.on_train_batch_begin(i)
             lr = self.schedule(epoch + i / steps) if self.schedule is not None else None
             try:
-                total, values, outs, ydev = self.train_batch(xb, yb, lr)
+                if self.distributed:  # the global batch idx, split over the ranks (trackers updated inside)
+                    self.train_global_batch(xs, ys, idx, lr)
+                else:
+                    total, values, outs, ydev = self.train_batch(xb, yb, lr)
             except TrainingDiverged as error:
                 callbacks.on_train_batch_end(i, dict(self.tracker_logs(), loss=math.nan))
                 if getattr(self.model, "stop_training", False):
                     return self.tracker_logs()
                 raise TrainingDiverged(epoch + 1, i + 1, error.detail) from None
-            self.update_trackers(total, values, outs, ydev, len(idx))
+            if not self.distributed:
+                self.update_trackers(total, values, outs, ydev, len(idx))
             callbacks.on_train_batch_end(i, self.tracker_logs())
             if getattr(self.model, "stop_training", False):
                 break
@@ -367,6 +567,23 @@ class Engine:
         dict : the last epoch's logs (empty if none ran)
         """
         callbacks = callbacks if callbacks is not None else callbacks_module.CallbackList()
+        if not self.distributed:
+            return self._run_epochs(xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras)
+        from . import distributed
+
+        self._check_trackers()
+        plan = (int(start), int(end), len(xs[0]), int(batch_size), bool(shuffle))
+        plans = self.comm.allgather_object(plan)
+        if any(p != plans[0] for p in plans):  # they would not even run the same number of steps
+            raise ValueError(f"the ranks disagree on the run (first epoch, end epoch, examples, global batch, "
+                             f"shuffle): {dict(enumerate(plans))}; every rank must train the same data from the "
+                             f"same state (to resume, every rank must read the checkpoint)")
+        distributed.broadcast_training_state(self, self.comm)  # every rank starts from rank 0's state
+        callbacks.set_chief(self.comm.rank == 0)
+        with distributed.synchronize_batch_norm(self.model, self.comm):
+            return self._run_epochs(xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras)
+
+    def _run_epochs(self, xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras):
         self.model.stop_training = False
         callbacks.on_train_begin()
         logs = {}
@@ -403,6 +620,14 @@ class Engine:
         dict : ``loss`` (the weighted total), each output's loss key, each metric key (no ``val_`` prefix).
         """
         callbacks = callbacks if callbacks is not None else callbacks_module.CallbackList()
+        if self.distributed:  # each rank evaluates its contiguous shard; the sums are added at the end
+            from . import distributed
+
+            self._check_trackers()
+            callbacks.set_chief(self.comm.rank == 0)
+            lo, hi = distributed.shard(len(xs[0]), self.comm.rank, self.comm.size)
+            xs = [a[lo:hi] for a in xs]
+            ys = [None if y is None else y[lo:hi] for y in ys]
         n = len(xs[0])
         self.reset_trackers()
         callbacks.on_test_begin()
@@ -416,6 +641,8 @@ class Engine:
                 total, values, _ = self.weighted_loss(outs, yb)
                 self.update_trackers(total, values, outs, yb, len(xb[0]))
                 callbacks.on_test_batch_end(i, self.tracker_logs())
+        if self.distributed:
+            self._sum_trackers()
         logs = self.tracker_logs()
         callbacks.on_test_end(logs)
         return logs
@@ -694,10 +921,19 @@ def _require_compiled(model, state, who):
 
 
 def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-        validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
-    """``Model.fit``: check every argument, then run :meth:`Engine.run_epochs`; return the ``History``."""
+        validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, distributed=None):
+    """``Model.fit``: check every argument, then run :meth:`Engine.run_epochs`; return the ``History``.
+
+    ``distributed`` (True, a :class:`tinynet.distributed.Communicator` or an mpi4py communicator; False for one
+    process; None keeps what :func:`tinynet.distributed.distribute` set) trains data-parallel, with
+    ``batch_size`` the global batch.
+    """
     who = "fit"
     _require_compiled(model, state, who)
+    if distributed is not None:
+        from . import distributed as distributed_module
+
+        state.set_communicator(distributed_module.get_communicator(distributed))
     verbose = _verbose(who, verbose)
     batch_size = 32 if batch_size is None else _positive_int(who, "batch_size", batch_size)
     epochs = check_number(who, "epochs", epochs, low=0, integer=True)

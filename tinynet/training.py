@@ -64,6 +64,8 @@ def topk_accuracy(probs, labels, k=1) -> float:
 class _Progress(callbacks_module.Callback):
     """The trainer's display: a tqdm bar per epoch (loss, per-head losses, acc), then one line per epoch."""
 
+    chief_only = True
+
     def __init__(self, trainer, epochs, steps):
         super().__init__()
         self.trainer, self.epochs, self.steps, self.bar = trainer, epochs, steps, None
@@ -97,7 +99,10 @@ class _Progress(callbacks_module.Callback):
 
 
 class _Checkpointer(callbacks_module.Callback):
-    """Saves the trainer's checkpoint after every epoch (after the history has the epoch)."""
+    """Saves the trainer's checkpoint after every epoch (after the history has the epoch); on rank 0 only in
+    data-parallel training, so a checkpoint is never written by several processes."""
+
+    chief_only = True
 
     def __init__(self, trainer, directory, config):
         super().__init__()
@@ -140,6 +145,15 @@ class Trainer(Engine):
         Record, every ``grad_norm_every`` steps, the gradient norm of each group of layers twice at the same
         weights: from the full loss (with the aux heads) and from the main loss alone (as without them).
     grad_norm_every : int, default 5
+    distributed : bool, tinynet.distributed.Communicator or mpi4py communicator, default False
+        Train data-parallel over the processes of an MPI job (``mpiexec -n N python script.py``): True uses
+        every process. ``batch_size`` is then the global batch, split over the ranks each step; each step
+        all-reduces the gradients once; only rank 0 prints and writes checkpoints; evaluation runs on one
+        shard per rank. Dropout masks and augmentation are drawn per global batch, so with
+        ``BatchNormalization(synchronized=True)`` (or no BatchNormalization) N ranks train as one process
+        does, up to rounding. See :mod:`tinynet.distributed`.
+    communicator : tinynet.distributed.Communicator, optional
+        The same as ``distributed=communicator``.
 
     Attributes
     ----------
@@ -153,7 +167,8 @@ class Trainer(Engine):
     """
 
     def __init__(self, model, optimizer, schedule=None, aux_weight=0.3, loss_weights=None, batch_size=64,
-                 preprocess=None, augment=None, seed=0, verbose=True, grad_norm_groups=None, grad_norm_every=5):
+                 preprocess=None, augment=None, seed=0, verbose=True, grad_norm_groups=None, grad_norm_every=5,
+                 distributed=False, communicator=None):
         n_out = len(model.outputs)
         if loss_weights is None:
             loss_weights = [_check_number("aux_weight", aux_weight, low=0)] * (n_out - 1) + [1.0]
@@ -180,6 +195,10 @@ class Trainer(Engine):
         self.output_labels = heads
         self.verbose = verbose
         self.grad_norm_every = grad_norm_every
+        if distributed or communicator is not None:
+            from . import distributed as distributed_module
+
+            self.set_communicator(distributed_module.get_communicator(distributed, communicator))
 
     # ------------------------------------------------------------------ one batch
     def train_step(self, x, y, lr):
@@ -221,13 +240,36 @@ class Trainer(Engine):
 
         Returns
         -------
-        dict with ``loss``, ``top1`` and, when there are more than 5 classes, ``top5``.
+        dict with ``loss``, ``top1`` and, when there are more than 5 classes, ``top5``. In data-parallel training
+        each rank evaluates a contiguous shard and the sums are added, so every rank returns the whole set's
+        values.
         """
+        if self.distributed:
+            return self._evaluate_on_shards(dataset, batch_size)
         probs = self.predict(dataset.x, batch_size)
         loss, _ = losses.categorical_crossentropy(probs, dataset.y)
         out = {"loss": float(loss), "top1": topk_accuracy(probs, dataset.y, 1)}
         if probs.shape[-1] > 5:
             out["top5"] = topk_accuracy(probs, dataset.y, 5)
+        return out
+
+    def _evaluate_on_shards(self, dataset, batch_size=None):
+        from .distributed import shard
+
+        n = len(dataset)
+        start, stop = shard(n, self.comm.rank, self.comm.size)
+        x, y = dataset.x[start:stop], np.asarray(dataset.y)[start:stop]
+        top5 = int(np.prod(self.model.outputs[-1].example_shape)) > 5
+        mine = [0.0, 0.0, 0.0]
+        if len(y):
+            probs = self.predict(x, batch_size)
+            loss, _ = losses.categorical_crossentropy(probs, y)
+            mine = [float(loss) * len(y), round(topk_accuracy(probs, y, 1) * len(y)),
+                    round(topk_accuracy(probs, y, 5) * len(y)) if top5 else 0.0]
+        sums = self.comm.sum(mine)
+        out = {"loss": float(sums[0] / n), "top1": float(sums[1] / n)}
+        if top5:
+            out["top5"] = float(sums[2] / n)
         return out
 
     def predict(self, x, batch_size=None):

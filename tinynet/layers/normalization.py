@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import kernels
-from ..backend import get_array_module
+from ..backend import get_array_module, to_numpy
 from .base import Layer
 
 
@@ -45,10 +45,12 @@ class BatchNormCache(NamedTuple):
     axis: int            # the feature axis of the arrays (batch axis counted)
     reduce_axes: tuple   # every other axis: the statistics' and the parameter gradients' sums run over them
     training: bool       # batch statistics (their gradient flows back) or the moving ones (constants)
+    communicator: object = None  # synchronized: the communicator the statistics were summed over (None: local)
+    count: int = 0       # synchronized: m, the values per channel over every rank
 
 
 class BatchNormalization(Layer):
-    """Batch normalisation (Keras' ``BatchNormalization``).
+    """Batch normalisation (Keras' ``BatchNormalization``), optionally synchronized across processes.
 
     Parameters
     ----------
@@ -56,17 +58,59 @@ class BatchNormalization(Layer):
         The feature axis (channels for NHWC); not the batch axis.
     momentum : float in [0, 1], default 0.99
     epsilon : float >= 0, default 1e-3
+    synchronized : bool, default False
+        Keras' argument. In data-parallel training (:mod:`tinynet.distributed`) the batch statistics are those
+        of the global batch, over every rank, rather than of each rank's share; N ranks with B examples each then
+        train exactly as one process with N·B. Without a communicator (one process) the layer is plain batch
+        normalisation, bit for bit.
+
+    Attributes
+    ----------
+    communicator : tinynet.distributed.Communicator or None
+        Set by the training loop (or :func:`tinynet.distributed.synchronize_batch_norm`) for the duration of a
+        data-parallel run when ``synchronized``; ``None`` otherwise.
+
+    Notes
+    -----
+    **Synchronized statistics.** Rank r holds :math:`m_r` values per channel (its examples times the other
+    axes), with mean :math:`\\mu_r` and sum of squared deviations :math:`M_r = \\sum (x − \\mu_r)^2` computed
+    locally in two passes. The ranks exchange :math:`(m_r, \\mu_r, M_r)` (an all-gather of 2C + 1 numbers
+    each, in float64) and each combines them in rank order (Chan et al.'s parallel variance, no cancellation
+    of large sums):
+
+    .. math::
+
+        m = \\sum_r m_r, \\quad μ = \\frac{1}{m} \\sum_r m_r μ_r, \\quad
+        σ^2 = \\frac{1}{m} \\Big( \\sum_r M_r + \\sum_r m_r (μ_r − μ)^2 \\Big)
+
+    so every rank gets the same μ and σ² bit for bit, and its moving statistics stay equal to every other
+    rank's. Backward needs two more sums over all ranks, :math:`\\sum g` and :math:`\\sum g \\hat x` (an
+    all-gather of 2C numbers each, summed in rank order):
+
+    .. math::
+
+        ∂L/∂x_i = \\frac{γ}{\\sqrt{σ^2+ε}} \\Big( g_i − \\frac{1}{m}\\sum_{\\text{all ranks}} g
+                  − \\hat x_i \\frac{1}{m} \\sum_{\\text{all ranks}} g \\hat x \\Big)
+
+    The parameter gradients :math:`∂L/∂γ = \\sum g \\hat x`, :math:`∂L/∂β = \\sum g` are returned as the local
+    sums: the gradient all-reduce that follows the backward pass adds them over the ranks, like every other
+    weight's. A rank with no example in a (last, small) global batch still takes part in both exchanges with
+    zeros (:meth:`join_forward_without_data`, :meth:`join_backward_without_data`).
 
     Shapes
     ------
     any (N, ..., C) → same; weights gamma, beta (trainable), moving_mean, moving_variance (not trainable), each (C,).
     """
 
-    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, name=None, dtype=None):
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, synchronized=False, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.axis = self._check_axis(axis)
         self.momentum = self._check_float("momentum", momentum, low=0.0, high=1.0)
         self.epsilon = self._check_float("epsilon", epsilon, low=0.0)
+        if not isinstance(synchronized, (bool, np.bool_)):
+            raise ValueError(f"{self.label}: synchronized must be True or False, got {synchronized!r}")
+        self.synchronized = bool(synchronized)
+        self.communicator = None
 
     def _feature_axis(self, ndim):
         axis = self.axis % ndim
@@ -95,31 +139,56 @@ class BatchNormalization(Layer):
         shape[axis] = -1
         return v.reshape(shape)
 
+    def _sync_communicator(self):
+        """The communicator to sum the statistics over, or None (not synchronized, or a single process)."""
+        comm = self.communicator if self.synchronized else None
+        return comm if comm is not None and comm.size > 1 else None
+
+    @staticmethod
+    def _combine_moments(gathered, channels):
+        """``(m, μ, σ²)`` from every rank's ``[m_r, μ_r (C), M_r (C)]`` (rows in rank order; float64)."""
+        counts, means, m2 = gathered[:, 0], gathered[:, 1:1 + channels], gathered[:, 1 + channels:]
+        total = counts.sum()
+        mean = (counts[:, None] * means).sum(axis=0) / total
+        var = (m2.sum(axis=0) + (counts[:, None] * (means - mean) ** 2).sum(axis=0)) / total
+        return int(total), mean, var
+
+    def _update_moving(self, xp, mean, var):
+        """``moving = moving · momentum + batch · (1 − momentum)``, unless the batch's statistics are not finite."""
+        _, _, moving_mean, moving_var = self.weights
+        # a batch with a non-finite mean or variance leaves both statistics alone; xp.where keeps this
+        # on the device (no synchronisation), the test is O(C)
+        m = self.momentum
+        finite = xp.isfinite(mean).all() & xp.isfinite(var).all()
+        self.weights[2] = xp.where(finite, moving_mean * m + mean.astype(moving_mean.dtype) * (1.0 - m), moving_mean)
+        self.weights[3] = xp.where(finite, moving_var * m + var.astype(moving_var.dtype) * (1.0 - m), moving_var)
+
     def _forward(self, x, training=False):
         xp = get_array_module(x)
         axis = self._feature_axis(x.ndim)
         reduce_axes = tuple(a for a in range(x.ndim) if a != axis)
         gamma, beta, moving_mean, moving_var = self.weights
+        comm = self._sync_communicator() if training else None
+        count = 0
         if training:
             if x.shape[0] == 0:
                 raise ValueError(f"{self.label}: empty batch: batch statistics need at least one example")
             mean = x.mean(axis=reduce_axes)
             var = ((x - self._broadcast(mean, x.ndim, axis)) ** 2).mean(axis=reduce_axes)
+            if comm is not None:  # this rank's (m_r, μ_r, M_r) → the global batch's μ, σ² (see the notes)
+                local_count = x.size // x.shape[axis]
+                mine = np.concatenate([[float(local_count)], to_numpy(mean).astype(np.float64),
+                                       to_numpy(var).astype(np.float64) * local_count])
+                count, mean64, var64 = self._combine_moments(comm.allgather(mine), x.shape[axis])
+                mean, var = xp.asarray(mean64.astype(x.dtype)), xp.asarray(var64.astype(x.dtype))
         else:
             mean, var = moving_mean, moving_var
         inv_std = 1.0 / xp.sqrt(var + x.dtype.type(self.epsilon))
         x_hat = (x - self._broadcast(mean, x.ndim, axis)) * self._broadcast(inv_std, x.ndim, axis)
         y = x_hat * self._broadcast(gamma, x.ndim, axis) + self._broadcast(beta, x.ndim, axis)
         if training:
-            # a batch with a non-finite mean or variance leaves both statistics alone; xp.where keeps this
-            # on the device (no synchronisation), the test is O(C)
-            m = self.momentum
-            finite = xp.isfinite(mean).all() & xp.isfinite(var).all()
-            self.weights[2] = xp.where(finite, moving_mean * m + mean.astype(moving_mean.dtype) * (1.0 - m),
-                                       moving_mean)
-            self.weights[3] = xp.where(finite, moving_var * m + var.astype(moving_var.dtype) * (1.0 - m),
-                                       moving_var)
-        return y, BatchNormCache(x_hat, inv_std, axis, reduce_axes, training)
+            self._update_moving(xp, mean, var)
+        return y, BatchNormCache(x_hat, inv_std, axis, reduce_axes, training, comm, count)
 
     def _backward(self, gy, cache: BatchNormCache):
         x_hat, axis, reduce_axes = cache.x_hat, cache.axis, cache.reduce_axes
@@ -129,14 +198,53 @@ class BatchNormalization(Layer):
         scale = self._broadcast(gamma * cache.inv_std, gy.ndim, axis)
         if cache.training:
             m = gy.size // gy.shape[axis]
-            gx = scale * (gy - self._broadcast(g_beta / m, gy.ndim, axis)
-                          - x_hat * self._broadcast(g_gamma / m, gy.ndim, axis))
+            sum_g, sum_g_xhat = g_beta, g_gamma
+            if cache.communicator is not None:  # Σ g and Σ g·x̂ over every rank (the parameter gradients stay local)
+                m = cache.count
+                sums = self._sum_over_ranks(cache.communicator, np.concatenate(
+                    [to_numpy(g_beta).astype(np.float64), to_numpy(g_gamma).astype(np.float64)]))
+                xp = get_array_module(gy)
+                channels = gy.shape[axis]
+                sum_g = xp.asarray(sums[:channels].astype(gy.dtype))
+                sum_g_xhat = xp.asarray(sums[channels:].astype(gy.dtype))
+            gx = scale * (gy - self._broadcast(sum_g / m, gy.ndim, axis)
+                          - x_hat * self._broadcast(sum_g_xhat / m, gy.ndim, axis))
         else:
             gx = gy * scale
         return gx, [g_gamma, g_beta, None, None]
 
+    @staticmethod
+    def _sum_over_ranks(comm, values):
+        """``Σ_r values_r`` in rank order (an all-gather, then a sum every rank does alike: the same bits
+        everywhere)."""
+        return comm.allgather(values).sum(axis=0)
+
+    # ------------------------------------------------------------- a rank without examples
+    def join_forward_without_data(self):
+        """Take part in the forward exchange of a synchronized training step on a rank that holds no example of
+        the global batch (it contributes :math:`m_r = 0`), and update the moving statistics as every other rank
+        does. A no-op when the layer is not synchronized or runs in one process."""
+        comm = self._sync_communicator()
+        if comm is None:
+            return
+        channels = self.weights[0].shape[0]
+        _, mean64, var64 = self._combine_moments(comm.allgather(np.zeros(2 * channels + 1)), channels)
+        xp = get_array_module(self.weights[0])
+        dtype = self.weights[0].dtype
+        self._update_moving(xp, xp.asarray(mean64.astype(dtype)), xp.asarray(var64.astype(dtype)))
+
+    def join_backward_without_data(self):
+        """Take part in the backward exchange (:math:`\\sum g`, :math:`\\sum g \\hat x`) with zeros, on a rank that
+        holds no example of the global batch. A no-op when the layer is not synchronized or runs in one process."""
+        comm = self._sync_communicator()
+        if comm is not None:
+            self._sum_over_ranks(comm, np.zeros(2 * self.weights[0].shape[0]))
+
     def get_config(self):
-        return {"name": self.name, "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon}
+        config = {"name": self.name, "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon}
+        if self.synchronized:  # only when set, so the configs of every existing model are unchanged
+            config["synchronized"] = True
+        return config
 
 
 class LRNCache(NamedTuple):
