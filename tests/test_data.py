@@ -177,3 +177,21 @@ def test_normalizer():
     np.testing.assert_allclose(z.std(axis=(0, 1, 2)), 1, atol=1e-4)
     again = data.Normalizer(**norm.get_config())
     assert np.array_equal(again(x), z)
+
+
+def test_digits_are_read_without_importing_scikit_learn_and_equal_its_loader():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits as sk_digits
+
+    from tinynet.data import loaders
+
+    images, labels = loaders._digits_arrays()
+    digits = sk_digits()
+    np.testing.assert_array_equal(images, digits.images)
+    np.testing.assert_array_equal(labels, digits.target)
+    code = ("import sys; from tinynet.data import load_digits; load_digits(image_size=8); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -2,8 +2,8 @@
 
 * ``tinynet.set_fast_paths``: fused bias + ReLU (forward) and ReLU derivative + bias gradient (backward) in
   Conv2D and Dense give the plain path's outputs and gradients (float64, 1e-12), on every CPU backend;
-* ``tinynet.set_keep_im2col``: a k×k convolution keeps only its input by default and rebuilds its windows in
-  backward; keeping the im2col matrix gives bit-identical gradients;
+* ``tinynet.set_keep_im2col``: a k×k convolution whose im2col matrix is over the limit keeps only its input
+  and rebuilds its windows in backward; keeping the matrix gives bit-identical gradients;
 * ``Model.backward(input_grads=False)``: the layers that read only model inputs skip their input gradient
   (the first convolution's col2im does not run), every parameter gradient is unchanged;
 * GoogLeNet (small variant) trains the same with every combination of these settings.
@@ -92,6 +92,11 @@ def test_fast_paths_keep_the_dtype_and_propagate_nan(xb, dtype):
 def test_kxk_convolutions_keep_their_input_not_their_im2col_matrix():
     model = _mixed_model()
     x = np.random.default_rng(0).standard_normal((2, 9, 7, 3)).astype(np.float32)
+    model.forward(x)  # the default keeps matrices up to 4 MiB: these are a few hundred bytes
+    caches = {node.layer.name: cache.data for node, cache in model._tape
+              if isinstance(getattr(cache, "data", None), ConvCache)}
+    assert caches["c_relu"].cols2d is not None
+    tinynet.set_keep_im2col(caches["c_relu"].cols2d.nbytes / 2 ** 20 * 0.99)  # just under its size: rebuilt
     model.forward(x)
     caches = {node.layer.name: cache.data for node, cache in model._tape
               if isinstance(getattr(cache, "data", None), ConvCache)}
@@ -181,10 +186,21 @@ def test_fit_gives_the_same_weights_with_every_setting():
             np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("setter", [tinynet.set_fast_paths, tinynet.set_keep_im2col])
-def test_settings_take_booleans_only(setter):
+@pytest.mark.parametrize("value", ["no", None, -1, float("nan")])
+def test_settings_refuse_what_they_do_not_mean(value):
     with pytest.raises(TypeError, match="expected True or False"):
-        setter("no")
+        tinynet.set_fast_paths(value)
+    with pytest.raises(TypeError, match="expected True, False or a size in MiB"):
+        tinynet.set_keep_im2col(value)
+
+
+def test_keep_im2col_limits():
+    tinynet.set_keep_im2col(True)
+    assert tinynet.keep_im2col() == float("inf") and backend.keeps_im2col(2 ** 40)
+    tinynet.set_keep_im2col(False)
+    assert tinynet.keep_im2col() == 0 and not backend.keeps_im2col(1)
+    tinynet.set_keep_im2col(2)
+    assert backend.keeps_im2col(2 * 2 ** 20) and not backend.keeps_im2col(2 * 2 ** 20 + 1)
 
 
 def test_settings_from_the_environment(monkeypatch):
@@ -193,6 +209,12 @@ def test_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("TINYNET_FAST_PATHS", "maybe")
     with pytest.warns(UserWarning, match="TINYNET_FAST_PATHS"):
         assert backend._env_flag("TINYNET_FAST_PATHS", True) is True
+    for value, limit in [("inf", float("inf")), ("0", 0.0), ("16", 16.0), ("", backend.DEFAULT_KEEP_IM2COL_MIB)]:
+        monkeypatch.setenv("TINYNET_KEEP_IM2COL", value)
+        assert backend._env_keep() == limit
+    monkeypatch.setenv("TINYNET_KEEP_IM2COL", "lots")
+    with pytest.warns(UserWarning, match="TINYNET_KEEP_IM2COL"):
+        assert backend._env_keep() == backend.DEFAULT_KEEP_IM2COL_MIB
 
 
 def test_backward_without_retaining_the_tape_frees_caches_and_gives_the_same_gradients(float64):
@@ -247,3 +269,34 @@ def test_a_fused_member_that_the_loss_does_not_reach(float64):
     assert not results[1][1].any() and not results[1][2].any()  # layer 'a': zeros
     for p, f in zip(*results):
         np.testing.assert_allclose(f, p, rtol=1e-12, atol=1e-15)
+
+
+def test_the_walk_drops_each_activation_after_its_last_reader(monkeypatch):
+    """Inference holds only the activations still to be read: when the third layer runs, the first layer's
+    output (read only by the second) is already freed; a model output is kept to the end."""
+    import weakref
+
+    from tinynet.layers.base import Layer
+
+    x = Input((6,))
+    a = Dense(5, name="a")(x)
+    b = Dense(4, name="b")(a)
+    c = Dense(3, name="c")(b)
+    model = Model(x, c)
+    refs, alive_at_c = {}, {}
+    real = Layer.forward
+
+    def forward(self, inputs, training=False):
+        if self.name == "c":
+            alive_at_c.update({name: ref() is not None for name, ref in refs.items()})
+        y, cache = real(self, inputs, training)
+        refs[self.name] = weakref.ref(y)
+        return y, cache
+
+    monkeypatch.setattr(Layer, "forward", forward)
+    model.predict(np.ones((2, 6)))
+    assert alive_at_c == {"a": False, "b": True}
+    two_outputs = Model(x, [a, c])
+    refs.clear()
+    two_outputs.predict(np.ones((2, 6)))
+    assert alive_at_c == {"a": True, "b": True}

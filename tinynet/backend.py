@@ -16,10 +16,12 @@ Settings
     Whether layers take their fused paths (one pass for a convolution's bias + ReLU forward, one for ReLU's
     derivative + the bias gradient backward). On by default; off runs the plain layer code, the readable
     reference the fused paths are tested against (float64, to 1e-12).
-``set_keep_im2col(False | True)``, env ``TINYNET_KEEP_IM2COL=1``
-    What a k×k convolution keeps for its backward pass: its input (default; backward gathers the windows
-    again, one im2col, which costs a few percent of a step) or the im2col matrix itself (kh·kw times the
-    input's size, for every such convolution of the network: about a quarter of GoogLeNet's training memory).
+``set_keep_im2col(4 | True | False | MiB)``, env ``TINYNET_KEEP_IM2COL`` (MiB; ``inf`` all, 0 none)
+    What a k×k convolution keeps for its backward pass: the im2col matrix itself (kh·kw times the input's
+    size) or only its input, from which backward gathers the windows again (one im2col, a few percent of a
+    step). A number keeps the matrices of at most that many MiB (default 4: recomputing a small one costs
+    more than it saves, the large ones are most of the memory: about a quarter of GoogLeNet's at batch 8);
+    ``True`` keeps every one, ``False`` none.
 """
 from __future__ import annotations
 
@@ -245,7 +247,29 @@ def _env_flag(name, default):
 
 
 _FAST_PATHS = _env_flag("TINYNET_FAST_PATHS", True)
-_KEEP_IM2COL = _env_flag("TINYNET_KEEP_IM2COL", False)
+DEFAULT_KEEP_IM2COL_MIB = 4.0
+
+
+def _check_keep(who, value):
+    """``True`` / ``False`` / a size in MiB (≥ 0) as the limit in MiB (``inf`` / 0 / the size)."""
+    if isinstance(value, (bool, np.bool_)):
+        return float("inf") if value else 0.0
+    if isinstance(value, (int, float, np.integer, np.floating)) and value >= 0:  # NaN fails the comparison
+        return float(value)
+    raise TypeError(f"{who}: expected True, False or a size in MiB (a number >= 0), got {value!r}")
+
+
+def _env_keep():
+    value = os.environ.get("TINYNET_KEEP_IM2COL", "").strip()
+    try:
+        return _check_keep("TINYNET_KEEP_IM2COL", float(value)) if value else DEFAULT_KEEP_IM2COL_MIB
+    except (TypeError, ValueError):
+        warnings.warn(f"tinynet: ignoring TINYNET_KEEP_IM2COL={value!r} (expected a size in MiB, inf or 0)",
+                      stacklevel=3)
+        return DEFAULT_KEEP_IM2COL_MIB
+
+
+_KEEP_IM2COL_MIB = _env_keep()
 
 
 def _check_bool(who, value):
@@ -276,16 +300,23 @@ def fast_paths(enabled: bool):
         set_fast_paths(old)
 
 
-def keep_im2col() -> bool:
-    """Whether a k×k convolution keeps its im2col matrix for backward (see :func:`set_keep_im2col`)."""
-    return _KEEP_IM2COL
+def keep_im2col() -> float:
+    """The largest im2col matrix (MiB) a k×k convolution keeps for backward: ``inf`` keeps all, 0 none (see
+    :func:`set_keep_im2col`)."""
+    return _KEEP_IM2COL_MIB
 
 
-def set_keep_im2col(keep: bool) -> None:
-    """Keep each k×k convolution's im2col matrix for backward (``True``: faster by one im2col per layer, kh·kw
-    times the input's memory) or only its input (``False``, default: backward gathers the windows again)."""
-    global _KEEP_IM2COL
-    _KEEP_IM2COL = _check_bool("set_keep_im2col", keep)
+def keeps_im2col(nbytes: int) -> bool:
+    """Whether an im2col matrix of ``nbytes`` is kept for backward under the current setting."""
+    return nbytes <= _KEEP_IM2COL_MIB * 2 ** 20
+
+
+def set_keep_im2col(keep) -> None:
+    """What k×k convolutions keep for backward: ``True`` every im2col matrix (one im2col per layer faster,
+    kh·kw times the input's memory), ``False`` none (backward gathers the windows from the input again), or a
+    number: the matrices of at most that many MiB (default 4)."""
+    global _KEEP_IM2COL_MIB
+    _KEEP_IM2COL_MIB = _check_keep("set_keep_im2col", keep)
 
 
 # ----------------------------------------------------------------------------------------- random

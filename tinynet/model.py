@@ -89,6 +89,7 @@ class Model:
             raise ValueError(f"Model '{name}': layer names must be unique, repeated: {duplicated}")
         self._tape = None          # [(node, CallCache), ...] of the last successful forward
         self._groups = None        # sibling 1×1 convolutions fused into one product (found on first use)
+        self._last_read_positions = None  # where the walk may drop each activation (found on first use)
         self._batch_size = 0       # its batch size, and whether its inputs were on the GPU
         self._tape_on_gpu = False
         self.device = "cpu"
@@ -196,30 +197,52 @@ class Model:
         tape = [] if record else None
         groups = self._fusion_groups() if backend.fast_paths_enabled() else {}
         fused = set()  # ids of the nodes a fused group has already run in this walk
-        for node in self._nodes:
-            layer = node.layer
-            if isinstance(layer, InputLayer) or id(node) in fused:
-                continue
-            group = groups.get(id(node))
-            if group is not None and group.accepts(values[id(group.input)]):
-                ys, cache = group.forward(values[id(group.input)])
-                for member, y in zip(group.nodes, ys):
-                    if check_finite:
-                        check_finite_array(member.layer, "output", y, batch)
-                    values[id(member.output)] = y
-                    fused.add(id(member))
-                if record:
-                    tape.append((group, cache))
-                continue
-            args = [values[id(t)] for t in node.inputs]
-            y, cache = layer.forward(node.layer_args(args), training)
-            if check_finite:
-                check_finite_array(layer, "output", y, batch)
-            values[id(node.output)] = y
-            if record:
-                tape.append((node, cache))
+        last_reads = self._last_reads()
+        for position, node in enumerate(self._nodes):
+            if not isinstance(node.layer, InputLayer) and id(node) not in fused:
+                self._run_node(node, groups.get(id(node)), values, fused, tape, training, check_finite, batch)
+            for key in last_reads.get(position, ()):  # no later layer reads it: free it (inference memory)
+                del values[key]
         outs = [values[id(t)] for t in self.outputs]
         return outs, tape
+
+    @staticmethod
+    def _run_node(node, group, values, fused, tape, training, check_finite, batch):
+        """One step of :meth:`_walk`: the node's layer call, or the fused group that starts at this node."""
+        if group is not None and group.accepts(values[id(group.input)]):
+            ys, cache = group.forward(values[id(group.input)])
+            for member, y in zip(group.nodes, ys):
+                if check_finite:
+                    check_finite_array(member.layer, "output", y, batch)
+                values[id(member.output)] = y
+                fused.add(id(member))
+            if tape is not None:
+                tape.append((group, cache))
+            return
+        layer = node.layer
+        y, cache = layer.forward(node.layer_args([values[id(t)] for t in node.inputs]), training)
+        if check_finite:
+            check_finite_array(layer, "output", y, batch)
+        values[id(node.output)] = y
+        if tape is not None:
+            tape.append((node, cache))
+
+    def _last_reads(self):
+        """``position -> [id(tensor), ...]``: the tensors whose last reader is the node at that position of the
+        walk (model outputs are never listed); the walk drops its reference to each there, so a forward pass
+        holds only the activations still to be read (and, when training, what the tape keeps)."""
+        if self._last_read_positions is None:
+            last = {}
+            for position, node in enumerate(self._nodes):
+                for t in node.inputs:
+                    last[id(t)] = position
+            outputs = {id(t) for t in self.outputs}
+            by_position = {}
+            for key, position in last.items():
+                if key not in outputs:
+                    by_position.setdefault(position, []).append(key)
+            self._last_read_positions = by_position
+        return self._last_read_positions
 
     def _fusion_groups(self):
         """``id(node) -> PointwiseGroup`` for the sibling 1×1 convolutions that run as one product

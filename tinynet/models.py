@@ -56,6 +56,7 @@ class Sequential(Model):
         self._single_input = self._single_output = True
         self.inputs, self.outputs, self.layers, self._nodes = [], [], [], []
         self._tape, self._batch_size, self._tape_on_gpu, self._groups = None, 0, False, None
+        self._last_read_positions = None
         self.device = "cpu"
         self._device_listeners = []
         self._training = None

@@ -7,8 +7,11 @@ read or decompressed.
 """
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import math
 import os
+import pathlib
 import struct
 import zlib
 
@@ -39,13 +42,31 @@ def load_digits(image_size=32, test_fraction=0.2, seed=0):
     train, test : Dataset
         Images (N, image_size, image_size, 1) in [0, 1]: white strokes on black.
     """
+    images, labels = _digits_arrays()
+    x = images.astype(np.float32)[..., None] / 16.0
+    x = np.clip(resize_images(x, image_size), 0.0, 1.0)
+    full = Dataset(x, labels, [str(i) for i in range(10)])
+    return split(full, test_fraction, seed)
+
+
+def _digits_arrays():
+    """The digits as (1797, 8, 8) pixel levels 0..16 and (1797,) labels.
+
+    Read straight from the CSV that scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``: 64 pixels and
+    the label per row), found without importing scikit-learn, whose import takes seconds; through
+    ``sklearn.datasets.load_digits`` when that file is not where it is expected.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    path = pathlib.Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if path is not None and path.is_file():
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+        if table.shape == (1797, 65):
+            return table[:, :64].reshape(-1, 8, 8), table[:, 64]
     from sklearn.datasets import load_digits as sk_digits
 
     digits = sk_digits()
-    x = digits.images.astype(np.float32)[..., None] / 16.0
-    x = np.clip(resize_images(x, image_size), 0.0, 1.0)
-    full = Dataset(x, digits.target, [str(i) for i in range(10)])
-    return split(full, test_fraction, seed)
+    return digits.images, digits.target
 
 
 # -------------------------------------------------------------------------------------------- .npz

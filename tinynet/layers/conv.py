@@ -38,7 +38,7 @@ class ConvCache(NamedTuple):
     x: object        # the input (N, H, W, C): backward gathers its windows again when cols2d is None
     pads: tuple      # (top, bottom, left, right)
     cols2d: object   # the input's windows as rows, (N·Ho·Wo, kh·kw·C): X in ∂L/∂Wm = X^T G; None for a k×k
-                     # convolution unless tinynet.set_keep_im2col(True) (a 1×1 keeps its view of x: no copy)
+                     # convolution whose matrix is over tinynet.set_keep_im2col's limit (a 1×1 keeps its view)
     y: object        # the output (N, Ho, Wo, K): the activation's derivative reads it
 
 
@@ -112,7 +112,7 @@ class Conv2D(Layer):
         z = cols2d @ self.weights[0].reshape(kh * kw * c, self.filters)
         bias = self.weights[1] if self.use_bias else None
         y = activations.bias_activation(z, bias, self.activation, self._act).reshape(n, ho, wo, self.filters)
-        keep = self._is_pointwise(pads) or backend.keep_im2col()
+        keep = self._is_pointwise(pads) or backend.keeps_im2col(cols2d.nbytes)
         return y, ConvCache(x, pads, cols2d if keep else None, y)
 
     can_skip_input_grad = True

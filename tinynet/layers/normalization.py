@@ -174,18 +174,22 @@ class BatchNormalization(Layer):
             if x.shape[0] == 0:
                 raise ValueError(f"{self.label}: empty batch: batch statistics need at least one example")
             mean = x.mean(axis=reduce_axes)
-            var = ((x - self._broadcast(mean, x.ndim, axis)) ** 2).mean(axis=reduce_axes)
+            x_hat = x - self._broadcast(mean, x.ndim, axis)  # x − μ for now: normalised in place below
+            var = (x_hat * x_hat).mean(axis=reduce_axes)
             if comm is not None:  # this rank's (m_r, μ_r, M_r) → the global batch's μ, σ² (see the notes)
                 local_count = x.size // x.shape[axis]
                 mine = np.concatenate([[float(local_count)], to_numpy(mean).astype(np.float64),
                                        to_numpy(var).astype(np.float64) * local_count])
                 count, mean64, var64 = self._combine_moments(comm.allgather(mine), x.shape[axis])
                 mean, var = xp.asarray(mean64.astype(x.dtype)), xp.asarray(var64.astype(x.dtype))
+                x_hat = x - self._broadcast(mean, x.ndim, axis)
         else:
             mean, var = moving_mean, moving_var
+            x_hat = x - self._broadcast(mean, x.ndim, axis)
         inv_std = 1.0 / xp.sqrt(var + x.dtype.type(self.epsilon))
-        x_hat = (x - self._broadcast(mean, x.ndim, axis)) * self._broadcast(inv_std, x.ndim, axis)
-        y = x_hat * self._broadcast(gamma, x.ndim, axis) + self._broadcast(beta, x.ndim, axis)
+        x_hat *= self._broadcast(inv_std, x.ndim, axis)  # in place: one array of the input's size, not three
+        y = x_hat * self._broadcast(gamma, x.ndim, axis)
+        y += self._broadcast(beta, x.ndim, axis)
         if training:
             self._update_moving(xp, mean, var)
         return y, BatchNormCache(x_hat, inv_std, axis, reduce_axes, training, comm, count)
@@ -207,8 +211,9 @@ class BatchNormalization(Layer):
                 channels = gy.shape[axis]
                 sum_g = xp.asarray(sums[:channels].astype(gy.dtype))
                 sum_g_xhat = xp.asarray(sums[channels:].astype(gy.dtype))
-            gx = scale * (gy - self._broadcast(sum_g / m, gy.ndim, axis)
-                          - x_hat * self._broadcast(sum_g_xhat / m, gy.ndim, axis))
+            gx = gy - self._broadcast(sum_g / m, gy.ndim, axis)  # the same operations in the same order,
+            gx -= x_hat * self._broadcast(sum_g_xhat / m, gy.ndim, axis)  # in place where they can be
+            gx *= scale
         else:
             gx = gy * scale
         return gx, [g_gamma, g_beta, None, None]
