@@ -223,8 +223,8 @@ def main(argv=None):
     sys.path[:0] = [str(ROOT)]
     from tinynet import fileio
     path = out / f"versus_torch_{stamp}_{host}.json"
-    fileio.write_json(path, {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                         "python": platform.python_version()},
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    fileio.write_json(path, {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine,
                              "kernels": args.kernels, "cases": cases, "rounds": rounds, "summary": summary})
     print(f"wrote {path}")
     return 0
