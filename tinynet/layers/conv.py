@@ -17,6 +17,13 @@ im2col gathers each window into a row, so with ``X = cols.reshape(N Ho Wo, kh kw
 
 and ``∂L/∂x = col2im(∂L/∂X)``, which adds overlapping windows back (the transpose of im2col).
 A 1×1 convolution without padding needs no im2col: it is ``x[:, ::sh, ::sw].reshape(-1, C) @ W[0, 0]``.
+
+Backward needs ``X`` again. A k×k convolution keeps it when it is small (:func:`tinynet.set_keep_im2col`,
+default up to 4 MiB) and otherwise keeps only ``x`` and runs im2col once more in backward: ``X`` is kh·kw times
+the input's size, and keeping every one was half of what GoogLeNet's forward kept for backward. With fast
+paths on (:func:`tinynet.set_fast_paths`) the bias and the ReLU are one pass forward and one backward
+(:func:`~tinynet.layers.activations.bias_activation`), and a layer that reads only model inputs skips ``∂L/∂x``
+when training asks it to (``input_grad=False``).
 """
 from __future__ import annotations
 
