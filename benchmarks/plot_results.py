@@ -19,7 +19,7 @@ and draws, with matplotlib's ``Figure`` (no pyplot), saved through :func:`tinyne
   peak RSS during them, what the forward keeps for backward, the tracemalloc peak.
 * ``profile_breakdown.png``: the profile by group (GEMM, im2col/col2im, pooling, LRN, ReLU, copies, other
   elementwise, loss + optimizer, framework), one stacked bar per backend, and per layer type for each backend.
-* ``versus_torch.png``: from the newest ``versus_torch_*.json`` (``versus_torch.py``): tinynet's time over
+* ``versus_torch.png``: from every ``versus_torch_*.json`` (``versus_torch.py``): tinynet's time over
   PyTorch's for each case and round, against the goals of issue 13, and the peak memory of the train steps.
 """
 from __future__ import annotations
@@ -261,21 +261,25 @@ def plot_profile(profiles, out):
     return fileio.save_figure(fig, out / "profile_breakdown.png", dpi=DPI)
 
 
-def plot_versus_torch(data, path, out):
-    """Left: tinynet / PyTorch time per case (one bar per round) with the goal; right: train-step memory."""
+def plot_versus_torch(runs, out):
+    """Left: tinynet / PyTorch time per case, one bar per round of every ``versus_torch_*.json`` (``runs``: a
+    list of ``(data, path)``), with the goal; right: the peak memory of the train steps."""
     fig = Figure(figsize=(10, 3.8))
     ax, mem = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    rows = data["summary"]
+    rows = []
+    for data, path in runs:
+        when = data.get("date", path.stem)[11:16]
+        rows += [dict(r, label=f"{when} r{r['round']}") for r in data["summary"]]
     cases = list(dict.fromkeys(r["case"] for r in rows))
-    rounds = sorted({r["round"] for r in rows})
-    width = 0.8 / len(rounds)
-    for k, rnd in enumerate(rounds):
-        got = {r["case"]: r for r in rows if r["round"] == rnd}
-        xs = [i + (k - (len(rounds) - 1) / 2) * width for i in range(len(cases))]
-        ratios = [got[c]["ratio"] for c in cases]
-        ax.bar(xs, ratios, width=width, color=GROUP_COLORS[k], label=f"round {rnd}")
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    width = 0.8 / len(labels)
+    for k, label in enumerate(labels):
+        got = {r["case"]: r for r in rows if r["label"] == label}
+        xs = [i + (k - (len(labels) - 1) / 2) * width for i, c in enumerate(cases) if c in got]
+        ratios = [got[c]["ratio"] for c in cases if c in got]
+        ax.bar(xs, ratios, width=width, color=GROUP_COLORS[k % len(GROUP_COLORS)], label=label)
         for x, v in zip(xs, ratios):
-            ax.annotate(f"{v:.2f}", (x, v), ha="center", va="bottom", fontsize=7)
+            ax.annotate(f"{v:.2f}", (x, v), ha="center", va="bottom", fontsize=6)
     goals = {r["case"]: r["goal"] for r in rows}
     for i, c in enumerate(cases):
         ax.plot([i - 0.45, i + 0.45], [goals[c]] * 2, color="black", linestyle="--", linewidth=1)
@@ -286,16 +290,16 @@ def plot_versus_torch(data, path, out):
                  fontsize=9)
     ax.legend(fontsize=7)
     train = [r for r in rows if "memory_ratio" in r]
-    labels = [f"{r['case']} r{r['round']}" for r in train]
+    labels = [f"{r['case']} {r['label']}" for r in train]
     xs = range(len(train))
     for j, (key, name) in enumerate([("tinynet_process_peak_mib", "tinynet"), ("torch_process_peak_mib", "PyTorch")]):
         mem.bar([x + (j - 0.5) * 0.4 for x in xs], [r[key] for r in train], width=0.4, label=name,
                 color=BACKEND_COLORS["numba" if j == 0 else "torch"])
-    mem.set_xticks(list(xs), labels, fontsize=7)
+    mem.set_xticks(list(xs), labels, fontsize=6, rotation=30, ha="right")
     mem.set_ylabel("peak RSS of the process (MiB)")
     mem.set_title("Peak memory while training (imports and model included)", fontsize=9)
     mem.legend(fontsize=7)
-    fig.suptitle(f"benchmarks/versus_torch.py, {path.name}", fontsize=8)
+    fig.suptitle("benchmarks/versus_torch.py: " + ", ".join(path.name for _, path in runs), fontsize=8)
     fig.tight_layout()
     return fileio.save_figure(fig, out / "versus_torch.png", dpi=DPI)
 
@@ -331,9 +335,9 @@ def main(argv=None):
         written.append(plot_profile(profiles, out))
     else:
         print("no profile_*.json: peak_memory.png and profile_breakdown.png not drawn")
-    versus, versus_path = newest(sorted(results.glob("versus_torch_*.json")))
+    versus = [(load(p), p) for p in sorted(results.glob("versus_torch_*.json"))]
     if versus:
-        written.append(plot_versus_torch(versus, versus_path, out))
+        written.append(plot_versus_torch(versus, out))
     else:
         print("no versus_torch_*.json: versus_torch.png not drawn")
     for w in written:
