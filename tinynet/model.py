@@ -26,15 +26,11 @@ from .layers.core import InputLayer
 
 
 @functools.cache
-def _class_skips_input_grad(cls):
+def _skips_input_grad(cls):
+    """Whether ``backward(g, cache, input_grad=False)`` may be asked of a layer of class ``cls``: the class says it
+    can, and a subclass did not override ``backward`` or ``_backward`` with the signature without ``input_grad``."""
     return (cls.can_skip_input_grad and cls.backward is Layer.backward
             and "input_grad" in inspect.signature(cls._backward).parameters)
-
-
-def _skips_input_grad(layer):
-    """Whether ``layer.backward(g, cache, input_grad=False)`` may be asked for: the class says it can, and a
-    subclass did not override ``backward`` or ``_backward`` with the signature without ``input_grad``."""
-    return _class_skips_input_grad(type(layer))
 
 
 def _as_list(x):
@@ -378,9 +374,9 @@ class Model:
         model_inputs = {id(t) for t in self.inputs}
         owned = set()  # ids of tensors whose gradient is an array this walk made (a sum): safe to add into
         param_grads = {id(layer): [None] * len(layer.weights) for layer in self.layers}
-        tape = self._tape if retain_tape else list(self._tape)
+        tape = self._tape
         if not retain_tape:
-            self._tape = None
+            self._tape = None  # this walk empties it
         for step in range(len(tape) - 1, -1, -1):
             node, cache = tape[step]
             if not retain_tape:
@@ -393,7 +389,8 @@ class Model:
             if g is None:
                 continue
             layer = node.layer
-            if input_grads or not _skips_input_grad(layer) or not all(id(t) in model_inputs for t in node.inputs):
+            if input_grads or not _skips_input_grad(type(layer)) or not all(id(t) in model_inputs
+                                                                            for t in node.inputs):
                 gx, pgrads = layer.backward(g, cache)
             else:
                 gx, pgrads = layer.backward(g, cache, input_grad=False)
@@ -403,13 +400,7 @@ class Model:
                 for gi in gxs:
                     if gi is not None:
                         check_finite_array(layer, "input gradient", gi, batch)
-                for name, pg in zip(layer.weight_names, pgrads):
-                    if pg is not None:
-                        check_finite_array(layer, f"gradient of weight '{name}'", pg, batch)
-            mine = param_grads[id(layer)]
-            for i, pg in enumerate(pgrads):
-                if pg is not None:
-                    mine[i] = pg if mine[i] is None else mine[i] + pg
+            self._add_param_grads(layer, pgrads, param_grads, check_finite)
             for t, gi in zip(node.inputs, gxs):
                 if gi is not None:
                     self._accumulate(grads, t, gi, owned)
@@ -437,18 +428,23 @@ class Model:
             return
         gx, per_layer = group.backward(gys, cache, input_grad)
         for layer, pgrads in zip(group.layers, per_layer):
-            if pgrads is None:
-                continue
-            if check_finite:
-                for name, pg in zip(layer.weight_names, pgrads):
-                    check_finite_array(layer, f"gradient of weight '{name}'", pg, self._batch_size)
-            mine = param_grads[id(layer)]
-            for i, pg in enumerate(pgrads):
-                mine[i] = pg if mine[i] is None else mine[i] + pg
+            if pgrads is not None:
+                self._add_param_grads(layer, pgrads, param_grads, check_finite)
         if gx is not None:
             if check_finite:
                 check_finite_array(group.layers[0], "input gradient", gx, self._batch_size)
             self._accumulate(grads, group.input, gx, owned)
+
+    def _add_param_grads(self, layer, pgrads, param_grads, check_finite):
+        """Add one call's parameter gradients to ``layer``'s sums (a shared layer gets one per call), checking
+        them first with ``check_finite``."""
+        mine = param_grads[id(layer)]
+        for i, (name, pg) in enumerate(zip(layer.weight_names, pgrads)):
+            if pg is None:
+                continue
+            if check_finite:
+                check_finite_array(layer, f"gradient of weight '{name}'", pg, self._batch_size)
+            mine[i] = pg if mine[i] is None else mine[i] + pg
 
     @staticmethod
     def _accumulate(grads, tensor, g, owned=None):
