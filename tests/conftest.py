@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config, items):
 def _fresh_state():
     """Every test starts with float32, fresh layer names, a fixed seed and the default CPU kernels."""
     old_kernels = backend.get_cpu_kernels()
-    old_fast, old_keep = backend.fast_paths_enabled(), backend.keep_im2col()
+    old_fast, old_keep, old_winograd = backend.fast_paths_enabled(), backend.keep_im2col(), backend.winograd_enabled()
     tinynet.set_floatx("float32")
     tinynet.layers.reset_names()
     tinynet.set_seed(0)
@@ -35,6 +35,7 @@ def _fresh_state():
     backend.set_cpu_kernels(old_kernels)
     backend.set_fast_paths(old_fast)
     backend.set_keep_im2col(old_keep)
+    backend.set_winograd(old_winograd)
 
 
 @pytest.fixture(params=[pytest.param(b, marks=pytest.mark.gpu) if b == "cupy" else b for b in ALL_BACKENDS])

@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 from tinynet import backend, kernels
-from tinynet.kernels import KERNEL_NAMES
+from tinynet.kernels import CPU_KERNEL_NAMES, KERNEL_NAMES
 from tinynet.kernels import numpy_kernels
 
 from helpers import cuda_kernel_signatures, cuda_source, load_cupy_kernels
@@ -57,7 +57,8 @@ SCALARS = {"H": H, "W": W, "C": C, "Ho": HO, "Wo": WO, "kh": KH, "kw": KW, "ph":
            "sh": SH, "sw": SW, "top": PADS[0], "left": PADS[2], "pad_value": 0.0, "neg_inf": -np.inf,
            "before": (LRN_SIZE - 1) // 2, "after": LRN_SIZE - 1 - (LRN_SIZE - 1) // 2, "k": LRN_K,
            "alpha_over_size": LRN_ALPHA / LRN_SIZE, "minus_beta": -LRN_BETA,
-           "coef": 2.0 * LRN_ALPHA * LRN_BETA / LRN_SIZE, "relu": 1}
+           "coef": 2.0 * LRN_ALPHA * LRN_BETA / LRN_SIZE, "relu": 1,
+           "rows": N * H * W, "training": 1}  # batch normalisation of x viewed as (N·H·W, C) rows, in training
 
 
 # --------------------------------------------------------------- cupy_kernels.py on a recording stand-in
@@ -102,6 +103,17 @@ def recorded():
         lrn_gy, lrn_y = (rng.standard_normal(x.shape).astype(dtype) for _ in range(2))
         scale = (rng.random(x.shape) + 1).astype(dtype)
         bias = rng.standard_normal(C).astype(dtype)
+        inv_std = (rng.random(C) + 0.5).astype(dtype)
+        bn = {}
+
+        def bn_forward():  # the kernel writes y and x_hat; mean, var and inv_std come from CuPy's reductions
+            bn["forward"] = module.batchnorm_forward(x, bias, inv_std, None, None, 1e-3)
+            return bn["forward"][:2]
+
+        def bn_backward():  # the kernel writes gx; g_gamma and g_beta (CuPy's reductions) are what it reads
+            bn["backward"] = module.batchnorm_backward(lrn_gy, lrn_y, bias, inv_std, True)
+            return bn["backward"][:1]
+
         calls = {  # name: (inputs, the call), one per name in KERNEL_NAMES
             "im2col": ((x,), lambda: module.im2col(x, *geo)),
             "col2im": ((cols,), lambda: module.col2im(cols, x.shape, *geo)),
@@ -117,11 +129,16 @@ def recorded():
             "relu_bias_backward": ((lrn_gy, lrn_y), lambda: module.relu_bias_backward(lrn_gy, lrn_y, True, True)[:1]),
             "lrn_forward": ((x,), lambda: module.lrn_forward(x, *lrn, LRN_K)),
             "lrn_backward": ((lrn_gy, x, lrn_y, scale), lambda: module.lrn_backward(lrn_gy, x, lrn_y, scale, *lrn)),
+            # inputs computed by the call itself (the statistics, the sums) are named after it, as a function
+            "batchnorm_forward": (lambda: (x, bn["forward"][2], bn["forward"][4], bias, inv_std), bn_forward),
+            "batchnorm_backward": (lambda: (lrn_gy, lrn_y, bn["backward"][2], bn["backward"][1], bias, inv_std),
+                                   bn_backward),
         }
         for name, (inputs, call) in calls.items():
             before = len(recorder.launches)
             outputs = call()
             outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            inputs = inputs() if callable(inputs) else inputs
             assert len(recorder.launches) == before + 1, f"{name} ({np.dtype(dtype)}): expected one launch"
             launches[name, dtype] = (recorder.launches[-1], inputs, outputs)
         assert len(recorder.modules) == 1, f"{np.dtype(dtype)}: {len(recorder.modules)} RawModules, expected 1"
@@ -142,15 +159,18 @@ def test_every_backend_implements_exactly_the_kernel_names(recorded):
     module, _, launches = recorded
     names = set(KERNEL_NAMES)
     assert len(names) == len(KERNEL_NAMES), "a name appears twice in KERNEL_NAMES"
-    for name in KERNEL_NAMES:  # the dispatchers, documented by the reference
+    cpu_only = set(CPU_KERNEL_NAMES)  # the CPU backends implement these too; CuPy does not
+    assert not cpu_only & names, "a name is in both KERNEL_NAMES and CPU_KERNEL_NAMES"
+    for name in KERNEL_NAMES + CPU_KERNEL_NAMES:  # the dispatchers, documented by the reference
         assert inspect.isfunction(getattr(kernels, name)), name
         assert getattr(kernels, name).__doc__ == getattr(numpy_kernels, name).__doc__, name
-    backends = {"numpy_kernels": numpy_kernels, "cupy_kernels (on the NumPy stand-in)": module}
+    backends = {"numpy_kernels": (numpy_kernels, names | cpu_only),
+                "cupy_kernels (on the NumPy stand-in)": (module, names)}
     if backend.numba_available():
-        backends["numba_kernels"] = kernels.backend_module("numba")
-    for label, implementation in backends.items():
-        assert _public_functions(implementation) == names, f"{label}: {sorted(_public_functions(implementation))}"
-        for name in KERNEL_NAMES:
+        backends["numba_kernels"] = (kernels.backend_module("numba"), names | cpu_only)
+    for label, (implementation, expected) in backends.items():
+        assert _public_functions(implementation) == expected, f"{label}: {sorted(_public_functions(implementation))}"
+        for name in expected:
             params = list(inspect.signature(getattr(implementation, name)).parameters)
             reference = list(inspect.signature(getattr(numpy_kernels, name)).parameters)
             assert params == reference, f"{label}.{name}{tuple(params)}: the reference takes {tuple(reference)}"

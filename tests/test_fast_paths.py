@@ -8,13 +8,16 @@
   (the first convolution's col2im does not run), every parameter gradient is unchanged;
 * GoogLeNet (small variant) trains the same with every combination of these settings.
 * sibling 1×1 convolutions run as one product (:mod:`tinynet.fusion`) and give the separate layers' results.
+* BatchNormalization through :func:`tinynet.kernels.batchnorm_forward` / ``batchnorm_backward`` gives the plain
+  layer code's outputs, gradients and moving statistics (float64 to 1e-12, float32 to a few ulp), in training
+  and inference, and falls back to the plain code where the kernels do not apply.
 """
 import numpy as np
 import pytest
 
 import tinynet
 from tinynet import Model, backend, fusion, kernels, losses
-from tinynet.layers import Concatenate, Conv2D, Dense, Flatten, Input, MaxPool2D
+from tinynet.layers import BatchNormalization, Concatenate, Conv2D, Dense, Flatten, Input, MaxPool2D
 from tinynet.layers.conv import ConvCache
 
 from inception import googlenet
@@ -300,3 +303,132 @@ def test_the_walk_drops_each_activation_after_its_last_reader(monkeypatch):
     refs.clear()
     two_outputs.predict(np.ones((2, 6)))
     assert alive_at_c == {"a": True, "b": True}
+
+
+# ------------------------------------------------------------------------------- BatchNormalization
+# odd shapes; (N, C) as after a Dense layer; batch 1 (2-D: one row, so the variance is 0); one shape of more
+# than the Numba kernels' NumPy threshold (65536 elements), one with a partial block of 8 channels
+BN_SHAPES = [(4, 5, 3, 7), (6, 5), (1, 4, 4, 3), (1, 6), (3, 7, 11, 2), (2, 40, 40, 21)]
+
+
+@pytest.fixture
+def bn_jit_at_every_size(monkeypatch):
+    """Numba's batch-normalisation kernels run their compiled loops even on the small shapes."""
+    if backend.numba_available():
+        from tinynet.kernels import numba_kernels
+
+        monkeypatch.setattr(numba_kernels, "_NUMPY_BELOW", 0)
+
+
+def _bn_run(layer, x, gy, training):
+    """Forward and backward of one BatchNormalization call: y, gx, the two gradients, the moving statistics."""
+    y, cache = layer.forward(x, training=training)
+    gx, grads = layer.backward(gy, cache)
+    return [tinynet.to_numpy(a) for a in (y, gx, *grads[:2], layer.weights[2], layer.weights[3])]
+
+
+def _bn_layer(shape, dtype, rng, xb):
+    """A built layer with random gamma, beta and moving statistics (on the device of ``xb``)."""
+    layer = BatchNormalization(momentum=0.9, dtype=dtype)
+    layer._build_for(shape[1:])
+    c = shape[-1]
+    layer.weights[:] = [xb(rng.standard_normal(c).astype(dtype)), xb(rng.standard_normal(c).astype(dtype)),
+                        xb(rng.standard_normal(c).astype(dtype)), xb((rng.random(c) + 0.5).astype(dtype))]
+    return layer
+
+
+def _bn_both_paths(shape, dtype, training, xb, x=None):
+    """The same call with fast paths off, then on, from the same weights: both results, and those weights."""
+    rng = np.random.default_rng(sum(shape))
+    if x is None:
+        x = (rng.standard_normal(shape) * 3 + 1.5).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    layer = _bn_layer(shape, dtype, rng, xb)
+    start = [w.copy() for w in layer.weights]
+    results = []
+    for fast in (False, True):
+        layer.weights[:] = [w.copy() for w in start]
+        with tinynet.fast_paths(fast):
+            results.append(_bn_run(layer, xb(x), xb(gy), training))
+    return results + [[tinynet.to_numpy(w) for w in start]]
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_batchnorm_fast_path_equals_the_plain_layer_code(xb, bn_jit_at_every_size, float64, shape, training):
+    plain, fast, start = _bn_both_paths(shape, np.float64, training, xb)
+    for name, f, p in zip(["y", "gx", "g_gamma", "g_beta", "moving_mean", "moving_variance"], fast, plain):
+        assert f.dtype == np.float64 and f.shape == p.shape, name
+        np.testing.assert_allclose(f, p, rtol=1e-12, atol=1e-14, err_msg=name)
+    # training moves the moving statistics (on both paths alike, as checked above); inference leaves them
+    assert np.array_equal(fast[4], start[2]) != training and np.array_equal(fast[5], start[3]) != training
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("shape", [(4, 5, 3, 7), (6, 5), (1, 6), (2, 40, 40, 21)], ids=lambda s: "x".join(map(str, s)))
+def test_batchnorm_fast_path_in_float32(xb, bn_jit_at_every_size, shape, training):
+    """float32 stays float32 and agrees with the plain code to a few ulp (on the CPU the kernels sum each
+    channel in NumPy's order, so the results are in fact the same bits)."""
+    plain, fast, _ = _bn_both_paths(shape, np.float32, training, xb)
+    for name, f, p in zip(["y", "gx", "g_gamma", "g_beta", "moving_mean", "moving_variance"], fast, plain):
+        assert f.dtype == np.float32, name
+        if xb.name == "cupy":  # CuPy's reductions add in another order
+            np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-5 * float(np.abs(p).max()), err_msg=name)
+        else:
+            np.testing.assert_array_max_ulp(f, p, maxulp=4)
+
+
+def test_batchnorm_fast_path_with_non_finite_statistics(xb, bn_jit_at_every_size):
+    """A NaN or an inf in the batch: the output shows it, and the moving statistics stay as they were, on both
+    paths alike."""
+    shape = (3, 4, 5, 6)
+    rng = np.random.default_rng(9)
+    for bad in (np.nan, np.inf):
+        x = rng.standard_normal(shape).astype(np.float32)
+        x[1, 2, 3, 4] = bad
+        with np.errstate(invalid="ignore"):
+            plain, fast, start = _bn_both_paths(shape, np.float32, True, xb, x=x)
+        for result in (plain, fast):
+            assert np.isnan(result[0][..., 4]).all() and np.isfinite(result[0][..., :4]).all()
+            np.testing.assert_array_equal(result[4], start[2])
+            np.testing.assert_array_equal(result[5], start[3])
+        for f, p in zip(fast, plain):
+            np.testing.assert_array_equal(np.isnan(f), np.isnan(p))
+            np.testing.assert_allclose(f, p, rtol=1e-6)
+
+
+def test_batchnorm_uses_the_kernels_only_where_they_apply(monkeypatch):
+    """Fast paths on, features on the last axis of a C-contiguous input whose dtype is the weights': the kernels;
+    fast paths off, another feature axis, a non-contiguous input or an input of another dtype: the plain code
+    (with the same results)."""
+    calls = []
+    for name in ("batchnorm_forward", "batchnorm_backward"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+
+    def run(layer, data, fast, training=True):
+        calls.clear()
+        with tinynet.fast_paths(fast):
+            y, cache = layer.forward(data, training=training)
+            gx, grads = layer.backward(gy if gy.shape == data.shape else gy[:, :, :, :5], cache)
+        return list(calls), [tinynet.to_numpy(a) for a in (y, gx, *grads[:2])]
+
+    layer = BatchNormalization()
+    assert run(layer, x, True)[0] == ["batchnorm_forward", "batchnorm_backward"]
+    assert run(layer, x, True, training=False)[0] == ["batchnorm_forward", "batchnorm_backward"]
+    assert run(layer, x, False)[0] == []
+    channels_second = BatchNormalization(axis=1)
+    assert run(channels_second, x, True)[0] == []
+    view = x[:, :, :, :5]  # not C-contiguous
+    assert not view.flags.c_contiguous
+    fused_view, plain_view = BatchNormalization(name="v1"), BatchNormalization(name="v2")
+    got, results = run(fused_view, view, True)
+    assert got == ["batchnorm_backward"]  # forward falls back; backward's kernel copies the strided gradient
+    _, expected = run(plain_view, view, False)
+    for a, b in zip(results, expected):
+        np.testing.assert_array_equal(a, b)
+    mixed, _ = run(BatchNormalization(), x.astype(np.float64), True)  # float64 input, float32 weights
+    assert mixed == []

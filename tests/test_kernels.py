@@ -221,6 +221,68 @@ def test_lrn(xb, dtype, size, alpha, beta, k, channels):
     assert_close(xb.numpy(gx), ref.lrn_backward(gy, x, y_ref, scale_ref, size, alpha, beta), dtype)
 
 
+# ---------------------------------------------------------------------------------- batch normalisation
+# (70, 1): one channel (NumPy sums a lone column pairwise, not row by row); (1, 17): one row (variance 0)
+BN_SHAPES = [(2, 3, 5, 7), (9, 4), (1, 1, 1, 3), (3, 300, 5), (2, 40, 40, 24), (70, 1), (1, 17), (4, 3, 19)]
+
+
+def bn_inputs(shape, dtype, training):
+    rng = np.random.default_rng(sum(shape))
+    c = shape[-1]
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    gamma, beta = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    stats = (None, None) if training else (rng.standard_normal(c).astype(dtype), (rng.random(c) + 0.5).astype(dtype))
+    return x, gamma, beta, stats, rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=shape_id)
+def test_batchnorm(xb, jit_at_every_size, shape, dtype, training):
+    """Batch normalisation forward and backward against the reference. On the CPU the per-channel sums run in
+    NumPy's order (row by row), so every result is the reference's bit for bit (but for a single channel,
+    which NumPy sums pairwise)."""
+    x, gamma, beta, stats, gy = bn_inputs(shape, dtype, training)
+    expected = ref.batchnorm_forward(x, gamma, beta, *stats, 1e-3)
+    got = kernels.batchnorm_forward(xb(x), xb(gamma), xb(beta), *(None if s is None else xb(s) for s in stats), 1e-3)
+    exact = xb.name != "cupy" and shape[-1] > 1
+    assert len(got) == 5
+    for a, e in zip(got, expected):
+        assert_close(xb.numpy(a), e, dtype)
+        if exact:
+            np.testing.assert_array_equal(xb.numpy(a), e)
+    x_hat, inv_std = expected[1], expected[4]
+    expected = ref.batchnorm_backward(gy, x_hat, gamma, inv_std, training)
+    got = kernels.batchnorm_backward(xb(gy), xb(x_hat), xb(gamma), xb(inv_std), training)
+    assert len(got) == 3
+    for a, e in zip(got, expected):
+        assert_close(xb.numpy(a), e, dtype)
+        if exact:
+            np.testing.assert_array_equal(xb.numpy(a), e)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+def test_batchnorm_reference_is_the_textbook_formula(training):
+    """The reference in float64 against the formulas written out (statistics over every leading axis), and its
+    backward against the directional derivative of its forward."""
+    x, gamma, beta, stats, gy = bn_inputs((3, 4, 5, 6), np.float64, training)
+    eps = 1e-3
+    rows = x.reshape(-1, 6)
+    mean, var = (rows.mean(axis=0), rows.var(axis=0)) if training else stats
+    y, x_hat, m, v, inv_std = ref.batchnorm_forward(x, gamma, beta, *stats, eps)
+    np.testing.assert_allclose(m, mean, rtol=1e-12)
+    np.testing.assert_allclose(v, var, rtol=1e-12)
+    np.testing.assert_allclose(inv_std, 1 / np.sqrt(var + eps), rtol=1e-12)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + eps) * gamma + beta, rtol=1e-12, atol=1e-12)
+    gx, g_gamma, g_beta = ref.batchnorm_backward(gy, x_hat, gamma, inv_std, training)
+    np.testing.assert_allclose(g_gamma, (gy * x_hat).reshape(-1, 6).sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(g_beta, gy.reshape(-1, 6).sum(axis=0), rtol=1e-12)
+    direction = np.random.default_rng(1).standard_normal(x.shape)
+    h = 1e-6
+    loss = [np.sum(gy * ref.batchnorm_forward(x + s * h * direction, gamma, beta, *stats, eps)[0]) for s in (1, -1)]
+    np.testing.assert_allclose(np.sum(gx * direction), (loss[0] - loss[1]) / (2 * h), rtol=1e-6)
+
+
 # ------------------------------------------------------ window kernels on every shape the layer tests use
 def keras_pads(n, k, s, padding):
     """(pad_before, pad_after) of one axis: Keras 'same' (out = ceil(n/s)) or 'valid'."""
@@ -279,13 +341,18 @@ def test_numba_results_do_not_depend_on_the_thread_count():
     g = rng.standard_normal((5, 30, 30, 40)).astype(np.float32)  # 4500 rows: 18 blocks of the bias gradient
     cols = nk.im2col(x, 3, 3, 1, 1, (1, 1, 1, 1))
     gcols = rng.standard_normal(cols.shape).astype(np.float32)
+    bn_gamma = rng.standard_normal(70).astype(np.float32)
+    gy_bn = rng.standard_normal(x.shape).astype(np.float32)
 
     def run():
         y_lrn, scale = nk.lrn_forward(x, 5, 1e-4, 0.75, 1.0)
         return [nk.maxpool_backward(gy, arg, x.shape, 3, 3, 2, 2, (0, 1, 0, 1)),
                 *nk.relu_bias_backward(g, np.maximum(g, 0), True, True), nk.relu_bias_backward(g, g, False, True)[1],
                 y_lrn, scale, nk.lrn_backward(x, x, y_lrn, scale, 5, 1e-4, 0.75),
-                nk.col2im(gcols, x.shape, 3, 3, 1, 1, (1, 1, 1, 1))]
+                nk.col2im(gcols, x.shape, 3, 3, 1, 1, (1, 1, 1, 1)),
+                *nk.batchnorm_forward(x, bn_gamma, bn_gamma[::-1].copy(), None, None, 1e-3),  # 70 channels: 9 blocks
+                *nk.batchnorm_backward(gy_bn, x, bn_gamma, bn_gamma, True),
+                *nk.batchnorm_backward(gy_bn, x, bn_gamma, bn_gamma, False)]
 
     before = numba.get_num_threads()
     try:
@@ -533,6 +600,27 @@ def test_cuda_bias_relu_sources_on_cpu(cuda_on_cpu, dtype):
     _call(lib, "relu_bias_backward", dtype, gy, y, gz, gz.size)
     with np.errstate(invalid="ignore"):
         np.testing.assert_array_equal(gz, ref.relu_bias_backward(gy, y, True, False)[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 6), (5, 1), (1, 9)], ids=shape_id)
+def test_cuda_batchnorm_sources_on_cpu(cuda_on_cpu, dtype, shape):
+    """The GPU batch-normalisation kernels (the element-wise parts; the sums are CuPy's reductions, given
+    here by the reference) against the reference, in training and inference."""
+    lib = cuda_on_cpu[dtype]
+    rows, c = int(np.prod(shape[:-1])), shape[-1]
+    for training in (True, False):
+        x, gamma, beta, stats, gy = bn_inputs(shape, dtype, training)
+        y_ref, x_hat_ref, mean, _, inv_std = ref.batchnorm_forward(x, gamma, beta, *stats, 1e-3)
+        y, x_hat = np.empty_like(x), np.empty_like(x)
+        _call(lib, "batchnorm_forward", dtype, x, mean, inv_std, gamma, beta, y, x_hat, x.size, c)
+        assert_close(y, y_ref, dtype)
+        assert_close(x_hat, x_hat_ref, dtype)
+        gx_ref, g_gamma, g_beta = ref.batchnorm_backward(gy, x_hat_ref, gamma, inv_std, training)
+        gx = np.empty_like(gy)
+        _call(lib, "batchnorm_backward", dtype, gy, x_hat_ref, g_beta, g_gamma, gamma, inv_std, gx, gx.size, c,
+              rows, int(training))
+        assert_close(gx, gx_ref, dtype)
 
 
 def test_maxpool_argmax_type_holds_every_window_cell(xb):

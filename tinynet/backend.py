@@ -16,6 +16,11 @@ Settings
     Whether layers take their fused paths (one pass for a convolution's bias + ReLU forward, one for ReLU's
     derivative + the bias gradient backward). On by default; off runs the plain layer code, the readable
     reference the fused paths are tested against (float64, to 1e-12).
+``set_winograd(True | False)``, ``with winograd(False): ...``, env ``TINYNET_WINOGRAD=0``
+    Whether 3×3 stride-1 convolutions on the CPU run as Winograd F(4×4, 3×3) (:mod:`tinynet.winograd`) when
+    fast paths are on: 2.25 times fewer multiplications in the three products of a training step. On by
+    default; its float32 results differ from im2col's by rounding (about 1e-5 of the output's scale, where
+    im2col's own differ from the exact ones by about 1e-6); in float64 it equals im2col to 1e-12.
 ``set_keep_im2col(4 | True | False | MiB)``, env ``TINYNET_KEEP_IM2COL`` (MiB; ``inf`` all, 0 none)
     What a k×k convolution keeps for its backward pass: the im2col matrix itself (kh·kw times the input's
     size) or only its input, from which backward gathers the windows again (one im2col, a few percent of a
@@ -298,6 +303,33 @@ def fast_paths(enabled: bool):
         yield
     finally:
         set_fast_paths(old)
+
+
+_WINOGRAD = _env_flag("TINYNET_WINOGRAD", True)
+
+
+def winograd_enabled() -> bool:
+    """Whether 3×3 stride-1 convolutions on the CPU take the Winograd path while fast paths are on (see
+    :func:`set_winograd`)."""
+    return _WINOGRAD
+
+
+def set_winograd(enabled: bool) -> None:
+    """Turn Winograd F(4×4, 3×3) for 3×3 stride-1 CPU convolutions on (default) or off (im2col); it only runs
+    while fast paths are on (:func:`set_fast_paths`)."""
+    global _WINOGRAD
+    _WINOGRAD = _check_bool("set_winograd", enabled)
+
+
+@contextlib.contextmanager
+def winograd(enabled: bool):
+    """Context manager: ``with winograd(False): model.forward(x)`` runs 3×3 convolutions through im2col."""
+    old = winograd_enabled()
+    set_winograd(enabled)
+    try:
+        yield
+    finally:
+        set_winograd(old)
 
 
 def keep_im2col() -> float:

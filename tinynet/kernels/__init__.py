@@ -17,7 +17,11 @@ from . import numpy_kernels
 KERNEL_NAMES = (
     "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
     "relu_backward", "bias_relu_forward", "relu_bias_backward", "lrn_forward", "lrn_backward",
+    "batchnorm_forward", "batchnorm_backward",
 )
+#: Kernels only the CPU backends implement (NumPy and Numba): the Winograd transforms of
+#: :mod:`tinynet.winograd`, a CPU fast path (on a GPU, 3×3 convolutions stay im2col + cuBLAS).
+CPU_KERNEL_NAMES = ("winograd_input", "winograd_output", "winograd_gradient")
 _MODULES = {"numpy": numpy_kernels}
 
 
@@ -90,5 +94,31 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
     return implementation("lrn_backward", gy)(gy, x, y, scale, size, alpha, beta)
 
 
-for _name in KERNEL_NAMES:
+def batchnorm_forward(x, gamma, beta, mean, var, epsilon):
+    return implementation("batchnorm_forward", x)(x, gamma, beta, mean, var, epsilon)
+
+
+def batchnorm_backward(gy, x_hat, gamma, inv_std, training):
+    return implementation("batchnorm_backward", gy)(gy, x_hat, gamma, inv_std, training)
+
+
+def _cpu_implementation(kernel: str, array):
+    if backend.is_gpu_array(array):
+        raise TypeError(f"tinynet.kernels.{kernel} runs on the CPU only (NumPy arrays), got a CuPy array")
+    return implementation(kernel, array)
+
+
+def winograd_input(x, pads):
+    return _cpu_implementation("winograd_input", x)(x, pads)
+
+
+def winograd_output(m, out_shape):
+    return _cpu_implementation("winograd_output", m)(m, out_shape)
+
+
+def winograd_gradient(gy):
+    return _cpu_implementation("winograd_gradient", gy)(gy)
+
+
+for _name in KERNEL_NAMES + CPU_KERNEL_NAMES:
     globals()[_name].__doc__ = getattr(numpy_kernels, _name).__doc__

@@ -67,3 +67,67 @@ def lrn_terms(dtype, size, alpha, beta, k=0.0):
     t = np.dtype(dtype).type
     before = (size - 1) // 2
     return LRNTerms(before, size - 1 - before, t(k), t(alpha / size), t(-beta), t(2.0 * alpha * beta / size))
+
+
+# ------------------------------------------------------------------- Winograd F(4×4, 3×3) (tinynet.winograd)
+#: Winograd's F(4×4, 3×3) matrices (Lavin & Gray 2016, interpolation points 0, ±1, ±2, ∞): a 6×6 input tile
+#: ``d`` and a 3×3 kernel ``g`` give the 4×4 output tile ``A^T [(G g G^T) ⊙ (B^T d B)] A``. The kernels apply
+#: ``B^T``, ``A^T`` and ``A`` through the three functions below (one formula for NumPy, Numba and CUDA alike);
+#: the matrices themselves are for the kernel's transform (``G``) and the tests.
+WINOGRAD_BT = np.array([[4, 0, -5, 0, 1, 0],
+                        [0, -4, -4, 1, 1, 0],
+                        [0, 4, -4, -1, 1, 0],
+                        [0, -2, -1, 2, 1, 0],
+                        [0, 2, -1, -2, 1, 0],
+                        [0, 4, 0, -5, 0, 1]], dtype=np.float64)
+WINOGRAD_G = np.array([[1 / 4, 0, 0],
+                       [-1 / 6, -1 / 6, -1 / 6],
+                       [-1 / 6, 1 / 6, -1 / 6],
+                       [1 / 24, 1 / 12, 1 / 6],
+                       [1 / 24, -1 / 12, 1 / 6],
+                       [0, 0, 1]], dtype=np.float64)
+WINOGRAD_AT = np.array([[1, 1, 1, 1, 1, 0],
+                        [0, 1, -1, 2, -2, 0],
+                        [0, 1, 1, 4, 4, 0],
+                        [0, 1, -1, 8, -8, 1]], dtype=np.float64)
+#: output tile, input tile and kernel sizes of F(4×4, 3×3)
+WINOGRAD_TILE, WINOGRAD_INPUT_TILE, WINOGRAD_KERNEL = 4, 6, 3
+
+
+def winograd_tiles(ho, wo):
+    """``(th, tw)``: the 4×4 output tiles that cover an Ho×Wo output, ``ceil(Ho / 4)`` by ``ceil(Wo / 4)``."""
+    return -(-ho // WINOGRAD_TILE), -(-wo // WINOGRAD_TILE)
+
+
+def winograd_rows_bt(d0, d1, d2, d3, d4, d5, two, four, five):
+    """``B^T`` applied to six values (one row or column of a 6×6 input tile): six values.
+
+    Works on scalars (Numba) and on arrays (NumPy) alike; ``two``, ``four``, ``five`` are 2, 4, 5 in the data's
+    dtype, so float32 stays float32 under Numba (an integer literal would promote to float64).
+    """
+    return (four * d0 - five * d2 + d4,
+            d3 + d4 - four * (d1 + d2),
+            four * (d1 - d2) - d3 + d4,
+            two * (d3 - d1) - d2 + d4,
+            two * (d1 - d3) - d2 + d4,
+            four * d1 - five * d3 + d5)
+
+
+def winograd_rows_at(m0, m1, m2, m3, m4, m5, two, four, eight):
+    """``A^T`` applied to six values (one row or column of a 6×6 product tile): the four output values."""
+    a, b, c, d = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+    return m0 + a + c, b + two * d, a + four * c, b + eight * d + m5
+
+
+def winograd_rows_a(q0, q1, q2, q3, two, four, eight):
+    """``A`` applied to four values (one row or column of a 4×4 output-gradient tile): six values, the
+    adjoint of :func:`winograd_rows_at`."""
+    even, odd = q0 + q2, q1 + q3
+    even4, odd4 = q0 + four * q2, two * q1 + eight * q3
+    return q0, even + odd, even - odd, even4 + odd4, even4 - odd4, q3
+
+
+def winograd_constants(dtype):
+    """``(2, 4, 5, 8)`` in ``dtype``, the factors of the three transforms."""
+    t = np.dtype(dtype).type
+    return t(2), t(4), t(5), t(8)

@@ -278,6 +278,35 @@ extern "C" __global__ void lrn_backward(const T* gy, const T* x, const T* y, con
         gx[idx] = gy[idx] * pow(scale[idx], minus_beta) - coef * x[idx] * spread;
     }
 }
+
+// Batch normalisation over the rows of (rows, C), one thread per element, with the statistics (mean, and
+// inv_std = 1 / sqrt(var + eps)) from CuPy's reductions: x_hat = (x - mean[c]) * inv_std[c],
+// y = x_hat * gamma[c] + beta[c] (nvcc may fuse the last product and sum into one FMA: an ulp at most)
+extern "C" __global__ void batchnorm_forward(const T* x, const T* mean, const T* inv_std, const T* gamma,
+                                             const T* beta, T* y, T* x_hat, const i64 total, const i64 C)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        const i64 c = idx % C;
+        const T h = (x[idx] - mean[c]) * inv_std[c];
+        x_hat[idx] = h;
+        y[idx] = h * gamma[c] + beta[c];
+    }
+}
+
+// Its backward, one thread per element, with the sums over the rows (sum_g = sum of gy, sum_gh = sum of
+// gy * x_hat, per channel) from CuPy's reductions; scale = gamma[c] * inv_std[c]:
+// gx = ((gy - sum_g[c] / rows) - x_hat * (sum_gh[c] / rows)) * scale in training, gy * scale otherwise
+extern "C" __global__ void batchnorm_backward(const T* gy, const T* x_hat, const T* sum_g, const T* sum_gh,
+                                              const T* gamma, const T* inv_std, T* gx, const i64 total,
+                                              const i64 C, const i64 rows, const i64 training)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        const i64 c = idx % C;
+        const T scale = gamma[c] * inv_std[c];
+        gx[idx] = training ? ((gy[idx] - sum_g[c] / (T)rows) - x_hat[idx] * (sum_gh[c] / (T)rows)) * scale
+                           : gy[idx] * scale;
+    }
+}
 """
 
 _MODULES: dict = {}  # dtype -> cupy.RawModule, compiled on first use
@@ -506,3 +535,58 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
     _launch("lrn_backward", gy.dtype, gx.size, gy, x, y, scale, gx, gx.size, gy.shape[-1], w.before, w.after,
             w.minus_beta, w.coef)
     return gx
+
+
+def _vector(v, dtype):
+    """A (C,) vector as the kernels read it: C-contiguous, of ``dtype``."""
+    return cp.ascontiguousarray(v, dtype=dtype)
+
+
+def batchnorm_forward(x, gamma, beta, mean, var, epsilon):
+    """Batch normalisation over every axis but the last; see :func:`numpy_kernels.batchnorm_forward`.
+
+    .. math:: \\hat x_{rc} = \\frac{x_{rc} − μ_c}{\\sqrt{σ^2_c + ε}}, \\qquad y_{rc} = \\hat x_{rc} γ_c + β_c
+
+    The batch statistics (``mean`` and ``var`` None) are CuPy's reductions, in two passes as the reference
+    (the mean, then the mean of the squared deviations); one thread per element then writes ``x_hat`` and
+    ``y``.
+
+    Returns
+    -------
+    y, x_hat : cupy.ndarray, shape and dtype of ``x``
+    mean, var, inv_std : cupy.ndarray, shape (C,)
+    """
+    x = cp.ascontiguousarray(x)
+    if mean is None:
+        axes = tuple(range(x.ndim - 1))
+        mean = x.mean(axis=axes)
+        deviation = x - mean
+        var = (deviation * deviation).mean(axis=axes)
+        del deviation
+    inv_std = 1.0 / cp.sqrt(var + x.dtype.type(epsilon))
+    y, x_hat = cp.empty_like(x), cp.empty_like(x)
+    _launch("batchnorm_forward", x.dtype, y.size, x, _vector(mean, x.dtype), _vector(inv_std, x.dtype),
+            _vector(gamma, x.dtype), _vector(beta, x.dtype), y, x_hat, y.size, x.shape[-1])
+    return y, x_hat, mean, var, inv_std
+
+
+def batchnorm_backward(gy, x_hat, gamma, inv_std, training):
+    """Backward of :func:`batchnorm_forward`; see :func:`numpy_kernels.batchnorm_backward`.
+
+    ``g_gamma = Σ gy·x_hat`` and ``g_beta = Σ gy`` over the rows are CuPy's reductions; one thread per element
+    then writes ``gx = ((gy − g_beta/m) − x_hat·(g_gamma/m))·γ·inv_std`` (training) or ``gy·γ·inv_std``.
+
+    Returns
+    -------
+    gx : cupy.ndarray, shape and dtype of ``gy``
+    g_gamma, g_beta : cupy.ndarray, shape (C,)
+    """
+    gy, x_hat = cp.ascontiguousarray(gy), cp.ascontiguousarray(x_hat, dtype=gy.dtype)
+    axes = tuple(range(gy.ndim - 1))
+    g_gamma = (gy * x_hat).sum(axis=axes)
+    g_beta = gy.sum(axis=axes)
+    gx = cp.empty_like(gy)
+    c = gy.shape[-1]
+    _launch("batchnorm_backward", gy.dtype, gx.size, gy, x_hat, g_beta, g_gamma, _vector(gamma, gy.dtype),
+            _vector(inv_std, gy.dtype), gx, gx.size, c, gy.size // c, int(bool(training)))
+    return gx, g_gamma, g_beta

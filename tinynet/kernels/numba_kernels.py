@@ -12,6 +12,8 @@ depend on the number of threads.
 * ReLU backward runs over rows of the last axis; the fused bias + ReLU kernels over fixed blocks of rows,
   the bias gradient as per-block partial sums added in block order;
 * LRN forward and backward run over blocks of pixels, each pixel owning its row of channels.
+* batch normalisation sums each channel over the rows in row order (as NumPy), in parallel over blocks of
+  channels; its element-wise passes run over blocks of rows.
 
 The inner loops run over the channels (the contiguous axis) with branch-free selects and indices that start
 at 0, so that LLVM vectorises them. A conditional store stops it, and so does an index LLVM cannot prove
@@ -36,7 +38,8 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 from . import numpy_kernels
-from .common import argmax_dtype, lrn_terms, pool_counts, window_output_hw
+from .common import (argmax_dtype, lrn_terms, pool_counts, window_output_hw, winograd_constants, winograd_rows_a,
+                     winograd_rows_at, winograd_rows_bt, winograd_tiles)
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 
@@ -647,3 +650,297 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
     _lrn_backward(_rows(gy), _rows(x), _rows(y), _rows(scale), terms.before, terms.after,
                   _lrn_constants(gy.dtype, terms), beta == 0.75, _rows(gx))
     return gx
+
+
+# ---------------------------------------------------------------------------------- batch normalisation
+# The per-channel sums (the batch mean and variance forward, Σ g and Σ g·x̂ backward) run as NumPy runs a
+# reduction over the leading axes: each channel's values added one row after the other, in row order, in
+# the dtype of the input (so the float32 statistics are NumPy's bit for bit, not merely close). A channel's
+# sum is one sequential chain, so the parallel tasks take blocks of _BN_CHANNELS channels (one AVX vector of
+# float32), each summing its block over all the rows into a small local array; no sum depends on how the
+# channels are split or on the number of threads. The element-wise passes run over blocks of _BIAS_ROWS rows.
+# On 2 cores, (32, 32, 32, 16) float32: mean and variance 0.25 ms, normalisation 0.19 ms (NumPy: 1.4 ms for
+# the mean alone, whose inner loop is only C values long).
+_BN_CHANNELS = 8  # channels per task of the per-channel sums
+
+
+@njit(**_JIT)
+def _batchnorm_statistics(x, count, mean, var):
+    rows, c = x.shape
+    for block in prange((c + _BN_CHANNELS - 1) // _BN_CHANNELS):
+        lo = block * _BN_CHANNELS
+        width = min(c, lo + _BN_CHANNELS) - lo
+        acc = np.zeros(_BN_CHANNELS, x.dtype)  # local: LLVM keeps it apart from x, and the chain vectorises
+        for r in range(rows):
+            xr = x[r, lo:lo + width]
+            for ch in range(width):
+                acc[ch] += xr[ch]
+        for ch in range(width):  # the sum / m in float64 and rounded once, as NumPy's mean divides by an intp
+            mean[lo + ch] = acc[ch] / count
+        mu = mean[lo:lo + width]
+        for ch in range(width):
+            acc[ch] = 0
+        for r in range(rows):
+            xr = x[r, lo:lo + width]
+            for ch in range(width):
+                d = xr[ch] - mu[ch]
+                acc[ch] += d * d
+        for ch in range(width):
+            var[lo + ch] = acc[ch] / count
+
+
+@njit(**_JIT)
+def _batchnorm_normalize(x, mean, inv_std, gamma, beta, y, x_hat):
+    rows, c = x.shape
+    for block in prange((rows + _BIAS_ROWS - 1) // _BIAS_ROWS):
+        for r in range(block * _BIAS_ROWS, min(rows, (block + 1) * _BIAS_ROWS)):
+            xr, hr, yr = x[r], x_hat[r], y[r]
+            for ch in range(c):  # the reference's operations in its order: ((x − μ)·s)·γ + β
+                h = (xr[ch] - mean[ch]) * inv_std[ch]
+                hr[ch] = h
+                yr[ch] = h * gamma[ch] + beta[ch]
+
+
+def _same_vectors(dtype, c, *vectors):
+    """Whether every vector is a ``(c,)`` array of ``dtype``."""
+    return all(isinstance(v, np.ndarray) and v.dtype == dtype and v.shape == (c,) for v in vectors)
+
+
+def batchnorm_forward(x, gamma, beta, mean, var, epsilon):
+    """Batch normalisation over every axis but the last in three parallel passes; see
+    :func:`numpy_kernels.batchnorm_forward`.
+
+    .. math::
+
+        μ_c = \\frac{1}{m} \\sum_r x_{rc}, \\quad σ^2_c = \\frac{1}{m} \\sum_r (x_{rc} − μ_c)^2, \\quad
+        \\hat x_{rc} = \\frac{x_{rc} − μ_c}{\\sqrt{σ^2_c + ε}}, \\quad y_{rc} = \\hat x_{rc} γ_c + β_c
+
+    In training (``mean`` and ``var`` None) one pass sums each channel's values and one its squared
+    deviations (parallel over blocks of 8 channels, every channel summed in row order as NumPy does: the
+    statistics are the reference's bit for bit), then one pass over blocks of rows writes ``x_hat`` and
+    ``y``. An ``x`` of fewer than ``_NUMPY_BELOW`` (65536) elements or under 2 axes, or vectors that are not
+    (C,) arrays of the dtype of ``x``, take the reference.
+
+    Parameters
+    ----------
+    x : ndarray, shape (..., C)
+    gamma, beta : ndarray, shape (C,)
+    mean, var : ndarray, shape (C,), or both None (the batch statistics)
+    epsilon : float
+
+    Returns
+    -------
+    y, x_hat : ndarray, shape and dtype of ``x``
+    mean, var, inv_std : ndarray, shape (C,)
+    """
+    c = x.shape[-1] if x.ndim else 0
+    given = () if mean is None else (mean, var)
+    if x.size < _NUMPY_BELOW or x.ndim < 2 or not _same_vectors(x.dtype, c, gamma, beta, *given):
+        return numpy_kernels.batchnorm_forward(x, gamma, beta, mean, var, epsilon)
+    rows = _rows(x)
+    if mean is None:
+        mean, var = np.empty(c, x.dtype), np.empty(c, x.dtype)
+        _batchnorm_statistics(rows, float(rows.shape[0]), mean, var)
+    inv_std = 1.0 / np.sqrt(var + x.dtype.type(epsilon))  # (C,): the reference's expression
+    y, x_hat = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
+    _batchnorm_normalize(rows, np.ascontiguousarray(mean), inv_std, np.ascontiguousarray(gamma),
+                         np.ascontiguousarray(beta), y.reshape(-1, c), x_hat.reshape(-1, c))
+    return y, x_hat, mean, var, inv_std
+
+
+@njit(**_JIT)
+def _batchnorm_sums(gy, x_hat, g_gamma, g_beta):
+    rows, c = gy.shape
+    for block in prange((c + _BN_CHANNELS - 1) // _BN_CHANNELS):
+        lo = block * _BN_CHANNELS
+        width = min(c, lo + _BN_CHANNELS) - lo
+        acc = np.zeros(2 * _BN_CHANNELS, gy.dtype)  # Σ g, then Σ g·x̂ (one array: 17% faster than two)
+        for r in range(rows):
+            gr, hr = gy[r, lo:lo + width], x_hat[r, lo:lo + width]
+            for ch in range(width):
+                g = gr[ch]
+                acc[ch] += g
+                acc[_BN_CHANNELS + ch] += g * hr[ch]
+        for ch in range(width):
+            g_beta[lo + ch] = acc[ch]
+            g_gamma[lo + ch] = acc[_BN_CHANNELS + ch]
+
+
+@njit(**_JIT)
+def _batchnorm_input_grad(gy, x_hat, mean_g, mean_gh, scale, training, gx):
+    rows, c = gy.shape
+    for block in prange((rows + _BIAS_ROWS - 1) // _BIAS_ROWS):
+        for r in range(block * _BIAS_ROWS, min(rows, (block + 1) * _BIAS_ROWS)):
+            gr, hr, out = gy[r], x_hat[r], gx[r]
+            if training:  # the reference's operations in its order: ((g − Σg/m) − x̂·(Σg·x̂/m))·γs
+                for ch in range(c):
+                    out[ch] = ((gr[ch] - mean_g[ch]) - hr[ch] * mean_gh[ch]) * scale[ch]
+            else:
+                for ch in range(c):
+                    out[ch] = gr[ch] * scale[ch]
+
+
+def batchnorm_backward(gy, x_hat, gamma, inv_std, training):
+    """Backward of :func:`batchnorm_forward` in two parallel passes; see :func:`numpy_kernels.batchnorm_backward`.
+
+    .. math::
+
+        ∂L/∂γ_c = \\sum_r g_{rc} \\hat x_{rc}, \\quad ∂L/∂β_c = \\sum_r g_{rc}, \\quad
+        ∂L/∂x_{rc} = \\Big(g_{rc} − \\frac{∂L/∂β_c}{m} − \\hat x_{rc} \\frac{∂L/∂γ_c}{m}\\Big)\\, γ_c s_c
+        \\text{ (training; } g_{rc} γ_c s_c \\text{ in inference)}
+
+    One pass sums ``g`` and ``g·x̂`` per channel (blocks of 8 channels, each summed in row order, as NumPy),
+    one pass over blocks of rows writes ``gx``. Arrays of fewer than ``_NUMPY_BELOW`` (65536) elements, of
+    different dtypes or shapes, take the reference.
+
+    Parameters
+    ----------
+    gy, x_hat : ndarray, shape (..., C)
+    gamma, inv_std : ndarray, shape (C,)
+    training : bool
+
+    Returns
+    -------
+    gx : ndarray, shape and dtype of ``gy``
+    g_gamma, g_beta : ndarray, shape (C,)
+    """
+    c = gy.shape[-1] if gy.ndim else 0
+    if (gy.size < _NUMPY_BELOW or gy.ndim < 2 or x_hat.shape != gy.shape or x_hat.dtype != gy.dtype
+            or not _same_vectors(gy.dtype, c, gamma, inv_std)):
+        return numpy_kernels.batchnorm_backward(gy, x_hat, gamma, inv_std, training)
+    g_rows, h_rows = _rows(gy), _rows(x_hat)
+    g_gamma, g_beta = np.empty(c, gy.dtype), np.empty(c, gy.dtype)
+    _batchnorm_sums(g_rows, h_rows, g_gamma, g_beta)
+    m = g_rows.shape[0]
+    scale = gamma * inv_std  # (C,) vectors: the reference's expressions
+    gx = np.empty(gy.shape, gy.dtype)
+    _batchnorm_input_grad(g_rows, h_rows, g_beta / m, g_gamma / m, scale, bool(training), gx.reshape(-1, c))
+    return gx, g_gamma, g_beta
+
+
+# ------------------------------------------------------------------- Winograd F(4×4, 3×3) (tinynet.winograd)
+# One task per tile row (n, ti); inside, per tile, the 1-D transform runs along one axis of the tile into a
+# small buffer and then along the other, each time over all channels in the innermost loop (contiguous, and
+# vectorised). The formulas are :mod:`common`'s, the NumPy reference's own.
+_rows_bt = njit(inline="always")(winograd_rows_bt)
+_rows_at = njit(inline="always")(winograd_rows_at)
+_rows_a = njit(inline="always")(winograd_rows_a)
+
+
+@njit(**_JIT)
+def _winograd_input(xpad, th, tw, two, four, five, v):
+    n_images, c = xpad.shape[0], xpad.shape[3]
+    for task in prange(n_images * th):
+        n, ti = task // th, task % th
+        db = np.empty((6, 6, c), dtype=xpad.dtype)  # d B of one tile: row a, column j
+        for tj in range(tw):
+            t, x0 = task * tw + tj, 4 * tj
+            for a in range(6):
+                row, out = xpad[n, 4 * ti + a], db[a]
+                r0, r1, r2, r3, r4, r5 = row[x0], row[x0 + 1], row[x0 + 2], row[x0 + 3], row[x0 + 4], row[x0 + 5]
+                for ch in range(c):
+                    q = _rows_bt(r0[ch], r1[ch], r2[ch], r3[ch], r4[ch], r5[ch], two, four, five)
+                    out[0, ch], out[1, ch], out[2, ch], out[3, ch], out[4, ch], out[5, ch] = q
+            for j in range(6):
+                b0, b1, b2, b3, b4, b5 = db[0, j], db[1, j], db[2, j], db[3, j], db[4, j], db[5, j]
+                v0, v1, v2, v3, v4, v5 = v[j, t], v[6 + j, t], v[12 + j, t], v[18 + j, t], v[24 + j, t], v[30 + j, t]
+                for ch in range(c):
+                    q = _rows_bt(b0[ch], b1[ch], b2[ch], b3[ch], b4[ch], b5[ch], two, four, five)
+                    v0[ch], v1[ch], v2[ch], v3[ch], v4[ch], v5[ch] = q
+
+
+def winograd_input(x, pads):
+    """``V = B^T d B`` of every 6×6 input tile, one parallel pass; see :func:`numpy_kernels.winograd_input`."""
+    n, h, w, c = x.shape
+    ho, wo = window_output_hw(h, w, 3, 3, 1, 1, pads)
+    th, tw = winograd_tiles(ho, wo)
+    top, _, left, _ = pads
+    xpad = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), dtype=x.dtype)
+    xpad[:, top:top + h, left:left + w] = x
+    v = np.empty((36, n * th * tw, c), dtype=x.dtype)
+    two, four, five, _ = winograd_constants(x.dtype)
+    _winograd_input(xpad, th, tw, two, four, five, v)
+    return v
+
+
+@njit(**_JIT)
+def _winograd_output(m, n_images, th, tw, two, four, eight, y):
+    ho, wo, k = y.shape[1], y.shape[2], y.shape[3]
+    for task in prange(n_images * th):
+        n, ti = task // th, task % th
+        ma = np.empty((6, 4, k), dtype=m.dtype)  # M A of one tile: row ξ, column j
+        for tj in range(tw):
+            t = task * tw + tj
+            for xi in range(6):
+                m0, m1, m2, m3, m4, m5 = (m[6 * xi, t], m[6 * xi + 1, t], m[6 * xi + 2, t], m[6 * xi + 3, t],
+                                          m[6 * xi + 4, t], m[6 * xi + 5, t])
+                out = ma[xi]
+                for ch in range(k):
+                    q = _rows_at(m0[ch], m1[ch], m2[ch], m3[ch], m4[ch], m5[ch], two, four, eight)
+                    out[0, ch], out[1, ch], out[2, ch], out[3, ch] = q
+            rows = min(4, ho - 4 * ti)
+            for j in range(min(4, wo - 4 * tj)):
+                b0, b1, b2, b3, b4, b5 = ma[0, j], ma[1, j], ma[2, j], ma[3, j], ma[4, j], ma[5, j]
+                if rows == 4:
+                    y0, y1, y2, y3 = (y[n, 4 * ti, 4 * tj + j], y[n, 4 * ti + 1, 4 * tj + j],
+                                      y[n, 4 * ti + 2, 4 * tj + j], y[n, 4 * ti + 3, 4 * tj + j])
+                    for ch in range(k):
+                        y0[ch], y1[ch], y2[ch], y3[ch] = _rows_at(b0[ch], b1[ch], b2[ch], b3[ch], b4[ch], b5[ch],
+                                                                  two, four, eight)
+                else:  # the last tile row of an output whose height is not a multiple of 4
+                    for ch in range(k):
+                        q = _rows_at(b0[ch], b1[ch], b2[ch], b3[ch], b4[ch], b5[ch], two, four, eight)
+                        for i in range(rows):
+                            y[n, 4 * ti + i, 4 * tj + j, ch] = q[i]
+
+
+def winograd_output(m, out_shape):
+    """``Y = A^T M A`` of every tile, cropped, one parallel pass; see :func:`numpy_kernels.winograd_output`."""
+    n, ho, wo, k = out_shape
+    th, tw = winograd_tiles(ho, wo)
+    y = np.empty((n, ho, wo, k), dtype=m.dtype)
+    two, four, _, eight = winograd_constants(m.dtype)
+    _winograd_output(np.ascontiguousarray(m), n, th, tw, two, four, eight, y)
+    return y
+
+
+@njit(**_JIT)
+def _winograd_gradient(gy, th, tw, two, four, eight, gm):
+    n_images, ho, wo, k = gy.shape
+    for task in prange(n_images * th):
+        n, ti = task // th, task % th
+        ga = np.zeros((4, 6, k), dtype=gy.dtype)    # G A^T of one tile: row i, column ν
+        zeros = np.zeros(k, dtype=gy.dtype)
+        for tj in range(tw):
+            t = task * tw + tj
+            for i in range(4):
+                out = ga[i]
+                if 4 * ti + i >= ho:  # below the output: a zero row
+                    out[:] = 0
+                    continue
+                row = gy[n, 4 * ti + i]
+                c0 = row[4 * tj] if 4 * tj < wo else zeros
+                c1 = row[4 * tj + 1] if 4 * tj + 1 < wo else zeros
+                c2 = row[4 * tj + 2] if 4 * tj + 2 < wo else zeros
+                c3 = row[4 * tj + 3] if 4 * tj + 3 < wo else zeros
+                for ch in range(k):
+                    q = _rows_a(c0[ch], c1[ch], c2[ch], c3[ch], two, four, eight)
+                    out[0, ch], out[1, ch], out[2, ch], out[3, ch], out[4, ch], out[5, ch] = q
+            for nu in range(6):
+                a0, a1, a2, a3 = ga[0, nu], ga[1, nu], ga[2, nu], ga[3, nu]
+                g0, g1, g2, g3, g4, g5 = (gm[nu, t], gm[6 + nu, t], gm[12 + nu, t], gm[18 + nu, t], gm[24 + nu, t],
+                                          gm[30 + nu, t])
+                for ch in range(k):
+                    g0[ch], g1[ch], g2[ch], g3[ch], g4[ch], g5[ch] = _rows_a(a0[ch], a1[ch], a2[ch], a3[ch],
+                                                                             two, four, eight)
+
+
+def winograd_gradient(gy):
+    """``A G_t A^T`` of every 4×4 output-gradient tile, one parallel pass; see
+    :func:`numpy_kernels.winograd_gradient`."""
+    n, ho, wo, k = gy.shape
+    th, tw = winograd_tiles(ho, wo)
+    gm = np.empty((36, n * th * tw, k), dtype=gy.dtype)
+    two, four, _, eight = winograd_constants(gy.dtype)
+    _winograd_gradient(np.ascontiguousarray(gy), th, tw, two, four, eight, gm)
+    return gm

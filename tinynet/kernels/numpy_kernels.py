@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import lrn_terms, pool_counts, window_output_hw
+from .common import (lrn_terms, pool_counts, window_output_hw, winograd_constants, winograd_rows_a, winograd_rows_at,
+                     winograd_rows_bt, winograd_tiles)
 
 
 def _pad(x, pads, value):
@@ -269,3 +270,189 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
     w = lrn_terms(x.dtype, size, alpha, beta)
     spread = _channel_window_sum(gy * y / scale, w.after, w.before)
     return gy * scale ** w.minus_beta - w.coef * x * spread
+
+
+# --------------------------------------------------------------------------------- batch normalisation
+def batchnorm_forward(x, gamma, beta, mean, var, epsilon):
+    """Batch normalisation over every axis but the last (the channels), in the layer's order of operations.
+
+    With :math:`m` rows (the product of the leading axes) and, in training (``mean`` and ``var`` None), the
+    batch statistics computed in two passes:
+
+    .. math::
+
+        μ_c = \\frac{1}{m} \\sum_r x_{rc}, \\quad σ^2_c = \\frac{1}{m} \\sum_r (x_{rc} − μ_c)^2, \\quad
+        s_c = \\frac{1}{\\sqrt{σ^2_c + ε}}, \\quad \\hat x_{rc} = (x_{rc} − μ_c)\\, s_c, \\quad
+        y_{rc} = \\hat x_{rc} γ_c + β_c
+
+    (biased variance; each sum in the dtype of ``x``, as NumPy's ``mean``). Given ``mean`` and ``var`` (the
+    moving statistics, inference) only the last three steps run.
+
+    Parameters
+    ----------
+    x : ndarray, shape (..., C)
+        (N, H, W, C) after a convolution, (N, C) after a Dense layer; viewed as (m, C) rows.
+    gamma, beta : ndarray, shape (C,), dtype of ``x``
+    mean, var : ndarray, shape (C,), dtype of ``x``, or both None
+        The statistics to normalise with; None: the batch's.
+    epsilon : float
+
+    Returns
+    -------
+    y, x_hat : ndarray, shape and dtype of ``x``
+    mean, var : ndarray, shape (C,)
+        The statistics used (the arguments themselves when given).
+    inv_std : ndarray, shape (C,)
+        :math:`1 / \\sqrt{σ^2 + ε}`.
+    """
+    if mean is None:
+        axes = tuple(range(x.ndim - 1))
+        mean = x.mean(axis=axes)
+        x_hat = x - mean  # x − μ for now: normalised in place below
+        var = (x_hat * x_hat).mean(axis=axes)
+    else:
+        x_hat = x - mean
+    inv_std = 1.0 / np.sqrt(var + x.dtype.type(epsilon))
+    x_hat *= inv_std
+    y = x_hat * gamma
+    y += beta
+    return y, x_hat, mean, var, inv_std
+
+
+def batchnorm_backward(gy, x_hat, gamma, inv_std, training):
+    """Backward of :func:`batchnorm_forward`: the gradients of ``x``, ``gamma`` and ``beta``.
+
+    With :math:`g = ∂L/∂y`, sums over the :math:`m` rows and :math:`s = 1/\\sqrt{σ^2+ε}`:
+
+    .. math::
+
+        ∂L/∂γ_c = \\sum_r g_{rc} \\hat x_{rc}, \\quad ∂L/∂β_c = \\sum_r g_{rc}, \\quad
+        ∂L/∂x_{rc} = \\Big(\\big(g_{rc} − \\tfrac{1}{m} ∂L/∂β_c\\big)
+                     − \\hat x_{rc} \\tfrac{1}{m} ∂L/∂γ_c\\Big)\\, γ_c s_c \\text{ (training)}, \\quad
+        ∂L/∂x_{rc} = g_{rc}\\, γ_c s_c \\text{ (inference: the statistics are constants)}.
+
+    Parameters
+    ----------
+    gy, x_hat : ndarray, shape (..., C)
+        The gradient of ``y`` and the normalised input of :func:`batchnorm_forward`.
+    gamma, inv_std : ndarray, shape (C,)
+    training : bool
+        Whether the forward pass used the batch statistics (their gradient flows back to ``x``).
+
+    Returns
+    -------
+    gx : ndarray, shape and dtype of ``gy``
+    g_gamma, g_beta : ndarray, shape (C,)
+    """
+    axes = tuple(range(gy.ndim - 1))
+    g_gamma = (gy * x_hat).sum(axis=axes)
+    g_beta = gy.sum(axis=axes)
+    scale = gamma * inv_std
+    if training:
+        m = gy.size // gy.shape[-1]
+        gx = gy - g_beta / m
+        gx -= x_hat * (g_gamma / m)
+        gx *= scale
+    else:
+        gx = gy * scale
+    return gx, g_gamma, g_beta
+
+
+# ------------------------------------------------------------------- Winograd F(4×4, 3×3) (tinynet.winograd)
+# A 3×3 stride-1 convolution computed on 4×4 output tiles: each tile reads a 6×6 input tile d and is
+# y = A^T [U ⊙ (B^T d B)] A, with U = G g G^T per (input channel, filter) pair and the sum over the input
+# channels done by 36 matrix products, one per position (ξ, ν) of the 6×6 tile. The loops below run over
+# the 6 rows or columns of a tile (the transforms' coefficients), each iteration one strided array operation.
+def _winograd_tiling(h, w, pads):
+    """``(Ho, Wo, th, tw)`` of a 3×3 stride-1 window over an H×W input padded by ``pads``."""
+    ho, wo = window_output_hw(h, w, 3, 3, 1, 1, pads)
+    return (ho, wo, *winograd_tiles(ho, wo))
+
+
+def winograd_input(x, pads):
+    """The Winograd F(4×4, 3×3) transform of every 6×6 input tile: ``V = B^T d B``.
+
+    Tile (ti, tj) of image n reads the padded input's rows ``4 ti … 4 ti + 5`` and columns ``4 tj … 4 tj + 5``
+    (zeros where that lies outside ``x``); the tiles cover the output of a 3×3 stride-1 window.
+
+    .. math:: V[6 i + j,\\ t,\\ c] = \\sum_{a, b} B^T_{i a} \\, d_t[a, b, c] \\, B^T_{j b}
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C)
+    pads : tuple of 4 int >= 0
+        (top, bottom, left, right) zero padding.
+
+    Returns
+    -------
+    v : ndarray, shape (36, N·th·tw, C), C-contiguous, with ``th = ceil(Ho / 4)``, ``tw = ceil(Wo / 4)``,
+        ``(Ho, Wo)`` the window's output size; tiles in (n, ti, tj) order.
+    """
+    n, h, w, c = x.shape
+    _, _, th, tw = _winograd_tiling(h, w, pads)
+    top, _, left, _ = pads
+    xpad = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), dtype=x.dtype)  # every tile's 6×6 cells, zeros outside x
+    xpad[:, top:top + h, left:left + w] = x
+    two, four, five, _ = winograd_constants(x.dtype)
+    # d B: the six columns of every tile column combined, (N, 4 th + 2, tw, C) each (column j of d B)
+    tile_columns = winograd_rows_bt(*(xpad[:, :, b:b + 4 * tw:4] for b in range(6)), two, four, five)
+    v = np.empty((6, 6, n, th, tw, c), dtype=x.dtype)
+    for j, column in enumerate(tile_columns):  # then B^T (d B): the six rows combined
+        for i, vij in enumerate(winograd_rows_bt(*(column[:, a:a + 4 * th:4] for a in range(6)), two, four, five)):
+            v[i, j] = vij
+    return v.reshape(36, n * th * tw, c)
+
+
+def winograd_output(m, out_shape):
+    """The inverse transform of 6×6 product tiles, ``Y = A^T M A``, cropped to the output.
+
+    .. math:: y[n, 4 t_i + i, 4 t_j + j, k] = \\sum_{ξ, ν} A^T_{i ξ} \\, M[6 ξ + ν,\\ t,\\ k] \\, A^T_{j ν}
+
+    Parameters
+    ----------
+    m : ndarray, shape (36, N·th·tw, K)
+        The products ``M[ξν] = V[ξν] U[ξν]``, tiles as :func:`winograd_input` orders them.
+    out_shape : tuple (N, Ho, Wo, K)
+
+    Returns
+    -------
+    y : ndarray, shape (N, Ho, Wo, K), C-contiguous
+    """
+    n, ho, wo, k = out_shape
+    th, tw = winograd_tiles(ho, wo)
+    two, four, _, eight = winograd_constants(m.dtype)
+    m6 = m.reshape(6, 6, n, th, tw, k)
+    right = [winograd_rows_at(*m6[xi], two, four, eight) for xi in range(6)]  # M A: right[ξ][j], j < 4
+    y = np.empty((n, th, 4, tw, 4, k), dtype=m.dtype)
+    for j in range(4):
+        for i, yij in enumerate(winograd_rows_at(*(right[xi][j] for xi in range(6)), two, four, eight)):
+            y[:, :, i, :, j] = yij
+    return np.ascontiguousarray(y.reshape(n, 4 * th, 4 * tw, k)[:, :ho, :wo])
+
+
+def winograd_gradient(gy):
+    """The transform of every 4×4 output-gradient tile, ``A G_t A^T`` (the adjoint of :func:`winograd_output`).
+
+    .. math:: ∂M[6 ξ + ν,\\ t,\\ k] = \\sum_{i, j} A^T_{i ξ} \\, gy[n, 4 t_i + i, 4 t_j + j, k] \\, A^T_{j ν}
+
+    with ``gy`` zero beyond (Ho, Wo). It gives the kernel's gradient, ``∂U[ξν] = V[ξν]^T ∂M[ξν]``.
+
+    Parameters
+    ----------
+    gy : ndarray, shape (N, Ho, Wo, K)
+
+    Returns
+    -------
+    gm : ndarray, shape (36, N·th·tw, K), C-contiguous
+    """
+    n, ho, wo, k = gy.shape
+    th, tw = winograd_tiles(ho, wo)
+    two, four, _, eight = winograd_constants(gy.dtype)
+    tiles = np.zeros((n, th, 4, tw, 4, k), dtype=gy.dtype)
+    tiles.reshape(n, 4 * th, 4 * tw, k)[:, :ho, :wo] = gy
+    right = [winograd_rows_a(*(tiles[:, :, i, :, j] for j in range(4)), two, four, eight) for i in range(4)]
+    gm = np.empty((6, 6, n, th, tw, k), dtype=gy.dtype)
+    for nu in range(6):  # G A^T: right[i][ν]; then A along the rows
+        for xi, value in enumerate(winograd_rows_a(*(right[i][nu] for i in range(4)), two, four, eight)):
+            gm[xi, nu] = value
+    return gm.reshape(36, n * th * tw, k)

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import backend, kernels
 from ..backend import get_array_module
-from . import activations
+from . import activations, conv_winograd
 from .base import Layer
 from .conv_utils import normalize_padding, normalize_pair, window_geometry
 from .initializers import glorot_uniform
@@ -47,6 +47,9 @@ class ConvCache(NamedTuple):
     cols2d: object   # the input's windows as rows, (N·Ho·Wo, kh·kw·C): X in ∂L/∂Wm = X^T G; None for a k×k
                      # convolution whose matrix is over tinynet.set_keep_im2col's limit (a 1×1 keeps its view)
     y: object        # the output (N, Ho, Wo, K): the activation's derivative reads it
+    tiles: object = None  # the Winograd path's input tiles V (36, T, C), when forward took it (else None) and
+                          # they are within set_keep_im2col's limit; backward transforms x again otherwise
+    winograd: bool = False  # whether forward took the Winograd path (conv_winograd), which backward follows
 
 
 class Conv2D(Layer):
@@ -115,9 +118,13 @@ class Conv2D(Layer):
         (ho, wo), pads = self._geometry(x.shape)
         kh, kw = self.kernel_size
         n, c = x.shape[0], x.shape[-1]
+        bias = self.weights[1] if self.use_bias else None
+        if conv_winograd.applies(self, x, (ho, wo), pads):
+            z, tiles = conv_winograd.convolve(x, self.weights[0], pads, (n, ho, wo, self.filters))
+            y = activations.bias_activation(z, bias, self.activation, self._act)
+            return y, ConvCache(x, pads, None, y, tiles if backend.keeps_im2col(tiles.nbytes) else None, True)
         cols2d = self._windows(x, pads)
         z = cols2d @ self.weights[0].reshape(kh * kw * c, self.filters)
-        bias = self.weights[1] if self.use_bias else None
         y = activations.bias_activation(z, bias, self.activation, self._act).reshape(n, ho, wo, self.filters)
         keep = self._is_pointwise(pads) or backend.keeps_im2col(cols2d.nbytes)
         return y, ConvCache(x, pads, cols2d if keep else None, y)
@@ -132,6 +139,8 @@ class Conv2D(Layer):
         ho, wo = cache.y.shape[1], cache.y.shape[2]
         gz, gbias = activations.activation_bias_backward(gy, cache.y, self.activation, self._act_grad,
                                                          self.use_bias)
+        if cache.winograd:
+            return self._backward_winograd(gz, gbias, cache, input_grad)
         gz = gz.reshape(-1, self.filters)
         cols2d = cache.cols2d if cache.cols2d is not None else self._windows(cache.x, pads)
         grads = [(cols2d.T @ gz).reshape(self.weights[0].shape)]
@@ -151,6 +160,18 @@ class Conv2D(Layer):
         else:
             gx = kernels.col2im(gcols.reshape(n, ho, wo, kh, kw, c), x_shape, kh, kw, sh, sw, pads)
         return gx, grads
+
+    def _backward_winograd(self, gz, gbias, cache: ConvCache, input_grad):
+        """Backward of a forward that took the Winograd path (see :mod:`.conv_winograd`)."""
+        gz = gz.reshape(cache.y.shape)
+        tiles = cache.tiles if cache.tiles is not None else kernels.winograd_input(cache.x, cache.pads)
+        grads = [conv_winograd.kernel_gradient_of(gz, tiles)]
+        del tiles
+        if self.use_bias:
+            grads.append(gbias)
+        if not input_grad:
+            return None, grads
+        return conv_winograd.input_gradient(gz, self.weights[0], cache.pads, cache.x.shape), grads
 
     def count_macs(self, input_shape, output_shape):
         kh, kw = self.kernel_size

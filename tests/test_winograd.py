@@ -1,0 +1,215 @@
+"""Winograd F(4×4, 3×3) for 3×3 stride-1 convolutions (:mod:`tinynet.layers.conv_winograd`).
+
+* the transforms: Numba equals the NumPy reference bit for bit; the gradient transform is the adjoint of the
+  output transform and the kernel's gradient the adjoint of the kernel's transform;
+* the convolution against a loop convolution written here (float64, 1e-12), at sizes that are not multiples
+  of the 4×4 tile, 'same' and 'valid', batch 1, non-square;
+* Conv2D with Winograd equals Conv2D through im2col (forward, every gradient; float64 to 1e-12) and passes
+  the gradient checker; in float32 the two agree to about 1e-5 of the output's scale;
+* which layers take the path, and the settings.
+"""
+import numpy as np
+import pytest
+
+import tinynet
+from tinynet import Model, backend, gradcheck, kernels
+from tinynet.kernels import numpy_kernels
+from tinynet.kernels.common import WINOGRAD_AT, WINOGRAD_BT, WINOGRAD_G
+from tinynet.layers import Conv2D, Input
+from tinynet.layers import conv_winograd
+from tinynet.layers.conv import ConvCache
+
+CPU_BACKENDS = ["numpy", "numba"] if backend.numba_available() else ["numpy"]
+
+# (input shape (N, H, W, C), pads): outputs of 4×4 exactly, 5×7 (partial tiles), 1 row of tiles, 'valid'
+CASES = [((2, 4, 4, 3), (1, 1, 1, 1)), ((1, 5, 7, 2), (1, 1, 1, 1)), ((3, 6, 9, 4), (0, 0, 0, 0)),
+         ((1, 13, 6, 5), (1, 1, 1, 1)), ((2, 8, 3, 1), (2, 2, 1, 2))]
+
+
+def loop_convolution(x, kernel, pads):
+    """y[n, i, j, k] = Σ_{a, b, c} xpad[n, i + a, j + b, c] · kernel[a, b, c, k], with Python loops over the
+    output cells: the definition, not the engine."""
+    top, bottom, left, right = pads
+    xpad = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    n, hp, wp, _ = xpad.shape
+    ho, wo = hp - 2, wp - 2
+    y = np.zeros((n, ho, wo, kernel.shape[3]))
+    for i in range(ho):
+        for j in range(wo):
+            window = xpad[:, i:i + 3, j:j + 3, :]
+            y[:, i, j, :] = np.tensordot(window, kernel, axes=([1, 2, 3], [0, 1, 2]))
+    return y
+
+
+def test_the_matrices_are_lavins_f43():
+    """A^T [(G g G^T) ⊙ (B^T d B)] A is the 1-D correlation of a 6-vector with a 3-vector, for any values."""
+    rng = np.random.default_rng(0)
+    d, g = rng.standard_normal(6), rng.standard_normal(3)
+    expected = [d[i:i + 3] @ g for i in range(4)]
+    np.testing.assert_allclose(WINOGRAD_AT @ ((WINOGRAD_G @ g) * (WINOGRAD_BT @ d)), expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("x_shape, pads", CASES)
+def test_winograd_convolution_equals_a_loop_convolution(x_shape, pads):
+    tinynet.set_floatx("float64")
+    rng = np.random.default_rng(1)
+    x, kernel = rng.standard_normal(x_shape), rng.standard_normal((3, 3, x_shape[3], 6))
+    expected = loop_convolution(x, kernel, pads)
+    for name in CPU_BACKENDS:
+        with tinynet.cpu_kernels(name):
+            z, tiles = conv_winograd.convolve(x, kernel, pads, expected.shape)
+        assert z.shape == expected.shape and z.flags.c_contiguous
+        np.testing.assert_allclose(z, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="Numba is not installed")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, pads", CASES)
+def test_numba_transforms_equal_the_reference_bit_for_bit(x_shape, pads, dtype):
+    numba_kernels = kernels.backend_module("numba")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    v = numpy_kernels.winograd_input(x, pads)
+    np.testing.assert_array_equal(numba_kernels.winograd_input(x, pads), v)
+    ho, wo = x_shape[1] + pads[0] + pads[1] - 2, x_shape[2] + pads[2] + pads[3] - 2
+    m = rng.standard_normal((36, v.shape[1], 5)).astype(dtype)
+    out_shape = (x_shape[0], ho, wo, 5)
+    y = numba_kernels.winograd_output(m, out_shape)
+    assert y.dtype == dtype and y.shape == out_shape
+    np.testing.assert_array_equal(y, numpy_kernels.winograd_output(m, out_shape))
+    gy = rng.standard_normal(out_shape).astype(dtype)
+    gm = numba_kernels.winograd_gradient(gy)
+    assert gm.dtype == dtype and gm.shape == m.shape
+    np.testing.assert_array_equal(gm, numpy_kernels.winograd_gradient(gy))
+
+
+@pytest.mark.parametrize("x_shape, pads", CASES)
+def test_the_backward_transforms_are_the_adjoints(x_shape, pads):
+    """<output(m), gy> = <m, gradient(gy)> (cells outside the output included) and
+    <transform(g), gu> = <g, kernel_gradient(gu)>: the backward pass differentiates the forward exactly."""
+    rng = np.random.default_rng(3)
+    ho, wo = x_shape[1] + pads[0] + pads[1] - 2, x_shape[2] + pads[2] + pads[3] - 2
+    tiles = -(-ho // 4) * -(-wo // 4) * x_shape[0]
+    m, gy = rng.standard_normal((36, tiles, 3)), rng.standard_normal((x_shape[0], ho, wo, 3))
+    lhs = np.sum(numpy_kernels.winograd_output(m, gy.shape) * gy)
+    np.testing.assert_allclose(lhs, np.sum(m * numpy_kernels.winograd_gradient(gy)), rtol=1e-12)
+    g, gu = rng.standard_normal((3, 3, 4, 5)), rng.standard_normal((36, 4, 5))
+    np.testing.assert_allclose(np.sum(conv_winograd.kernel_transform(g) * gu),
+                               np.sum(g * conv_winograd.kernel_gradient(gu)), rtol=1e-12)
+
+
+@pytest.fixture
+def any_size(monkeypatch):
+    """Winograd for every 3×3 stride-1 convolution, whatever its size (the tests' shapes are small)."""
+    monkeypatch.setattr(conv_winograd, "MIN_TILES", 1)
+    monkeypatch.setattr(conv_winograd, "MIN_WORK", 1)
+
+
+def _conv_model(x_shape, filters, padding, activation, use_bias):
+    x = Input(x_shape[1:])
+    return Model(x, Conv2D(filters, 3, padding=padding, activation=activation, use_bias=use_bias, name="conv")(x))
+
+
+def _conv_cache(model):
+    """The ConvCache of the model's one convolution, from the tape the last forward recorded."""
+    return next(c.data for _, c in model._tape if isinstance(getattr(c, "data", None), ConvCache))
+
+
+def _run(model, x, upstream):
+    y = model.forward(x, training=True)
+    cache = _conv_cache(model)
+    gx = model.backward(upstream)
+    return cache.winograd, tinynet.to_numpy(y), tinynet.to_numpy(gx), [tinynet.to_numpy(g) for g in
+                                                                        model.layers[-1].grads]
+
+
+@pytest.mark.parametrize("backend_name", CPU_BACKENDS)
+@pytest.mark.parametrize("x_shape, padding, activation, use_bias",
+                         [((2, 9, 7, 8), "same", "relu", True), ((1, 6, 11, 9), "valid", None, True),
+                          ((3, 4, 4, 8), "same", "sigmoid", False), ((1, 12, 5, 10), "same", "relu", False)])
+def test_conv2d_with_winograd_equals_conv2d_with_im2col(backend_name, x_shape, padding, activation, use_bias,
+                                                        any_size):
+    tinynet.set_floatx("float64")
+    backend.set_cpu_kernels(backend_name)
+    model = _conv_model(x_shape, 8, padding, activation, use_bias)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape)
+    upstream = rng.standard_normal((x_shape[0],) + model.outputs[0].example_shape)
+    with tinynet.winograd(True):
+        used, *fast = _run(model, x, upstream)
+    assert used, "the layer should have taken the Winograd path"
+    with tinynet.winograd(False):
+        used, *plain = _run(model, x, upstream)
+    assert not used
+    for a, b in zip([fast[0], fast[1]] + fast[2], [plain[0], plain[1]] + plain[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_winograd_gradients_pass_the_gradient_checker(keep, any_size):
+    """Float64, a random upstream gradient, the input's and every parameter's gradient; the input tiles kept
+    for backward or transformed again."""
+    tinynet.set_floatx("float64")
+    tinynet.set_keep_im2col(keep)
+    model = _conv_model((2, 5, 6, 8), 8, "same", "linear", True)
+    gradcheck.check_model(model, np.random.default_rng(5).standard_normal((2, 5, 6, 8)), training=True)
+
+
+def test_float32_agrees_with_im2col_to_about_1e5(any_size):
+    """A GoogLeNet-sized layer (3a's 3×3: 96 → 128 channels, 28×28)."""
+    rng = np.random.default_rng(6)
+    model = _conv_model((2, 28, 28, 96), 128, "same", None, True)
+    x = rng.standard_normal((2, 28, 28, 96)).astype(np.float32)
+    upstream = rng.standard_normal((2, 28, 28, 128)).astype(np.float32)
+    with tinynet.winograd(True):
+        used, *fast = _run(model, x, upstream)
+    with tinynet.winograd(False):
+        _, *plain = _run(model, x, upstream)
+    assert used and fast[0].dtype == np.float32
+    for a, b in zip([fast[0], fast[1]] + fast[2], [plain[0], plain[1]] + plain[2]):
+        assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+
+
+@pytest.mark.parametrize("kernel_size, strides, channels, size, expected",
+                         [(3, 1, 8, 8, True), (3, 2, 8, 8, False), (5, 1, 8, 8, False), ((3, 1), 1, 8, 8, False)])
+def test_which_convolutions_take_the_winograd_path(kernel_size, strides, channels, size, expected, any_size):
+    x = Input((size, size, channels))
+    layer = Conv2D(8, kernel_size, strides=strides, padding="same")
+    model = Model(x, layer(x))
+    model.forward(np.ones((1, size, size, channels), np.float32), training=True)
+    assert _conv_cache(model).winograd is expected
+    with tinynet.fast_paths(False):  # every fast path off turns Winograd off too
+        model.forward(np.ones((1, size, size, channels), np.float32), training=True)
+        assert not _conv_cache(model).winograd
+
+
+@pytest.mark.parametrize("batch, size, channels, filters, expected",
+                         [(8, 56, 64, 192, True),     # GoogLeNet's conv2 at batch 8: 1568 tiles
+                          (8, 14, 112, 224, True),    # 4b: 128 tiles, T·C·K = 3.2 M
+                          (8, 7, 160, 320, False),    # 5a: 32 tiles
+                          (1, 28, 96, 128, False),    # 3a at batch 1: 49 tiles
+                          (32, 16, 16, 48, False),    # the small GoogLeNet's conv2: T·C·K = 0.4 M
+                          (32, 8, 32, 48, False)])    # its 3b: 128 tiles, T·C·K = 0.2 M
+def test_the_size_rule(batch, size, channels, filters, expected):
+    """Winograd where it measured faster than im2col (see the module's docstring), im2col elsewhere."""
+    layer = Conv2D(filters, 3, padding="same")
+    layer.build((size, size, channels))
+    x = np.empty((batch, size, size, channels), np.float32)
+    assert conv_winograd.applies(layer, x, (size, size), (1, 1, 1, 1)) is expected
+
+
+def test_winograd_settings(monkeypatch):
+    with pytest.raises(TypeError, match="expected True or False"):
+        tinynet.set_winograd("yes")
+    assert tinynet.winograd_enabled()
+    with tinynet.winograd(False):
+        assert not tinynet.winograd_enabled()
+    assert tinynet.winograd_enabled()
+    monkeypatch.setenv("TINYNET_WINOGRAD", "0")
+    assert backend._env_flag("TINYNET_WINOGRAD", True) is False
+
+
+def test_the_cpu_only_kernels_refuse_a_gpu_array(monkeypatch):
+    monkeypatch.setattr(backend, "is_gpu_array", lambda a: True)
+    with pytest.raises(TypeError, match="winograd_input runs on the CPU only"):
+        kernels.winograd_input(np.zeros((1, 4, 4, 1), np.float32), (1, 1, 1, 1))
