@@ -87,6 +87,10 @@ try:                                   # the fused 1×1 groups, where this tree 
     from tinynet import fusion  # noqa: E402
 except ImportError:
     fusion = None
+try:                                   # Winograd's 3×3 convolutions, where this tree has them
+    from tinynet.layers import conv_winograd  # noqa: E402
+except ImportError:
+    conv_winograd = None
 
 #: the train step's backward as fit() runs it: no gradient for the images, the tape dropped as it goes
 #: (where this tree's Model.backward has these arguments)
@@ -99,8 +103,8 @@ MEMORY_STEPS = 3         # plain steps under tracemalloc
 OUTSIDE = ("(outside layers)", "")
 
 #: the groups of the stacked bar and of the summary, in the order they are drawn
-GROUPS = ("GEMM", "im2col/col2im", "pooling", "LRN", "ReLU", "concat copies", "other elementwise",
-          "loss + optimizer", "framework")
+GROUPS = ("GEMM", "im2col/col2im", "Winograd transforms", "pooling", "LRN", "ReLU", "concat copies",
+          "other elementwise", "loss + optimizer", "framework")
 
 
 # ------------------------------------------------------------------------------------------------ profiler
@@ -311,8 +315,14 @@ def instrumented(model, prof):
             prof.exit(flops=2 * int(getattr(out, "size", 0)) * int(k))
 
     try:
-        for name in kernels.KERNEL_NAMES:
+        for name in kernels.KERNEL_NAMES + getattr(kernels, "CPU_KERNEL_NAMES", ()):
             patches.set(kernels, name, timed(getattr(kernels, name), f"kernel:{name}"))
+        if conv_winograd is not None:  # the Winograd path's products (36 per call, and the kernel's transform)
+            for name, label in (("batched_matmul", "Winograd: 36 tile products"),
+                                ("one_thread_matmul", "Winograd: the kernel's transform")):
+                fn = getattr(conv_winograd, name)
+                patches.set(conv_winograd, name,
+                            lambda a, b, _fn=fn, _label=label: gemm(_label, _fn, a, b))
 
         # public forward/backward: the argument checks; owner = this layer call
         classes = {type(layer) for layer in model.layers}
@@ -391,6 +401,7 @@ def describe_row(owner, key):
     if key.startswith("kernel:"):
         name = key[7:]
         group = ("im2col/col2im" if name in ("im2col", "col2im") else "pooling" if "pool" in name else
+                 "Winograd transforms" if name.startswith("winograd") else
                  "LRN" if name.startswith("lrn") else "ReLU" if "relu" in name else "other elementwise")
         return group, name
     if key.startswith("act:"):
