@@ -828,15 +828,20 @@ _rows_a = njit(inline="always")(winograd_rows_a)
 
 
 @njit(**_JIT)
-def _winograd_input(xpad, th, tw, two, four, five, v):
-    n_images, c = xpad.shape[0], xpad.shape[3]
+def _winograd_input(x, top, left, th, tw, two, four, five, v):
+    n_images, h, w, c = x.shape
     for task in prange(n_images * th):
         n, ti = task // th, task % th
-        db = np.empty((6, 6, c), dtype=xpad.dtype)  # d B of one tile: row a, column j
+        rows = np.zeros((6, 4 * tw + 2, c), dtype=x.dtype)  # the tile row's six padded input rows
+        for a in range(6):
+            y = 4 * ti - top + a
+            if 0 <= y < h:
+                rows[a, left:left + w] = x[n, y]
+        db = np.empty((6, 6, c), dtype=x.dtype)  # d B of one tile: row a, column j
         for tj in range(tw):
             t, x0 = task * tw + tj, 4 * tj
             for a in range(6):
-                row, out = xpad[n, 4 * ti + a], db[a]
+                row, out = rows[a], db[a]
                 r0, r1, r2, r3, r4, r5 = row[x0], row[x0 + 1], row[x0 + 2], row[x0 + 3], row[x0 + 4], row[x0 + 5]
                 for ch in range(c):
                     q = _rows_bt(r0[ch], r1[ch], r2[ch], r3[ch], r4[ch], r5[ch], two, four, five)
@@ -850,16 +855,15 @@ def _winograd_input(xpad, th, tw, two, four, five, v):
 
 
 def winograd_input(x, pads):
-    """``V = B^T d B`` of every 6×6 input tile, one parallel pass; see :func:`numpy_kernels.winograd_input`."""
+    """``V = B^T d B`` of every 6×6 input tile, one parallel pass; see :func:`numpy_kernels.winograd_input`.
+
+    Each task pads the six input rows of its tile row into a small buffer (no padded copy of ``x``)."""
     n, h, w, c = x.shape
     ho, wo = window_output_hw(h, w, 3, 3, 1, 1, pads)
     th, tw = winograd_tiles(ho, wo)
-    top, _, left, _ = pads
-    xpad = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), dtype=x.dtype)
-    xpad[:, top:top + h, left:left + w] = x
     v = np.empty((36, n * th * tw, c), dtype=x.dtype)
     two, four, five, _ = winograd_constants(x.dtype)
-    _winograd_input(xpad, th, tw, two, four, five, v)
+    _winograd_input(np.ascontiguousarray(x), pads[0], pads[2], th, tw, two, four, five, v)
     return v
 
 
