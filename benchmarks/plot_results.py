@@ -42,7 +42,7 @@ DPI = 90
 BACKEND_COLORS = {"numpy": "#4c72b0", "numba": "#dd8452", "torch": "#55a868", "cupy": "#c44e52",
                   "torch-cuda": "#8172b2"}
 GROUP_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c",
-                "#ccb974"]
+                "#ccb974", "#64b5cd"]
 
 
 def load(path):
@@ -223,7 +223,7 @@ def plot_profile(profiles, out):
         total = p["step_ms"]["profiled_sum_of_minima"]
         left = 0.0
         for g, color in zip(GROUPS, GROUP_COLORS):
-            v = p["groups_ms"][g]
+            v = p["groups_ms"].get(g, 0.0)  # a profile from before a group existed has none of it
             ax.barh(j, v, left=left, color=color, label=g if j == 0 else None)
             if v / total > 0.04:
                 ax.text(left + v / 2, j, f"{v / total:.0%}", ha="center", va="center", fontsize=7, color="white")

@@ -295,14 +295,19 @@ def set_fast_paths(enabled: bool) -> None:
 
 
 @contextlib.contextmanager
-def fast_paths(enabled: bool):
-    """Context manager: ``with fast_paths(False): model.forward(x)`` runs the plain layer code."""
-    old = fast_paths_enabled()
-    set_fast_paths(enabled)
+def _temporarily(get, set_, value):
+    """Context manager: ``set_(value)`` inside, the value ``get()`` had before on the way out."""
+    old = get()
+    set_(value)
     try:
         yield
     finally:
-        set_fast_paths(old)
+        set_(old)
+
+
+def fast_paths(enabled: bool):
+    """Context manager: ``with fast_paths(False): model.forward(x)`` runs the plain layer code."""
+    return _temporarily(fast_paths_enabled, set_fast_paths, enabled)
 
 
 _WINOGRAD = _env_flag("TINYNET_WINOGRAD", True)
@@ -321,15 +326,9 @@ def set_winograd(enabled: bool) -> None:
     _WINOGRAD = _check_bool("set_winograd", enabled)
 
 
-@contextlib.contextmanager
 def winograd(enabled: bool):
     """Context manager: ``with winograd(False): model.forward(x)`` runs 3×3 convolutions through im2col."""
-    old = winograd_enabled()
-    set_winograd(enabled)
-    try:
-        yield
-    finally:
-        set_winograd(old)
+    return _temporarily(winograd_enabled, set_winograd, enabled)
 
 
 def keep_im2col() -> float:

@@ -4,9 +4,10 @@ A Winograd convolution (:mod:`tinynet.layers.conv_winograd`) is 36 independent p
 rows each. Handed to NumPy as one stacked ``matmul``, each product runs on BLAS's own threads, which meet at
 the end of every product: 36 meetings per call. On a quiet machine that is fine, but when another process
 takes a core, one late thread holds up each meeting. Measured on this project's 2-core machine while a test
-suite ran beside it (``benchmarks/blas_threads.py``, GoogLeNet 4b's shapes): stacked ``matmul`` median 12 ms,
-99th percentile 300 ms, a quarter of the calls over 20 ms; :func:`batched_matmul` median 6 ms, 99th
-percentile 10 ms, none over 20 ms. On the quiet machine both take 5–9 ms.
+suite ran beside it (``benchmarks/blas_threads.py``, the shapes of GoogLeNet's 3a at batch 8), in two runs:
+stacked ``matmul`` took over 20 ms (instead of 3–8) in 7 % and 26 % of the calls, 99th percentile 91 and
+308 ms; :func:`batched_matmul` never over 14 ms, 99th percentile 11 and 10 ms. On a quiet machine the two
+take the same time.
 
 :func:`batched_matmul` splits the batch into one contiguous share per core and runs the shares on a pool of
 Python threads (NumPy releases the GIL inside ``matmul``) with BLAS limited to one thread meanwhile (through
