@@ -213,3 +213,69 @@ def test_the_cpu_only_kernels_refuse_a_gpu_array(monkeypatch):
     monkeypatch.setattr(backend, "is_gpu_array", lambda a: True)
     with pytest.raises(TypeError, match="winograd_input runs on the CPU only"):
         kernels.winograd_input(np.zeros((1, 4, 4, 1), np.float32), (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e30])
+def test_non_finite_and_huge_values_take_im2col(bad, any_size):
+    """A NaN, an infinity or a value whose square overflows, in the input (forward) or in the upstream
+    gradient (backward), sends the call through im2col: the same non-finite cells as the plain path, not a
+    whole 4×4 tile of them."""
+    model = _conv_model((2, 8, 8, 8), 8, "same", None, True)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
+    upstream = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
+    used, *clean = _run(model, x, upstream)
+    assert used
+    x_bad = x.copy()
+    x_bad[0, 2, 5, 3] = bad
+    with tinynet.winograd(True):
+        used, *fast = _run(model, x_bad, upstream)
+    with tinynet.winograd(False):
+        _, *plain = _run(model, x_bad, upstream)
+    assert not used
+    for a, b in zip([fast[0], fast[1]] + fast[2], [plain[0], plain[1]] + plain[2]):
+        np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
+    upstream_bad = upstream.copy()
+    upstream_bad[1, 6, 1, 2] = bad
+    with tinynet.winograd(True):
+        used, *fast = _run(model, x, upstream_bad)
+    with tinynet.winograd(False):
+        _, *plain = _run(model, x, upstream_bad)
+    assert used  # the forward took Winograd; its backward, given a bad gradient, took im2col
+    for a, b in zip([fast[1]] + fast[2], [plain[1]] + plain[2]):
+        np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
+        np.testing.assert_allclose(np.where(np.isfinite(b), a, 0), np.where(np.isfinite(b), b, 0), rtol=1e-4,
+                                   atol=1e-4 * np.abs(b[np.isfinite(b)]).max())
+
+
+def test_moderate():
+    assert conv_winograd.moderate(np.ones((3, 4), np.float32))
+    for bad in (np.nan, np.inf, -np.inf, 3e19):
+        a = np.ones((3, 4), np.float32)
+        a[1, 2] = bad
+        assert not conv_winograd.moderate(a)
+    assert conv_winograd.moderate(np.full((3, 4), 3e19))  # float64: its square is finite
+
+
+def test_a_network_trains_the_same_with_winograd(any_size):
+    """The small GoogLeNet (every 3×3 stride-1 convolution on the Winograd path, conv1's single channel
+    included), two SGD steps in float64: the same weights as through im2col."""
+    from tinynet import losses
+    from inception import googlenet
+
+    tinynet.set_floatx("float64")
+    rng = np.random.default_rng(8)
+    x, y = rng.random((4, 32, 32, 1)), np.arange(4) % 3
+    results = []
+    for use in (True, False):
+        tinynet.set_winograd(use)
+        tinynet.set_seed(0)
+        model = googlenet(input_shape=(32, 32, 1), num_classes=3, variant="small")
+        opt = tinynet.optimizers.SGD(learning_rate=0.05, momentum=0.9).attach(model)
+        for _ in range(2):
+            _, _, grads = losses.weighted_loss(model.forward(x, training=True), y, [0.3, 0.3, 1.0])
+            model.backward(grads, input_grads=False)
+            opt.step()
+        results.append(model.get_weights())
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -120,9 +120,12 @@ class Conv2D(Layer):
         n, c = x.shape[0], x.shape[-1]
         bias = self.weights[1] if self.use_bias else None
         if conv_winograd.applies(self, x, (ho, wo), pads):
-            z, tiles = conv_winograd.convolve(x, self.weights[0], pads, (n, ho, wo, self.filters))
-            y = activations.bias_activation(z, bias, self.activation, self._act)
-            return y, ConvCache(x, pads, None, y, tiles if backend.keeps_im2col(tiles.nbytes) else None, True)
+            dense = np.ascontiguousarray(x)  # a column block of a fused 1×1 group's output is a strided view
+            if conv_winograd.moderate(dense):
+                z, tiles = conv_winograd.convolve(dense, self.weights[0], pads, (n, ho, wo, self.filters))
+                y = activations.bias_activation(z, bias, self.activation, self._act)
+                keep = tiles if backend.keeps_im2col(tiles.nbytes) else None
+                return y, ConvCache(x, pads, None, y, keep, True)
         cols2d = self._windows(x, pads)
         z = cols2d @ self.weights[0].reshape(kh * kw * c, self.filters)
         y = activations.bias_activation(z, bias, self.activation, self._act).reshape(n, ho, wo, self.filters)
@@ -139,7 +142,7 @@ class Conv2D(Layer):
         ho, wo = cache.y.shape[1], cache.y.shape[2]
         gz, gbias = activations.activation_bias_backward(gy, cache.y, self.activation, self._act_grad,
                                                          self.use_bias)
-        if cache.winograd:
+        if cache.winograd and conv_winograd.moderate(gz):  # else im2col, from the input the cache keeps
             return self._backward_winograd(gz, gbias, cache, input_grad)
         gz = gz.reshape(-1, self.filters)
         cols2d = cache.cols2d if cache.cols2d is not None else self._windows(cache.x, pads)

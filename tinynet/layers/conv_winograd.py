@@ -44,6 +44,9 @@ at least 128 tiles (rows of each product) and T·C·K ≥ 2²¹. Measured on thi
 and backward of one layer, Winograd against im2col: 0.52–0.78× at 56×56 and 28×28 (GoogLeNet's conv2, 3a,
 3b at batch 8), 0.75–0.97× at 14×14 (4a–4e), but 1.4–1.7× at 7×7 (5a, 5b: 32 tiles, and a 7×7 output
 fills 49 of the 64 cells of its tiles) and 1.1–1.9× for the small GoogLeNet's layers (16 to 48 channels).
+An input (forward) or an upstream gradient (backward) holding a NaN, an infinity or values whose squares
+overflow goes through im2col instead (:func:`moderate`), so non-finite values come out exactly where the
+plain path puts them.
 """
 from __future__ import annotations
 
@@ -108,6 +111,21 @@ def kernel_gradient(gu):
     """
     c, k = gu.shape[1], gu.shape[2]
     return one_thread_matmul(_g_kron_g(gu.dtype).T, gu.reshape(36, c * k)).reshape(3, 3, c, k)
+
+
+def moderate(a) -> bool:
+    """Whether the C-contiguous array ``a`` holds only finite values whose sum of squares is finite too (every
+    ``|a| < 1.8e19`` in float32, ``1.3e154`` in float64): one BLAS dot product.
+
+    The Winograd path runs only on such arrays. A transform mixes the 36 cells of a tile, so a NaN or an
+    infinity would spread to all 16 outputs of every tile that reads it (im2col: only to the outputs whose
+    window holds it), and values near the dtype's largest could overflow in the transforms (which scale by up
+    to 100) where im2col stays finite. Anything else runs through im2col, which gives the plain path's
+    non-finite values exactly; a sum of squares that overflows on finite values only sends a call to im2col.
+    """
+    flat = a.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is the answer, not a problem
+        return bool(np.isfinite(np.dot(flat, flat)))
 
 
 def convolve(x, kernel, pads, out_shape):
