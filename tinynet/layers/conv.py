@@ -23,7 +23,9 @@ default up to 4 MiB) and otherwise keeps only ``x`` and runs im2col once more in
 the input's size, and keeping every one was half of what GoogLeNet's forward kept for backward. With fast
 paths on (:func:`tinynet.set_fast_paths`) the bias and the ReLU are one pass forward and one backward
 (:func:`~tinynet.layers.activations.bias_activation`), and a layer that reads only model inputs skips ``∂L/∂x``
-when training asks it to (``input_grad=False``).
+when training asks it to (``input_grad=False``). Large enough 3×3 stride-1 convolutions on the CPU take
+Winograd's F(4×4, 3×3) instead of im2col (:mod:`tinynet.layers.conv_winograd`, a fast path too), in forward
+and in backward.
 """
 from __future__ import annotations
 
