@@ -822,9 +822,11 @@ def batchnorm_backward(gy, x_hat, gamma, inv_std, training):
 # One task per tile row (n, ti); inside, per tile, the 1-D transform runs along one axis of the tile into a
 # small buffer and then along the other, each time over all channels in the innermost loop (contiguous, and
 # vectorised). The formulas are :mod:`common`'s, the NumPy reference's own.
+# The input transform inlines its formula into the kernel's IR (25 % faster measured); the other two leave
+# inlining to LLVM (as fast) and compile in half the time.
 _rows_bt = njit(inline="always")(winograd_rows_bt)
-_rows_at = njit(inline="always")(winograd_rows_at)
-_rows_a = njit(inline="always")(winograd_rows_a)
+_rows_at = njit(winograd_rows_at)
+_rows_a = njit(winograd_rows_a)
 
 
 @njit(**_JIT)
