@@ -123,6 +123,16 @@ def _run(model, x, upstream):
                                                                         model.layers[-1].grads]
 
 
+def _both_paths(model, x, upstream):
+    """``(whether the Winograd run took that path, its [y, ∂x, ∂kernel, ∂bias...], im2col's)``."""
+    with tinynet.winograd(True):
+        used, y, gx, grads = _run(model, x, upstream)
+    with tinynet.winograd(False):
+        plain_used, py, pgx, pgrads = _run(model, x, upstream)
+    assert not plain_used
+    return used, [y, gx, *grads], [py, pgx, *pgrads]
+
+
 @pytest.mark.parametrize("backend_name", CPU_BACKENDS)
 @pytest.mark.parametrize("x_shape, padding, activation, use_bias",
                          [((2, 9, 7, 8), "same", "relu", True), ((1, 6, 11, 9), "valid", None, True),
@@ -135,13 +145,9 @@ def test_conv2d_with_winograd_equals_conv2d_with_im2col(backend_name, x_shape, p
     rng = np.random.default_rng(4)
     x = rng.standard_normal(x_shape)
     upstream = rng.standard_normal((x_shape[0],) + model.outputs[0].example_shape)
-    with tinynet.winograd(True):
-        used, *fast = _run(model, x, upstream)
+    used, fast, plain = _both_paths(model, x, upstream)
     assert used, "the layer should have taken the Winograd path"
-    with tinynet.winograd(False):
-        used, *plain = _run(model, x, upstream)
-    assert not used
-    for a, b in zip([fast[0], fast[1]] + fast[2], [plain[0], plain[1]] + plain[2]):
+    for a, b in zip(fast, plain):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
 
 
@@ -161,12 +167,9 @@ def test_float32_agrees_with_im2col_to_about_1e5(any_size):
     model = _conv_model((2, 28, 28, 96), 128, "same", None, True)
     x = rng.standard_normal((2, 28, 28, 96)).astype(np.float32)
     upstream = rng.standard_normal((2, 28, 28, 128)).astype(np.float32)
-    with tinynet.winograd(True):
-        used, *fast = _run(model, x, upstream)
-    with tinynet.winograd(False):
-        _, *plain = _run(model, x, upstream)
+    used, fast, plain = _both_paths(model, x, upstream)
     assert used and fast[0].dtype == np.float32
-    for a, b in zip([fast[0], fast[1]] + fast[2], [plain[0], plain[1]] + plain[2]):
+    for a, b in zip(fast, plain):
         assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
 
 
@@ -224,25 +227,18 @@ def test_non_finite_and_huge_values_take_im2col(bad, any_size):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
     upstream = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
-    used, *clean = _run(model, x, upstream)
-    assert used
+    assert _both_paths(model, x, upstream)[0]
     x_bad = x.copy()
     x_bad[0, 2, 5, 3] = bad
-    with tinynet.winograd(True):
-        used, *fast = _run(model, x_bad, upstream)
-    with tinynet.winograd(False):
-        _, *plain = _run(model, x_bad, upstream)
+    used, fast, plain = _both_paths(model, x_bad, upstream)
     assert not used
-    for a, b in zip([fast[0], fast[1]] + fast[2], [plain[0], plain[1]] + plain[2]):
+    for a, b in zip(fast, plain):
         np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
     upstream_bad = upstream.copy()
     upstream_bad[1, 6, 1, 2] = bad
-    with tinynet.winograd(True):
-        used, *fast = _run(model, x, upstream_bad)
-    with tinynet.winograd(False):
-        _, *plain = _run(model, x, upstream_bad)
+    used, fast, plain = _both_paths(model, x, upstream_bad)
     assert used  # the forward took Winograd; its backward, given a bad gradient, took im2col
-    for a, b in zip([fast[1]] + fast[2], [plain[1]] + plain[2]):
+    for a, b in zip(fast[1:], plain[1:]):
         np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
         np.testing.assert_allclose(np.where(np.isfinite(b), a, 0), np.where(np.isfinite(b), b, 0), rtol=1e-4,
                                    atol=1e-4 * np.abs(b[np.isfinite(b)]).max())
