@@ -17,7 +17,7 @@ Settings
     derivative + the bias gradient backward). On by default; off runs the plain layer code, the readable
     reference the fused paths are tested against (float64, to 1e-12).
 ``set_winograd(True | False)``, ``with winograd(False): ...``, env ``TINYNET_WINOGRAD=0``
-    Whether 3×3 stride-1 convolutions on the CPU run as Winograd F(4×4, 3×3) (:mod:`tinynet.winograd`) when
+    Whether 3×3 stride-1 convolutions on the CPU run as Winograd F(4×4, 3×3) (:mod:`tinynet.layers.conv_winograd`) when
     fast paths are on: 2.25 times fewer multiplications in the three products of a training step. On by
     default; its float32 results differ from im2col's by rounding (about 1e-5 of the output's scale, where
     im2col's own differ from the exact ones by about 1e-6); in float64 it equals im2col to 1e-12.
@@ -81,14 +81,19 @@ def set_floatx(value: str) -> None:
 
 
 @contextlib.contextmanager
-def floatx_scope(value: str):
-    """Temporarily set the default float type: ``with floatx_scope('float64'): ...``."""
-    old = floatx()
-    set_floatx(value)
+def _temporarily(get, set_, value):
+    """Context manager: ``set_(value)`` inside, the value ``get()`` had before on the way out."""
+    old = get()
+    set_(value)
     try:
         yield
     finally:
-        set_floatx(old)
+        set_(old)
+
+
+def floatx_scope(value: str):
+    """Temporarily set the default float type: ``with floatx_scope('float64'): ...``."""
+    return _temporarily(floatx, set_floatx, value)
 
 
 # ------------------------------------------------------------------------------------------- cupy
@@ -227,15 +232,9 @@ def set_cpu_kernels(name: str) -> None:
     _CPU_KERNELS = name
 
 
-@contextlib.contextmanager
 def cpu_kernels(name: str):
     """Context manager: ``with cpu_kernels('numpy'): model.predict(x)``."""
-    old = get_cpu_kernels()
-    set_cpu_kernels(name)
-    try:
-        yield
-    finally:
-        set_cpu_kernels(old)
+    return _temporarily(get_cpu_kernels, set_cpu_kernels, name)
 
 
 # ------------------------------------------------------------------------------- speed and memory
@@ -292,17 +291,6 @@ def set_fast_paths(enabled: bool) -> None:
     """Turn the layers' fused paths on (default) or off (the plain layer code, the reference they equal)."""
     global _FAST_PATHS
     _FAST_PATHS = _check_bool("set_fast_paths", enabled)
-
-
-@contextlib.contextmanager
-def _temporarily(get, set_, value):
-    """Context manager: ``set_(value)`` inside, the value ``get()`` had before on the way out."""
-    old = get()
-    set_(value)
-    try:
-        yield
-    finally:
-        set_(old)
 
 
 def fast_paths(enabled: bool):

@@ -20,7 +20,7 @@ KERNEL_NAMES = (
     "batchnorm_forward", "batchnorm_backward",
 )
 #: Kernels only the CPU backends implement (NumPy and Numba): the Winograd transforms of
-#: :mod:`tinynet.winograd`, a CPU fast path (on a GPU, 3×3 convolutions stay im2col + cuBLAS).
+#: :mod:`tinynet.layers.conv_winograd`, a CPU fast path (on a GPU, 3×3 convolutions stay im2col + cuBLAS).
 CPU_KERNEL_NAMES = ("winograd_input", "winograd_output", "winograd_gradient")
 _MODULES = {"numpy": numpy_kernels}
 

@@ -69,10 +69,10 @@ def lrn_terms(dtype, size, alpha, beta, k=0.0):
     return LRNTerms(before, size - 1 - before, t(k), t(alpha / size), t(-beta), t(2.0 * alpha * beta / size))
 
 
-# ------------------------------------------------------------------- Winograd F(4×4, 3×3) (tinynet.winograd)
+# ------------------------------------------------------------------- Winograd F(4×4, 3×3) (layers.conv_winograd)
 #: Winograd's F(4×4, 3×3) matrices (Lavin & Gray 2016, interpolation points 0, ±1, ±2, ∞): a 6×6 input tile
 #: ``d`` and a 3×3 kernel ``g`` give the 4×4 output tile ``A^T [(G g G^T) ⊙ (B^T d B)] A``. The kernels apply
-#: ``B^T``, ``A^T`` and ``A`` through the three functions below (one formula for NumPy, Numba and CUDA alike);
+#: ``B^T``, ``A^T`` and ``A`` through the three functions below (one formula for NumPy and Numba alike);
 #: the matrices themselves are for the kernel's transform (``G``) and the tests.
 WINOGRAD_BT = np.array([[4, 0, -5, 0, 1, 0],
                         [0, -4, -4, 1, 1, 0],
@@ -90,13 +90,18 @@ WINOGRAD_AT = np.array([[1, 1, 1, 1, 1, 0],
                         [0, 1, -1, 2, -2, 0],
                         [0, 1, 1, 4, 4, 0],
                         [0, 1, -1, 8, -8, 1]], dtype=np.float64)
-#: output tile, input tile and kernel sizes of F(4×4, 3×3)
-WINOGRAD_TILE, WINOGRAD_INPUT_TILE, WINOGRAD_KERNEL = 4, 6, 3
+#: the output tile's height and width in F(4×4, 3×3)
+WINOGRAD_TILE = 4
 
 
 def winograd_tiles(ho, wo):
     """``(th, tw)``: the 4×4 output tiles that cover an Ho×Wo output, ``ceil(Ho / 4)`` by ``ceil(Wo / 4)``."""
     return -(-ho // WINOGRAD_TILE), -(-wo // WINOGRAD_TILE)
+
+
+def winograd_input_tiles(h, w, pads):
+    """``(th, tw)`` of a 3×3 stride-1 window over an H×W input padded by ``pads``: the tiles of its output."""
+    return winograd_tiles(*window_output_hw(h, w, 3, 3, 1, 1, pads))
 
 
 def winograd_rows_bt(d0, d1, d2, d3, d4, d5, two, four, five):

@@ -38,8 +38,8 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 from . import numpy_kernels
-from .common import (argmax_dtype, lrn_terms, pool_counts, window_output_hw, winograd_constants, winograd_rows_a,
-                     winograd_rows_at, winograd_rows_bt, winograd_tiles)
+from .common import (argmax_dtype, lrn_terms, pool_counts, window_output_hw, winograd_constants,
+                     winograd_input_tiles, winograd_rows_a, winograd_rows_at, winograd_rows_bt, winograd_tiles)
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 
@@ -818,7 +818,7 @@ def batchnorm_backward(gy, x_hat, gamma, inv_std, training):
     return gx, g_gamma, g_beta
 
 
-# ------------------------------------------------------------------- Winograd F(4×4, 3×3) (tinynet.winograd)
+# ------------------------------------------------------------------- Winograd F(4×4, 3×3) (layers.conv_winograd)
 # One task per tile row (n, ti); inside, per tile, the 1-D transform runs along one axis of the tile into a
 # small buffer and then along the other, each time over all channels in the innermost loop (contiguous, and
 # vectorised). The formulas are :mod:`common`'s, the NumPy reference's own.
@@ -861,8 +861,7 @@ def winograd_input(x, pads):
 
     Each task pads the six input rows of its tile row into a small buffer (no padded copy of ``x``)."""
     n, h, w, c = x.shape
-    ho, wo = window_output_hw(h, w, 3, 3, 1, 1, pads)
-    th, tw = winograd_tiles(ho, wo)
+    th, tw = winograd_input_tiles(h, w, pads)
     v = np.empty((36, n * th * tw, c), dtype=x.dtype)
     two, four, five, _ = winograd_constants(x.dtype)
     _winograd_input(np.ascontiguousarray(x), pads[0], pads[2], th, tw, two, four, five, v)

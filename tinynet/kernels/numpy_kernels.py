@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import (lrn_terms, pool_counts, window_output_hw, winograd_constants, winograd_rows_a, winograd_rows_at,
-                     winograd_rows_bt, winograd_tiles)
+from .common import (lrn_terms, pool_counts, window_output_hw, winograd_constants, winograd_input_tiles,
+                     winograd_rows_a, winograd_rows_at, winograd_rows_bt, winograd_tiles)
 
 
 def _pad(x, pads, value):
@@ -358,17 +358,11 @@ def batchnorm_backward(gy, x_hat, gamma, inv_std, training):
     return gx, g_gamma, g_beta
 
 
-# ------------------------------------------------------------------- Winograd F(4×4, 3×3) (tinynet.winograd)
+# ------------------------------------------------------------------- Winograd F(4×4, 3×3) (layers.conv_winograd)
 # A 3×3 stride-1 convolution computed on 4×4 output tiles: each tile reads a 6×6 input tile d and is
 # y = A^T [U ⊙ (B^T d B)] A, with U = G g G^T per (input channel, filter) pair and the sum over the input
 # channels done by 36 matrix products, one per position (ξ, ν) of the 6×6 tile. The loops below run over
 # the 6 rows or columns of a tile (the transforms' coefficients), each iteration one strided array operation.
-def _winograd_tiling(h, w, pads):
-    """``(Ho, Wo, th, tw)`` of a 3×3 stride-1 window over an H×W input padded by ``pads``."""
-    ho, wo = window_output_hw(h, w, 3, 3, 1, 1, pads)
-    return (ho, wo, *winograd_tiles(ho, wo))
-
-
 def winograd_input(x, pads):
     """The Winograd F(4×4, 3×3) transform of every 6×6 input tile: ``V = B^T d B``.
 
@@ -389,7 +383,7 @@ def winograd_input(x, pads):
         ``(Ho, Wo)`` the window's output size; tiles in (n, ti, tj) order.
     """
     n, h, w, c = x.shape
-    _, _, th, tw = _winograd_tiling(h, w, pads)
+    th, tw = winograd_input_tiles(h, w, pads)
     top, _, left, _ = pads
     xpad = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), dtype=x.dtype)  # every tile's 6×6 cells, zeros outside x
     xpad[:, top:top + h, left:left + w] = x
