@@ -12,7 +12,8 @@ maximum, total, and how many calls took over 20 ms:
 * ``np.matmul`` on the stacked arrays (BLAS's threads meet at the end of each of the 36 products);
 * a Python loop of 36 ``np.matmul`` calls (the same, one call each);
 * ``np.matmul`` with BLAS on one thread;
-* :func:`tinynet.blas.batched_matmul` (the batch shared among Python threads, BLAS on one thread each).
+* :func:`tinynet.blas.batched_matmul` in ``'threads'`` mode (the batch shared among Python threads, BLAS on
+  one thread each; its default ``'blas'`` mode is the stacked ``np.matmul`` above).
 
 The slow calls are the point: on a machine whose cores are shared, a late thread holds up every meeting.
 """
@@ -59,10 +60,14 @@ def main(argv=None):
         with controller.limit(limits=1, user_api="blas"):
             return np.matmul(a, b)
 
+    def shared_threads():
+        with blas.shared("threads"):
+            return blas.batched_matmul(a, b)
+
     ways = {"np.matmul, stacked": lambda: np.matmul(a, b),
             "np.matmul, a loop of 2-D calls": lambda: [np.matmul(a[i], b[i]) for i in range(args.batch)],
             "np.matmul, BLAS on one thread": one_thread if controller else None,
-            "tinynet.blas.batched_matmul": lambda: blas.batched_matmul(a, b)}
+            "batched_matmul, 'threads' mode": shared_threads}
     print(f"{args.batch} products ({args.rows}x{args.inner}) @ ({args.inner}x{args.cols}), float32, "
           f"{blas.workers()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(f"{'way':34s} {'min':>7s} {'median':>7s} {'p99':>7s} {'max':>7s} {'total':>8s} {'>20 ms':>7s}")

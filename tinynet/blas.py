@@ -1,33 +1,83 @@
-"""Many small matrix products on all cores without BLAS's threads meeting after each one.
+"""Many small matrix products on all cores: BLAS's own threads, or one share per core.
 
 A Winograd convolution (:mod:`tinynet.layers.conv_winograd`) is 36 independent products of a few hundred
-rows each. Handed to NumPy as one stacked ``matmul``, each product runs on BLAS's own threads, which meet at
-the end of every product: 36 meetings per call. On a quiet machine that is fine, but when another process
-takes a core, one late thread holds up each meeting. Measured on this project's 2-core machine while a test
-suite ran beside it (``benchmarks/blas_threads.py``, the shapes of GoogLeNet's 3a at batch 8), in two runs:
-stacked ``matmul`` took over 20 ms (instead of 3–8) in 7 % and 26 % of the calls, 99th percentile 91 and
-308 ms; :func:`batched_matmul` never over 14 ms, 99th percentile 11 and 10 ms. On a quiet machine the two
-take the same time.
+rows each. :func:`batched_matmul` runs them in one of two ways, chosen by :func:`set_sharing` (or the
+environment variable ``TINYNET_BLAS_SHARING``):
 
-:func:`batched_matmul` splits the batch into one contiguous share per core and runs the shares on a pool of
-Python threads (NumPy releases the GIL inside ``matmul``) with BLAS limited to one thread meanwhile (through
-``threadpoolctl``): the threads meet once per call, and a late one delays only its own share. Products too
-small to share run on one thread in the caller (:func:`one_thread_matmul`). The products are BLAS's own; only
-the threading differs (tests compare the results with ``np.matmul``'s, to 1e-12 in float64).
+``'blas'`` (default)
+    NumPy's stacked ``matmul``: BLAS's own threads split each product and meet at its end, 36 meetings per
+    call. On a quiet machine this is the faster: alternating the two step by step in one process (the
+    paper GoogLeNet, batch 8, 2 cores, 2026-11-29), a train step took 694 / 654 ms (minimum) and 725 /
+    778 ms (median) against 697 / 781 and 920 / 901 ms with ``'threads'``, in two runs.
+``'threads'``
+    One contiguous share of the batch per core, on a pool of Python threads (NumPy releases the GIL inside
+    ``matmul``) with BLAS limited to one thread meanwhile (through ``threadpoolctl``): the threads meet once
+    per call, and a late one delays only its own share. This is the steadier when another process takes a
+    core: measured while a test suite ran beside it (``benchmarks/blas_threads.py``, GoogLeNet 3a's shapes
+    at batch 8), in two runs, stacked ``matmul`` took over 20 ms (instead of 3–8) in 7 % and 26 % of the
+    calls, 99th percentile 91 and 308 ms; the shared products never took over 14 ms (99th percentile 11 and
+    10 ms).
+
+Either way the products are BLAS's own; only the threading differs (tests compare the results with
+``np.matmul``'s, to 1e-12 in float64). :func:`one_thread_matmul` runs a product too small to split (the
+kernel's transform, and in ``'threads'`` mode a batch too small to share) on one BLAS thread in the caller.
 """
 from __future__ import annotations
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .backend import _temporarily
+
+#: the ways :func:`batched_matmul` can share its products among the cores (see the module's text)
+SHARING_MODES = ("blas", "threads")
 #: the fewest multiply-adds :func:`batched_matmul` shares among threads (below, one thread does them all)
 SHARED_MIN_MACS = 16 * 2 ** 20
 _STATE = {}
 _LOCK = threading.Lock()
 _CALL_LOCK = threading.Lock()
+
+
+def _check_sharing(who, mode):
+    if mode not in SHARING_MODES:
+        raise ValueError(f"{who}: expected one of {SHARING_MODES}, got {mode!r}")
+    return mode
+
+
+def _sharing_from_environment():
+    value = os.environ.get("TINYNET_BLAS_SHARING", "").strip().lower()
+    if value in SHARING_MODES:
+        return value
+    if value:
+        warnings.warn(f"tinynet: ignoring TINYNET_BLAS_SHARING={os.environ['TINYNET_BLAS_SHARING']!r} "
+                      f"(expected one of {SHARING_MODES})", stacklevel=2)
+    return "blas"
+
+
+_SHARING = _sharing_from_environment()
+
+
+def sharing() -> str:
+    """How :func:`batched_matmul` shares its products among the cores: ``'blas'`` or ``'threads'``."""
+    return _SHARING
+
+
+def set_sharing(mode: str) -> None:
+    """``'blas'`` (default: NumPy's stacked ``matmul`` on BLAS's threads, the faster on a quiet machine) or
+    ``'threads'`` (one share per core with a one-thread BLAS each, the steadier beside another busy process);
+    any other value raises ``ValueError``."""
+    global _SHARING
+    _SHARING = _check_sharing("tinynet.blas.set_sharing", mode)
+
+
+def shared(mode: str):
+    """Context manager: ``with tinynet.blas.shared('threads'): ...`` runs the products that way inside."""
+    _check_sharing("tinynet.blas.shared", mode)
+    return _temporarily(sharing, set_sharing, mode)
 
 
 def workers() -> int:
@@ -68,7 +118,7 @@ def one_thread_matmul(a, b):
 
 
 def batched_matmul(a, b):
-    """``a[i] @ b[i]`` for every ``i``: NumPy's stacked ``matmul``, the batch shared among the cores.
+    """``a[i] @ b[i]`` for every ``i``: NumPy's stacked ``matmul``, on the cores as :func:`set_sharing` says.
 
     Parameters
     ----------
@@ -79,6 +129,8 @@ def batched_matmul(a, b):
     -------
     c : ndarray, shape (B, m, n), C-contiguous
     """
+    if _SHARING == "blas":
+        return np.matmul(a, b)
     n_workers = min(workers(), a.shape[0])
     if n_workers < 2 or a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] < SHARED_MIN_MACS:
         return one_thread_matmul(a, b)  # too small to share: one thread, no meeting
