@@ -224,3 +224,76 @@ def test_the_lr_alias_still_works():
         opt = SGD(lr=0.2, momentum=0.5)
     assert opt.lr == opt.learning_rate == 0.2
     assert run(opt, [1.0]) == pytest.approx([0.8])
+
+
+# ------------------------------------------------------------------------- fused updates (fast paths)
+FUSED = {"adam": (lambda: Adam(learning_rate=0.01), "adam_update"),
+         "adam, weight decay": (lambda: Adam(learning_rate=0.01, weight_decay=0.1), "adam_update"),
+         "sgd momentum": (lambda: SGD(learning_rate=0.05, momentum=0.9), "sgd_momentum_update"),
+         "sgd nesterov": (lambda: SGD(learning_rate=0.05, momentum=0.9, nesterov=True), "sgd_momentum_update")}
+
+
+def _conv_dense_bn_model():
+    from tinynet.layers import Conv2D, Flatten
+    x = Input((5, 4, 3))
+    h = Conv2D(7, (3, 2), name="conv")(x)           # a 4-D kernel of an odd shape
+    h = BatchNormalization(name="bn")(h)             # two trainable weights, two moving statistics (not updated)
+    return Model(x, Dense(5, name="dense")(Flatten()(h)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_updates_equal_the_optimizers_plain_code(xb, name, dtype, monkeypatch):
+    """With fast paths on (a CPU kernel: the NumPy reference or Numba's one pass) the weights and the
+    optimizer's state are the same bits as with the plain array code, over three steps with random gradients,
+    one of them a transposed view."""
+    from tinynet import kernels
+    make, kernel = FUSED[name]
+    calls = []
+    real = getattr(kernels, kernel)
+    monkeypatch.setattr(kernels, kernel, lambda *args: calls.append(1) or real(*args))
+    results = []
+    for fast in (False, True):
+        tinynet.set_floatx(dtype)
+        tinynet.set_seed(0)
+        model = _conv_dense_bn_model().to("gpu" if xb.name == "cupy" else "cpu")
+        opt = make().attach(model)
+        rng = np.random.default_rng(1)
+        with tinynet.fast_paths(fast):
+            for _ in range(3):
+                for layer in model.layers:
+                    grads = [rng.standard_normal(w.shape).astype(dtype) for w in layer.weights]
+                    if layer.name == "dense":
+                        grads[0] = np.ascontiguousarray(grads[0].T).T  # a view in Fortran order
+                    layer.grads = [xb(g) for g in grads]
+                opt.step()
+        results.append(([xb.numpy(w) for w in model.get_weights()],
+                        {k: xb.numpy(v) for k, v in opt.state_dict()["arrays"].items()}))
+    (plain_w, plain_state), (fused_w, fused_state) = results
+    for a, b in zip(plain_w, fused_w):
+        np.testing.assert_array_equal(b, a)
+    assert plain_state.keys() == fused_state.keys() and plain_state
+    for key in plain_state:
+        np.testing.assert_array_equal(fused_state[key], plain_state[key], err_msg=key)
+    trainable = len(list(opt.trainable_entries(model)))  # 6: conv, BN's γ and β, dense
+    assert trainable == 6 and len(calls) == (0 if xb.name == "cupy" else 3 * trainable)  # a GPU: the plain code
+
+
+@pytest.mark.parametrize("kernel", ["adam_update", "sgd_momentum_update"])
+def test_numba_update_kernels_equal_the_reference_on_strided_weights(kernel):
+    """A weight that is not C-contiguous (which a reshape would copy) is updated in place all the same."""
+    from tinynet import kernels
+    if not tinynet.backend.numba_available():
+        pytest.skip("needs Numba")
+    numba_kernels = kernels.backend_module("numba")
+    rng = np.random.default_rng(2)
+    args = {"adam_update": (0.9, 0.999, 0.003, 1e-7), "sgd_momentum_update": (0.05, 0.9, True)}[kernel]
+    for dtype in (np.float32, np.float64):
+        arrays = [rng.standard_normal((6, 8)).astype(dtype) for _ in range(4 if kernel == "adam_update" else 3)]
+        arrays[2:] = [np.abs(a) for a in arrays[2:]]  # Adam's v is never negative
+        strided = [a.copy()[:, ::2] for a in arrays]        # views into copies: updated in place
+        reference = [a[:, ::2].copy() for a in arrays]       # C-contiguous
+        getattr(kernels.backend_module("numpy"), kernel)(*reference, *args)
+        getattr(numba_kernels, kernel)(*strided, *args)
+        for got, want in zip(strided, reference):
+            np.testing.assert_array_equal(got, want)

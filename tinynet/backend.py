@@ -21,10 +21,10 @@ Settings
     fast paths are on: 2.25 times fewer multiplications in the three products of a training step. On by
     default; its float32 results differ from im2col's by rounding (about 1e-5 of the output's scale, where
     im2col's own differ from the exact ones by about 1e-6); in float64 it equals im2col to 1e-12.
-``tinynet.blas.set_sharing('blas' | 'threads')``, ``with tinynet.blas.shared('threads'): ...``, env ``TINYNET_BLAS_SHARING``
+``tinynet.blas.set_sharing('blas' | 'threads')``, env ``TINYNET_BLAS_SHARING``
     How Winograd's 36 stacked products use the cores: BLAS's own threads (default, the faster on a quiet
     machine) or one share per core with a one-thread BLAS each (the steadier when another process takes a
-    core). See :mod:`tinynet.blas`.
+    core); ``with tinynet.blas.shared('threads'): ...`` for a block. See :mod:`tinynet.blas`.
 ``set_keep_im2col(4 | True | False | MiB)``, env ``TINYNET_KEEP_IM2COL`` (MiB; ``inf`` all, 0 none)
     What a k×k convolution keeps for its backward pass: the im2col matrix itself (kh·kw times the input's
     size) or only its input, from which backward gathers the windows again (one im2col, a few percent of a

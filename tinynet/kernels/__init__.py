@@ -20,8 +20,9 @@ KERNEL_NAMES = (
     "batchnorm_forward", "batchnorm_backward",
 )
 #: Kernels only the CPU backends implement (NumPy and Numba): the Winograd transforms of
-#: :mod:`tinynet.layers.conv_winograd`, a CPU fast path (on a GPU, 3×3 convolutions stay im2col + cuBLAS).
-CPU_KERNEL_NAMES = ("winograd_input", "winograd_output", "winograd_gradient")
+#: :mod:`tinynet.layers.conv_winograd`, a CPU fast path (on a GPU, 3×3 convolutions stay im2col + cuBLAS), and
+#: the optimizers' fused updates (on a GPU they run as the optimizers' plain array code).
+CPU_KERNEL_NAMES = ("winograd_input", "winograd_output", "winograd_gradient", "adam_update", "sgd_momentum_update")
 _MODULES = {"numpy": numpy_kernels}
 
 
@@ -118,6 +119,14 @@ def winograd_output(m, out_shape):
 
 def winograd_gradient(gy):
     return _cpu_implementation("winograd_gradient", gy)(gy)
+
+
+def adam_update(w, g, m, v, beta_1, beta_2, alpha, epsilon):
+    return _cpu_implementation("adam_update", w)(w, g, m, v, beta_1, beta_2, alpha, epsilon)
+
+
+def sgd_momentum_update(w, g, velocity, lr, momentum, nesterov):
+    return _cpu_implementation("sgd_momentum_update", w)(w, g, velocity, lr, momentum, nesterov)
 
 
 for _name in KERNEL_NAMES + CPU_KERNEL_NAMES:

@@ -949,3 +949,60 @@ def winograd_gradient(gy):
     two, four, _, eight = winograd_constants(gy.dtype)
     _winograd_gradient(np.ascontiguousarray(gy), th, tw, two, four, eight, gm)
     return gm
+
+
+# ------------------------------------------------------------------------------- optimizer updates
+# One pass over each weight instead of NumPy's five to eight (each with a temporary), on one thread: a weight
+# is at most a few MB, and a step updates a hundred of them, too little each to wake the other threads. The
+# operations and their order are the reference's, so the results are the same bits. NumPy's error model: a
+# division by zero gives inf, as in NumPy, and without Python's zero check the loop vectorises (3x faster).
+@njit(cache=True, nogil=True, error_model="numpy")
+def _adam_update(w, g, m, v, c1, c2, alpha, epsilon):
+    for i in range(w.size):
+        mi = m[i] + (g[i] - m[i]) * c1
+        vi = v[i] + (g[i] * g[i] - v[i]) * c2
+        m[i] = mi
+        v[i] = vi
+        w[i] = w[i] - (mi * alpha) / (np.sqrt(vi) + epsilon)
+
+
+def _flat_views(*arrays):
+    """1-D views of C-contiguous arrays (``None`` if one is not: a reshape would copy, and an update in place
+    would be lost)."""
+    if not all(a.flags.c_contiguous for a in arrays):
+        return None
+    return [a.reshape(-1) for a in arrays]
+
+
+def adam_update(w, g, m, v, beta_1, beta_2, alpha, epsilon):
+    """One fused pass of the Adam update, in place; see :func:`numpy_kernels.adam_update`."""
+    flat = _flat_views(w, m, v)
+    if flat is None:
+        return numpy_kernels.adam_update(w, g, m, v, beta_1, beta_2, alpha, epsilon)
+    f = w.dtype.type
+    _adam_update(flat[0], np.ascontiguousarray(g, dtype=w.dtype).reshape(-1), flat[1], flat[2],
+                 f(1.0 - beta_1), f(1.0 - beta_2), f(alpha), f(epsilon))
+    return None
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sgd_momentum_update(w, g, velocity, lr, mu, nesterov):
+    for i in range(w.size):
+        vi = velocity[i] * mu
+        vi = vi - lr * g[i]
+        velocity[i] = vi
+        if nesterov:
+            w[i] = w[i] + (mu * vi - lr * g[i])
+        else:
+            w[i] = w[i] + vi
+
+
+def sgd_momentum_update(w, g, velocity, lr, momentum, nesterov):
+    """One fused pass of the SGD momentum update, in place; see :func:`numpy_kernels.sgd_momentum_update`."""
+    flat = _flat_views(w, velocity)
+    if flat is None:
+        return numpy_kernels.sgd_momentum_update(w, g, velocity, lr, momentum, nesterov)
+    f = w.dtype.type
+    _sgd_momentum_update(flat[0], np.ascontiguousarray(g, dtype=w.dtype).reshape(-1), flat[1], f(lr), f(momentum),
+                         bool(nesterov))
+    return None

@@ -450,3 +450,55 @@ def winograd_gradient(gy):
         for xi, value in enumerate(winograd_rows_a(*(right[i][nu] for i in range(4)), two, four, eight)):
             gm[xi, nu] = value
     return gm.reshape(36, n * th * tw, k)
+
+
+# ------------------------------------------------------------------------------- optimizer updates
+def adam_update(w, g, m, v, beta_1, beta_2, alpha, epsilon):
+    """One Adam update of a weight, in place: the math of :class:`tinynet.optimizers.Adam`.
+
+    .. math:: m ← m + (1 − β_1)(g − m), \\quad v ← v + (1 − β_2)(g^2 − v), \\quad
+              w ← w − \\frac{α\\, m}{\\sqrt{v} + ε}
+
+    with ``α`` the step size after bias correction. Every constant is rounded to ``w``'s dtype first, so a
+    float32 update stays float32.
+
+    Parameters
+    ----------
+    w, m, v : ndarray, same shape and float dtype; updated in place
+    g : ndarray, shape and dtype of ``w``
+    beta_1, beta_2, alpha, epsilon : float
+
+    Returns
+    -------
+    None
+    """
+    f = w.dtype.type
+    m += (g - m) * f(1.0 - beta_1)
+    v += (g * g - v) * f(1.0 - beta_2)
+    w -= (m * f(alpha)) / (np.sqrt(v) + f(epsilon))
+
+
+def sgd_momentum_update(w, g, velocity, lr, momentum, nesterov):
+    """One SGD update with momentum ``μ`` of a weight, in place: the math of :class:`tinynet.optimizers.SGD`.
+
+    .. math:: v ← μ v − η g, \\qquad w ← w + v \\quad\\text{or, Nesterov,}\\quad w ← w + μ v − η g
+
+    Parameters
+    ----------
+    w, velocity : ndarray, same shape and float dtype; updated in place
+    g : ndarray, shape and dtype of ``w``
+    lr, momentum : float
+        ``η`` and ``μ``, rounded to ``w``'s dtype.
+    nesterov : bool
+
+    Returns
+    -------
+    None
+    """
+    lr, mu = w.dtype.type(lr), w.dtype.type(momentum)
+    velocity *= mu
+    velocity -= lr * g
+    if nesterov:
+        w += mu * velocity - lr * g
+    else:
+        w += velocity

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import numbers
 
-from .. import backend
-from .optimizer import Optimizer, _resolve_lr
+from .. import backend, kernels
+from .optimizer import Optimizer, _resolve_lr, fused_update
 
 
 class Adam(Optimizer):
@@ -47,6 +47,9 @@ class Adam(Optimizer):
         f = w.dtype.type
         m = self._slot("m", key, w)
         v = self._slot("v", key, w)
+        if fused_update(w):  # one pass (kernels.adam_update), the same bits as the lines below
+            kernels.adam_update(w, g, m, v, self.beta_1, self.beta_2, alpha, self.epsilon)
+            return
         m += (g - m) * f(1.0 - self.beta_1)
         v += (g * g - v) * f(1.0 - self.beta_2)
         xp = backend.get_array_module(w)

@@ -53,6 +53,14 @@ def _check_decay(who, value):
     raise ValueError(f"{who}: weight_decay must be a finite number >= 0 (or None), got {value!r}")
 
 
+def fused_update(w) -> bool:
+    """Whether an update of weight ``w`` runs as one fused kernel (:func:`tinynet.kernels.adam_update`,
+    :func:`~tinynet.kernels.sgd_momentum_update`): with fast paths on (:func:`tinynet.set_fast_paths`) and ``w``
+    on the CPU. Otherwise the optimizer's own array code runs, the readable reference, which is also what a GPU
+    runs."""
+    return backend.fast_paths_enabled() and not backend.is_gpu_array(w)
+
+
 class Optimizer:
     """Base class: walks the trainable weights of a model and keeps per-weight state.
 

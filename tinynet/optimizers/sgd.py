@@ -10,7 +10,8 @@ penalty ``λ/2 ‖w‖²`` in the loss.
 from __future__ import annotations
 
 import numbers
-from .optimizer import Optimizer, _resolve_lr
+from .. import kernels
+from .optimizer import Optimizer, _resolve_lr, fused_update
 
 
 class SGD(Optimizer):
@@ -46,8 +47,11 @@ class SGD(Optimizer):
         if self.momentum == 0.0:
             w -= lr * g
             return
-        mu = w.dtype.type(self.momentum)
         v = self._slot("velocity", key, w)
+        if fused_update(w):  # one pass (kernels.sgd_momentum_update), the same bits as the lines below
+            kernels.sgd_momentum_update(w, g, v, lr, self.momentum, self.nesterov)
+            return
+        mu = w.dtype.type(self.momentum)
         v *= mu
         v -= lr * g
         if self.nesterov:
