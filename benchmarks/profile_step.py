@@ -319,7 +319,7 @@ def instrumented(model, prof):
             patches.set(kernels, name, timed(getattr(kernels, name), f"kernel:{name}"))
         if conv_winograd is not None:  # the Winograd path's products (36 per call, and the kernel's transform)
             for name, label in (("batched_matmul", "Winograd: 36 tile products"),
-                                ("one_thread_matmul", "Winograd: the kernel's transform")):
+                                ("small_matmul", "Winograd: the kernel's transform")):
                 fn = getattr(conv_winograd, name)
                 patches.set(conv_winograd, name,
                             lambda a, b, _fn=fn, _label=label: gemm(_label, _fn, a, b))
@@ -402,7 +402,8 @@ def describe_row(owner, key):
         name = key[7:]
         group = ("im2col/col2im" if name in ("im2col", "col2im") else "pooling" if "pool" in name else
                  "Winograd transforms" if name.startswith("winograd") else
-                 "LRN" if name.startswith("lrn") else "ReLU" if "relu" in name else "other elementwise")
+                 "LRN" if name.startswith("lrn") else "ReLU" if "relu" in name else
+                 "loss + optimizer" if name.endswith("_update") else "other elementwise")
         return group, name
     if key.startswith("act:"):
         act = key[4:]

@@ -26,6 +26,8 @@ def test_batched_matmul_equals_numpy(shape, dtype, mode):
         assert out.dtype == dtype and out.shape == expected.shape and out.flags.c_contiguous
         np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * np.abs(expected).max())
     np.testing.assert_allclose(blas.one_thread_matmul(a[0], b[0]), a[0] @ b[0], rtol=tol, atol=tol * k)
+    with blas.shared(mode):
+        np.testing.assert_allclose(blas.small_matmul(a[0], b[0]), a[0] @ b[0], rtol=tol, atol=tol * k)
 
 
 def test_without_threadpoolctl_it_is_numpys_matmul(monkeypatch):

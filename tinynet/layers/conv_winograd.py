@@ -53,7 +53,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend, kernels
-from ..blas import batched_matmul, one_thread_matmul
+from ..blas import batched_matmul, small_matmul
 from ..kernels.common import WINOGRAD_G, winograd_tiles
 
 #: the fewest tiles T (rows of each of the 36 products), and the least T·C·K, that take the Winograd path
@@ -95,7 +95,7 @@ def kernel_transform(kernel):
     u : ndarray, shape (36, C, K): ``u[6 ξ + ν] = Σ_{a,b} G[ξ, a] g[a, b] G[ν, b]``
     """
     c, k = kernel.shape[2], kernel.shape[3]
-    return one_thread_matmul(_g_kron_g(kernel.dtype), kernel.reshape(9, c * k)).reshape(36, c, k)
+    return small_matmul(_g_kron_g(kernel.dtype), kernel.reshape(9, c * k)).reshape(36, c, k)
 
 
 def kernel_gradient(gu):
@@ -110,7 +110,7 @@ def kernel_gradient(gu):
     gkernel : ndarray, shape (3, 3, C, K)
     """
     c, k = gu.shape[1], gu.shape[2]
-    return one_thread_matmul(_g_kron_g(gu.dtype).T, gu.reshape(36, c * k)).reshape(3, 3, c, k)
+    return small_matmul(_g_kron_g(gu.dtype).T, gu.reshape(36, c * k)).reshape(3, 3, c, k)
 
 
 def moderate(a) -> bool:
