@@ -322,9 +322,10 @@ def test_window_kernels_on_every_window_case(xb, case, dtype):
     check(xb.numpy(gx), ref.maxpool_backward(gy, arg_ref, x.shape, kh, kw, sh, sw, pads))
 
 
-def test_numba_results_do_not_depend_on_the_thread_count():
-    """One thread or several: the Numba kernels give the same bits (each cell and each partial sum is computed
-    by one task in a fixed order; the bias gradient adds fixed blocks of rows in block order)."""
+def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch):
+    """Every Numba kernel gives the same bits from its one-thread build and its threaded build, the latter on
+    one thread or several (each cell and each partial sum is computed by one task in a fixed order; the bias
+    gradient adds fixed blocks of rows in block order)."""
     if not backend.numba_available():
         pytest.skip("numba not installed")
     import numba
@@ -334,6 +335,7 @@ def test_numba_results_do_not_depend_on_the_thread_count():
     most = numba.config.NUMBA_NUM_THREADS
     if most < 2:
         pytest.skip("numba has one thread here")
+    monkeypatch.setattr(nk, "_NUMPY_BELOW", 0)  # the fused kernels' loops even on these small arrays
     rng = np.random.default_rng(8)
     x = np.maximum(rng.standard_normal((3, 23, 21, 70)), 0).astype(np.float32)  # post-ReLU: ties at zero
     y, arg = nk.maxpool_forward(x, 3, 3, 2, 2, (0, 1, 0, 1))
@@ -343,27 +345,72 @@ def test_numba_results_do_not_depend_on_the_thread_count():
     gcols = rng.standard_normal(cols.shape).astype(np.float32)
     bn_gamma = rng.standard_normal(70).astype(np.float32)
     gy_bn = rng.standard_normal(x.shape).astype(np.float32)
+    tiles = nk.winograd_input(x, (1, 1, 1, 1))
+    m = rng.standard_normal((36, tiles.shape[1], 9)).astype(np.float32)
 
     def run():
         y_lrn, scale = nk.lrn_forward(x, 5, 1e-4, 0.75, 1.0)
-        return [nk.maxpool_backward(gy, arg, x.shape, 3, 3, 2, 2, (0, 1, 0, 1)),
+        return [*nk.maxpool_forward(x, 3, 3, 2, 2, (0, 1, 0, 1)),
+                nk.maxpool_backward(gy, arg, x.shape, 3, 3, 2, 2, (0, 1, 0, 1)),
+                nk.avgpool_forward(x, 3, 3, 2, 2, (0, 1, 0, 1)),
+                nk.avgpool_backward(gy, x.shape, 3, 3, 2, 2, (0, 1, 0, 1)),
+                nk.relu_backward(g, np.maximum(g, 0)), nk.bias_relu_forward(g.copy(), g[0, 0, 0], True),
+                nk.bias_relu_forward(g.copy(), None, True),
                 *nk.relu_bias_backward(g, np.maximum(g, 0), True, True), nk.relu_bias_backward(g, g, False, True)[1],
                 y_lrn, scale, nk.lrn_backward(x, x, y_lrn, scale, 5, 1e-4, 0.75),
-                nk.col2im(gcols, x.shape, 3, 3, 1, 1, (1, 1, 1, 1)),
+                nk.im2col(x, 3, 3, 1, 1, (1, 1, 1, 1)), nk.col2im(gcols, x.shape, 3, 3, 1, 1, (1, 1, 1, 1)),
                 *nk.batchnorm_forward(x, bn_gamma, bn_gamma[::-1].copy(), None, None, 1e-3),  # 70 channels: 9 blocks
                 *nk.batchnorm_backward(gy_bn, x, bn_gamma, bn_gamma, True),
-                *nk.batchnorm_backward(gy_bn, x, bn_gamma, bn_gamma, False)]
+                *nk.batchnorm_backward(gy_bn, x, bn_gamma, bn_gamma, False),
+                nk.winograd_input(x, (1, 1, 1, 1)), nk.winograd_output(m, (3, 23, 21, 9)), nk.winograd_gradient(g)]
 
+    before = numba.get_num_threads()
+    results = {}
+    try:
+        for label, way, threads in [("one-thread build", "serial", most), ("threaded build, 1 thread", "parallel", 1),
+                                    (f"threaded build, {most} threads", "parallel", most)]:
+            monkeypatch.setattr(nk._Kernel, "forced", way)
+            numba.set_num_threads(threads)
+            results[label] = run()
+    finally:
+        numba.set_num_threads(before)
+    first, *others = results.values()
+    for label, other in list(results.items())[1:]:
+        for i, (a, b) in enumerate(zip(first, other)):
+            assert a.tobytes() == b.tobytes(), f"{label}: result {i} differs from the one-thread build's"
+
+
+def test_numba_kernels_choose_their_threads_by_size(monkeypatch):
+    """A kernel that mostly moves memory runs on the calling thread below its size and on the threads above;
+    max pooling forward always takes the threads; one Numba thread always means the one-thread build."""
+    if not backend.numba_available():
+        pytest.skip("numba not installed")
+    import numba
+
+    from tinynet.kernels import numba_kernels as nk
+
+    calls = []
+    for name in ("_im2col", "_maxpool_forward"):
+        kernel = getattr(nk, name)
+        for way in ("serial", "parallel"):
+            monkeypatch.setattr(kernel, way, lambda *args, _n=name, _w=way: calls.append((_n, _w)))
+    x = np.ones((1, 4, 4, 2), np.float32)
+    nk.im2col(x, 3, 3, 1, 1, (1, 1, 1, 1))
+    nk.maxpool_forward(x, 3, 3, 1, 1, (1, 1, 1, 1))
+    monkeypatch.setattr(nk._im2col, "parallel_from", 4 * 4 * 9 * 2)  # the im2col matrix's 288 elements
+    nk.im2col(x, 3, 3, 1, 1, (1, 1, 1, 1))
+    threaded = calls[:]
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = run()
-        numba.set_num_threads(most)
-        many = run()
+        nk.im2col(x, 3, 3, 1, 1, (1, 1, 1, 1))
+        nk.maxpool_forward(x, 3, 3, 1, 1, (1, 1, 1, 1))
     finally:
         numba.set_num_threads(before)
-    for a, b in zip(one, many):
-        assert a.tobytes() == b.tobytes()
+    expected = [("_im2col", "serial"), ("_maxpool_forward", "parallel" if before > 1 else "serial"),
+                ("_im2col", "parallel" if before > 1 else "serial")]
+    assert threaded == expected
+    assert calls[3:] == [("_im2col", "serial"), ("_maxpool_forward", "serial")]
 
 
 def test_maxpool_padding_is_minus_infinity_and_ties_go_first(xb):

@@ -24,11 +24,18 @@ first. float32 inputs stay float32 throughout.
 
 Threads: unless ``NUMBA_THREADING_LAYER`` says otherwise, the kernels use Numba's ``workqueue`` layer, whose
 threads sleep between parallel regions. The OpenMP layer's threads keep spinning after each region and take
-the cores away from the BLAS matrix products that follow.
+the cores away from the BLAS matrix products that follow. Waking the sleeping threads is what a parallel
+region costs, and on this project's 2-core virtual machine it costs more than small work: an im2col of a
+32×32 one-channel image took 358 µs (median 997) with the threads against 18 µs on the calling thread. So
+each loop nest is compiled twice (:class:`_Kernel`), with threads and without (``prange`` then runs as
+``range``), and a call takes the threads only when its largest array is large enough for them to pay
+(:data:`MEMORY_BOUND`, :data:`COMPUTE_BOUND`). The two give the same bits: the parallel loops already do not
+depend on the number of threads.
 """
 from __future__ import annotations
 
 import os
+import types
 
 import numba
 import numpy as np
@@ -43,6 +50,54 @@ from .common import (argmax_dtype, lrn_terms, pool_counts, window_output_hw, win
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 
+#: A kernel that mostly moves memory (im2col, col2im, the element-wise passes, max-pool backward, batch
+#: normalisation, the Winograd transforms) wakes Numba's threads only for a call whose largest array has at
+#: least this many elements. On this project's 2-core virtual machine one core nearly saturates the memory:
+#: timed on every call of a paper GoogLeNet train step at batch 8, one thread was as fast or faster up to
+#: 6.4 M elements (im2col of conv1, 14.7 M: 18.0 against 18.6 ms), and on the small GoogLeNet's calls (all
+#: under 1.2 M) the threads took twice as long.
+MEMORY_BOUND = 1 << 24
+#: A kernel that computes more than it moves (max-pool forward, LRN) always takes the threads: its one-thread
+#: build runs 3-4 times slower than its threaded one (timed as above).
+COMPUTE_BOUND = 0
+
+
+def _renamed(func, suffix):
+    """A copy of the Python function ``func`` under another name (its own entry in Numba's disk cache)."""
+    copy = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix, func.__defaults__,
+                              func.__closure__)
+    copy.__qualname__ = func.__qualname__ + suffix
+    copy.__doc__ = func.__doc__
+    return copy
+
+
+class _Kernel:
+    """One loop nest compiled twice: ``parallel`` shares its ``prange`` loop among Numba's threads, ``serial``
+    runs it on the calling thread (``prange`` as ``range``). A call takes ``parallel`` when its largest array
+    argument has at least ``parallel_from`` elements and Numba has more than one thread, else ``serial``; the
+    two give the same bits (the loops do not depend on the number of threads)."""
+
+    #: ``'serial'`` or ``'parallel'`` runs every kernel that way (for tests); ``None`` chooses by size
+    forced = None
+
+    def __init__(self, func, parallel_from):
+        self.parallel = njit(**_JIT)(func)
+        self.serial = njit(cache=True, nogil=True)(_renamed(func, "_serial"))
+        self.parallel_from = parallel_from
+        self.__name__, self.__doc__ = func.__name__, func.__doc__
+
+    def __call__(self, *args):
+        way = _Kernel.forced
+        if way is None:
+            work = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
+            way = "parallel" if work >= self.parallel_from and numba.get_num_threads() > 1 else "serial"
+        return getattr(self, way)(*args)
+
+
+def _kernel(parallel_from):
+    """Decorator: the loop nest as a :class:`_Kernel` that wakes the threads from ``parallel_from`` elements."""
+    return lambda func: _Kernel(func, parallel_from)
+
 
 # --------------------------------------------------------------------------------------- im2col
 # A window row (a fixed a) of an output cell (i, j) is kw·C consecutive values in ``cols`` and, when the window
@@ -50,7 +105,7 @@ _JIT = dict(parallel=True, cache=True, nogil=True)
 # which vectorises even for conv1's C = 3 (3.4x faster there than a copy per cell). The kernel sees the arrays
 # as 2-D rows: x as (N·H, W·C) and cols as (N·Ho·Wo·kh, kw·C). (col2im written the same way, as contiguous
 # adds, measured no faster than the gather below, so it stays as it was.)
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _im2col(x, n, h, w, c, kh, kw, sh, sw, top, left, ho, wo, pad_value, out):
     run = kw * c
     for r in prange(n * ho):
@@ -109,7 +164,7 @@ def im2col(x, kh, kw, sh, sw, pads, pad_value=0.0):
 
 
 # --------------------------------------------------------------------------------------- col2im
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _col2im(cols, sh, sw, top, left, dx):
     n, h, w, c = dx.shape
     ho, wo, kh, kw = cols.shape[1], cols.shape[2], cols.shape[3], cols.shape[4]
@@ -153,7 +208,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, pads):
 
 
 # ------------------------------------------------------------------------------------- max pool
-@njit(**_JIT)
+@_kernel(COMPUTE_BOUND)
 def _maxpool_forward(x, n, h, w, ph, pw, sh, sw, top, left, ho, wo, y, argmax):
     # x: (N*H*W, C); y, argmax: (N*Ho*Wo, C): each (row, channel) loop below is branch-free and vectorises.
     # The winner is tracked in an int32 row (a select between int32 and a float32 compare vectorises; one
@@ -214,7 +269,7 @@ def maxpool_forward(x, ph, pw, sh, sw, pads):
 # slower than this gather, whose inner loop over the channels is a branch-free select that vectorises:
 # gx[p, c] += (argmax[o, c] == a*pw + b) ? gy[o, c] : 0 for the few windows o that cover p (at most
 # ceil(ph/sh)·ceil(pw/sw)). The old gather had `if argmax == k: gx += gy`, a conditional store that does not.
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _maxpool_backward(gy, argmax, n, h, w, ho, wo, ph, pw, sh, sw, top, left, zero, cells, gx):
     # gy, argmax: (N*Ho*Wo, C); gx: (N*H*W, C)
     c = gx.shape[1]
@@ -274,7 +329,7 @@ def maxpool_backward(gy, argmax, x_shape, ph, pw, sh, sw, pads):
 
 
 # ------------------------------------------------------------------------------------- avg pool
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _avgpool_forward(x, ph, pw, sh, sw, top, left, y):
     n, h, w, c = x.shape
     ho, wo = y.shape[1], y.shape[2]
@@ -309,7 +364,7 @@ def avgpool_forward(x, ph, pw, sh, sw, pads):
     return y
 
 
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _avgpool_backward(share, ph, pw, sh, sw, top, left, gx):
     n, h, w, c = gx.shape
     ho, wo = share.shape[1], share.shape[2]
@@ -347,7 +402,7 @@ def avgpool_backward(gy, x_shape, ph, pw, sh, sw, pads):
 
 
 # ------------------------------------------------------------------ element-wise and channel kernels
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _relu_backward(gy, y, gz, zero, one):
     rows, c = gy.shape
     for r in prange(rows):
@@ -377,7 +432,7 @@ _BIAS_ROWS = 256  # rows per parallel task
 _NUMPY_BELOW = 1 << 16
 
 
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _bias_relu_forward(z, bias, relu, zero):
     rows, c = z.shape
     for block in prange((rows + _BIAS_ROWS - 1) // _BIAS_ROWS):
@@ -392,7 +447,7 @@ def _bias_relu_forward(z, bias, relu, zero):
                     zr[ch] += bias[ch]
 
 
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _relu_forward(z, zero):
     rows, c = z.shape
     for block in prange((rows + _BIAS_ROWS - 1) // _BIAS_ROWS):
@@ -434,7 +489,7 @@ def bias_relu_forward(z, bias, relu):
     return z
 
 
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _relu_bias_backward(gy, y, relu, want_bias, zero, one, gz, partial):
     rows, c = gy.shape
     for block in prange((rows + _BIAS_ROWS - 1) // _BIAS_ROWS):
@@ -513,7 +568,7 @@ def relu_bias_backward(gy, y, relu, want_bias):
 _LRN_ROWS = 64  # pixels per parallel task
 
 
-@njit(**_JIT)
+@_kernel(COMPUTE_BOUND)
 def _lrn_forward(x, before, after, consts, three_quarters, y, scale):
     k, alpha_over_size, minus_beta, zero, one = consts[0], consts[1], consts[2], consts[4], consts[5]
     rows, c = x.shape
@@ -587,7 +642,7 @@ def lrn_forward(x, size, alpha, beta, k):
     return y, scale
 
 
-@njit(**_JIT)
+@_kernel(COMPUTE_BOUND)
 def _lrn_backward(gy, x, y, scale, before, after, consts, three_quarters, gx):
     minus_beta, coef, zero, one = consts[2], consts[3], consts[4], consts[5]
     rows, c = gy.shape
@@ -664,7 +719,7 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
 _BN_CHANNELS = 8  # channels per task of the per-channel sums
 
 
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _batchnorm_statistics(x, count, mean, var):
     rows, c = x.shape
     for block in prange((c + _BN_CHANNELS - 1) // _BN_CHANNELS):
@@ -689,7 +744,7 @@ def _batchnorm_statistics(x, count, mean, var):
             var[lo + ch] = acc[ch] / count
 
 
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _batchnorm_normalize(x, mean, inv_std, gamma, beta, y, x_hat):
     rows, c = x.shape
     for block in prange((rows + _BIAS_ROWS - 1) // _BIAS_ROWS):
@@ -748,7 +803,7 @@ def batchnorm_forward(x, gamma, beta, mean, var, epsilon):
     return y, x_hat, mean, var, inv_std
 
 
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _batchnorm_sums(gy, x_hat, g_gamma, g_beta):
     rows, c = gy.shape
     for block in prange((c + _BN_CHANNELS - 1) // _BN_CHANNELS):
@@ -766,7 +821,7 @@ def _batchnorm_sums(gy, x_hat, g_gamma, g_beta):
             g_gamma[lo + ch] = acc[_BN_CHANNELS + ch]
 
 
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _batchnorm_input_grad(gy, x_hat, mean_g, mean_gh, scale, training, gx):
     rows, c = gy.shape
     for block in prange((rows + _BIAS_ROWS - 1) // _BIAS_ROWS):
@@ -829,7 +884,7 @@ _rows_at = njit(winograd_rows_at)
 _rows_a = njit(winograd_rows_a)
 
 
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _winograd_input(x, top, left, th, tw, two, four, five, v):
     n_images, h, w, c = x.shape
     for task in prange(n_images * th):
@@ -868,7 +923,7 @@ def winograd_input(x, pads):
     return v
 
 
-@njit(**_JIT)
+@_kernel(MEMORY_BOUND)
 def _winograd_output(m, n_images, th, tw, two, four, eight, y):
     ho, wo, k = y.shape[1], y.shape[2], y.shape[3]
     for task in prange(n_images * th):
@@ -909,7 +964,8 @@ def winograd_output(m, out_shape):
     return y
 
 
-@njit(**_JIT)
+# its largest call (conv2 at batch 8, 10.8 M elements) took 5.1 ms on the threads against 8.8 ms on one
+@_kernel(1 << 23)
 def _winograd_gradient(gy, th, tw, two, four, eight, gm):
     n_images, ho, wo, k = gy.shape
     for task in prange(n_images * th):
