@@ -381,8 +381,8 @@ def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch):
 
 
 def test_numba_kernels_choose_their_threads_by_size(monkeypatch):
-    """A kernel that mostly moves memory runs on the calling thread below its size and on the threads above;
-    max pooling forward always takes the threads; one Numba thread always means the one-thread build."""
+    """A kernel runs on the calling thread below its size and on the threads from it (im2col from 16 M
+    elements, max pooling forward from 64 K); one Numba thread always means the one-thread build."""
     if not backend.numba_available():
         pytest.skip("numba not installed")
     import numba
@@ -395,10 +395,12 @@ def test_numba_kernels_choose_their_threads_by_size(monkeypatch):
         for way in ("serial", "parallel"):
             monkeypatch.setattr(kernel, way, lambda *args, _n=name, _w=way: calls.append((_n, _w)))
     x = np.ones((1, 4, 4, 2), np.float32)
+    big = np.ones((1, 128, 128, 4), np.float32)  # 64 K elements: max pooling's threads
     nk.im2col(x, 3, 3, 1, 1, (1, 1, 1, 1))
-    nk.maxpool_forward(x, 3, 3, 1, 1, (1, 1, 1, 1))
+    nk.maxpool_forward(big, 3, 3, 1, 1, (1, 1, 1, 1))
     monkeypatch.setattr(nk._im2col, "parallel_from", 4 * 4 * 9 * 2)  # the im2col matrix's 288 elements
     nk.im2col(x, 3, 3, 1, 1, (1, 1, 1, 1))
+    nk.maxpool_forward(x, 3, 3, 1, 1, (1, 1, 1, 1))
     threaded = calls[:]
     before = numba.get_num_threads()
     try:
@@ -407,10 +409,10 @@ def test_numba_kernels_choose_their_threads_by_size(monkeypatch):
         nk.maxpool_forward(x, 3, 3, 1, 1, (1, 1, 1, 1))
     finally:
         numba.set_num_threads(before)
-    expected = [("_im2col", "serial"), ("_maxpool_forward", "parallel" if before > 1 else "serial"),
-                ("_im2col", "parallel" if before > 1 else "serial")]
-    assert threaded == expected
-    assert calls[3:] == [("_im2col", "serial"), ("_maxpool_forward", "serial")]
+    threads = "parallel" if before > 1 else "serial"
+    assert threaded == [("_im2col", "serial"), ("_maxpool_forward", threads), ("_im2col", threads),
+                        ("_maxpool_forward", "serial")]
+    assert calls[4:] == [("_im2col", "serial"), ("_maxpool_forward", "serial")]
 
 
 def test_maxpool_padding_is_minus_infinity_and_ties_go_first(xb):

@@ -57,9 +57,11 @@ _JIT = dict(parallel=True, cache=True, nogil=True)
 #: 6.4 M elements (im2col of conv1, 14.7 M: 18.0 against 18.6 ms), and on the small GoogLeNet's calls (all
 #: under 1.2 M) the threads took twice as long.
 MEMORY_BOUND = 1 << 24
-#: A kernel that computes more than it moves (max-pool forward, LRN) always takes the threads: its one-thread
-#: build runs 3-4 times slower than its threaded one (timed as above).
-COMPUTE_BOUND = 0
+#: A kernel that computes more than it moves (max-pool forward, LRN) takes the threads from this many elements:
+#: its one-thread build runs 3-4 times slower than its threaded one, but waking the threads is slower still on
+#: the smallest calls (max pooling of the small GoogLeNet: 26 K elements, 0.07 against 0.10 ms a call; from
+#: 61 K elements the threads were faster; timed as above).
+COMPUTE_BOUND = 1 << 16
 
 
 def _renamed(func, suffix):
