@@ -27,7 +27,7 @@ How it measures
 * **GFLOP/s** counts 2 flops per multiply-add: inference 2·MACs per image, a train step 6·MACs per image
   (forward, and backward's two products per layer), MACs of ``model.count_macs()`` (aux heads included in
   training). "of matmul" divides by the float32 matrix-product rate NumPy's BLAS reaches on a 2048² product,
-  measured in each round.
+  measured before and after each round (the better of the two).
 
 Output: a table on stdout and ``benchmarks/results/versus_torch_<date>_<host>.json`` (``--out``).
 """
@@ -199,20 +199,26 @@ def main(argv=None):
     gflop = {case: network_flops(case) for case in cases}
     rounds = []
     for r in range(args.rounds):
-        rate = matmul_rate()
-        results = {"round": r + 1, "matmul_gflops": rate, "load_before": _load(), "runs": []}
-        print(f"round {r + 1}: float32 matmul {rate:.0f} GFLOP/s, load {results['load_before']}", flush=True)
+        before = matmul_rate()
+        results = {"round": r + 1, "load_before": _load(), "runs": []}
+        print(f"round {r + 1}: float32 matmul {before:.0f} GFLOP/s, load {results['load_before']}", flush=True)
         for i, case in enumerate(cases):
             order = ("tinynet", "torch") if (r + i) % 2 == 0 else ("torch", "tinynet")
             for engine in order:
                 res = run_worker(engine, case, args.kernels, args.timeout)
                 res["gflop"] = gflop[case]
-                res["of_matmul"] = gflop[case] / (res["ms"] / 1e3) / rate
                 results["runs"].append(res)
                 mem = f", step peak {res['step_peak_mib']:.0f} MiB" if CASES[case][0] else ""
-                print(f"  {case:8s} {engine:8s} {res['ms']:9.1f} ms  ({res['of_matmul']:.0%} of matmul){mem}",
-                      flush=True)
-        results["load_after"] = _load()
+                print(f"  {case:8s} {engine:8s} {res['ms']:9.1f} ms{mem}", flush=True)
+        after = matmul_rate()
+        # the machine's rate: the better of the two measurements (a slow patch of the host during one of them
+        # would otherwise count as the machine's own speed, and a step could show over 100 % of it)
+        rate = max(before, after)
+        results.update(matmul_gflops=rate, matmul_gflops_before=before, matmul_gflops_after=after,
+                       load_after=_load())
+        for res in results["runs"]:
+            res["of_matmul"] = res["gflop"] / (res["ms"] / 1e3) / rate
+        print(f"  float32 matmul after the round {after:.0f} GFLOP/s; the shares below use {rate:.0f}", flush=True)
         rounds.append(results)
     summary = summarize(rounds, cases)
     print_summary(summary, args.kernels)

@@ -429,8 +429,9 @@ def relu_backward(gy, y):
 # gradient is summed per block, then the blocks' partial sums are added in block order, so its value depends
 # on the block size only, never on the number of threads.
 _BIAS_ROWS = 256  # rows per parallel task
-# Below this many elements the NumPy reference is faster: a parallel launch costs ~50 µs (measured on 2 cores),
-# NumPy's two passes over a (8, 1000) Dense output ~10 µs.
+# Below this many elements the fused kernels hand over to the NumPy reference: NumPy's two passes over a
+# (8, 1000) Dense output take ~10 µs. (Chosen when a launch always woke the threads; with the one-thread build
+# below 16 M elements the two measured the same on the small GoogLeNet: 63 and 64 ms a train step, median.)
 _NUMPY_BELOW = 1 << 16
 
 
@@ -528,7 +529,7 @@ def relu_bias_backward(gy, y, relu, want_bias):
 
     The bias gradient sums blocks of 256 rows in row order, in the dtype of ``gy`` (as NumPy does), then the
     blocks' sums in block order: the result does not depend on the number of threads. Arrays of fewer than
-    ``_NUMPY_BELOW`` (65536) elements take the reference (NumPy is faster than waking the threads there).
+    ``_NUMPY_BELOW`` (65536) elements take the reference.
 
     Parameters
     ----------
