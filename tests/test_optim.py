@@ -297,3 +297,30 @@ def test_numba_update_kernels_equal_the_reference_on_strided_weights(kernel):
         getattr(numba_kernels, kernel)(*strided, *args)
         for got, want in zip(strided, reference):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fused"])
+@pytest.mark.parametrize("name", FUSED)
+def test_a_bad_gradient_changes_nothing(name, fast):
+    """A gradient of another shape than its weight (which the fused kernels would read past) or a missing one,
+    on the second of two weights: the step raises naming it, and no weight, slot or count has changed."""
+    make, _ = FUSED[name]
+    tinynet.set_floatx("float64")
+    x = Input((2,))
+    model = Model(x, Dense(3, name="d")(x))
+    layer = model.get_layer("d")
+    opt = make().attach(model)
+    layer.grads = [np.ones((2, 3)), np.ones(3)]
+    opt.step()  # slots exist now
+    before = ([w.copy() for w in layer.weights], {k: v.copy() for k, v in opt.state_dict()["arrays"].items()})
+    for bad, error, message in [(np.ones(1), ValueError, r"gradient of 'd/bias' has shape \(1,\), the weight \(3,\)"),
+                                (np.ones((3, 3)), ValueError, r"'d/bias' has shape \(3, 3\)"),
+                                (None, RuntimeError, "no gradient for 'd/bias'")]:
+        layer.grads = [np.ones((2, 3)), bad]
+        with tinynet.fast_paths(fast), pytest.raises(error, match=message):
+            opt.step()
+        assert opt.iterations == 1
+        for a, b in zip(before[0], layer.weights):
+            np.testing.assert_array_equal(a, b)
+        for key, value in opt.state_dict()["arrays"].items():
+            np.testing.assert_array_equal(value, before[1][key])

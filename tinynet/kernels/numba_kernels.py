@@ -1025,17 +1025,18 @@ def _adam_update(w, g, m, v, c1, c2, alpha, epsilon):
         w[i] = w[i] - (mi * alpha) / (np.sqrt(vi) + epsilon)
 
 
-def _flat_views(*arrays):
-    """1-D views of C-contiguous arrays (``None`` if one is not: a reshape would copy, and an update in place
-    would be lost)."""
-    if not all(a.flags.c_contiguous for a in arrays):
+def _flat_views(g, *arrays):
+    """1-D views of the C-contiguous arrays updated in place, all of ``g``'s shape; ``None`` if one is not
+    C-contiguous (a reshape would copy, and the update would be lost) or any shape differs (the loop reads
+    ``w.size`` values of each, unchecked; the reference then broadcasts or raises as NumPy does)."""
+    if not all(a.flags.c_contiguous and a.shape == g.shape for a in arrays):
         return None
     return [a.reshape(-1) for a in arrays]
 
 
 def adam_update(w, g, m, v, beta_1, beta_2, alpha, epsilon):
     """One fused pass of the Adam update, in place; see :func:`numpy_kernels.adam_update`."""
-    flat = _flat_views(w, m, v)
+    flat = _flat_views(g, w, m, v)
     if flat is None:
         return numpy_kernels.adam_update(w, g, m, v, beta_1, beta_2, alpha, epsilon)
     f = w.dtype.type
@@ -1058,7 +1059,7 @@ def _sgd_momentum_update(w, g, velocity, lr, mu, nesterov):
 
 def sgd_momentum_update(w, g, velocity, lr, momentum, nesterov):
     """One fused pass of the SGD momentum update, in place; see :func:`numpy_kernels.sgd_momentum_update`."""
-    flat = _flat_views(w, velocity)
+    flat = _flat_views(g, w, velocity)
     if flat is None:
         return numpy_kernels.sgd_momentum_update(w, g, velocity, lr, momentum, nesterov)
     f = w.dtype.type

@@ -161,21 +161,27 @@ class Optimizer:
         """Apply one update to every trainable weight of ``model`` (default: the attached one).
 
         The learning rate is read once, before :attr:`iterations` is incremented (a schedule sees step 0 on the
-        first update, as in Keras).
+        first update, as in Keras). Every gradient is checked first: a missing one raises ``RuntimeError``, one
+        whose shape is not its weight's ``ValueError`` naming both, and then no weight, state or count has
+        changed.
         """
         model = model if model is not None else self.model
         if model is None:
             raise RuntimeError(f"{type(self).__name__}.step: no model; call attach(model) or pass it")
-        lr = self.learning_rate
-        self.iterations += 1
+        entries = []
         for key, layer, i in self.trainable_entries(model):
-            g = layer.grads[i]
+            g, w = layer.grads[i], layer.weights[i]
             if g is None:
                 raise RuntimeError(f"{type(self).__name__}: no gradient for '{key}'; run model.backward first")
-            w = layer.weights[i]
-            dtype = w.dtype.type
+            if tuple(g.shape) != tuple(w.shape):
+                raise ValueError(f"{type(self).__name__}: the gradient of '{key}' has shape {tuple(g.shape)}, "
+                                 f"the weight {tuple(w.shape)}")
+            entries.append((key, w, g))
+        lr = self.learning_rate
+        self.iterations += 1
+        for key, w, g in entries:
             if self.weight_decay:
-                w -= dtype(lr * self.weight_decay) * w
+                w -= w.dtype.type(lr * self.weight_decay) * w
             self._update(key, w, g.astype(w.dtype, copy=False), lr)
 
     def _update(self, key, w, g, lr):
