@@ -19,8 +19,9 @@ and draws, with matplotlib's ``Figure`` (no pyplot), saved through :func:`tinyne
   peak RSS during them, what the forward keeps for backward, the tracemalloc peak.
 * ``profile_breakdown.png``: the profile by group (GEMM, im2col/col2im, pooling, LRN, ReLU, copies, other
   elementwise, loss + optimizer, framework), one stacked bar per backend, and per layer type for each backend.
-* ``versus_torch.png``: from every ``versus_torch_*.json`` (``versus_torch.py``): tinynet's time over
-  PyTorch's for each case and round, against the goals of issue 13, and the peak memory of the train steps.
+* ``versus_torch.png``: from the newest :data:`VERSUS_RUNS` ``versus_torch_*.json`` (``versus_torch.py``):
+  tinynet's time over PyTorch's for each case and round, against the goals of issue 13, and the peak memory of
+  the train steps.
 """
 from __future__ import annotations
 
@@ -261,10 +262,14 @@ def plot_profile(profiles, out):
     return fileio.save_figure(fig, out / "profile_breakdown.png", dpi=DPI)
 
 
+#: how many of the newest ``versus_torch_*.json`` runs ``versus_torch.png`` shows (older ones stay in the folder)
+VERSUS_RUNS = 4
+
+
 def plot_versus_torch(runs, out):
     """Left: tinynet / PyTorch time per case, one bar per round of every ``versus_torch_*.json`` (``runs``: a
     list of ``(data, path)``), with the goal; right: the peak memory of the train steps."""
-    fig = Figure(figsize=(10, 3.8))
+    fig = Figure(figsize=(11, 4.2))
     ax, mem = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     rows = []
     for data, path in runs:
@@ -288,7 +293,7 @@ def plot_versus_torch(runs, out):
     ax.set_ylabel("tinynet time / PyTorch time")
     ax.set_title("GoogLeNet (paper), 224x224, float32, 2 CPUs\n(dashed: the goal; below 1: tinynet faster)",
                  fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     train = [r for r in rows if "memory_ratio" in r]
     labels = [f"{r['case']} {r['label']}" for r in train]
     xs = range(len(train))
@@ -299,7 +304,8 @@ def plot_versus_torch(runs, out):
     mem.set_ylabel("peak RSS of the process (MiB)")
     mem.set_title("Peak memory while training (imports and model included)", fontsize=9)
     mem.legend(fontsize=7)
-    fig.suptitle("benchmarks/versus_torch.py: " + ", ".join(path.name for _, path in runs), fontsize=8)
+    fig.suptitle("benchmarks/versus_torch.py, the newest runs:\n" + ", ".join(path.name for _, path in runs),
+                 fontsize=7)
     fig.tight_layout()
     return fileio.save_figure(fig, out / "versus_torch.png", dpi=DPI)
 
@@ -335,7 +341,7 @@ def main(argv=None):
         written.append(plot_profile(profiles, out))
     else:
         print("no profile_*.json: peak_memory.png and profile_breakdown.png not drawn")
-    versus = [(load(p), p) for p in sorted(results.glob("versus_torch_*.json"))]
+    versus = [(load(p), p) for p in sorted(results.glob("versus_torch_*.json"))[-VERSUS_RUNS:]]
     if versus:
         written.append(plot_versus_torch(versus, out))
     else:
