@@ -315,7 +315,8 @@ def test_a_bad_gradient_changes_nothing(name, fast):
     before = ([w.copy() for w in layer.weights], {k: v.copy() for k, v in opt.state_dict()["arrays"].items()})
     for bad, error, message in [(np.ones(1), ValueError, r"gradient of 'd/bias' has shape \(1,\), the weight \(3,\)"),
                                 (np.ones((3, 3)), ValueError, r"'d/bias' has shape \(3, 3\)"),
-                                (None, RuntimeError, "no gradient for 'd/bias'")]:
+                                (None, RuntimeError, "no gradient for 'd/bias'"),
+                                ([1.0, 1.0, 1.0], TypeError, "the gradient of 'd/bias' is a list, not an array")]:
         layer.grads = [np.ones((2, 3)), bad]
         with tinynet.fast_paths(fast), pytest.raises(error, match=message):
             opt.step()

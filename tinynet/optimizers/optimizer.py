@@ -162,8 +162,8 @@ class Optimizer:
 
         The learning rate is read once, before :attr:`iterations` is incremented (a schedule sees step 0 on the
         first update, as in Keras). Every gradient is checked first: a missing one raises ``RuntimeError``, one
-        whose shape is not its weight's ``ValueError`` naming both, and then no weight, state or count has
-        changed.
+        that is not an array ``TypeError``, one whose shape is not its weight's ``ValueError`` naming both, and
+        then no weight, state or count has changed.
         """
         model = model if model is not None else self.model
         if model is None:
@@ -173,6 +173,9 @@ class Optimizer:
             g, w = layer.grads[i], layer.weights[i]
             if g is None:
                 raise RuntimeError(f"{type(self).__name__}: no gradient for '{key}'; run model.backward first")
+            if not hasattr(g, "shape") or not hasattr(g, "astype"):
+                raise TypeError(f"{type(self).__name__}: the gradient of '{key}' is a {type(g).__name__}, not an "
+                                f"array")
             if tuple(g.shape) != tuple(w.shape):
                 raise ValueError(f"{type(self).__name__}: the gradient of '{key}' has shape {tuple(g.shape)}, "
                                  f"the weight {tuple(w.shape)}")
