@@ -557,8 +557,8 @@ def register(subparsers):
                    help="learning rate over the epochs: step is the paper's x0.96 every 8 epochs, cosine decays to 0 "
                         "at the last epoch, constant keeps it (default: cosine)")
     p.add_argument("--validation-split", type=RUN_TYPES["validation_split"], default=None,
-                   help="fraction of the training images held out (stratified) to validate after every epoch, e.g. 0.1; "
-                        "0 trains on them all (default: 0)")
+                   help="fraction of the training images held out (stratified) to validate after every epoch, "
+                        "e.g. 0.1; 0 trains on them all (default: 0)")
     p.add_argument("--weight-decay", type=RUN_TYPES["weight_decay"], default=None,
                    help="decoupled weight decay per step, as a fraction of the learning rate (default: 0)")
     p.add_argument("--aux-weight", type=RUN_TYPES["aux_weight"], default=None,

@@ -58,6 +58,19 @@ def test_train_evaluate_predict(tmp_path, npz_data, capsys):
     assert re.match(rf"{re.escape(str(img))}: (nw|ne|sw|se) \(0\.\d{{3}}\), (nw|ne|sw|se) \(", out)
 
 
+def test_every_training_image_trains_unless_a_validation_split_is_asked_for(npz_data, capsys):
+    """The default (as Keras' fit) holds nothing out; --validation-split holds out a stratified part and validates
+    on it after every epoch."""
+    path, _ = npz_data
+    out = run(TRAIN + ["--data", path, "--epochs", "1"], capsys)
+    assert "data: " + path + ": 20 training, 4 test images" in out and "validation" not in out
+    assert cli_train.DEFAULTS["epochs"] == 15  # the main job's recipe (README: accuracy and time)
+    out = run([a for a in TRAIN if a != "--quiet"] + ["--data", path, "--epochs", "1", "--validation-split", "0.25"],
+              capsys)
+    assert "data: " + path + ": 16 training, 4 validation, 4 test images" in out
+    assert "val_acc" in out
+
+
 def test_resume_matches_straight_run(tmp_path, npz_data, capsys, monkeypatch):
     """A run killed right after saving epoch 1 and resumed ends on the straight run's weights, bit for bit."""
     from tinynet import checkpoint
