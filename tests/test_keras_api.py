@@ -483,3 +483,70 @@ def test_metrics_match_keras():
             theirs.update_state(labels[part], pred[part])
         assert ours.result() == pytest.approx(float(theirs.result()), abs=1e-7), name
         assert ours.name == theirs.name
+
+
+def test_one_optimizer_serves_one_model():
+    """An optimizer's state is one array per weight of its model: compiling a second model with it is refused
+    (before, the second model's fit stepped the first model with stale gradients and never trained itself)."""
+    opt = optimizers.Adam()
+    first, second = two_output_model(), two_output_model()
+    first.compile(opt, loss="sparse_categorical_crossentropy")
+    first.compile(opt, loss="sparse_categorical_crossentropy")  # the same model again: fine
+    with pytest.raises(ValueError, match=r"compile: Adam: this optimizer already updates another model .*give each "
+                                         r"model an optimizer of its own"):
+        second.compile(opt, loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="already updates another model"):
+        opt.step(second)
+    before = second.get_weights()
+    second.compile(optimizers.Adam(), loss="sparse_categorical_crossentropy")
+    second.fit(X, Y, batch_size=8, verbose=0)
+    assert not all(np.array_equal(a, b) for a, b in zip(before, second.get_weights()))
+
+
+@pytest.mark.parametrize("loss, wrong, right", [
+    ("categorical_crossentropy", Y, np.eye(3)[Y]),
+    ("sparse_categorical_crossentropy", np.eye(3)[Y], Y),
+])
+def test_labels_that_are_refused_resolve_no_metric(loss, wrong, right):
+    """'accuracy' is resolved from the first labels fit or evaluate accepts, not from labels it refused: the
+    corrected call then trains and evaluates (it used to fail on a metric fixed to the refused kind)."""
+    model = two_output_model()
+    model.compile("adam", loss=loss, metrics=[["accuracy"], ["accuracy"]])
+    for call in (lambda y: model.fit(X, y, batch_size=8, verbose=0), lambda y: model.evaluate(X, y, verbose=0)):
+        with pytest.raises(ValueError, match=f"loss '{loss}'"):
+            call(wrong)
+    history = model.fit(X, right, batch_size=8, verbose=0)
+    assert 0.0 <= history.history["main_accuracy"][0] <= 1.0
+    assert len(model.evaluate(X, right, verbose=0)) == 5
+
+
+def bn_model():
+    """x (8,) -> Dense 'h' -> BatchNormalization 'bn' -> softmax 'out' (3 classes)."""
+    tinynet.layers.reset_names()
+    tinynet.set_seed(0)
+    x = layers.Input((8,), name="x")
+    h = layers.BatchNormalization(name="bn")(layers.Dense(4, name="h")(x))
+    return models.Model(x, layers.Dense(3, activation="softmax", name="out")(h))
+
+
+@pytest.mark.parametrize("make_optimizer, error", [
+    (lambda: optimizers.SGD(learning_rate=0.1), TrainingDiverged),  # the output layer's kernel overflows the loss
+    (lambda: optimizers.SGD(learning_rate=1e30, weight_decay=1e10), ValueError),  # lr x decay beyond float32
+    (lambda: optimizers.Adam(learning_rate=1e39), ValueError),  # the rate itself beyond float32
+])
+def test_a_refused_step_changes_no_weight_and_no_statistic(make_optimizer, error):
+    """Whatever stops a step (a non-finite loss, a learning rate the weights' type cannot hold), nothing of it is
+    kept: BatchNormalization's moving statistics, which the training forward updates, are put back too."""
+    tinynet.set_floatx("float32")
+    model = bn_model()
+    model.compile(make_optimizer(), loss="sparse_categorical_crossentropy")
+    if error is TrainingDiverged:
+        weights = model.get_weights()
+        weights[-2][:] = 3e38
+        model.set_weights(weights)
+    before = model.get_weights()
+    with pytest.raises(error):
+        model.fit(X.astype("float32"), Y, batch_size=8, verbose=0)
+    assert model.optimizer.iterations == 0
+    for name, a, b in zip([w for layer in model.layers for w in layer.weight_names], before, model.get_weights()):
+        np.testing.assert_array_equal(a, b, err_msg=name)

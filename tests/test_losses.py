@@ -72,6 +72,30 @@ def test_softmax_cross_entropy_value_and_gradient(scores_shape, ids_shape, rng):
     np.testing.assert_allclose(grad_oh, grad, rtol=1e-14)
 
 
+def soft_ce_ref(logits, targets):
+    """mean over rows of −Σ t log softmax(z), in Python floats (targets need not sum to 1)."""
+    total = []
+    for z, t in zip(rows(logits), rows(targets)):
+        m = max(z)
+        lse = m + math.log(math.fsum(math.exp(v - m) for v in z))
+        total.append(math.fsum(-ti * (zi - lse) for zi, ti in zip(z, t)))
+    return math.fsum(total) / len(total)
+
+
+def test_softmax_cross_entropy_of_soft_targets_that_do_not_sum_to_one(rng):
+    """A multi-hot row, an all-zero row (loss 0, gradient 0) and a row of weights: the gradient is
+    ``p · Σt − t``, the derivative of the loss itself (it was ``p − t``, right only where Σt = 1)."""
+    logits = rng.standard_normal((4, 3)) * 2
+    targets = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.2, 0.3, 0.1], [0.0, 0.0, 1.0]])
+    loss, grad = losses.softmax_cross_entropy(logits, targets)
+    assert loss == pytest.approx(soft_ce_ref(logits, targets), rel=1e-12)
+    np.testing.assert_allclose(grad, numeric_grad(lambda z: soft_ce_ref(z, targets), logits), rtol=1e-6, atol=1e-9)
+    assert not grad[1].any()
+    z = np.array([[1.0, 2.0, 3.0]])  # the reviewer's case, against PyTorch's autograd: [-0.820, -0.511, 1.331]
+    np.testing.assert_allclose(losses.softmax_cross_entropy(z, np.array([[1.0, 1.0, 0.0]]))[1],
+                               [[-0.820, -0.511, 1.331]], atol=1e-3)
+
+
 @pytest.mark.parametrize("scores_shape, ids_shape", LABEL_SHAPES)
 def test_categorical_crossentropy_value_and_gradient(scores_shape, ids_shape, rng):
     probs = (rng.random(scores_shape) + 0.1) * 1.7  # not normalised: the loss renormalises, as Keras

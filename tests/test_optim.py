@@ -325,3 +325,32 @@ def test_a_bad_gradient_changes_nothing(name, fast):
             np.testing.assert_array_equal(a, b)
         for key, value in opt.state_dict()["arrays"].items():
             np.testing.assert_array_equal(value, before[1][key])
+
+
+def test_a_loaded_state_must_be_finite_and_adams_v_non_negative():
+    """A state with NaN or inf (any slot) or a negative mean of squares (Adam's ``v``) is refused on load, naming
+    the array, and the optimizer is left as it was: the next step would have written NaN into the weights."""
+    tinynet.set_floatx("float64")
+    x = Input((2,))
+    model = Model(x, Dense(3, name="d")(x))
+    opt = Adam().attach(model)
+    model.get_layer("d").grads = [np.ones((2, 3)), np.ones(3)]
+    opt.step()
+    good = opt.state_dict()
+    for slot, value, message in [("m", np.nan, r"'m:d/kernel' holds NaN or infinite values"),
+                                 ("v", np.inf, r"'v:d/kernel' holds NaN or infinite values"),
+                                 ("v", -1.0, r"'v:d/kernel' holds negative values \(min -1\)")]:
+        bad = opt.state_dict()
+        bad["arrays"][f"{slot}:d/kernel"][0, 0] = value
+        with pytest.raises(ValueError, match=message):
+            opt.load_state_dict(bad)
+        for key, array in opt.state_dict()["arrays"].items():
+            np.testing.assert_array_equal(array, good["arrays"][key])
+    velocity = SGD(momentum=0.9).attach(model)
+    velocity.step()
+    bad = velocity.state_dict()
+    bad["arrays"]["velocity:d/bias"][1] = -np.inf
+    with pytest.raises(ValueError, match=r"'velocity:d/bias' holds NaN or infinite values"):
+        velocity.load_state_dict(bad)
+    bad["arrays"]["velocity:d/bias"][1] = -1.0  # a negative velocity is an ordinary one
+    velocity.load_state_dict(bad)

@@ -40,8 +40,9 @@ from . import optimizers as optimizers_module
 class TrainingDiverged(FloatingPointError):
     """Training met a non-finite loss, gradient or weight and stopped before using it.
 
-    The optimizer step of the failing batch is not applied and no checkpoint is written from it, so the
-    last checkpoint on disk is the last good state.
+    The optimizer step of the failing batch is not applied, the moving statistics its forward pass changed
+    (BatchNormalization's) are put back, and no checkpoint is written from it, so the last checkpoint on disk
+    is the last good state.
 
     Attributes
     ----------
@@ -301,25 +302,42 @@ class Engine:
             raise RuntimeError(f"{type(self).__name__}.train_batch is one process's step; in data-parallel training "
                                f"every rank calls train_global_batch (fit does)")
         xb = self.prepare_inputs(xs, training=True)
-        outs = self._forward(xb)
-        yb = self.prepare_labels(ys)
-        total, values, grads = self.weighted_loss(outs, yb)
-        if not np.isfinite(total):
-            parts = ", ".join(f"{name} {v:.4g}" for name, v in zip(self.output_labels, values) if v is not None)
-            raise self._diverged(xb, yb, f"non-finite loss {total} ({parts})")
-        step = self.optimizer.iterations
-        if self.recorder is not None and self.recorder.due(step):
-            self.recorder.measure(step, lambda g: self._backward(g, retain_tape=True), grads)
-        else:
-            self._backward(grads)
-        bad = self.model.first_nonfinite_weight(values=False)
-        if bad is not None:  # the update is not applied: the weights stay those of the last good step
-            raise self._diverged(xb, yb, f"non-finite value in layer '{bad[0]}' ({bad[1]})")
-        if lr is not None:
-            self.optimizer.learning_rate = lr
-        self.last_lr = self.optimizer.learning_rate
-        self.optimizer.step()
+        statistics = self._statistics_snapshot()
+        try:
+            outs = self._forward(xb)
+            yb = self.prepare_labels(ys)
+            total, values, grads = self.weighted_loss(outs, yb)
+            if not np.isfinite(total):
+                parts = ", ".join(f"{name} {v:.4g}" for name, v in zip(self.output_labels, values) if v is not None)
+                raise self._diverged(xb, yb, f"non-finite loss {total} ({parts})")
+            step = self.optimizer.iterations
+            if self.recorder is not None and self.recorder.due(step):
+                self.recorder.measure(step, lambda g: self._backward(g, retain_tape=True), grads)
+            else:
+                self._backward(grads)
+            bad = self.model.first_nonfinite_weight(values=False)
+            if bad is not None:  # the update is not applied: the weights stay those of the last good step
+                raise self._diverged(xb, yb, f"non-finite value in layer '{bad[0]}' ({bad[1]})")
+            if lr is not None:
+                self.optimizer.learning_rate = lr
+            self.last_lr = self.optimizer.learning_rate
+            self.optimizer.step()  # checks everything before it changes a weight
+        except Exception:
+            self._restore_statistics(statistics)
+            raise
         return total, values, outs, yb
+
+    def _statistics_snapshot(self):
+        """Copies of the weights that a training forward changes itself (BatchNormalization's moving statistics,
+        any non-trainable weight): a refused step puts them back, so nothing of it is kept. They are a few
+        vectors per layer."""
+        return [(layer, i, w.copy()) for layer in self.model.layers
+                for i, (w, trainable) in enumerate(zip(layer.weights, layer.trainable_flags)) if not trainable]
+
+    @staticmethod
+    def _restore_statistics(snapshot):
+        for layer, i, saved in snapshot:
+            layer.weights[i][...] = saved
 
     def _diverged(self, xb, yb, detail):
         """A :class:`TrainingDiverged` for this batch, naming the first layer whose value is non-finite.
@@ -415,6 +433,17 @@ class Engine:
         with_loss = [loss is not None for loss in self.losses]
         trackers = self._trackers()
         before = [(t.total, t.count) for t in trackers]
+        statistics = self._statistics_snapshot()
+        try:
+            return self._global_step(comm, global_batch, n, start, xl, yl, with_loss, trackers, before, lr)
+        except Exception:
+            self._restore_statistics(statistics)
+            raise
+
+    def _global_step(self, comm, global_batch, n, start, xl, yl, with_loss, trackers, before, lr):
+        """:meth:`train_global_batch` once the rank's share is sliced: forward, sums, backward, step."""
+        from . import distributed
+
         xb = yb = grads = None
         total, values = 0.0, [0.0 if flag else None for flag in with_loss]
         if n > 0:
@@ -739,10 +768,17 @@ class KerasState(Engine):
                     metrics_module.get(identifier)
         self.names = names
 
-    def build_metrics(self, ys):
-        """Resolve the metrics against the labels (once)."""
-        if self.built_metrics:
-            return
+    def build_metrics(self, ys, who="fit", more=()):
+        """Resolve the metrics against the labels ``ys`` (once), after checking ``ys`` and each ``(labels, what)``
+        of ``more`` (validation labels) against the losses and the metrics so resolved: labels that are refused
+        resolve nothing, so a corrected call is not judged by a mistaken one."""
+        metrics = self.metrics if self.built_metrics else self._resolve_metrics(ys)
+        for labels, what in ((ys, "y"), *more):
+            check_labels(self, labels, who, what, metrics)
+        self.metrics, self.built_metrics = metrics, True
+
+    def _resolve_metrics(self, ys):
+        """The metrics per output, ``'accuracy'`` resolved from the shapes of ``ys``; nothing is kept."""
         spec = []
         for per_output, y, t in zip(self.metric_ids, ys, self.model.outputs):
             row = []
@@ -754,8 +790,7 @@ class KerasState(Engine):
                 row.append((identifier, metric))
             spec.append(row)
         keys = _metric_keys(spec, self.names)
-        self.metrics = [[(key, metric) for key, (_, metric) in zip(row_keys, row)] for row_keys, row in zip(keys, spec)]
-        self.built_metrics = True
+        return [[(key, metric) for key, (_, metric) in zip(row_keys, row)] for row_keys, row in zip(keys, spec)]
 
 
 def compile_model(model, optimizer, loss, loss_weights=None, metrics=None):
@@ -901,9 +936,11 @@ def standardize_y(state, y, n, who, what="y"):
     return out
 
 
-def check_labels(state, ys, who, what="y"):
-    """Every output's labels against its loss and metrics (shapes, dtypes, class indices in range)."""
-    for name, y, loss, t, per_output in zip(state.names, ys, state.losses, state.model.outputs, state.metrics):
+def check_labels(state, ys, who, what="y", metrics=None):
+    """Every output's labels against its loss and metrics (``state.metrics`` unless given): shapes, dtypes,
+    class indices in range."""
+    metrics = state.metrics if metrics is None else metrics
+    for name, y, loss, t, per_output in zip(state.names, ys, state.losses, state.model.outputs, metrics):
         if y is None:
             continue
         host = backend.to_numpy(y)
@@ -978,10 +1015,8 @@ def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
         xs = [a[:split] for a in xs]
         ys = [None if t is None else t[:split] for t in ys]
         n = split
-    state.build_metrics(ys)
-    check_labels(state, ys, who)
-    if val is not None:
-        check_labels(state, val[1], who, "validation_data y" if validation_data is not None else "y (validation)")
+    more = () if val is None else ((val[1], "validation_data y" if validation_data is not None else "y (validation)"),)
+    state.build_metrics(ys, who, more)
     steps = _num_batches(n, batch_size)
     cbs = callbacks_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=model,
                                         verbose=verbose, epochs=epochs, steps=steps)
@@ -1012,8 +1047,7 @@ def evaluate(model, state, x=None, y=None, batch_size=None, verbose="auto", retu
     if n == 0:
         raise ValueError(f"{who}: x is empty (0 examples)")
     ys = standardize_y(state, y, n, who)
-    state.build_metrics(ys)
-    check_labels(state, ys, who)
+    state.build_metrics(ys, who)
     cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
                                         steps=_num_batches(n, batch_size), evaluating=True)
     logs = state.evaluate_arrays(xs, ys, batch_size, callbacks=cbs)

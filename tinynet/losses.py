@@ -113,6 +113,13 @@ def targets_like(scores, labels, name="loss"):
 def softmax_cross_entropy(logits, labels):
     """Mean softmax cross-entropy from logits and its gradient.
 
+    .. math:: L = -\\frac{1}{M} \\sum_{m,c} t_{mc} \\log p_{mc}, \\qquad
+              \\frac{∂L}{∂z_{mc}} = \\frac{1}{M}\\Big(p_{mc} \\sum_{c'} t_{mc'} - t_{mc}\\Big)
+
+    with ``p = softmax(z)`` over the last axis and ``M`` the number of rows. For one-hot or smoothed labels
+    ``Σ t = 1`` and the gradient is the familiar ``p − t``; soft targets that do not sum to 1 (a multi-hot row,
+    an all-zero row) get their exact gradient too, as autodiff (Keras on JAX, PyTorch) gives it.
+
     Parameters
     ----------
     logits : ndarray (N, ..., C)
@@ -130,7 +137,7 @@ def softmax_cross_entropy(logits, labels):
     log_p = shifted - log_sum
     m = logits.size // logits.shape[-1]
     loss = float(-(t * log_p).sum() / m)
-    grad = (xp.exp(log_p) - t) / logits.dtype.type(m)
+    grad = (xp.exp(log_p) * t.sum(axis=-1, keepdims=True) - t) / logits.dtype.type(m)
     return loss, grad
 
 

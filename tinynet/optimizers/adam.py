@@ -31,6 +31,7 @@ class Adam(Optimizer):
 
     name = "adam"
     slot_names = ("m", "v")
+    non_negative_slots = ("v",)
 
     def __init__(self, learning_rate=None, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0, *, lr=None):
         super().__init__(learning_rate=_resolve_lr("Adam", learning_rate, lr, 0.001), weight_decay=weight_decay)

@@ -88,6 +88,8 @@ class Optimizer:
 
     name = "optimizer"
     slot_names: tuple = ()
+    #: slots that can never hold a negative value (Adam's mean of squared gradients): a loaded state is checked
+    non_negative_slots: tuple = ()
 
     def __init__(self, learning_rate=None, weight_decay=0.0, *, lr=None):
         who = type(self).__name__
@@ -127,9 +129,19 @@ class Optimizer:
 
     # ------------------------------------------------------------- model and device
     def attach(self, model):
-        """Bind to ``model`` and register with it, so ``model.to(device)`` also moves this state."""
-        self.model = model
-        model.add_device_listener(self)
+        """Bind to ``model`` and register with it, so ``model.to(device)`` also moves this state.
+
+        An optimizer serves one model: its state is keyed by layer and weight names, and two models would share
+        (or miss) it. Attaching to a second model raises ``ValueError`` (Keras refuses to update variables an
+        optimizer was not built for); attaching again to the same model is allowed.
+        """
+        if self.model is not None and self.model is not model:
+            raise ValueError(f"{type(self).__name__}: this optimizer already updates another model (named "
+                             f"'{self.model.name}'); give each model an optimizer of its own (its state is one "
+                             f"array per weight of the model it serves)")
+        if self.model is None:
+            self.model = model
+            model.add_device_listener(self)
         return self
 
     def to(self, device):
@@ -162,12 +174,16 @@ class Optimizer:
 
         The learning rate is read once, before :attr:`iterations` is incremented (a schedule sees step 0 on the
         first update, as in Keras). Every gradient is checked first: a missing one raises ``RuntimeError``, one
-        that is not an array ``TypeError``, one whose shape is not its weight's ``ValueError`` naming both, and
+        that is not an array ``TypeError``, one whose shape is not its weight's ``ValueError`` naming both, and a
+        learning rate (or its product with the weight decay) beyond the weights' float type ``ValueError``;
         then no weight, state or count has changed.
         """
-        model = model if model is not None else self.model
         if model is None:
-            raise RuntimeError(f"{type(self).__name__}.step: no model; call attach(model) or pass it")
+            model = self.model
+            if model is None:
+                raise RuntimeError(f"{type(self).__name__}.step: no model; call attach(model) or pass it")
+        else:
+            self.attach(model)  # binds a first model; another model than the attached one raises
         entries = []
         for key, layer, i in self.trainable_entries(model):
             g, w = layer.grads[i], layer.weights[i]
@@ -181,11 +197,23 @@ class Optimizer:
                                  f"the weight {tuple(w.shape)}")
             entries.append((key, w, g))
         lr = self.learning_rate
+        self._check_rates(lr, {w.dtype for _, w, _ in entries})
         self.iterations += 1
         for key, w, g in entries:
             if self.weight_decay:
                 w -= w.dtype.type(lr * self.weight_decay) * w
             self._update(key, w, g.astype(w.dtype, copy=False), lr)
+
+    def _check_rates(self, lr, dtypes):
+        """Refuse, before any weight changes, a learning rate (or its product with the weight decay) that does not
+        fit the weights' float type: rounded to it, it would be infinite and turn every weight it touches into
+        ±inf or NaN (0 · inf)."""
+        for dtype in dtypes:
+            largest = float(np.finfo(dtype).max)
+            for what, value in (("the learning rate", lr), ("learning_rate × weight_decay", lr * self.weight_decay)):
+                if not value <= largest:
+                    raise ValueError(f"{type(self).__name__}: {what} is {value:g}, beyond the largest {dtype} "
+                                     f"({largest:g}); the update would make the weights infinite or NaN")
 
     def _update(self, key, w, g, lr):
         """Update ``w`` in place from gradient ``g`` with learning rate ``lr`` (a float)."""
@@ -275,7 +303,7 @@ class Optimizer:
         with one of this optimizer's slots and, when a model is attached, a trainable weight of that model
         with the same shape, and a slot that is present covers every trainable weight (so state from another
         model is refused here, with the keys that differ, not at the first step); every array is
-        floating-point.
+        floating-point and finite, and non-negative in :attr:`non_negative_slots`.
 
         Returns
         -------
@@ -319,6 +347,12 @@ class Optimizer:
             value = np.asarray(value)
             if value.dtype.kind != "f":
                 raise ValueError(f"{where}: {full_key!r} has dtype {value.dtype}, expected a floating-point array")
+            if not np.isfinite(value).all():
+                raise ValueError(f"{where}: {full_key!r} holds NaN or infinite values; the next step would write "
+                                 f"them into the weights")
+            if slot in self.non_negative_slots and (value < 0).any():
+                raise ValueError(f"{where}: {full_key!r} holds negative values (min {float(value.min()):g}); "
+                                 f"{type(self).__name__}'s {slot!r} is a running mean of squares, never negative")
             if trainable is not None:
                 if key not in trainable:
                     unknown.append(full_key)
