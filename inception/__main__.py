@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .cli_common import OneLineParser, run_command
+from .cli_common import EXIT_INTERRUPTED, OneLineParser, run_command
 
 COMMAND_MODULES = ["inception.cli_table", "inception.cli_plot", "inception.cli_keras", "inception.cli_train"]
 
@@ -22,8 +22,12 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # the command modules import their libraries here: a Ctrl-C meanwhile is no traceback either
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("\ninception: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.command is None:
         parser.print_help()
         return 2

@@ -25,6 +25,11 @@ class CliError(Exception):
     """A user's mistake, told in one line; the command exits with code 2."""
 
 
+class CommandFailed(Exception):
+    """The command could not do its work, though nothing was wrong with how it was called (a checkpoint whose
+    weights give NaN, ...): told in one line; the command exits with code 1."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """``argparse`` that reports a bad command line in one line (``inception train: error: ...``), exit 2, and
     whose ``--help`` shows every option's default (:class:`HelpFormatter`)."""
@@ -73,6 +78,14 @@ def escape(text) -> str:
 
 
 # ------------------------------------------------------------------------------------------ argument types
+def path_text(text):
+    """An argparse ``type`` for a file or folder: any text but the empty one (which would mean the current
+    folder, or fail only once the work is done)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty one")
+    return text
+
+
 def _number(kind, low, high=None, low_open=False):
     """An argparse ``type``: a finite int or float within ``[low, high]`` (``(low, high]`` if ``low_open``)."""
 
@@ -86,7 +99,8 @@ def _number(kind, low, high=None, low_open=False):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         too_low = value <= low if low_open else value < low
         if too_low or (high is not None and value > high):
-            rng = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+            show = str if kind is int else "{:g}".format  # 4294967295, not 4.29497e+09
+            rng = f"{'>' if low_open else '>='} {show(low)}" + (f" and <= {show(high)}" if high is not None else "")
             raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
         return value
 
@@ -212,9 +226,11 @@ def run_command(args, prog="inception"):
         print(f"{name}: error: {escape(error)}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingDiverged as error:
-        kept = getattr(args, "checkpoint", None)
-        tail = f"; the last good checkpoint in {kept} is kept" if kept else ""
-        print(f"{name}: error: {escape(error)}{escape(tail)}", file=sys.stderr)
+        print(f"{name}: error: {escape(error)}{escape(kept_checkpoint(args, 'the last good checkpoint'))}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    except CommandFailed as error:
+        print(f"{name}: error: {escape(error)}", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:  # the reader went away (``| head``): nothing more to say, and no one to say it to
         with contextlib.suppress(OSError):
@@ -224,10 +240,19 @@ def run_command(args, prog="inception"):
         print(f"{name}: error: {escape(error)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        kept = getattr(args, "checkpoint", None)
-        print(f"\n{name}: interrupted" + (f"; the last checkpoint in {escape(kept)} is kept" if kept else ""),
-              file=sys.stderr)
+        print(f"\n{name}: interrupted{escape(kept_checkpoint(args, 'the last checkpoint'))}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def kept_checkpoint(args, what) -> str:
+    """``'; <what> in DIR is kept'`` when ``train --checkpoint DIR`` stopped and DIR holds a checkpoint, else
+    ``''`` (a run stopped before its first save has none to keep, and is told nothing about one)."""
+    directory = getattr(args, "checkpoint", None)
+    if not directory or getattr(args, "command", None) != "train":
+        return ""
+    from tinynet import checkpoint
+
+    return f"; {what} in {directory} is kept" if checkpoint.status(directory) == "checkpoint" else ""
 
 
 def run_distributed(args, name):
@@ -273,22 +298,22 @@ def run_distributed(args, name):
         abort(error, EXIT_USAGE, with_traceback=False)
     except TrainingDiverged as error:
         if chief:
-            kept = getattr(args, "checkpoint", None)
-            tail = f"; the last good checkpoint in {kept} is kept" if kept else ""
-            print(f"{name}: error: {escape(error)}{escape(tail)}", file=sys.stderr)
+            print(f"{name}: error: {escape(error)}{escape(kept_checkpoint(args, 'the last good checkpoint'))}",
+                  file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         if chief:
             print(f"\n{name}: interrupted", file=sys.stderr, flush=True)
         comm.abort(EXIT_INTERRUPTED)
-    except OSError as error:
+    except (OSError, CommandFailed) as error:
         abort(error, EXIT_FAILED, with_traceback=False)
     except Exception as error:  # noqa: BLE001 -- a bug: its traceback, then end every rank
         abort(error, EXIT_FAILED, with_traceback=True)
     return EXIT_FAILED
 
 
-__all__ = ["CliError", "OneLineParser", "HelpFormatter", "plain", "add_model_arguments", "model_from_args",
+__all__ = ["CliError", "CommandFailed", "kept_checkpoint", "path_text",
+           "OneLineParser", "HelpFormatter", "plain", "add_model_arguments", "model_from_args",
            "MODEL_DEFAULTS", "escape", "positive_int", "non_negative_int", "positive_float",
            "non_negative_float", "fraction", "check_output_file", "check_input_file", "run_command",
            "run_distributed", "EXIT_USAGE", "EXIT_FAILED", "EXIT_INTERRUPTED"]

@@ -14,8 +14,9 @@ import time
 
 import numpy as np
 
-from .cli_common import (CliError, OneLineParser, check_input_file, check_output_file, escape, fraction,
-                         non_negative_float, non_negative_int, positive_float, positive_int, run_command)
+from .cli_common import (CliError, CommandFailed, OneLineParser, check_input_file, check_output_file, escape,
+                         fraction, non_negative_float, non_negative_int, path_text, positive_float, positive_int,
+                         run_command)
 from .variants import VARIANTS
 
 #: Defaults of ``train``, chosen on the digits: 15 epochs of 45 batches on all 1,438 training images. Over the seeds
@@ -80,7 +81,8 @@ RUN_DEFAULTS = {"variant": "small", "data": "digits", "image_size": None, "weigh
 MAX_IMAGE_SIZE = 2048
 
 #: the checks of the run's numeric flags (used by the parser and for the values a checkpoint stores)
-RUN_TYPES = {"epochs": positive_int(100_000), "batch_size": positive_int(65_536), "lr": positive_float(),
+RUN_TYPES = {"epochs": positive_int(100_000), "batch_size": positive_int(65_536),
+             "lr": positive_float(float(np.finfo(np.float32).max)),  # beyond it, float32 weights turn infinite
              "weight_decay": fraction(), "aux_weight": non_negative_float(100.0),
              "image_size": positive_int(MAX_IMAGE_SIZE), "crop": non_negative_int(64),
              "seed": non_negative_int(2**32 - 1), "validation_split": fraction()}
@@ -170,6 +172,11 @@ def _checkpoint_plan(args):
             raise CliError(f"--checkpoint {directory} holds files but no readable checkpoint ({reason}); choose "
                            f"an empty or new folder, or pass --overwrite")
         return None
+    orphans = checkpoint.orphaned_data(directory) if status == "empty" else []
+    if orphans and not (args.resume or args.overwrite):
+        raise CliError(f"--checkpoint {directory} holds checkpoint data files but no {checkpoint.STATE_FILE} "
+                       f"({', '.join(orphans)}: a first save that was interrupted, or a manifest that was removed); "
+                       f"pass --overwrite to replace them, or choose another folder")
     if args.resume:  # 'absent' or 'empty': a job restarted before its first save starts from scratch
         print(f"no checkpoint in {escape(directory)} yet: starting from scratch")
     parent = os.path.dirname(os.path.abspath(directory))
@@ -261,6 +268,10 @@ def _prepare(args, comm):
     for option, path in (("--plot", args.plot), ("--grad-norms", args.grad_norms)):
         if path is not None:
             check_output_file(option, path, extensions=(".png", ".svg", ".pdf"))
+    if args.plot is not None and args.grad_norms is not None \
+            and os.path.realpath(args.plot) == os.path.realpath(args.grad_norms):
+        raise CliError(f"--plot and --grad-norms name the same file ({args.plot}): the second figure would replace "
+                       f"the first; give each its own")
     resume_state = _checkpoint_plan(args)
     settings = _settings(args, resume_state)
     _set_kernels(args.kernels)
@@ -382,7 +393,11 @@ def train_command(args):
         print("gradient norm per block (mean over recorded steps), with the aux heads vs the main loss alone:")
         print(grad_norm_table(trainer.grad_norms))
         print(f"gradient norms: {escape(plot_grad_norms(trainer.grad_norms, args.grad_norms))}")
-    result = trainer.evaluate(test)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a non-finite loss is checked below
+        result = trainer.evaluate(test)
+    if not np.isfinite(result["loss"]):  # finite weights so large that the outputs overflow: never a result
+        raise CommandFailed(f"the trained model's test loss is {result['loss']}: its weights give NaN or infinite "
+                            f"outputs (the run diverged in its last epoch; try a smaller --lr)")
     steps = trainer.grad_buffer.steps if trainer.grad_buffer is not None else 0
     if comm is not None and steps:
         print(f"all-reduce of the gradients: {steps} steps, {comm.stats.bytes / steps / 1e6:.2f} MB and "
@@ -442,10 +457,15 @@ def _check_config(directory, config):
 def _restore(directory, kernels=None):
     """Rebuild the model described in a checkpoint and load its weights; return (model, config)."""
     from tinynet import checkpoint
+    from tinynet.layers.base import ShapeError
 
     status = checkpoint.status(directory)
     if status != "checkpoint":
         reason = {"absent": "no such folder", "empty": "the folder is empty", "not a folder": "is a file"}.get(status)
+        orphans = checkpoint.orphaned_data(directory) if status == "empty" else []
+        if orphans:
+            reason = (f"no {checkpoint.STATE_FILE}, only data files ({', '.join(orphans)}): a first save that was "
+                      f"interrupted, or a manifest that was removed")
         if reason is None:
             try:
                 checkpoint.verify(directory)
@@ -461,15 +481,29 @@ def _restore(directory, kernels=None):
         checkpoint.load_weights(directory, model)
     except checkpoint.CheckpointError as error:
         raise CliError(f"--checkpoint {directory}: {error}") from None
+    except ShapeError as error:  # a hand-edited description: a variant whose windows do not fit the input
+        raise CliError(f"--checkpoint {directory}: its model description is invalid (the '{config['variant']}' "
+                       f"GoogLeNet cannot take {tuple(config['input_shape'])} images: {error})") from None
     return model, config
 
 
-def _main_probs(model, config, x, batch_size=128):
+def _main_probs(model, config, x, directory, batch_size=128):
+    """The main head's class probabilities for the images ``x``; :class:`CommandFailed` where the checkpoint's
+    weights give NaN or infinite ones (weights that are finite but huge, left by a diverging run, do), rather than
+    printing NaN as a result."""
     from tinynet import data
 
     x = data.Normalizer(**config["normalizer"])(x)
-    outs = model.predict(x, batch_size=batch_size)
-    return (outs[-1] if isinstance(outs, list) else outs).reshape(len(x), -1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite outputs are checked below
+        outs = model.predict(x, batch_size=batch_size)
+    probs = (outs[-1] if isinstance(outs, list) else outs).reshape(len(x), -1)
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        largest = max(float(np.abs(w).max()) for w in model.get_weights() if w.size)
+        raise CommandFailed(f"--checkpoint {directory}: the model's outputs are NaN or infinite for {int(bad.sum())} "
+                            f"of {len(x)} images (its largest weight is {largest:.3g} in magnitude: was it saved "
+                            f"by a run that diverged?)")
+    return probs
 
 
 def evaluate_command(args):
@@ -491,7 +525,7 @@ def evaluate_command(args):
     if test.y.min() < 0 or test.y.max() >= config["num_classes"]:
         raise CliError(f"--data {source}: labels {int(test.y.min())}..{int(test.y.max())} do not fit the model's "
                        f"{config['num_classes']} classes")
-    probs = _main_probs(model, config, test.x, args.batch_size)
+    probs = _main_probs(model, config, test.x, args.checkpoint, args.batch_size)
     loss, _ = losses.categorical_crossentropy(probs, test.y)
     print(f"{escape(source)}: {len(test)} test images")
     print(f"test loss: {loss:.4f}" + (f"  test top-5: {topk_accuracy(probs, test.y, 5):.4f}"
@@ -521,7 +555,7 @@ def predict_command(args):
     if invert == "yes":
         bright = x.mean(axis=(1, 2, 3)) > 0.5
         x = np.where(bright[:, None, None, None], 1.0 - x, x).astype(np.float32)
-    probs = _main_probs(model, config, x)
+    probs = _main_probs(model, config, x, args.checkpoint)
     names = config["class_names"]
     for path, p in zip(args.images, probs):
         top = np.argsort(-p, kind="stable")[:args.top]
@@ -538,7 +572,7 @@ def register(subparsers):
                     "unless --validation-split holds some out for per-epoch figures; the test split is used once, "
                     "at the end. "
                     "Flags left out take their defaults, or on --resume the checkpoint's values.")
-    p.add_argument("--data", default=None,
+    p.add_argument("--data", type=path_text, default=None,
                    help="'digits' (built in) or a path: an .npz with x and y, a folder of MNIST IDX files, a folder "
                         "of CIFAR-10 batches, or a folder of class subfolders (default: digits)")
     p.add_argument("--variant", default=None, choices=RUN_CHOICES["variant"],
@@ -576,13 +610,14 @@ def register(subparsers):
     p.add_argument("--kernels", default=DEFAULTS["kernels"], choices=["numpy", "numba"],
                    help="CPU kernels: numba (compiled, parallel; the default when installed) or numpy (the "
                         "reference); resume with the same kernels for a bit-exact continuation")
-    p.add_argument("--checkpoint", metavar="DIR", help="save a checkpoint into DIR after every epoch")
+    p.add_argument("--checkpoint", metavar="DIR", type=path_text, help="save a checkpoint into DIR after every epoch")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint DIR")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in --checkpoint DIR even though it holds a checkpoint (replaced at the "
                         "first save)")
-    p.add_argument("--plot", metavar="FILE", help="write the training curves to FILE (.png, .svg or .pdf)")
-    p.add_argument("--grad-norms", metavar="FILE",
+    p.add_argument("--plot", metavar="FILE", type=path_text,
+                   help="write the training curves to FILE (.png, .svg or .pdf)")
+    p.add_argument("--grad-norms", metavar="FILE", type=path_text,
                    help="record each block's gradient norm with and without the aux heads, and plot it to FILE")
     p.add_argument("--seed", type=RUN_TYPES["seed"], default=None,
                    help="seed of the weights, the shuffling, the augmentation and the validation split (default: 0)")
@@ -598,8 +633,9 @@ def register(subparsers):
     e = subparsers.add_parser("evaluate", help="evaluate a checkpoint on its test split",
                               description="Rebuild the model a checkpoint describes, load its weights and print the "
                                           "loss and accuracy on the test split of its data (or of --data).")
-    e.add_argument("--checkpoint", metavar="DIR", required=True, help="the folder 'train --checkpoint' wrote")
-    e.add_argument("--data", default=None,
+    e.add_argument("--checkpoint", metavar="DIR", type=path_text, required=True,
+                   help="the folder 'train --checkpoint' wrote")
+    e.add_argument("--data", type=path_text, default=None,
                    help="evaluate on another data set of the same image size and classes (default: the checkpoint's)")
     e.add_argument("--batch-size", type=positive_int(65_536), default=128, help="images per inference batch")
     e.add_argument("--kernels", default=None, choices=["numpy", "numba"],
@@ -609,8 +645,9 @@ def register(subparsers):
     r = subparsers.add_parser("predict", help="classify image files with a checkpoint",
                               description="Classify image files with a checkpoint; each image is read as the "
                                           "training data was (resized, grey or colour) and its top classes printed.")
-    r.add_argument("--checkpoint", metavar="DIR", required=True, help="the folder 'train --checkpoint' wrote")
-    r.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, TIFF, ...)")
+    r.add_argument("--checkpoint", metavar="DIR", type=path_text, required=True,
+                   help="the folder 'train --checkpoint' wrote")
+    r.add_argument("images", nargs="+", metavar="IMAGE", type=path_text, help="image files (PNG, JPEG, TIFF, ...)")
     r.add_argument("--top", type=positive_int(), default=3, help="how many of the most likely classes to show")
     r.add_argument("--invert", default="auto", choices=["auto", "yes", "no"],
                    help="invert bright images; auto inverts them for digits, which are light strokes on dark")

@@ -157,6 +157,26 @@ def test_optimizer_of_another_type_is_refused_and_nothing_changes(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(before, other.model.get_weights()))
 
 
+
+def test_a_failure_while_applying_puts_back_a_trainer_without_gradient_norms(tmp_path, monkeypatch):
+    """Should the apply step still fail (here: the weights' assignment), the trainer is put back as it was; a
+    trainer that records no gradient norms must not be handed a record then (the rollback used to raise
+    "records no gradient norms" over the real error)."""
+    ds = toy_data(n=20)
+    Trainer(tiny_model(seed=0), Adam(0.01), batch_size=10, verbose=False).fit(ds, epochs=1,
+                                                                             checkpoint_dir=str(tmp_path))
+    trainer = Trainer(tiny_model(seed=1), Adam(0.01), batch_size=10, verbose=False)
+    before = [w.copy() for w in trainer.model.get_weights()]
+
+    def failing(model, arrays):
+        raise MemoryError("out of memory while assigning")
+
+    monkeypatch.setattr(checkpoint.saving, "assign_weights", failing)
+    with pytest.raises(MemoryError, match="out of memory while assigning"):
+        checkpoint.load(tmp_path, trainer)
+    assert trainer.epoch == 0 and trainer.optimizer.iterations == 0 and trainer.grad_norms is None
+    assert all(np.array_equal(a, b) for a, b in zip(before, trainer.model.get_weights()))
+
 def test_rng_states_round_trip():
     model = tiny_model()
     rng = np.random.default_rng(1)

@@ -80,8 +80,14 @@ def folder_digest(folder):
     (["--epochs", "0"], "argument --epochs: must be >= 1 and <= 100000, got 0"),
     (["--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
     (["--lr", "inf"], "argument --lr: expected a finite number, got 'inf'"),
-    (["--lr", "-0.1"], "argument --lr: must be > 0, got -0.1"),
-    (["--lr", "0"], "argument --lr: must be > 0, got 0"),
+    (["--lr", "-0.1"], "argument --lr: must be > 0 and <= 3.40282e+38, got -0.1"),
+    (["--lr", "0"], "argument --lr: must be > 0 and <= 3.40282e+38, got 0"),
+    (["--lr", "1e39"], "argument --lr: must be > 0 and <= 3.40282e+38, got 1e39"),  # float32 weights turn inf
+    (["--seed", "4294967296"], "argument --seed: must be >= 0 and <= 4294967295, got 4294967296"),
+    (["--checkpoint", ""], "argument --checkpoint: expected a path, got an empty one"),
+    (["--data", ""], "argument --data: expected a path, got an empty one"),
+    (["--plot", ""], "argument --plot: expected a path, got an empty one"),
+    (["--plot", "curves.png", "--grad-norms", "./curves.png"], "--plot and --grad-norms name the same file"),
     (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
     (["--weight-decay", "1.5"], "argument --weight-decay: must be >= 0 and < 1, got 1.5"),
     (["--aux-weight", "-1"], "argument --aux-weight: must be >= 0"),
@@ -238,6 +244,58 @@ def test_lr_1000_does_not_train_on_nan(tmp_path, npz, capsys):
     assert "training diverged at epoch 1" in err and "test accuracy" not in out
 
 
+
+def test_weights_that_give_nan_are_no_result(tmp_path, npz, capsys):
+    """One step at lr 1e30 leaves finite weights near 1e30: the epoch ends (finite), the checkpoint is written, but
+    the outputs overflow. Neither train's test figures, nor evaluate, nor predict print NaN as a result: each ends
+    in one line and exit code 1."""
+    from PIL import Image
+
+    ckpt = str(tmp_path / "ckpt")
+    code, out, err = cli(TRAIN + ["--data", npz, "--batch-size", "64", "--optimizer", "sgd", "--schedule",
+                                  "constant", "--lr", "1e30", "--checkpoint", ckpt], capsys)
+    assert_one_line_error(code, err, expected=1)
+    assert "test loss is nan: its weights give NaN or infinite outputs" in err and "test accuracy" not in out
+    code, out, err = cli(["evaluate", "--checkpoint", ckpt], capsys)
+    assert_one_line_error(code, err, "evaluate", expected=1)
+    assert re.search(r"outputs are NaN or infinite for \d+ of \d+ images \(its largest weight is .*e\+", err), err
+    assert "test accuracy" not in out
+    img = tmp_path / "a.png"
+    Image.fromarray(np.full((16, 16), 200, np.uint8)).save(img)
+    code, out, err = cli(["predict", "--checkpoint", ckpt, str(img)], capsys)
+    assert_one_line_error(code, err, "predict", expected=1)
+    assert "outputs are NaN or infinite for 1 of 1 images" in err and out == ""
+
+
+def test_a_stop_before_the_first_save_names_no_checkpoint(tmp_path, npz, capsys):
+    """Divergence in the first epoch: there is no checkpoint yet, and the message does not claim one is kept."""
+    ckpt = tmp_path / "ckpt"
+    code, _, err = cli(TRAIN + ["--data", npz, "--lr", "1000", "--optimizer", "sgd", "--checkpoint", str(ckpt)],
+                       capsys)
+    assert_one_line_error(code, err, expected=1)
+    assert "training diverged at epoch 1" in err and "is kept" not in err
+    assert not (ckpt / "checkpoint.json").exists()
+
+
+def test_data_files_without_a_manifest_are_not_removed_unasked(tmp_path, npz, capsys):
+    """A checkpoint folder that lost its checkpoint.json (or a first save killed before its commit): a new run
+    refuses to write there without --overwrite (it used to call the folder empty and delete the weights), evaluate
+    says what is there; --resume starts from scratch, as after a first save that was killed."""
+    ckpt = tmp_path / "ckpt"
+    assert cli(TRAIN + ["--data", npz, "--checkpoint", str(ckpt)], capsys)[0] == 0
+    (ckpt / "checkpoint.json").unlink()
+    data_files = sorted(os.listdir(ckpt))
+    code, _, err = cli(TRAIN + ["--data", npz, "--checkpoint", str(ckpt)], capsys)
+    assert_one_line_error(code, err)
+    assert "holds checkpoint data files but no checkpoint.json" in err and "--overwrite" in err
+    assert sorted(os.listdir(ckpt)) == data_files
+    code, _, err = cli(["evaluate", "--checkpoint", str(ckpt)], capsys)
+    assert_one_line_error(code, err, "evaluate")
+    assert "no checkpoint.json, only data files (optimizer-000001-" in err
+    code, out, err = cli(TRAIN + ["--data", npz, "--checkpoint", str(ckpt), "--overwrite"], capsys)
+    assert code == 0, err
+    assert (ckpt / "checkpoint.json").exists()
+
 # ------------------------------------------------------------------------------------------ data text
 def test_class_names_and_paths_are_printed_escaped(tmp_path, capsys):
     from PIL import Image
@@ -285,6 +343,7 @@ def test_no_traceback_in_a_real_process():
     (lambda c: c["run"].update(variant="evil"), "train", "variant 'evil': not one of"),
     (lambda c: c["run"].update(lr="fast"), "train", "lr 'fast': not a number"),
     (lambda c: c["run"].update(batch_size=-3), "train", "batch_size -3: must be >= 1"),
+    (lambda c: c.update(variant="paper"), "evaluate", "the 'paper' GoogLeNet cannot take (16, 16, 1) images"),
 ])
 def test_a_hand_edited_checkpoint_description_is_refused_in_one_line(tmp_path, npz, capsys, edit, command, message):
     import json

@@ -408,6 +408,19 @@ def _leftovers(directory):
     return sorted(n for n in names if _TEMP_NAME.fullmatch(n) or _DATA_NAME.fullmatch(n))
 
 
+def orphaned_data(directory) -> list:
+    """The names of the data files (``weights-*.npz``, ``optimizer-*.npz``) in a folder that has no manifest:
+    what a first save interrupted before its commit leaves, or a checkpoint whose ``checkpoint.json`` was
+    removed. :func:`status` calls such a folder ``'empty'`` (there is no checkpoint to read); a new run asked to
+    write there should not remove them unasked."""
+    directory = os.fspath(directory)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [] if STATE_FILE in names else sorted(n for n in names if _DATA_NAME.fullmatch(n))
+
+
 def status(directory) -> str:
     """What is at ``directory``, in one word or two.
 
@@ -680,10 +693,12 @@ def load(directory, trainer) -> dict:
         for generator, generator_state in zip(generators, generator_states):
             generator.bit_generator.state = generator_state
         for name, value in trainer_attrs.items():
-            setattr(trainer, name, value)
+            if name != "grad_norms" or value is not None:  # a trainer without a recorder takes no record
+                setattr(trainer, name, value)
         raise
     return _public_state(state)
 
 
-__all__ = ["CheckpointError", "save", "load", "load_weights", "read_state", "verify", "status", "files",
+__all__ = ["CheckpointError", "save", "load", "load_weights", "read_state", "verify", "status", "orphaned_data",
+           "files",
            "rng_states", "set_rng_states", "FORMAT_VERSION", "STATE_FILE"]
