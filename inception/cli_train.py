@@ -525,6 +525,9 @@ def evaluate_command(args):
     if test.y.min() < 0 or test.y.max() >= config["num_classes"]:
         raise CliError(f"--data {source}: labels {int(test.y.min())}..{int(test.y.max())} do not fit the model's "
                        f"{config['num_classes']} classes")
+    if list(test.class_names) != list(config["class_names"]):  # label k would be scored as another class's
+        raise CliError(f"--data {source}: its classes {_names(test.class_names)} are not the model's "
+                       f"{_names(config['class_names'])}")
     probs = _main_probs(model, config, test.x, args.checkpoint, args.batch_size)
     loss, _ = losses.categorical_crossentropy(probs, test.y)
     print(f"{escape(source)}: {len(test)} test images")
@@ -532,6 +535,13 @@ def evaluate_command(args):
                                       if probs.shape[-1] > 5 else ""))
     print(f"test accuracy: {topk_accuracy(probs, test.y, 1):.4f}")
     return 0
+
+
+def _names(names, shown=6):
+    """A short text for a list of class names: the first few and how many in all."""
+    names = list(names)
+    return "[" + ", ".join(repr(n) for n in names[:shown]) + (f", ... ({len(names)} in all)]" if len(names) > shown
+                                                               else "]")
 
 
 def predict_command(args):

@@ -220,6 +220,21 @@ def test_evaluate_on_a_folder_without_a_checkpoint(tmp_path, capsys):
     assert_one_line_error(code, err, "evaluate")
 
 
+
+def test_evaluate_on_other_data_needs_the_same_classes(tmp_path, npz, capsys):
+    """--data of the same image size and classes evaluates; other class names (label k would be scored as the
+    model's class k) are refused in one line."""
+    ckpt = str(tmp_path / "ckpt")
+    assert cli(TRAIN + ["--data", npz, "--checkpoint", ckpt], capsys)[0] == 0
+    same = make_npz(tmp_path / "same.npz", n=16)
+    code, out, err = cli(["evaluate", "--checkpoint", ckpt, "--data", same], capsys)
+    assert code == 0, err
+    assert "test accuracy: " in out
+    other = make_npz(tmp_path / "other.npz", n=16, class_names=("a", "b", "c", "d"))
+    code, _, err = cli(["evaluate", "--checkpoint", ckpt, "--data", other], capsys)
+    assert_one_line_error(code, err, "evaluate")
+    assert "its classes ['a', 'b', 'c', 'd'] are not the model's ['nw', 'ne', 'sw', 'se']" in err
+
 # ------------------------------------------------------------------------------------------ divergence
 def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, npz, capsys, monkeypatch):
     from tinynet import checkpoint, optim

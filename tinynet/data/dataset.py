@@ -42,7 +42,7 @@ def _as_labels(y, source="labels", error=ValueError, allow_negative=True) -> np.
         whole = y == np.round(y)
         if not whole.all():
             i = int(np.argmin(whole))
-            raise error(f"{source}: labels must be whole numbers (class indices); label {i} is {y[i]!r}")
+            raise error(f"{source}: labels must be whole numbers (class indices); label {i} is {y[i].item()!r}")
         if np.abs(y).max() >= 2.0 ** 62:
             raise error(f"{source}: label values up to {np.abs(y).max():g} are not class indices")
     if y.dtype == np.uint64 and y.size and y.max() > np.iinfo(np.int64).max:
