@@ -336,6 +336,8 @@ def compiled(**kwargs):
 X, Y = toy_vectors()
 FIT_ERRORS = [
     (dict(x=X[:30], y=Y), "x has 30 examples but y for output 'aux' has 40"),
+    (dict(x=X, y=Y, validation_data=(X, Y[:3])),
+     "validation_data x has 40 examples but validation_data y for output 'aux' has 3"),
     (dict(x=X[:, :5], y=Y), r"x for input 'x' has shape \(40, 5\), the model takes \(N, 8\)"),
     (dict(x=X.astype(str), y=Y), "dtype <U"),
     (dict(x=X[:0], y=Y[:0]), "x is empty"),

@@ -930,7 +930,8 @@ def standardize_y(state, y, n, who, what="y"):
                 raise ValueError(f"{who}: {what} for output '{name}' is a single number; expected an array of "
                                  f"labels (N, ...)")
             if len(array) != n:
-                raise ValueError(f"{who}: x has {n} examples but {what} for output '{name}' has {len(array)}")
+                x_what = what[:-1] + "x" if what.endswith(" y") else "x"  # 'validation_data y' -> '... x'
+                raise ValueError(f"{who}: {x_what} has {n} examples but {what} for output '{name}' has {len(array)}")
             converted[id(item)] = array
         out.append(converted[id(item)])
     return out
