@@ -221,15 +221,17 @@ def _settings(args, resume_state):
     return settings
 
 
-def _build(settings, input_shape, num_classes):
+def _build(settings, input_shape, num_classes, resuming=False):
     from tinynet.layers.base import ShapeError
 
     try:
         return build_model(settings["variant"], input_shape, num_classes, aux=not settings["no_aux"])
     except ShapeError as error:
         h, w, c = input_shape
+        advice = ("the checkpoint's settings are invalid (edited by hand?); start a new run" if resuming
+                  else "use --image-size or another --variant")
         raise CliError(f"images of {h}x{w}x{c} do not fit the '{settings['variant']}' GoogLeNet ({error}); "
-                       f"use --image-size or another --variant") from None
+                       f"{advice}") from None
 
 
 def _load_training_data(source, image_size):
@@ -303,7 +305,7 @@ def _prepare(args, comm):
           f"{'x'.join(map(str, train.image_shape))}, {train.num_classes} classes")
 
     tinynet.set_seed(settings["seed"])
-    model = _build(settings, config["input_shape"], config["num_classes"])
+    model = _build(settings, config["input_shape"], config["num_classes"], resuming=resume_state is not None)
     print(f"model: GoogLeNet '{config['variant']}', {model.count_params():,} parameters, "
           f"{model.count_macs() / 1e6:.1f} M multiply-adds per image, {len(model.outputs)} outputs")
     if comm is not None and comm.size > 1:  # batch statistics of the global batch: N ranks train as one process

@@ -359,6 +359,8 @@ def test_no_traceback_in_a_real_process():
     (lambda c: c["run"].update(lr="fast"), "train", "lr 'fast': not a number"),
     (lambda c: c["run"].update(batch_size=-3), "train", "batch_size -3: must be >= 1"),
     (lambda c: c.update(variant="paper"), "evaluate", "the 'paper' GoogLeNet cannot take (16, 16, 1) images"),
+    (lambda c: (c.update(variant="paper"), c["run"].update(variant="paper")), "train",
+     "do not fit the 'paper' GoogLeNet"),
 ])
 def test_a_hand_edited_checkpoint_description_is_refused_in_one_line(tmp_path, npz, capsys, edit, command, message):
     import json
@@ -372,6 +374,7 @@ def test_a_hand_edited_checkpoint_description_is_refused_in_one_line(tmp_path, n
     code, _, err = cli(argv, capsys)
     assert_one_line_error(code, err, command)
     assert message in err, err
+    assert "--image-size" not in err  # advice that --resume would refuse
 
 
 def test_fit_refuses_data_that_does_not_fit_the_model_before_training():
