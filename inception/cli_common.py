@@ -14,7 +14,8 @@ import math
 import os
 import sys
 import traceback
-import unicodedata
+
+from tinynet.utils.text import escape
 
 #: exit codes: 0 success, 1 the run failed (training diverged, a file could not be written), 2 a user's mistake,
 #: 130 interrupted (Ctrl-C)
@@ -63,18 +64,6 @@ def plain(docstring) -> str:
 
     text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", docstring or "")
     return text.replace("``", "").strip()
-
-
-def escape(text) -> str:
-    """``text`` with control and format characters (newlines, ESC, BiDi overrides, ...) written as escapes."""
-    out = []
-    for ch in str(text):
-        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 # ------------------------------------------------------------------------------------------ argument types

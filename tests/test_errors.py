@@ -234,3 +234,136 @@ def test_set_weights_checks_every_shape_first():
     layer = model.get_layer("conv")
     with pytest.raises(ValueError, match=esc("layer 'conv': set_weights got 1 arrays, expected 2 (kernel, bias)")):
         layer.set_weights(before[:1])
+
+
+# ----------------------------------------------------------------------------------------------- model inputs
+def test_predict_names_the_real_problem_with_x():
+    """None, a dict with the wrong names and a symbolic tensor used to be reported as "has dtype object"."""
+    from tinynet.layers.base import SymbolicTensor
+
+    model = tiny_model()
+    name = model.inputs[0].name
+    with pytest.raises(ValueError, match=esc(f"x is required (one array per input ['{name}'])")):
+        model.predict(None)
+    with pytest.raises(ValueError, match=esc(f"x as a dict needs the input names ['{name}'] as keys; missing "
+                                             f"['{name}'], unknown ['image']")):
+        model.predict({"image": np.zeros((1, 4, 4, 2))})
+    symbolic = Input((4, 4, 2))
+    for call in (model, model.predict):
+        with pytest.raises(TypeError, match="got the symbolic tensor .*a model runs on arrays.*call the layers"):
+            call(symbolic)
+    assert isinstance(symbolic, SymbolicTensor)
+
+
+def test_a_sequential_model_called_on_a_symbolic_tensor_says_so():
+    from tinynet.models import Sequential
+
+    model = Sequential([Dense(2)])
+    with pytest.raises(TypeError, match="got the symbolic tensor"):
+        model(Input((3,)))
+    assert not model.built
+
+
+# ----------------------------------------------------------------------------------------------- weights files
+def test_weights_load_by_layer_order_when_automatic_names_differ(tmp_path):
+    """The same architecture built twice in one process gets conv2d, then conv2d_1: the file of the first used
+    to be refused by the second ("has weights no layer of this model owns"). Now loaded by layer order, as
+    Keras loads a legacy HDF5 file."""
+    def build():
+        x = Input((4, 4, 2))
+        y = BatchNormalization()(Conv2D(2, 3)(x))
+        return Model(x, Dense(3)(Flatten()(y)))
+
+    first, second = build(), build()
+    assert {layer.name for layer in first.layers}.isdisjoint(layer.name for layer in second.layers)
+    first.save_weights(tmp_path / "first.npz")
+    second.load_weights(tmp_path / "first.npz")
+    for u, v in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("saved, change, why", [
+    (lambda x: Dense(3)(Flatten()(Conv2D(2, 3)(x))), lambda x: Dense(3)(Flatten()(Conv2D(3, 3)(x))),
+     "layer 0 with weights: 'conv2d' in the file, 'conv2d_1' in the model, weight 'kernel' of shape (3, 3, 2, 2) "
+     "vs (3, 3, 2, 3)"),
+    (lambda x: Dense(3)(Flatten()(Conv2D(2, 3)(x))), lambda x: Dense(3)(Flatten()(x)),
+     "it has 2 layers with weights, the model 1"),
+    (lambda x: Dense(32)(Dense(32, name="stem")(Flatten()(x))),
+     lambda x: Dense(32, name="stem")(Dense(32)(Flatten()(x))),
+     "layer 0 with weights: 'stem' in the file, 'dense_1' in the model, though both names are on both sides"),
+], ids=["a shape differs", "a layer more", "a named layer elsewhere"])
+def test_weights_that_fit_neither_by_name_nor_by_order_are_refused_saying_why(tmp_path, saved, change, why):
+    """A named layer is never loaded from another layer's weights, whatever the order says."""
+    from tinynet.layers import reset_names
+
+    reset_names()
+    x = Input((4, 4, 2))
+    Model(x, saved(x)).save_weights(tmp_path / "w.npz")
+    x = Input((4, 4, 2))
+    target = Model(x, change(x))
+    before = target.get_weights()
+    with pytest.raises(KeyError, match=esc(why) + ".*name the layers, or call tinynet.layers.reset_names"):
+        target.load_weights(tmp_path / "w.npz")
+    for u, v in zip(before, target.get_weights()):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_a_weights_file_holding_nan_is_refused_naming_the_file(tmp_path):
+    """The module notes said non-finite values "are loaded as they are", yet loading refused them without naming
+    the file; now the notes say they are refused, and the message names the file, the layer and the weight."""
+    from tinynet import saving
+
+    source, target = tiny_model(), tiny_model()
+    arrays = saving.weight_arrays(source)
+    arrays["head/bias"] = np.array([0.0, np.nan, 1.0], np.float32)
+    path = tmp_path / "diverged.npz"
+    np.savez(path, **arrays)
+    before = target.get_weights()
+    with pytest.raises(ValueError, match=esc(f"load_weights: {path}: layer 'head': weight 'bias' holds NaN")):
+        target.load_weights(path)
+    for u, v in zip(before, target.get_weights()):
+        np.testing.assert_array_equal(u, v)
+    assert "are refused, not loaded" in saving.__doc__ and "loaded as they are" not in saving.__doc__
+
+
+# ----------------------------------------------------------------------------------------------- python -m tinynet
+def run_tinynet_cli(*args, stdout=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tinynet", *args], stdout=stdout or subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+
+
+def test_tinynet_cli_usage_error_is_one_line_with_exit_2():
+    done = run_tinynet_cli("--cpu-kernels", "fortran\x1b[31m")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("python -m tinynet: error: argument --cpu-kernels: invalid choice: 'fortran\\x1b[31m' "
+                           "(choose from 'numpy', 'numba')\n")
+
+
+def test_tinynet_cli_into_a_closed_pipe_ends_quietly():
+    """``python -m tinynet | head -1`` used to end in a BrokenPipeError traceback and exit 1."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "tinynet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.readline()
+    process.stdout.close()                                              # the reader goes away, as head does
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and stderr == ""
+
+
+def test_tinynet_cli_ctrl_c_is_one_line_with_exit_130(monkeypatch, capsys):
+    from tinynet import __main__ as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "demo_model", interrupted)                 # Ctrl-C while the demo model is built
+    try:
+        status = cli.main([])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped main() (a traceback and exit 1)")
+    assert status == 130
+    assert capsys.readouterr().err == "\npython -m tinynet: interrupted\n"

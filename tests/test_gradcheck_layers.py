@@ -264,3 +264,121 @@ def test_the_check_leaves_the_model_as_it_found_it():
     for layer, weights in zip(model.layers, before):
         assert all(a is b for a, b in zip(layer.weights, weights))
         assert all(w.dtype == np.float32 for w in layer.weights)
+
+
+# ----------------------------------------------------------------------------------------------------- kinks
+def relu_kink_model(conv=Conv2D):
+    """1×1 ReLU convolutions (zero biases) reading a ReLU output: where a pixel's input is all exact zeros
+    their pre-activation is exactly 0, so ±eps on a bias straddles ReLU's kink. ``conv`` builds the first of
+    them (a subclass with a wrong backward, to show the kink handling hides nothing)."""
+    tinynet.set_seed(0)
+    x = Input((8, 7, 3))
+    s = Conv2D(4, (2, 3), padding="same", activation="relu", name="stem")(x)
+    y = concatenate([conv(3, 1, activation="relu", name="kinked_a")(s),
+                     Conv2D(2, 1, activation="relu", name="kinked_b")(s)])
+    y = Conv2D(4, 1, name="proj")(BatchNormalization(name="bn")(y))
+    return Model(x, Dense(5, activation="softmax", name="head")(GlobalAveragePooling2D()(y)))
+
+
+KINK_INPUTS = np.random.default_rng(0).standard_normal((2, 8, 7, 3))
+
+
+@pytest.mark.parametrize("max_elements", [400, 0], ids=["elements", "directions"])
+def test_a_correct_model_passes_with_probes_on_relu_kinks(max_elements):
+    """Before, the central differences of the zero biases straddled the kink and the check failed (relative
+    error 0.3-0.5) on a correct model; those probes are now found and checked beside the kink, and counted."""
+    report = gradcheck.check_model(relu_kink_model(), KINK_INPUTS, training=True, tol=TOL, max_elements=max_elements)
+    assert report.passed and report.max_error < TOL, str(report)
+    assert set(report.kinks) == {"kinked_a/bias", "kinked_b/bias"} and all(n > 0 for n in report.kinks.values())
+    assert "at kinks, checked beside them" in str(report)
+
+
+def wrong_conv(wrong):
+    """A Conv2D whose backward returns ``wrong(grad_input, [grad_kernel, grad_bias])``."""
+
+    class WrongConv2D(Conv2D):
+        def backward(self, grad_output, cache, input_grad=True):
+            return wrong(*super().backward(grad_output, cache))
+
+    return WrongConv2D
+
+
+def one_kernel_entry_off(gx, grads):
+    kernel = grads[0].copy()
+    kernel[0, 0, 1, 2] *= 1 + 1e-5
+    return gx, [kernel, grads[1]]
+
+
+WRONG_BACKWARDS = {
+    "everything scaled by 1+1e-5": (lambda gx, grads: (gx * (1 + 1e-5), [g * (1 + 1e-5) for g in grads]), "stem"),
+    "one kernel entry off by 1e-5": (one_kernel_entry_off, "kinked_a/kernel"),
+    "bias (all at kinks) scaled by 1+1e-5": (lambda gx, grads: (gx, [grads[0], grads[1] * (1 + 1e-5)]),
+                                            "kinked_a/bias"),
+}
+
+
+@pytest.mark.parametrize("max_elements", [400, 0], ids=["elements", "directions"])
+@pytest.mark.parametrize("case", list(WRONG_BACKWARDS))
+def test_the_kink_handling_still_catches_a_slightly_wrong_backward(case, max_elements):
+    """A backward wrong by 1e-5 fails, also where every probe of the tensor sits on a kink (the bias)."""
+    wrong, failing = WRONG_BACKWARDS[case]
+    report = gradcheck.check_model(relu_kink_model(wrong_conv(wrong)), KINK_INPUTS, training=True, tol=TOL,
+                                   max_elements=max_elements, raise_on_failure=False)
+    assert not report.passed, str(report)
+    failed = [row.name for row in report.rows if not report.row_passed(row)]
+    assert any(name.startswith(failing) for name in failed), str(report)
+    if case.startswith("bias"):
+        assert failed == ["kinked_a/bias"] and report.kinks["kinked_a/bias"] > 0, str(report)
+
+
+# ------------------------------------------------------------------------------------------ the arguments
+BAD_SETTINGS = [
+    (dict(directions=0), ValueError, "directions must be an integer >= 1, got 0"),
+    (dict(directions=-1), ValueError, "directions must be an integer >= 1, got -1"),
+    (dict(directions=2.5), ValueError, "directions must be an integer >= 1"),
+    (dict(eps=0), ValueError, "eps must be a finite number > 0, got 0"),
+    (dict(eps=-1e-6), ValueError, "eps must be a finite number > 0"),
+    (dict(eps=float("inf")), ValueError, "eps must be a finite number > 0"),
+    (dict(tol=float("nan")), ValueError, "tol must be a finite number > 0, got nan"),
+    (dict(tol=-1e-7), ValueError, "tol must be a finite number > 0"),
+    (dict(tol=0), ValueError, "tol must be a finite number > 0"),
+    (dict(atol=-1.0), ValueError, "atol must be a finite number >= 0"),
+    (dict(atol=float("nan")), ValueError, "atol must be a finite number >= 0"),
+    (dict(max_elements=-1), ValueError, "max_elements must be an integer >= 0"),
+    (dict(seed="a"), ValueError, "seed must be an integer >= 0, got 'a'"),
+    (dict(seed=-1), ValueError, "seed must be an integer >= 0"),
+    (dict(training="yes"), TypeError, "training must be True or False"),
+    (dict(raise_on_failure=None), TypeError, "raise_on_failure must be True or False"),
+]
+
+
+@pytest.mark.parametrize("settings, error, message", BAD_SETTINGS,
+                         ids=[",".join(f"{k}={v!r}" for k, v in case[0].items()) for case in BAD_SETTINGS])
+def test_checker_arguments_that_would_check_nothing_are_refused_before_any_work(settings, error, message):
+    """directions=0 used to pass a broken backward ("0 dirs ... yes"), eps=0 to divide by zero, seed='a' to
+    raise numpy's TypeError; each is refused naming the argument and its range, before any layer is built."""
+    import re
+
+    dense = Dense(3)
+    with pytest.raises(error, match="check_layer: " + re.escape(message)):
+        gradcheck.check_layer(dense, (2, 4), **settings)
+    assert not dense.built                                              # refused before any work
+    with pytest.raises(error, match="check_model: " + re.escape(message)):
+        gradcheck.check_model(conv_bias_into_batchnorm(), **settings)
+
+
+def test_checker_refuses_what_is_not_a_model_a_layer_or_a_shape():
+    with pytest.raises(TypeError, match="check_model: model must be a tinynet Model, got Dense"):
+        gradcheck.check_model(Dense(3))
+    with pytest.raises(TypeError, match="check_layer: layer must be a tinynet Layer, got str"):
+        gradcheck.check_layer("dense", (2, 4))
+    with pytest.raises(TypeError, match="check_layer.. got an unexpected keyword argument 'directon'"):
+        gradcheck.check_layer(Dense(3), (2, 4), directon=3)
+    for shape in [(2,), (2, 0), [2, 4], (2, 4.0), 4]:
+        with pytest.raises(ValueError, match="check_layer: input_shape must be a tuple"):
+            gradcheck.check_layer(Dense(3), shape)
+
+
+def test_whole_number_settings_are_taken_as_integers():
+    report = gradcheck.check_layer(Dense(2), (2, 3), tol=TOL, directions=2.0, max_elements=0.0)
+    assert {row.method for row in report.rows} == {"2 dirs"} and report.passed

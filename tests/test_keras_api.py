@@ -552,3 +552,35 @@ def test_a_refused_step_changes_no_weight_and_no_statistic(make_optimizer, error
     assert model.optimizer.iterations == 0
     for name, a, b in zip([w for layer in model.layers for w in layer.weight_names], before, model.get_weights()):
         np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_train_and_test_on_batch_as_keras():
+    """``train_on_batch`` is one step of ``fit``'s loop and returns that batch's loss and metrics (not running
+    means over the calls, as Keras since 2026); ``test_on_batch`` equals ``evaluate`` on the same batch;
+    ``predict_on_batch`` equals ``predict``."""
+    model, twin = two_output_model(), two_output_model()
+    for m in (model, twin):
+        m.compile(optimizers.SGD(learning_rate=0.1, momentum=0.9), loss="sparse_categorical_crossentropy",
+                  metrics=[None, ["accuracy"]])
+    xb, yb = X[:16], Y[:16]
+    first = model.train_on_batch(xb, yb, return_dict=True)
+    assert list(first) == ["loss", "aux_loss", "main_loss", "main_accuracy"]
+    twin.fit(xb, yb, batch_size=16, epochs=1, shuffle=False, verbose=0)  # one step of fit's loop: the same update
+    assert same_weights(model, twin) and model.optimizer.iterations == 1
+    second = model.train_on_batch(X[16:24], Y[16:24])
+    alone = two_output_model()  # this batch's own figures, not a mean with the first batch's
+    alone.set_weights(twin.get_weights())
+    alone.compile("sgd", loss="sparse_categorical_crossentropy", metrics=[None, ["accuracy"]])
+    want = alone.evaluate(X[16:24], Y[16:24], verbose=0, return_dict=True)
+    assert isinstance(second, list) and len(second) == 4
+    assert second[3] == pytest.approx(
+        float(np.mean(np.argmax(twin.predict(X[16:24])[1], axis=1) == Y[16:24])), abs=1e-12)  # no dropout
+    assert second[0] == pytest.approx(want["loss"], rel=1e-6)
+    assert model.test_on_batch(X, Y) == pytest.approx(model.evaluate(X, Y, verbose=0, batch_size=7), rel=1e-6)
+    for got, expected in zip(model.predict_on_batch(X), model.predict(X)):
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match=r"train_on_batch: x has 16 examples but y for output 'aux' has 3"):
+        model.train_on_batch(xb, Y[:3])
+    assert model.optimizer.iterations == 2
+    with pytest.raises(ValueError, match="must be compiled first"):
+        two_output_model().train_on_batch(xb, yb)

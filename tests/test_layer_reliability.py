@@ -952,3 +952,43 @@ def test_relu_backward_keeps_non_finite_gradients_as_the_reference_does(xb):
         got = xb.numpy(kernels.relu_backward(xb(gy), xb(y)))
     np.testing.assert_array_equal(got, expected)
     assert np.isnan(got).sum() == np.isnan(expected).sum() <= 3
+
+
+# ------------------------------------------------------------------------------ BatchNormalization statistics
+def bn_model(epsilon=1e-3):
+    x = Input((3,))
+    return Model(x, Dense(2, name="head")(BatchNormalization(epsilon=epsilon, name="bn")(x)))
+
+
+@pytest.mark.parametrize("variance, epsilon", [([1.0, -0.5, 1.0], 1e-3), ([1.0, -1e-5, 1.0], 1e-3),
+                                               ([1.0, 0.0, 1.0], 0.0)],
+                         ids=["negative", "slightly negative", "zero with epsilon 0"])
+def test_a_moving_variance_that_is_no_variance_is_refused(variance, epsilon, tmp_path):
+    """set_weights used to take a negative moving_variance, after which predict returned NaN silently; loading
+    a weights file goes through the same check (and names the file). The model is unchanged either way."""
+    from tinynet import saving
+
+    model = bn_model(epsilon)
+    before = model.get_weights()
+    bad = [w.copy() for w in before]
+    bad[3] = np.array(variance, np.float32)                             # gamma, beta, moving_mean, moving_variance
+    message = r"layer 'bn' \(BatchNormalization\): weight 'moving_variance' must be (>= 0|> 0 \(epsilon is 0\))"
+    with pytest.raises(ValueError, match=message):
+        model.set_weights(bad)
+    with pytest.raises(ValueError, match=message):
+        model.get_layer("bn").set_weights(bad[:4])
+    path = tmp_path / "bad_variance.npz"
+    np.savez(path, **dict(zip(saving.weight_arrays(model), bad)))
+    with pytest.raises(ValueError, match=re.escape(f"load_weights: {path}: ") + message):
+        model.load_weights(path)
+    for u, v in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(u, v)
+    assert np.isfinite(model.predict(np.ones((2, 3)))).all()
+
+
+def test_a_zero_moving_variance_is_a_variance_when_epsilon_is_positive():
+    model = bn_model()
+    weights = model.get_weights()
+    weights[3] = np.zeros(3, np.float32)
+    model.set_weights(weights)
+    assert np.isfinite(model.predict(np.ones((2, 3)))).all()

@@ -328,3 +328,95 @@ def test_device_listeners_move_with_the_model():
     assert listener.moves == ["cpu"]
     with pytest.raises(TypeError, match="to\\(device\\)"):
         model.add_device_listener(object())
+
+
+# ----------------------------------------------------------------------------------------------- Sequential
+def sequential_state(model):
+    """What a failed add/pop/build must leave as it was."""
+    return ([layer.name for layer in model._stack], model.built, model._input, model._output,
+            [layer.name for layer in model.layers])
+
+
+def test_a_failed_sequential_add_leaves_the_model_as_it_was():
+    """The Conv2D that a flat input refuses used to stay in the stack: a later pop() raised (yet removed the
+    Dense added since) and the next pop() returned the Conv2D that was never added."""
+    from tinynet.layers import ShapeError
+    from tinynet.models import Sequential
+
+    model = Sequential([Input((8, 8, 1)), Flatten(name="flat")])
+    before = sequential_state(model)
+    conv = Conv2D(2, 3, name="refused")
+    with pytest.raises(ShapeError, match="layer 'refused' .*input shape \\(None, 64\\)"):
+        model.add(conv)
+    assert sequential_state(model) == before and not conv.built and conv.weights == []
+    dense = Dense(3, name="head")
+    model.add(dense)
+    assert len(model.layers) == 3 and model.layers[-1] is dense
+    assert model.pop() is dense
+    assert model.pop().name == "flat"
+    with pytest.raises(IndexError, match="no layer to remove"):
+        model.pop()
+    model.add(Conv2D(2, 3, name="fits"))                                # the input takes a Conv2D directly
+    assert model.predict(np.zeros((2, 8, 8, 1))).shape == (2, 6, 6, 2)
+
+
+def test_a_failed_deferred_build_leaves_the_model_unbuilt_and_says_why_every_time():
+    """``_input`` used to be set before the layers were called: the second predict said "has no layers with an
+    input yet", hiding the real error. The layers the failed build created weights for are unbuilt again."""
+    from tinynet.layers import ShapeError
+    from tinynet.models import Sequential
+
+    dense = Dense(4, name="first")
+    model = Sequential([dense, Flatten(), Conv2D(2, 3, name="needs_4d")])
+    x = np.zeros((8, 8, 8, 1))
+    for _ in range(2):
+        with pytest.raises(ShapeError, match="layer 'needs_4d'"):
+            model.predict(x)
+        assert not model.built and model._input is None and model.layers == []
+        assert not dense.built and dense.weights == [] and dense.input_shape is None
+    model.pop()
+    assert model.predict(x).shape == (8, 256)                           # built now, from the data
+    assert dense.built and dense.weights[0].shape == (1, 4)
+
+
+def test_sequential_pop_rebuilds_the_chain():
+    from tinynet.models import Sequential
+
+    model = Sequential([Input((4,)), Dense(3, name="a"), Dense(2, name="b")])
+    assert model.pop().name == "b"
+    assert model.predict(np.zeros((5, 4))).shape == (5, 3) and [layer.name for layer in model.layers][-1] == "a"
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def test_one_input_tensor_listed_twice_is_refused():
+    """Model([x, x], ...) used to be accepted, and predict([X, X * 0]) silently used the second array only."""
+    x = Input((4,), name="features")
+    with pytest.raises(ValueError, match="inputs must be distinct tensors; \\['features'\\] is listed more than once"):
+        Model([x, x], Flatten()(x))
+
+
+def test_the_same_tensor_may_be_two_outputs():
+    """Keras allows it (e.g. two losses on one output); the walk returns it twice and backward adds both."""
+    x = Input((4,))
+    y = Dense(2, name="head")(x)
+    model = Model(x, [y, y])
+    xb = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    a, b = model.predict(xb)
+    np.testing.assert_array_equal(a, b)
+    model.forward(xb)
+    g = np.ones((3, 2), np.float32)
+    model.backward([g, g])
+    np.testing.assert_allclose(model.get_layer("head").grads[1], 2 * g.sum(axis=0))
+
+
+def test_inputs_may_be_a_dict_by_input_name(rng):
+    """As Keras: predict, model(x), run and forward take {input name: array}."""
+    a, b = Input((3,), name="a"), Input((2,), name="b")
+    model = Model([a, b], Dense(2, name="out")(concatenate([a, b])))
+    xa, xb = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    expected = model.predict([xa, xb])
+    np.testing.assert_array_equal(model.predict({"b": xb, "a": xa}), expected)
+    np.testing.assert_array_equal(model({"a": xa, "b": xb}), expected)
+    np.testing.assert_array_equal(model.forward({"a": xa, "b": xb}, training=False), expected)
+    single = Model(a, Dense(2)(a))
+    np.testing.assert_array_equal(single.predict({"a": xa}), single.predict(xa))

@@ -274,3 +274,19 @@ def test_gradcheck_rows_are_named():
     assert row == (row.name, row.shape, row.method, row.rel_error, row.abs_error)   # still a tuple, same order
     assert [r.name.split("/")[-1] for r in report.rows[1:]] == ["kernel", "bias"]
     assert row.shape == (2, 3) and row.method == "elements" and np.isfinite(row.rel_error)
+
+
+def test_the_max_pool_nan_gradient_is_documented_as_tinynets_own_convention():
+    """The output NaN matches PyTorch and Keras, but PyTorch routes the gradient to the window's last NaN (Keras
+    and JAX differently again): the docstrings used to credit the first-NaN rule to PyTorch and Keras."""
+    def docstring(path, function=None):
+        tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+        if function is not None:
+            tree = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == function)
+        return " ".join(ast.get_docstring(tree).split())
+
+    for text in (docstring("tinynet/layers/pooling.py"), docstring("tinynet/kernels/numpy_kernels.py",
+                                                                    "maxpool_forward")):
+        assert "outputs NaN, as in PyTorch and Keras" in text
+        assert "first NaN" in text and "tinynet's own convention (PyTorch routes it to the last NaN" in text
+        assert "propagates, as in PyTorch and Keras" not in text

@@ -4,10 +4,15 @@ It builds a small branching model with two outputs (one tensor fanning out into 
 branches, concatenated, two heads), prints its summary, then gradient-checks every layer type in float64
 and prints one row per layer type with the largest relative error. The exit status is 1 when any check
 fails, so the command doubles as a smoke test.
+
+As the ``inception`` command line does: a bad command line is reported in one line (exit status 2), Ctrl-C
+ends with one line (130) and a reader that goes away (``python -m tinynet | head -1``) ends it quietly (141).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 
@@ -18,8 +23,19 @@ from .layers import (Activation, AvgPool2D, BatchNormalization, Concatenate, Con
                      GlobalAveragePooling2D, Input, LocalResponseNormalization, MaxPool2D, ReLU, Softmax,
                      concatenate, reset_names)
 from .model import Model
+from .utils.text import escape
 
 TOLERANCE = 1e-7
+PROG = "python -m tinynet"
+EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 2, 130, 141
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse`` that reports a bad command line in one line (``python -m tinynet: error: ...``), exit 2,
+    instead of the usage text and the error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {escape(message)}\n")
 
 
 def demo_model():
@@ -104,8 +120,28 @@ def run_checks(out=print, kernels="numpy"):
 
 
 def main(argv=None):
-    """Entry point of ``python -m tinynet``; returns the process exit status."""
-    parser = argparse.ArgumentParser(prog="python -m tinynet", description=__doc__.splitlines()[0])
+    """Entry point of ``python -m tinynet``; returns the process exit status (see the module notes).
+
+    Ctrl-C, from start-up to the last check, prints ``python -m tinynet: interrupted`` and returns 130; a
+    closed standard output (``| head``) returns 141 without a traceback.
+    """
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader gone away shows here, not in the interpreter's shutdown
+    except BrokenPipeError:  # nothing more to say, and no one to say it to
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (keep the shutdown from flushing into the pipe)
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(argv):
+    """Parse the command line, show the demo model and run the checks; the exit status."""
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tinynet {__version__}")
     parser.add_argument("--cpu-kernels", choices=["numpy", "numba"], default=None,
                         help="CPU kernels for the demo model (default: numba when installed)")

@@ -1043,20 +1043,63 @@ def evaluate(model, state, x=None, y=None, batch_size=None, verbose="auto", retu
     _require_compiled(model, state, who)
     verbose = _verbose(who, verbose)
     batch_size = 32 if batch_size is None else _positive_int(who, "batch_size", batch_size)
+    xs, ys = _batch_arrays(model, state, x, y, who)
+    cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
+                                        steps=_num_batches(len(xs[0]), batch_size), evaluating=True)
+    return _returned(state.evaluate_arrays(xs, ys, batch_size, callbacks=cbs), return_dict)
+
+
+def _batch_arrays(model, state, x, y, who):
+    """``x`` and ``y`` as lists of arrays, checked as :func:`fit` checks them (metrics resolved from ``y``)."""
+    _require_compiled(model, state, who)
     xs = standardize_x(model, x, who)
     n = len(xs[0])
     if n == 0:
         raise ValueError(f"{who}: x is empty (0 examples)")
     ys = standardize_y(state, y, n, who)
     state.build_metrics(ys, who)
-    cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
-                                        steps=_num_batches(n, batch_size), evaluating=True)
-    logs = state.evaluate_arrays(xs, ys, batch_size, callbacks=cbs)
+    return xs, ys
+
+
+def _returned(logs, return_dict):
+    """What Keras' ``evaluate``/``train_on_batch`` return: the logs, or their values (one alone as a number)."""
     if return_dict:
         return logs
     values = list(logs.values())
     return values[0] if len(values) == 1 else values
 
 
-__all__ = ["Engine", "KerasState", "TrainingDiverged", "compile_model", "fit", "evaluate", "check_number",
+def train_on_batch(model, state, x=None, y=None, return_dict=False):
+    """``Model.train_on_batch``: one optimizer step on the batch ``(x, y)``, checked as :func:`fit` checks its
+    arguments; return this batch's loss and metrics (as Keras since 2026, not running means over the calls).
+
+    The step is :meth:`Engine.train_batch` (or, data-parallel, :meth:`Engine.train_global_batch` over the whole
+    batch): a non-finite loss or gradient raises :class:`TrainingDiverged` and changes nothing. The loss and the
+    metrics are those of the training-mode forward that the step differentiated (Dropout on, BatchNormalization
+    on the batch's statistics), before the update.
+    """
+    who = "train_on_batch"
+    xs, ys = _batch_arrays(model, state, x, y, who)
+    state.reset_trackers()
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite values are checked
+        try:
+            if state.distributed:
+                state.train_global_batch(xs, ys, np.arange(len(xs[0])))
+            else:
+                total, values, outs, ydev = state.train_batch(xs, ys)
+                state.update_trackers(total, values, outs, ydev, len(xs[0]))
+        except TrainingDiverged as error:
+            raise TrainingDiverged(state.epoch + 1, state.optimizer.iterations + 1, error.detail) from None
+    return _returned(state.tracker_logs(), return_dict)
+
+
+def test_on_batch(model, state, x=None, y=None, return_dict=False):
+    """``Model.test_on_batch``: the loss and metrics of the batch ``(x, y)`` in inference mode, as
+    :func:`evaluate` with the whole batch at once."""
+    xs, ys = _batch_arrays(model, state, x, y, "test_on_batch")
+    return _returned(state.evaluate_arrays(xs, ys, len(xs[0])), return_dict)
+
+
+__all__ = ["Engine", "KerasState", "TrainingDiverged", "compile_model", "fit", "evaluate", "train_on_batch",
+           "test_on_batch", "check_number",
            "output_names", "standardize_x", "standardize_y", "check_labels"]

@@ -19,6 +19,20 @@ difference of ``f`` (the error measured on small models is about ``0.5 · ε_mac
 Without it a gradient that is exactly zero (a bias feeding BatchNormalization in training mode, say)
 would always show a relative error of 1, since its numeric estimate is pure rounding noise.
 
+Kinks. ReLU and max pooling are not differentiable everywhere, and exact ties are common (a 1×1
+convolution with zero biases reading an all-zero ReLU output has pre-activations exactly 0). A central
+difference whose probes straddle such a point measures the mean of the two one-sided slopes, which the
+analytic gradient (one of them, by the layer's convention: ReLU'(0) = 0, the first maximum) need not match.
+So an element (or direction) whose central difference fails is probed again at ``±ε/2``; with
+``g(t) = f(θ + t·v)`` it is *at a kink* when the gap between the one-sided differences does not shrink
+with the step (at a smooth point it halves with the step, at a kink it stays the jump in slope:
+``|gap(ε/2)| ≥ 0.75·|gap(ε)|``) and the one-sided slopes, extrapolated to second order
+(``(4g(ε/2) − g(ε) − 3g(0)) / ε`` and ``(3g(0) − 4g(−ε/2) + g(−ε)) / ε``), differ by more than ten times
+the tolerance and the noise floor. Such a probe is replaced by the same comparison *beside* the kink, at
+``t = ±2ε`` with a fresh forward and backward pass there, on the side that agrees better (kinks are dense,
+so one side may meet another within a few ε). A wrong backward still fails there, on both sides; the report
+says how many probes were moved so ("at kinks, checked beside them"). Any other failing probe fails.
+
 The check runs on the model's device (``model.to('gpu')`` first to check the CuPy kernels); the
 perturbations and the comparison are made on the CPU. Weights are cast to float64 during the check and
 restored afterwards, as are BatchNormalization statistics and Dropout generators.
@@ -39,7 +53,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import backend
-from .layers.base import SymbolicTensor
+from .engine import check_number
+from .layers.base import Layer, SymbolicTensor
 from .layers.core import Input
 from .model import Model
 
@@ -64,13 +79,16 @@ class GradcheckReport:
 
     ``rows`` holds one :class:`GradcheckRow` per tensor: ``(name, shape, method, rel_error, abs_error)``.
     A row passes when its relative error is below ``tol`` or its absolute error below ``atol`` (the
-    finite-difference noise floor, see the module docstring).
+    finite-difference noise floor, see the module docstring). ``kinks`` counts, per tensor, the probes that
+    sat on a kink and were checked beside it (see the module docstring).
     """
 
     rows: list = field(default_factory=list)
     tol: float = 1e-7
     atol: float = 0.0
     device: str = "cpu"
+    #: tensor name -> how many of its probes (elements or directions) sat on a kink and were checked beside it
+    kinks: dict = field(default_factory=dict)
 
     def row_passed(self, row) -> bool:
         return row.rel_error < self.tol or row.abs_error < self.atol
@@ -92,21 +110,28 @@ class GradcheckReport:
         lines = [f"{'tensor':<40} {'shape':<20} {'method':<12} {'max rel err':>12} {'max abs err':>12}  ok"]
         for row in self.rows:
             ok = ("yes (noise floor)" if self._at_noise_floor(row) else "yes") if self.row_passed(row) else "NO"
+            if self.kinks.get(row.name):
+                ok += f" ({self.kinks[row.name]} at kinks, checked beside them)"
             lines.append(f"{row.name:<40} {str(row.shape):<20} {row.method:<12} {row.rel_error:>12.3e} "
                          f"{row.abs_error:>12.3e}  {ok}")
+        total = sum(self.kinks.values())
+        at_kinks = f", {total} probes at kinks checked beside them" if total else ""
         lines.append(f"max relative error {self.max_error:.3e} (tolerance {self.tol:g}, noise floor "
-                     f"{self.atol:.1e}, on {self.device}): {'PASS' if self.passed else 'FAIL'}")
+                     f"{self.atol:.1e}{at_kinks}, on {self.device}): {'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------ the steps
 class _Target(NamedTuple):
-    """A tensor to check: read and write its value (NumPy float64, on the CPU) and its analytic gradient."""
+    """A tensor to check: read and write its value (NumPy float64, on the CPU) and its analytic gradient, at
+    the values the check started from (``analytic``) and at the current ones (``gradient()``, a forward and
+    backward pass)."""
 
     name: str
     get: Callable
     set: Callable
     analytic: np.ndarray
+    gradient: Callable
 
 
 def _float64_inputs(inputs, model, rng):
@@ -160,11 +185,13 @@ class _Float64Model:
         gx = self.model.backward(self._on_device(upstream))
         return gx if isinstance(gx, list) else [gx]
 
-    def targets(self, xs, input_grads):
+    def targets(self, xs, upstream):
         """Every input (its value lives in ``xs``, changed in place) then every trainable weight, in layer
-        order, with the analytic gradients of the last :meth:`gradients`."""
+        order, with their analytic gradients (by :meth:`gradients`) for the upstream gradients ``upstream``."""
         device = self.device
-        targets = [_Target(f"input {t.name}", lambda i=i: xs[i], lambda v, i=i: xs.__setitem__(i, v), g)
+        input_grads = self.gradients(xs, upstream)
+        targets = [_Target(f"input {t.name}", lambda i=i: xs[i], lambda v, i=i: xs.__setitem__(i, v), g,
+                           lambda i=i: self.gradients(xs, upstream)[i])
                    for i, (t, g) in enumerate(zip(self.model.inputs, input_grads))]
         for layer in self.model.layers:
             grads = list(layer.grads)
@@ -172,8 +199,14 @@ class _Float64Model:
                 if trainable:
                     targets.append(_Target(
                         f"{layer.name}/{wname}", lambda L=layer, j=j: backend.to_numpy(L.weights[j]),
-                        lambda v, L=layer, j=j: L.weights.__setitem__(j, backend.to_device(v, device)), grads[j]))
+                        lambda v, L=layer, j=j: L.weights.__setitem__(j, backend.to_device(v, device)), grads[j],
+                        lambda L=layer, j=j: self._weight_gradient(xs, upstream, L, j)))
         return targets
+
+    def _weight_gradient(self, xs, upstream, layer, j):
+        """The analytic gradient of ``layer.weights[j]`` at the current values (a forward and backward pass)."""
+        self.gradients(xs, upstream)
+        return layer.grads[j]
 
     def restore(self):
         model = self.model
@@ -194,54 +227,165 @@ def _noise_floor(upstream, outputs, eps):
     return 16 * np.finfo(np.float64).eps * f_scale / eps
 
 
-def _per_element(f, target, base, analytic, eps):
-    """Central differences element by element; return ``(relative error, absolute error)``."""
-    numeric = np.empty_like(base)
-    flat = numeric.reshape(-1)
+class _Judge(NamedTuple):
+    """How a numeric derivative is judged: the tolerances, and what the kink test needs (module docstring)."""
+
+    tol: float
+    atol: float
+    noise: float   #: the finite-difference noise floor, whatever ``atol`` the caller chose
+    eps: float
+
+    def allowance(self, scale):
+        """The largest ``|numeric − analytic|`` that passes for values of size ``scale``."""
+        return max(self.tol * scale, self.atol)
+
+    def at_kink(self, f, move, f_base, f_plus, f_minus, allowance):
+        """Whether ``g(t)`` (``f()`` after ``move(t)``) has a kink at ``t = 0``, given ``g(0)`` and ``g(±eps)``
+        (it probes ``g(±eps/2)``): the gap between the one-sided slopes does not shrink with the step, and the
+        extrapolated slopes differ by far more than the tolerance and the noise floor."""
+        eps = self.eps
+        move(eps / 2)
+        half_plus = f()
+        move(-eps / 2)
+        half_minus = f()
+        gap = (f_plus - 2 * f_base + f_minus) / eps                   # slope right − slope left, step eps
+        half_gap = (half_plus - 2 * f_base + half_minus) / (eps / 2)  # ... step eps/2
+        right = (4 * half_plus - f_plus - 3 * f_base) / eps           # one-sided slopes, second order
+        left = (3 * f_base - 4 * half_minus + f_minus) / eps
+        return abs(half_gap) >= 0.75 * abs(gap) and abs(right - left) > 10 * max(allowance, self.noise)
+
+    def beside_kink(self, f, move, slope):
+        """``(numeric, analytic)`` derivatives of ``g`` beside a kink at 0, where the central difference no longer
+        straddles it: at ``t = 2·eps`` and ``t = −2·eps``, the side that agrees better (ReLU makes kinks dense, so
+        one side may meet another kink within a few ``eps``; a wrong gradient disagrees on both sides).
+        ``slope()`` is the analytic derivative at the current values."""
+        eps, pairs = self.eps, []
+        for t in (2 * eps, -2 * eps):
+            move(t + eps)
+            plus = f()
+            move(t - eps)
+            minus = f()
+            move(t)
+            pairs.append(((plus - minus) / (2 * eps), slope()))
+        return min(pairs, key=lambda pair: abs(pair[0] - pair[1]))
+
+
+def _per_element(f, target, base, analytic, judge):
+    """Central differences element by element; return ``(relative error, absolute error, kinks)``."""
+    eps = judge.eps
+    plus, minus = np.empty(base.size), np.empty(base.size)
+
+    def move(k, step):
+        probe = base.copy()
+        probe.reshape(-1)[k] += step
+        target.set(probe)
+
     for k in range(base.size):
-        values = []
-        for sign in (1, -1):
-            probe = base.copy()
-            probe.reshape(-1)[k] += sign * eps
-            target.set(probe)
-            values.append(f())
-        flat[k] = (values[0] - values[1]) / (2 * eps)
-    abs_err = float(np.abs(numeric - analytic).max())
-    scale = max(np.abs(numeric).max(), np.abs(analytic).max(), 1e-300)
-    return abs_err / scale, abs_err
+        move(k, eps)
+        plus[k] = f()
+        move(k, -eps)
+        minus[k] = f()
+    numeric = (plus - minus) / (2 * eps)
+    flat = analytic.reshape(-1)
+    errors = np.abs(numeric - flat)
+    scale = max(np.abs(numeric).max(), np.abs(flat).max(), 1e-300)
+    allowance = judge.allowance(scale)
+    kinks, f_base = 0, None
+    for k in np.flatnonzero(errors >= allowance):
+        if f_base is None:
+            target.set(base)
+            f_base = f()
+        if judge.at_kink(f, lambda step, k=k: move(k, step), f_base, plus[k], minus[k], allowance):
+            kinks += 1
+            numeric_k, exact_k = judge.beside_kink(
+                f, lambda step, k=k: move(k, step),
+                lambda k=k: float(backend.to_numpy(target.gradient()).reshape(-1)[k]))
+            errors[k] = abs(numeric_k - exact_k)
+            scale = max(scale, abs(numeric_k), abs(exact_k))
+    abs_err = float(errors.max())
+    return abs_err / scale, abs_err, kinks
 
 
-def _along_directions(f, target, base, analytic, eps, directions, rng):
+def _along_directions(f, target, base, analytic, judge, directions, rng):
     """Central differences along random unit directions, each compared with ``⟨∂f/∂θ, d⟩``; return the
-    largest ``(relative error, absolute error)`` over the directions."""
+    largest ``(relative error, absolute error)`` over the directions, and how many sat on a kink."""
+    eps = judge.eps
     err = abs_err = 0.0
+    kinks, f_base = 0, None
     typical = float(np.linalg.norm(analytic)) / np.sqrt(base.size)
+
+    def judged(numeric, exact):
+        return abs(numeric - exact), max(abs(numeric), abs(exact), typical, 1e-300)
+
     for _ in range(directions):
         d = rng.standard_normal(base.shape)
         d /= np.linalg.norm(d)
-        target.set(base + eps * d)
+
+        def move(step, d=d):
+            target.set(base + step * d)
+
+        move(eps)
         plus = f()
-        target.set(base - eps * d)
+        move(-eps)
         minus = f()
-        numeric = (plus - minus) / (2 * eps)
-        exact = float(np.sum(analytic * d))
-        abs_err = max(abs_err, abs(numeric - exact))
-        err = max(err, abs(numeric - exact) / max(abs(numeric), abs(exact), typical, 1e-300))
-    return err, abs_err
+        numeric, exact = (plus - minus) / (2 * eps), float(np.sum(analytic * d))
+        difference, scale = judged(numeric, exact)
+        if difference >= judge.allowance(scale):
+            if f_base is None:
+                target.set(base)
+                f_base = f()
+            if judge.at_kink(f, move, f_base, plus, minus, judge.allowance(scale)):
+                kinks += 1
+                numeric, exact = judge.beside_kink(
+                    f, move, lambda d=d: float(np.sum(backend.to_numpy(target.gradient()) * d)))
+                difference, scale = judged(numeric, exact)
+        abs_err = max(abs_err, difference)
+        err = max(err, difference / scale)
+    return err, abs_err, kinks
 
 
-def _check_target(f, target, eps, max_elements, directions, rng):
-    """Compare one tensor's analytic gradient with central differences of ``f``; leave its value as it was."""
+def _check_target(f, target, judge, max_elements, directions, rng):
+    """Compare one tensor's analytic gradient with central differences of ``f``; leave its value as it was.
+    Return its :class:`GradcheckRow` and how many probes sat on a kink."""
     base = np.array(target.get(), dtype=np.float64)
     analytic = np.asarray(backend.to_numpy(target.analytic), dtype=np.float64)
     if base.size <= max_elements:
-        err, abs_err = _per_element(f, target, base, analytic, eps)
+        err, abs_err, kinks = _per_element(f, target, base, analytic, judge)
         method = "elements"
     else:
-        err, abs_err = _along_directions(f, target, base, analytic, eps, directions, rng)
+        err, abs_err, kinks = _along_directions(f, target, base, analytic, judge, directions, rng)
         method = f"{directions} dirs"
     target.set(base)
-    return GradcheckRow(target.name, tuple(base.shape), method, err, abs_err)
+    return GradcheckRow(target.name, tuple(base.shape), method, err, abs_err), kinks
+
+
+def _check_settings(who, settings):
+    """Check the checker's arguments before any work; raise naming the argument and what it accepts.
+
+    ``settings`` maps argument names to values (only those given are checked; an unknown name is a
+    ``TypeError``, as Python gives for an unexpected keyword argument). Returns them with the numbers as
+    ``int`` or ``float`` (``directions=2.0`` becomes 2).
+    """
+    checked = dict(settings)
+    numbers = {  # name: (low, integer, low_open)
+        "seed": (0, True, False), "eps": (0, False, True), "tol": (0, False, True), "atol": (0, False, False),
+        "max_elements": (0, True, False), "directions": (1, True, False),
+    }
+    for name, value in settings.items():
+        if name in numbers:
+            if name == "atol" and value is None:
+                continue
+            low, integer, low_open = numbers[name]
+            checked[name] = check_number(who, name, value, low=low, integer=integer, low_open=low_open)
+        elif name in ("training", "raise_on_failure"):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{who}: {name} must be True or False, got {value!r}")
+        elif name == "device":
+            if value not in ("cpu", "gpu"):
+                raise ValueError(f"{who}: device must be 'cpu' or 'gpu', got {value!r}")
+        else:
+            raise TypeError(f"{who}() got an unexpected keyword argument {name!r}")
+    return checked
 
 
 # ------------------------------------------------------------------------------------------ public checks
@@ -270,23 +414,43 @@ def check_model(model, inputs=None, training=False, seed=0, eps=1e-6, tol=1e-7, 
     GradcheckReport
         One :class:`GradcheckRow` per input, then per trainable weight in layer order. The model's weights,
         gradients (cleared), Input dtypes, random generators and tape are as before the call.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a :class:`~tinynet.model.Model`; ``training`` or ``raise_on_failure`` not a bool.
+    ValueError
+        Before any work, naming the argument: ``eps`` or ``tol`` not a finite number > 0, ``atol`` not
+        ``None`` or a finite number >= 0, ``directions`` not an integer >= 1, ``max_elements`` or ``seed`` not
+        an integer >= 0.
+    GradcheckError
+        With ``raise_on_failure``, when a tensor fails.
     """
+    if not isinstance(model, Model):
+        raise TypeError(f"check_model: model must be a tinynet Model, got {type(model).__name__}")
+    settings = _check_settings("check_model", dict(seed=seed, eps=eps, tol=tol, atol=atol, max_elements=max_elements,
+                                                   directions=directions, training=training,
+                                                   raise_on_failure=raise_on_failure))
+    seed, eps, tol, atol, max_elements, directions = (settings[name] for name in ("seed", "eps", "tol", "atol",
+                                                                                  "max_elements", "directions"))
     rng = np.random.default_rng(seed)
     xs = _float64_inputs(inputs, model, rng)
     checked = _Float64Model(model, training)
     try:
         outs = checked.outputs(xs)
         upstream = [rng.standard_normal(o.shape) for o in outs]
-        if atol is None:
-            atol = _noise_floor(upstream, outs, eps)
+        noise = _noise_floor(upstream, outs, eps)
+        judge = _Judge(tol=tol, atol=noise if atol is None else atol, noise=noise, eps=eps)
 
         def f():  # the checked scalar Σ_k Σ u_k · y_k at the current values of xs and the weights
             return float(sum(np.sum(u * o) for u, o in zip(upstream, checked.outputs(xs))))
 
-        input_grads = checked.gradients(xs, upstream)
-        report = GradcheckReport(tol=tol, atol=float(atol), device=checked.device)
-        for target in checked.targets(xs, input_grads):
-            report.rows.append(_check_target(f, target, eps, max_elements, directions, rng))
+        report = GradcheckReport(tol=tol, atol=judge.atol, device=checked.device)
+        for target in checked.targets(xs, upstream):
+            row, kinks = _check_target(f, target, judge, max_elements, directions, rng)
+            report.rows.append(row)
+            if kinks:
+                report.kinks[row.name] = kinks
     finally:
         checked.restore()
     if raise_on_failure and not report.passed:
@@ -299,10 +463,19 @@ def check_layer(layer, input_shape, training=False, seed=0, device="cpu", **kwar
 
     ``input_shape`` is a tuple, or a list of tuples for a layer with several inputs (Concatenate).
     ``device='gpu'`` runs the layer's forward and backward with CuPy (the layer stays on the GPU afterwards).
-    Other arguments as :func:`check_model`. Returns a :class:`GradcheckReport`.
+    Other arguments as :func:`check_model`, and checked as it checks them, before the layer is built.
+    Returns a :class:`GradcheckReport`.
     """
+    if not isinstance(layer, Layer):
+        raise TypeError(f"check_layer: layer must be a tinynet Layer, got {type(layer).__name__}")
+    seed = _check_settings("check_layer", dict(training=training, seed=seed, device=device, **kwargs))["seed"]
     many = isinstance(input_shape, list)
     shapes = input_shape if many else [input_shape]
+    for shape in shapes:
+        if not isinstance(shape, tuple) or len(shape) < 2 or not all(
+                isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 1 for d in shape):
+            raise ValueError(f"check_layer: input_shape must be a tuple (batch, ...) of at least two integers >= 1, "
+                             f"or a list of such tuples, got {input_shape!r}")
     rng = np.random.default_rng(seed + 1)
     xs = [rng.standard_normal(s) for s in shapes]
     tensors = [Input(s[1:], dtype="float64") for s in shapes]

@@ -74,6 +74,10 @@ class Model:
         for t in self.inputs:
             if not isinstance(t.node.layer, InputLayer):
                 raise ValueError(f"Model '{name}': input '{t.name}' is not an Input(...) tensor")
+        repeated = [t.name for i, t in enumerate(self.inputs) if any(t is u for u in self.inputs[:i])]
+        if repeated:  # each input takes its own array: a second place for one tensor would silently drop one
+            raise ValueError(f"Model '{name}': inputs must be distinct tensors; {sorted(set(repeated))} is listed "
+                             f"more than once in {[t.name for t in self.inputs]}")
         self._nodes = self._topological_nodes()
         self.layers = []
         for node in self._nodes:
@@ -145,7 +149,39 @@ class Model:
 
     # ------------------------------------------------------------------ running
     def _input_list(self, x):
-        return _as_list(x) if not self._single_input or isinstance(x, (list, tuple)) else [x]
+        """``x`` as a list with one entry per input: a list or tuple as it is, a dict mapped by input name (as
+        Keras), one array for a single-input model.
+
+        Raises
+        ------
+        ValueError
+            ``x`` is None, or a dict whose keys are not exactly the input names (both listed).
+        TypeError
+            ``x`` holds a symbolic tensor: a model runs on arrays, it is not a layer of another graph.
+        """
+        names = [t.name for t in self.inputs]
+        if x is None:
+            raise ValueError(f"Model '{self.name}': x is required (one array per input {names})")
+        if isinstance(x, dict):
+            unknown = sorted(str(key) for key in x if key not in names)
+            missing = [n for n in names if n not in x]
+            if unknown or missing:
+                raise ValueError(f"Model '{self.name}': x as a dict needs the input names {names} as keys; "
+                                 f"missing {missing}, unknown {unknown}")
+            xs = [x[n] for n in names]
+        else:
+            xs = _as_list(x) if not self._single_input or isinstance(x, (list, tuple)) else [x]
+        self._refuse_symbolic(xs)
+        return xs
+
+    def _refuse_symbolic(self, xs):
+        """Raise ``TypeError`` when ``xs`` (a list) holds a symbolic tensor: calling a model on ``Input(...)``
+        (using it as a layer of a bigger graph) is not supported; its layers can be called instead."""
+        for a in xs:
+            if isinstance(a, SymbolicTensor):
+                raise TypeError(f"Model '{self.name}': got the symbolic tensor {a!r}; a model runs on arrays "
+                                f"(model(x), predict(x)). Models cannot be nested in another graph: call the "
+                                f"layers on the tensor instead")
 
     def _prepare_inputs(self, x, cast=True):
         """The input arrays, after checking count, dtype kind, shape and batch size; cast to each Input's dtype
@@ -253,7 +289,7 @@ class Model:
 
         Parameters
         ----------
-        x : array or list of arrays
+        x : array, list of arrays or dict by input name
             One batch per input, shapes ``(N, *input_shape)``; N may be 0. Checked and cast as in
             :meth:`forward`.
         training : bool
@@ -277,7 +313,7 @@ class Model:
 
         Parameters
         ----------
-        x : array or list of arrays
+        x : array, list of arrays or dict by input name
             One batch per input, shapes ``(N, *input_shape)`` with N >= 1; cast to each Input's dtype (integers
             and booleans included; complex and object arrays raise ``TypeError``).
         training : bool
@@ -469,7 +505,7 @@ class Model:
 
         Parameters
         ----------
-        x : array or list of arrays
+        x : array, list of arrays or dict by input name
             One per input, ``(N, *input_shape)``; N may be 0 (empty outputs, ``(0, *output_shape)``).
         batch_size : int, default 32
         verbose : {0, 1, 'auto'}, default 0
@@ -628,6 +664,38 @@ class Model:
 
         return engine.evaluate(self, self._training, x, y, batch_size=batch_size, verbose=verbose,
                                return_dict=return_dict, callbacks=callbacks)
+
+    def train_on_batch(self, x=None, y=None, return_dict=False):
+        """One optimizer step on the batch ``(x, y)`` (Keras' ``Model.train_on_batch``), checked as :meth:`fit`
+        checks its arguments.
+
+        Returns
+        -------
+        float, list or dict
+            This batch's loss and metrics, from the training-mode forward the step differentiated (before the
+            update), ordered as :meth:`evaluate` returns them; not running means over earlier calls.
+
+        Raises
+        ------
+        TrainingDiverged
+            On a non-finite loss or gradient; the step then changes nothing.
+        """
+        from . import engine
+
+        return engine.train_on_batch(self, self._training, x, y, return_dict=return_dict)
+
+    def test_on_batch(self, x=None, y=None, return_dict=False):
+        """The loss and metrics of the batch ``(x, y)`` in inference mode (Keras' ``Model.test_on_batch``):
+        :meth:`evaluate` on the whole batch at once."""
+        from . import engine
+
+        return engine.test_on_batch(self, self._training, x, y, return_dict=return_dict)
+
+    def predict_on_batch(self, x):
+        """The outputs for the batch ``x`` in inference mode, in one pass (Keras' ``Model.predict_on_batch``):
+        :meth:`predict` with the whole batch at once."""
+        first = self._input_list(x)[0]
+        return self.predict(x, batch_size=max(1, len(first) if np.ndim(first) else 1))  # predict checks x
 
     def __call__(self, x, training=False):
         """Run on a whole batch without keeping caches (an empty batch gives empty outputs): :meth:`run`, with one

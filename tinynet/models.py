@@ -18,6 +18,8 @@ Examples
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .layers.base import Layer, SymbolicTensor
@@ -66,12 +68,17 @@ class Sequential(Model):
     def add(self, layer):
         """Append a layer (or, first, an ``Input(shape)`` tensor / an InputLayer).
 
+        On a model with an input the layer is called on the last output at once, so a layer that cannot take
+        it fails here; a failed ``add`` leaves the model (and the layer) as they were.
+
         Raises
         ------
         TypeError
             For something that is not a layer or an input.
         ValueError
             For a second input, or a layer name already in the model.
+        ShapeError
+            For a layer that cannot take the last layer's output (naming the layer and the shapes).
         """
         if isinstance(layer, SymbolicTensor) and isinstance(layer.node.layer, InputLayer) \
                 or isinstance(layer, InputLayer):
@@ -85,22 +92,37 @@ class Sequential(Model):
                             f"{type(layer).__name__}")
         if any(existing.name == layer.name for existing in self._stack):
             raise ValueError(f"Sequential '{self.name}': layer names must be unique, {layer.name!r} is already in it")
-        self._stack.append(layer)
-        if self._input is not None:
-            self._output = layer(self._output)
-            self._rebuild()
+        self._assemble(self._input, self._stack + [layer])
 
     def pop(self):
-        """Remove the last layer (the graph is rebuilt from the input)."""
+        """Remove the last layer (the graph is rebuilt from the input); a failed ``pop`` changes nothing."""
         if not self._stack:
             raise IndexError(f"Sequential '{self.name}': there is no layer to remove")
-        layer = self._stack.pop()
-        if self._input is not None:
-            self._output = self._input
-            for kept in self._stack:
-                self._output = kept(self._output)
-            self._rebuild()
+        layer = self._stack[-1]
+        self._assemble(self._input, self._stack[:-1])
         return layer
+
+    def _assemble(self, input_tensor, stack):
+        """Make ``stack`` called in a chain on ``input_tensor`` (``None``: no input yet) the model's graph.
+
+        All or nothing: should a layer refuse its input (a :class:`ShapeError` naming it and the shapes) or the
+        graph be refused, the model is put back as it was, and so is every layer that this call built.
+        """
+        saved_model = dict(self.__dict__)
+        saved_layers = [(layer, _build_state(layer)) for layer in stack]
+        try:
+            self._input, self._stack, self._output = input_tensor, list(stack), input_tensor
+            if input_tensor is not None:
+                for layer in stack:
+                    self._output = layer(self._output)
+                self._rebuild()
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved_model)
+            for layer, state in saved_layers:
+                for attribute, value in state.items():
+                    setattr(layer, attribute, value)
+            raise
 
     def _rebuild(self):
         """Rebuild the graph after a change; a compiled configuration no longer fits it (compile again)."""
@@ -113,22 +135,24 @@ class Sequential(Model):
         self._training, self._device_listeners, self.device = None, listeners, device
 
     def build(self, input_shape):
-        """Give the model its input: ``input_shape`` is ``(None, *per_example)`` or the per-example shape."""
+        """Give the model its input: ``input_shape`` is ``(None, *per_example)`` or the per-example shape.
+
+        A layer that cannot take its input raises (a :class:`ShapeError` naming it and the shapes) and leaves
+        the model unbuilt, as it was.
+        """
         if self._input is not None:
             return self
         shape = tuple(input_shape)
         if shape and shape[0] is None:
             shape = shape[1:]
-        self._input = Input(shape)
-        self._output = self._input
-        for layer in self._stack:
-            self._output = layer(self._output)
-        self._rebuild()
+        self._assemble(Input(shape), self._stack)
         return self
 
     def _build_from(self, x):
-        if not self.built and self._input is None and x is not None:
+        """Build a model without an input from the shape of the data ``x`` (one array, or a list of one)."""
+        if not self.built and self._input is None and x is not None and not isinstance(x, dict):
             array = x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x
+            self._refuse_symbolic([array])
             self.build(np.shape(array)[1:])
         if not self.built:
             raise ValueError(f"Sequential '{self.name}' has no layers with an input yet: start it with "
@@ -164,6 +188,15 @@ class Sequential(Model):
         if not self.built:
             return f"<Sequential '{self.name}': {len(self._stack)} layers, not built>"
         return super().__repr__()
+
+
+#: what building a layer changes (``Layer.__call__`` on a symbolic tensor): saved and put back by a failed assembly
+_BUILD_ATTRIBUTES = ("built", "weights", "grads", "weight_names", "trainable_flags", "input_shape", "output_shape")
+
+
+def _build_state(layer):
+    """The attributes a symbolic call may change on ``layer``, lists copied (building appends to them)."""
+    return {name: copy.copy(getattr(layer, name)) for name in _BUILD_ATTRIBUTES}
 
 
 def _input_tensor(input_layer):

@@ -16,18 +16,32 @@ file at ``path`` whole (and no temporary file behind, except after a ``SIGKILL``
 ``.<name>.<random>.tmp`` may remain beside it).
 
 Reading (:func:`load_weights`, hence :meth:`tinynet.Model.load_weights`) checks, in this order, and
-decompresses no data before the last step:
+decompresses no data before step 4:
 
-1. the zip directory: only ``.npy`` members, and none that the model has no weight for (refused by name);
-2. every member's ``.npy`` header: no object dtype (pickle), a declared size equal to the member's size
+1. the zip directory: only ``.npy`` members, each named ``'<layer>/<weight>'``;
+2. which member is which weight: by name when the names are the model's; otherwise *by layer order*, as
+   Keras loads a legacy HDF5 file without ``by_name`` (below); a file that fits neither is refused, and the
+   message says why;
+3. every member's ``.npy`` header: no object dtype (pickle), a declared size equal to the member's size
    in the zip directory (so a small file cannot declare a huge array, nor a huge one a small array);
-3. every shape equals the model's and every dtype is floating-point; no weight of the model is missing;
+   every shape equals the model's and every dtype is floating-point; no weight of the model is missing;
 4. the data, with its CRC-32 checked, is converted to each weight's dtype;
+5. every value is one its layer accepts (:meth:`tinynet.layers.Layer.prepare_weights`): finite once cast
+   (a diverged run's NaN or inf are refused, not loaded), BatchNormalization's ``moving_variance`` >= 0;
 
-and only then assigns, so on any error the model is exactly as it was. Non-finite values (NaN, inf) are
-loaded as they are (a diverged run's weights are still a faithful record). Errors are
+and only then assigns, so on any error the model is exactly as it was. Errors are
 :class:`tinynet.fileio.FileFormatError` (a ``ValueError``) and name the file; a missing or unexpected
 weight is also a ``KeyError`` and a wrong shape also a :class:`tinynet.layers.base.ShapeError`.
+
+Loading by layer order
+----------------------
+Automatic layer names count up within a process (``conv2d``, then ``conv2d_1``, ...), so the same
+architecture built twice gets different names, and a file saved from the first does not name the second's
+layers. When the names differ, the file is still loaded if its layers, in the order they were saved (the
+model's layer order), and the model's layers that have weights match one to one: as many layers, each with
+the same weight names in the same order and every shape equal, and no layer name that both sides use paired
+with another layer. Otherwise the file is refused; naming the layers (``Conv2D(..., name='conv1')``) or
+calling :func:`tinynet.layers.reset_names` before building each model makes the names agree.
 """
 from __future__ import annotations
 
@@ -92,8 +106,8 @@ def read_weights(model, path, max_bytes=None, data=None) -> dict:
     Returns
     -------
     dict of '<layer>/<weight>' -> ndarray
-        Every weight of the model, with the model's shape and dtype (NumPy arrays): ready for
-        :func:`assign_weights`.
+        Every weight of the model (keyed by the model's names, also when the file was matched by layer
+        order), with the model's shape and dtype (NumPy arrays): ready for :func:`assign_weights`.
 
     Raises
     ------
@@ -102,27 +116,87 @@ def read_weights(model, path, max_bytes=None, data=None) -> dict:
     path = os.fspath(path)
     expected = expected_weights(model)
     names = fileio.npz_names(path, data=data)                                 # 1. the zip directory
-    unexpected = [n for n in names if n not in expected]
-    if unexpected:
-        raise WeightsKeyError(f"load_weights: {path} has weights no layer of this model owns, "
-                              f"e.g. {unexpected[:5]}" + (f" ({len(unexpected)} in all)" if len(unexpected) > 5
-                                                          else ""))
-    headers = fileio.npz_headers(path, allowed=expected, max_bytes=max_bytes, data=data)  # 2. the headers
-    for key, (got_shape, got_dtype) in headers.items():                         # 3. shapes, dtypes, names
-        shape = expected[key][0]
+    hint = ""
+    if set(names) == set(expected):                                           # 2. which member is which
+        keys = {key: key for key in expected}
+        headers = fileio.npz_headers(path, allowed=expected, max_bytes=max_bytes, data=data)
+    else:
+        headers = fileio.npz_headers(path, max_bytes=max_bytes, data=data)
+        keys, why_not = _keys_by_layer_order(model, names, headers)
+        if keys is None:  # by name as far as the names go, for the errors below
+            keys = {key: key for key in expected if key in headers}
+            hint = (f"; nor does it fit the model by layer order ({why_not}). Automatic layer names (conv2d, "
+                    f"conv2d_1, ...) count up within a process, so the same architecture built twice gets "
+                    f"different names: name the layers, or call tinynet.layers.reset_names() before building "
+                    f"each model")
+            unexpected = [n for n in names if n not in expected]
+            if unexpected:
+                raise WeightsKeyError(f"load_weights: {path} has weights no layer of this model owns, "
+                                      f"e.g. {unexpected[:5]}" + (f" ({len(unexpected)} in all)"
+                                                                  if len(unexpected) > 5 else "") + hint)
+    for key, file_key in keys.items():                                        # 3. shapes, dtypes, names
+        (shape, _), (got_shape, got_dtype) = expected[key], headers[file_key]
         if got_shape != shape:
             layer, name = key.rsplit("/", 1)
             raise WeightsShapeError(f"load_weights: layer '{layer}' weight '{name}' has shape {shape} "
                                     f"but {path} holds {got_shape}")
         if got_dtype.kind != "f":
-            raise FileFormatError(f"load_weights: {path}: weight {key!r} has dtype {got_dtype}, "
+            raise FileFormatError(f"load_weights: {path}: weight {file_key!r} has dtype {got_dtype}, "
                                   f"expected a floating-point array")
-    missing = [k for k in expected if k not in headers]
+    missing = [k for k in expected if k not in keys]
     if missing:
-        raise WeightsKeyError(f"load_weights: {path} lacks {len(missing)} weights, e.g. {missing[:5]}")
-    stored = fileio.read_npz(path, expected={k: (s, None) for k, (s, _) in expected.items()},
+        raise WeightsKeyError(f"load_weights: {path} lacks {len(missing)} weights, e.g. {missing[:5]}" + hint)
+    stored = fileio.read_npz(path, expected={keys[k]: (s, None) for k, (s, _) in expected.items()},
                              max_bytes=max_bytes, data=data)                   # 4. the data, CRC checked
-    return {key: np.asarray(stored[key], dtype=dtype) for key, (_, dtype) in expected.items()}
+    arrays = {key: np.asarray(stored[keys[key]], dtype=dtype) for key, (_, dtype) in expected.items()}
+    for layer in model.layers:                                                # 5. the values
+        try:
+            layer.prepare_weights([arrays[weight_key(layer, name)] for name in layer.weight_names])
+        except ValueError as error:
+            raise FileFormatError(f"load_weights: {path}: {error}") from None
+    return arrays
+
+
+def _layers_in_order(keys):
+    """``[(layer name, [weight name, ...]), ...]`` for ``'<layer>/<weight>'`` keys, in their order; ``None``
+    when a key has no ``'/'`` or a layer's weights are not together."""
+    layers = []
+    for key in keys:
+        if "/" not in key:
+            return None
+        layer, weight = key.rsplit("/", 1)
+        if layers and layers[-1][0] == layer:
+            layers[-1][1].append(weight)
+        elif any(name == layer for name, _ in layers):
+            return None
+        else:
+            layers.append((layer, [weight]))
+    return layers
+
+
+def _keys_by_layer_order(model, names, headers):
+    """``({model key: file key}, '')`` pairing the file's layers (in its order) with the model's layers that have
+    weights (see "Loading by layer order" in the module notes), or ``(None, why not)``."""
+    saved = _layers_in_order(names)
+    if saved is None:
+        return None, "its members are not grouped by layer"
+    mine = [layer for layer in model.layers if layer.weights]
+    if len(saved) != len(mine):
+        return None, f"it has {len(saved)} layers with weights, the model {len(mine)}"
+    both = {name for name, _ in saved} & {layer.name for layer in mine}
+    keys = {}
+    for position, ((saved_name, saved_weights), layer) in enumerate(zip(saved, mine)):
+        where = f"layer {position} with weights: '{saved_name}' in the file, '{layer.name}' in the model"
+        if saved_name != layer.name and (saved_name in both or layer.name in both):
+            return None, f"{where}, though both names are on both sides"
+        if saved_weights != layer.weight_names:
+            return None, f"{where}, weights {saved_weights} vs {layer.weight_names}"
+        for weight_name, w in zip(layer.weight_names, layer.weights):
+            file_key = f"{saved_name}/{weight_name}"
+            if headers[file_key][0] != tuple(w.shape):
+                return None, f"{where}, weight '{weight_name}' of shape {headers[file_key][0]} vs {tuple(w.shape)}"
+            keys[weight_key(layer, weight_name)] = file_key
+    return keys, ""
 
 
 def assign_weights(model, arrays):

@@ -79,9 +79,10 @@ def col2im(cols, x_shape, kh, kw, sh, sw, pads):
 def maxpool_forward(x, ph, pw, sh, sw, pads):
     """Max pooling with −inf padding; also returns which cell of each window won.
 
-    Ties go to the first maximum in row-major window order (like PyTorch and cuDNN). NaN propagates, as in
-    PyTorch and Keras: a window holding a NaN outputs NaN, and its argmax is the first NaN (so backward
-    routes the gradient there). In the loop a cell wins when ``v > y`` or when ``v`` is NaN and ``y`` is not.
+    Ties go to the first maximum in row-major window order (like PyTorch and cuDNN). A window holding a NaN
+    outputs NaN, as in PyTorch and Keras; its argmax is the first NaN, so backward routes the gradient there:
+    tinynet's own convention (PyTorch routes it to the last NaN, Keras and JAX differently again). In the loop
+    a cell wins when ``v > y`` or when ``v`` is NaN and ``y`` is not.
 
     Returns
     -------

@@ -140,6 +140,27 @@ class BatchNormalization(Layer):
         self.add_weight("moving_mean", np.zeros(c), trainable=False)
         self.add_weight("moving_variance", np.ones(c), trainable=False)
 
+    def prepare_weights(self, values):
+        """:meth:`Layer.prepare_weights`, and ``moving_variance`` must be a variance: every value >= 0, and > 0
+        where ``epsilon`` is 0 (else inference divides by ``sqrt(moving_variance + epsilon)`` of a negative
+        number or of 0, and predicts NaN or inf).
+
+        Raises
+        ------
+        ValueError
+            Naming the layer and the weight, with the smallest value; the layer is unchanged.
+        """
+        prepared = super().prepare_weights(values)
+        if not prepared:  # not built yet: no weights to check
+            return prepared
+        variance = prepared[self.weight_names.index("moving_variance")]
+        smallest = float(get_array_module(variance).min(variance)) if variance.size else 0.0
+        if smallest < 0 or (self.epsilon == 0 and smallest == 0):
+            bound = ">= 0" if self.epsilon > 0 else "> 0 (epsilon is 0)"
+            raise ValueError(f"{self.label}: weight 'moving_variance' must be {bound}, a variance; got a smallest "
+                             f"value of {smallest:g}")
+        return prepared
+
     def _broadcast(self, v, ndim, axis):
         shape = [1] * ndim
         shape[axis] = -1

@@ -10,9 +10,10 @@ Max pooling (padding cells are −∞, so they never win):
     y[n,i,j,c] = \\max_{(p,q) \\in win(i,j)} x[n,p,q,c], \\qquad
     ∂L/∂x[n,p,q,c] = \\sum_{(i,j): (p,q) = argmax_{win(i,j)}} ∂L/∂y[n,i,j,c]
 
-Ties go to the first maximum in row-major window order. NaN propagates, as in PyTorch and Keras: a window
-holding a NaN outputs NaN and its gradient goes to the window's first NaN. Average pooling divides by the
-number of real cells, ``|win(i, j)|``, as Keras does with 'same' padding:
+Ties go to the first maximum in row-major window order. A window holding a NaN outputs NaN, as in PyTorch
+and Keras; its gradient goes to the window's first NaN, tinynet's own convention (PyTorch routes it to the
+last NaN, Keras and JAX differently again). Average pooling divides by the number of real cells,
+``|win(i, j)|``, as Keras does with 'same' padding:
 
 .. math::
 
