@@ -108,9 +108,10 @@ def run_worker(args):
         result["allreduce_alone_ms"] = 1e3 * float(np.median(alone))
         result["allreduce_alone_gbit_per_s"] = (8 * 2 * (comm.size - 1) / comm.size * buffer.nbytes
                                                 / float(np.median(alone)) / 1e9)
-    if comm is None or comm.rank == 0:
-        with open(args.json, "w") as f:
-            json.dump(result, f)
+    if comm is None or comm.rank == 0:  # a file in the parent's temporary folder, written whole or not at all
+        from tinynet import fileio
+
+        fileio.write_json(args.json, result)
 
 
 # ------------------------------------------------------------------------------------------ the cost model
