@@ -118,3 +118,27 @@ def test_model_keeps_its_dtype_through_forward_backward_and_losses(floatx):
             assert w.dtype == np.dtype(floatx)
             assert g is None or g.dtype == np.dtype(floatx), layer.name
     assert all(o.dtype == np.dtype(floatx) for o in model.predict(data.astype(np.float64)))
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast paths", "plain"])
+def test_a_float64_gradient_into_a_float32_model_gives_float32_gradients(fast):
+    """The upstream gradient is cast to each output's dtype, with or without fast paths (the fused 1×1 pair cast
+    it, the plain path kept float64 through the whole backward), and the two give the same values."""
+    tinynet.set_floatx("float32")
+    tinynet.layers.reset_names()
+    tinynet.set_seed(0)
+    x = Input((4, 4, 2))
+    y = concatenate([Conv2D(3, 1, activation="relu")(x), Conv2D(3, 1, activation="relu")(x),
+                     Conv2D(2, 3, padding="same")(x)])
+    model = Model(x, y)
+    xb = np.random.default_rng(0).standard_normal((2, 4, 4, 2)).astype(np.float32)
+    gy = np.random.default_rng(1).standard_normal((2, 4, 4, 8))  # float64
+    results = {}
+    for way in (fast, not fast):
+        with tinynet.fast_paths(way):
+            model.forward(xb)
+            gx = model.backward(gy)
+        results[way] = [gx] + [g for layer in model.layers for g in layer.grads]
+        assert all(g.dtype == np.float32 for g in results[way]), [g.dtype for g in results[way]]
+    for a, b in zip(results[True], results[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

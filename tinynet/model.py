@@ -326,6 +326,10 @@ class Model:
         Returns
         -------
         array, or list of arrays in the order of ``outputs``
+            The very arrays that the tape keeps for :meth:`backward` (an output that is a model input is the
+            caller's array itself): change a copy, not them, before ``backward``, whose derivatives read them
+            (a ReLU's mask, a softmax's probabilities). NumPy has no version counter to catch such an edit, as
+            PyTorch's autograd does.
 
         Raises
         ------

@@ -452,8 +452,10 @@ class Layer:
     def backward(self, grad_output, cache, input_grad=True):
         """Return ``(grad_inputs, param_grads)`` given ``∂L/∂outputs`` and the cache of the matching forward.
 
-        The gradient must have exactly the output's shape (batch size included), a floating dtype and the
-        output's device; anything else raises naming the layer and both shapes before any arithmetic.
+        The gradient must have exactly the output's shape (batch size included), a floating dtype (cast to the
+        output's, so a float64 gradient into a float32 layer gives float32 gradients, as PyTorch's autograd
+        does) and the output's device; anything else raises naming the layer and both shapes before any
+        arithmetic.
         ``input_grad=False`` says ∂L/∂inputs is not needed: layers that can skip it
         (:attr:`can_skip_input_grad`) return ``None`` for it and save its work (for a first convolution, a
         matrix product and a col2im); the others compute it as usual.
@@ -478,7 +480,7 @@ class Layer:
         if backend.is_gpu_array(g) != cache.on_gpu:
             raise TypeError(f"{self.label}: the gradient is on {'gpu' if not cache.on_gpu else 'cpu'} but the "
                             f"output is on {'gpu' if cache.on_gpu else 'cpu'}")
-        if g.dtype not in backend.COMPUTE_DTYPES:
+        if g.dtype != cache.output_dtype:  # float64 into a float32 layer runs in float32, as with fast paths
             g = g.astype(cache.output_dtype)
         if not input_grad and self.can_skip_input_grad:
             return self._backward(g, cache.data, input_grad=False)
