@@ -38,12 +38,51 @@ class OneLineParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self._argv = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)  # what error() needs to know of the run
+        return super().parse_known_args(args, namespace)
 
     def error(self, message):
-        from tinynet.distributed import launched_rank
+        from tinynet import distributed
 
-        # under mpiexec every rank parses the same command line: one of them says what is wrong
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {escape(message)}\n" if not launched_rank() else None)
+        line = f"{self.prog}: error: {escape(message)}"
+        if (distributed.launched_size() or 1) > 1 and "--distributed" in self._argv:
+            # under mpiexec the ranks whose command line parsed are starting MPI, which waits for every rank:
+            # join them and agree, so that the whole job ends with this line instead of hanging
+            try:
+                comm = distributed.world()
+            except distributed.DistributedError:
+                comm = None
+            if comm is not None:
+                try:
+                    agree(comm, line)
+                except CliError as error:
+                    self.exit(EXIT_USAGE, f"{error}\n" if comm.rank == 0 else None)
+        # every rank parses the same command line: one of them says what is wrong
+        self.exit(EXIT_USAGE, f"{line}\n" if not distributed.launched_rank() else None)
+
+
+def agree(comm, problem):
+    """Every rank learns whether any rank met a problem (one all-gather, where no rank waits in any other
+    collective); if one did, :class:`CliError` on every rank with that rank's message (``rank R:`` before it
+    unless every rank met the same), marked ``all_ranks`` so that rank 0 alone prints it and every rank exits
+    with 2.
+
+    ``problem`` is this rank's message, or None. Under ``mpiexec --distributed`` the ranks agree twice: when the
+    command line is parsed (a rank whose parse failed joins from :meth:`OneLineParser.error`; the others from
+    :func:`run_distributed`), and after each prepared its run.
+    """
+    problems = comm.allgather_object(problem)
+    failed = [(rank, text) for rank, text in enumerate(problems) if text is not None]
+    if not failed:
+        return
+    rank, text = failed[0]
+    same = len(failed) == comm.size and len(set(problems)) == 1
+    error = CliError(text if same else f"rank {rank}: {text}")
+    error.all_ranks = True
+    raise error
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -195,6 +234,7 @@ def run_command(args, prog="inception"):
 
     With ``args.distributed`` (``train --distributed`` under ``mpiexec``) see :func:`run_distributed`.
     """
+    from tinynet.checkpoint import CheckpointError
     from tinynet.training import TrainingDiverged
 
     name = f"{prog} {args.command}" if getattr(args, "command", None) else prog
@@ -218,7 +258,7 @@ def run_command(args, prog="inception"):
         print(f"{name}: error: {escape(error)}{escape(kept_checkpoint(args, 'the last good checkpoint'))}",
               file=sys.stderr)
         return EXIT_FAILED
-    except CommandFailed as error:
+    except (CommandFailed, CheckpointError) as error:  # CheckpointError: a save that failed (a folder replaced)
         print(f"{name}: error: {escape(error)}", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:  # the reader went away (``| head``): nothing more to say, and no one to say it to
@@ -257,6 +297,7 @@ def run_distributed(args, name):
     Only rank 0 writes to standard output.
     """
     from tinynet import distributed
+    from tinynet.checkpoint import CheckpointError
     from tinynet.training import TrainingDiverged
 
     try:
@@ -267,6 +308,12 @@ def run_distributed(args, name):
         return EXIT_USAGE
     args.communicator = comm
     chief = comm.rank == 0
+    try:
+        agree(comm, None)  # the first collective: a rank whose command line did not parse is waiting in it
+    except CliError as error:
+        if chief:
+            print(escape(error), file=sys.stderr)
+        return EXIT_USAGE
 
     def abort(error, code, with_traceback):
         if with_traceback:
@@ -294,14 +341,14 @@ def run_distributed(args, name):
         if chief:
             print(f"\n{name}: interrupted", file=sys.stderr, flush=True)
         comm.abort(EXIT_INTERRUPTED)
-    except (OSError, CommandFailed) as error:
+    except (OSError, CommandFailed, CheckpointError) as error:
         abort(error, EXIT_FAILED, with_traceback=False)
     except Exception as error:  # noqa: BLE001 -- a bug: its traceback, then end every rank
         abort(error, EXIT_FAILED, with_traceback=True)
     return EXIT_FAILED
 
 
-__all__ = ["CliError", "CommandFailed", "kept_checkpoint", "path_text",
+__all__ = ["CliError", "CommandFailed", "agree", "kept_checkpoint", "path_text",
            "OneLineParser", "HelpFormatter", "plain", "add_model_arguments", "model_from_args",
            "MODEL_DEFAULTS", "escape", "positive_int", "non_negative_int", "positive_float",
            "non_negative_float", "fraction", "check_output_file", "check_input_file", "run_command",

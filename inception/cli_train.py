@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from .cli_common import (CliError, CommandFailed, OneLineParser, check_input_file, check_output_file, escape,
-                         fraction, non_negative_float, non_negative_int, path_text, positive_float, positive_int,
-                         run_command)
+from .cli_common import (CliError, CommandFailed, OneLineParser, agree, check_input_file, check_output_file,
+                         escape, fraction, non_negative_float, non_negative_int, path_text, positive_float,
+                         positive_int, run_command)
 from .variants import VARIANTS
 
 #: Defaults of ``train``, chosen on the digits: 15 epochs of 45 batches on all 1,438 training images. Over the seeds
@@ -182,8 +182,10 @@ def _checkpoint_plan(args):
     parent = os.path.dirname(os.path.abspath(directory))
     if status == "absent" and not os.path.isdir(parent):
         raise CliError(f"--checkpoint {directory}: the folder {parent} does not exist")
-    if not os.access(directory if status == "empty" else parent, os.W_OK):
-        raise CliError(f"--checkpoint {directory}: not writable")
+    try:
+        checkpoint.check_writable(directory)
+    except checkpoint.CheckpointError as error:
+        raise CliError(f"--checkpoint {error}") from None
     return None
 
 
@@ -334,17 +336,22 @@ def _prepare(args, comm):
     return trainer, train, val, test, settings, config
 
 
-def _agree(comm, problem):
-    """Every rank learns whether any rank's preparation failed (one all-gather, after the checks and before the
-    first step, where no rank waits in any other collective); if one did, :class:`CliError` on every rank with
-    that rank's message, marked ``all_ranks`` so that rank 0 alone prints it and every rank exits with 2."""
-    problems = comm.allgather_object(problem)
-    failed = [(rank, text) for rank, text in enumerate(problems) if text is not None]
-    if not failed:
+def _same_run(comm, trainer, config):
+    """Refuse, on every rank alike, ranks that were given different runs (other flags, other data, a checkpoint
+    that only some of them resumed): N ranks must train as one process would, and only rank 0's settings would
+    be saved. One all-gather of each rank's description, before the first step."""
+    mine = {"settings": config["run"], "data": config["data_fingerprint"], "first epoch": trainer.epoch + 1}
+    runs = comm.allgather_object(mine)
+    ranks = [rank for rank, run in enumerate(runs) if run != runs[0]]
+    if not ranks:
         return
-    rank, text = failed[0]
-    same = len(failed) == comm.size and len(set(problems)) == 1
-    error = CliError(text if same else f"rank {rank}: {text}")
+    flags = sorted({name for run in runs for name, value in run["settings"].items()
+                    if runs[0]["settings"].get(name) != value})
+    parts = ([f"settings {', '.join(flags)}"] if flags else []) + [key for key in ("data", "first epoch")
+                                                                    if any(run[key] != runs[0][key] for run in runs)]
+    error = CliError(f"--distributed: the ranks were given different runs (rank {', '.join(map(str, ranks))} "
+                     f"differ{'s' if len(ranks) == 1 else ''} from rank 0 in {'; '.join(parts)}); start every rank "
+                     f"with the same command line, data and checkpoint")
     error.all_ranks = True
     raise error
 
@@ -368,8 +375,9 @@ def train_command(args):
             prepared = _prepare(args, comm)
         except CliError as error:
             problem = str(error)
-        _agree(comm, problem)
+        agree(comm, problem)
         trainer, train, val, test, settings, config = prepared
+        _same_run(comm, trainer, config)
         shares = sorted({-(-settings['batch_size'] // comm.size), settings['batch_size'] // comm.size} - {0},
                         reverse=True)
         grad_mb = trainer.model.count_trainable_params() * np.dtype(trainer.model.layers[-1].dtype).itemsize / 1e6

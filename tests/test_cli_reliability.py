@@ -405,3 +405,19 @@ def test_trainer_refuses_a_checkpoint_dir_that_is_a_file_before_training(tmp_pat
     with pytest.raises(checkpoint.CheckpointError, match="is a file, not a folder"):
         trainer.fit(toy_data(), epochs=1, checkpoint_dir=str(target))
     assert trainer.epoch == 0 and trainer.history == {}
+
+
+def test_a_checkpoint_that_cannot_be_saved_ends_in_one_line(tmp_path, npz, capsys, monkeypatch):
+    """The checkpoint folder replaced by a file during the run: the save fails with one line and exit 1 (it was a
+    traceback: CheckpointError is no OSError)."""
+    from tinynet import checkpoint
+
+    ckpt = tmp_path / "ckpt"
+
+    def replaced(directory, trainer, config=None):
+        raise checkpoint.CheckpointError(f"{directory}: is a file, not a checkpoint folder; refusing to save there")
+
+    monkeypatch.setattr(checkpoint, "save", replaced)
+    code, out, err = cli(TRAIN + ["--data", npz, "--checkpoint", str(ckpt)], capsys)
+    assert_one_line_error(code, err, expected=1)
+    assert "is a file, not a checkpoint folder" in err and "test accuracy" not in out

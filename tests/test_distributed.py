@@ -255,3 +255,32 @@ def test_a_user_mistake_under_mpiexec_is_one_line_and_exit_2(tmp_path):
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("inception train: error: "), proc.stderr
         assert "Traceback" not in proc.stderr
 
+
+
+BY_RANK = """import sys
+from inception.__main__ import main
+from tinynet.distributed import launched_rank
+extra = sys.argv[1 + (launched_rank() or 0)].split()  # the flags of this rank
+sys.exit(main(sys.argv[3:] + extra))
+"""
+
+
+@needs_mpi
+@pytest.mark.parametrize("rank0, rank1, message", [
+    ("", "--batch-size -4", "rank 1: inception train: error: argument --batch-size: must be >= 1"),  # hung before
+    ("--batch-size -4", "", "rank 0: inception train: error: argument --batch-size: must be >= 1"),
+    ("", "--lr 0.5", "inception train: error: --distributed: the ranks were given different runs (rank 1 differs "
+                     "from rank 0 in settings lr)"),  # trained two different models before
+    ("", "--epochs 2", "(rank 1 differs from rank 0 in settings epochs)"),  # a traceback before
+])
+def test_ranks_given_different_command_lines_end_in_one_line(tmp_path, rank0, rank1, message):
+    """A command line that fails to parse on one rank only (the others wait for it in MPI's start-up) or ranks
+    given different runs: every rank ends at once, exit code 2, one line (they hung, or trained different models,
+    or printed a traceback)."""
+    script = tmp_path / "by_rank.py"
+    script.write_text(BY_RANK)
+    proc, seconds = mpirun([script, rank0, rank1, "train", "--distributed", "--epochs", "1", "--quiet"],
+                           timeout=90, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert seconds < 60 and not list(tmp_path.glob("*.png"))

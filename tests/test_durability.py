@@ -632,7 +632,7 @@ PART_CASES = {
     "rng global kind": (_manifest_change(lambda s: s["rng"]["global"].update(bit_generator="MT19937")),
                         "global generator is not a valid PCG64 state"),
     "schedule": (_manifest_change(_set(["schedule", "name"], "warp")), "unknown schedule 'warp'"),
-    "schedule argument": (_manifest_change(_set(["schedule", "every"], 0)), "every must be > 0"),
+    "schedule argument": (_manifest_change(_set(["schedule", "every"], 0)), "every must be a finite number > 0"),
     "loss weights": (_manifest_change(_set(["loss_weights"], [1.0])), "1 loss weights for a model with 2 outputs"),
     "grad norm groups": (_manifest_change(lambda s: s["grad_norms"]["with_aux"].update(high=[1.0])),
                          "gradient norms recorded for groups"),

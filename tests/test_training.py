@@ -1,4 +1,6 @@
 """The training loop on a tiny two-headed model: loss weights, evaluation, determinism, curves, grad norms."""
+import os
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,97 @@ def test_small_googlenet_trains_one_step():
     total, head_losses, _ = trainer.train_step(ds.x, ds.y, lr=0.001)
     assert len(head_losses) == 3 and np.isfinite(total)
     assert len(googlenet_small(num_classes=10, aux=False).outputs) == 1
+
+
+# ------------------------------------------------------------------------------------------ review fixes
+def test_rate_callbacks_reach_a_trainers_optimizer():
+    """ReduceLROnPlateau and LearningRateScheduler set the rate of a Trainer's optimizer (the model is not
+    compiled: Model.optimizer is the running loop's); with a schedule, which sets the rate before every step and
+    would undo them, fit refuses them before training."""
+    from tinynet import callbacks
+
+    ds = toy_data()
+    trainer = Trainer(tiny_model(), SGD(0.1), batch_size=16, verbose=False)
+    history = trainer.fit(ds, epochs=3, callbacks=[callbacks.LearningRateScheduler(lambda epoch: 0.1 / 2 ** epoch)])
+    assert history["lr"] == pytest.approx([0.1, 0.05, 0.025])
+    assert trainer.model.optimizer is None  # only while training
+    reducing = Trainer(tiny_model(), SGD(0.1), batch_size=16, verbose=False)
+    reducing.fit(ds, ds, epochs=3, callbacks=[callbacks.ReduceLROnPlateau(monitor="val_loss", min_delta=10.0,
+                                                                          patience=1, factor=0.5)])
+    assert reducing.history["lr"] == pytest.approx([0.1, 0.1, 0.05])  # epoch 2 did not improve by 10: halved
+    scheduled = make_trainer(tiny_model())
+    with pytest.raises(ValueError, match=r"Trainer.fit: ReduceLROnPlateau sets the learning rate, but this trainer's "
+                                         r"schedule sets it before every step"):
+        scheduled.fit(ds, epochs=1, callbacks=[callbacks.ReduceLROnPlateau()])
+    assert scheduled.epoch == 0 and scheduled.optimizer.iterations == 0
+
+
+def test_an_unwritable_checkpoint_dir_fails_before_training(tmp_path):
+    """A checkpoint folder inside a file, or one where nothing can be written, is refused before the first step
+    (it used to fail only at the first save, after an epoch, with a bare OS error); nothing is left behind."""
+    from tinynet.checkpoint import CheckpointError
+
+    (tmp_path / "file").write_text("x")
+    trainer = make_trainer(tiny_model())
+    for folder, message in [(tmp_path / "file" / "ckpt", "lies inside the file"), (tmp_path / "file", "is a file")]:
+        with pytest.raises(CheckpointError, match=f"Trainer.fit: checkpoint_dir {folder}: {message}"):
+            trainer.fit(toy_data(), epochs=1, checkpoint_dir=str(folder))
+    assert trainer.epoch == 0 and trainer.optimizer.iterations == 0
+    trainer.fit(toy_data(), epochs=1, checkpoint_dir=str(tmp_path / "new" / "ckpt"))  # missing folders are made
+    assert sorted(os.listdir(tmp_path)) == ["file", "new"]
+
+
+def test_terminate_on_nan_stops_without_counting_the_unfinished_epoch(tmp_path):
+    """TerminateOnNaN stops training at the refused step; the unfinished epoch is not recorded as done (no
+    history entry, no epoch counted, no checkpoint of it), so a resume runs it again."""
+    from tinynet import callbacks, checkpoint
+
+    ds = toy_data()
+    bad = data.Dataset(ds.x.copy(), ds.y)
+    trainer = make_trainer(tiny_model())
+    trainer.fit(ds, epochs=1, checkpoint_dir=str(tmp_path))
+    bad.x[:] = np.nan
+    trainer.fit(bad, epochs=3, checkpoint_dir=str(tmp_path), callbacks=[callbacks.TerminateOnNaN()])
+    assert trainer.epoch == 1 and trainer.history["epoch"] == [1]
+    assert checkpoint.read_state(tmp_path)["epoch"] == 1
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(optimizer="adamw"), TypeError, "Trainer: optimizer: unknown optimizer 'adamw'"),
+    (dict(optimizer=None), TypeError, "Trainer: optimizer: optimizer must be a name"),
+    (dict(preprocess=3), TypeError, "Trainer: preprocess must be a callable"),
+    (dict(augment="flip"), TypeError, "Trainer: augment must be a callable"),
+    (dict(seed="a"), ValueError, "Trainer: seed must be"),
+    (dict(seed=1.5), ValueError, "Trainer: seed must be"),
+    (dict(verbose="x"), ValueError, "Trainer: verbose must be True or False"),
+    (dict(schedule=tinynet.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)), TypeError,
+     r"Trainer: schedule: ExponentialDecay is a per-step schedule \(Keras'\): give it to the optimizer"),
+    (dict(schedule=lambda epoch: 0.1), TypeError, "Trainer: schedule: expected a per-epoch schedule"),
+    (dict(schedule="bogus"), TypeError, "Trainer: schedule: expected a per-epoch schedule"),
+    (dict(schedule={"name": "step", "lr": -1}), ValueError, "Trainer: schedule: StepDecay: lr must be"),
+])
+def test_trainer_arguments_are_checked_when_it_is_built(kwargs, error, message):
+    kwargs = dict(dict(optimizer=SGD(0.1), verbose=False), **kwargs)
+    with pytest.raises(error, match=message):
+        Trainer(tiny_model(), **kwargs)
+
+
+def test_trainer_names_what_does_not_fit_its_data():
+    """fit on something that is not a Dataset, labels beyond an aux head's classes (naming the head), evaluate
+    and predict on an empty set, a batch size of 0: clear errors; an optimizer may be given by name."""
+    x = tinynet.layers.Input((8, 8, 1))
+    h = tinynet.layers.Flatten()(x)
+    model = tinynet.Model(x, [tinynet.layers.Dense(2, activation="softmax", name="aux1_output")(h),
+                              tinynet.layers.Dense(3, activation="softmax", name="output")(h)])
+    trainer = Trainer(model, "adam", verbose=False)
+    ds = toy_data()
+    with pytest.raises(TypeError, match="the train set must be a tinynet.data.Dataset"):
+        trainer.fit((ds.x, ds.y), epochs=1)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\) for the 2 outputs of head 'aux1'"):
+        trainer.fit(ds, epochs=1)
+    empty = data.Dataset(ds.x[:0], ds.y[:0])
+    with pytest.raises(ValueError, match="the evaluation set is empty"):
+        trainer.evaluate(empty)
+    assert trainer.predict(ds.x[:0]).shape == (0, 3)
+    with pytest.raises(ValueError, match="batch_size must be"):
+        trainer.predict(ds.x, batch_size=0)

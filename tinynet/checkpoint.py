@@ -408,6 +408,25 @@ def _leftovers(directory):
     return sorted(n for n in names if _TEMP_NAME.fullmatch(n) or _DATA_NAME.fullmatch(n))
 
 
+def check_writable(directory):
+    """Raise :class:`CheckpointError` unless a checkpoint can be written at ``directory``, before any work: it is
+    a folder, or it does not exist yet and the nearest existing folder above it is one (:func:`save` makes the
+    missing ones), and a file can be created there. The test file is removed at once; nothing is left."""
+    directory = os.fspath(directory)
+    probe_in = os.path.abspath(directory)
+    while not os.path.lexists(probe_in):
+        probe_in = os.path.dirname(probe_in)
+    if not os.path.isdir(probe_in):
+        where = "is a file" if probe_in == os.path.abspath(directory) else f"lies inside the file {probe_in}"
+        raise CheckpointError(f"{directory}: {where}, not a folder")
+    name = os.path.join(probe_in, f".{STATE_FILE}.{secrets.token_hex(8)}.tmp")  # a name save() would clean up
+    try:
+        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.unlink(name)
+    except OSError as error:
+        raise CheckpointError(f"{directory}: cannot write a checkpoint there ({error.strerror or error})") from None
+
+
 def orphaned_data(directory) -> list:
     """The names of the data files (``weights-*.npz``, ``optimizer-*.npz``) in a folder that has no manifest:
     what a first save interrupted before its commit leaves, or a checkpoint whose ``checkpoint.json`` was
@@ -700,5 +719,5 @@ def load(directory, trainer) -> dict:
 
 
 __all__ = ["CheckpointError", "save", "load", "load_weights", "read_state", "verify", "status", "orphaned_data",
-           "files",
+           "check_writable", "files",
            "rng_states", "set_rng_states", "FORMAT_VERSION", "STATE_FILE"]

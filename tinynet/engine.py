@@ -37,6 +37,16 @@ from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 
 
+class StoppedMidEpoch(Exception):
+    """A callback stopped training when a step was refused (:class:`~tinynet.callbacks.TerminateOnNaN`): the
+    epoch is not complete, so :meth:`Engine.run_epochs` ends training without recording it (no history entry,
+    no epoch counted, no checkpoint), with ``logs`` (``loss`` NaN) passed to ``on_train_end``."""
+
+    def __init__(self, logs):
+        super().__init__("training stopped by a callback in the middle of an epoch")
+        self.logs = logs
+
+
 class TrainingDiverged(FloatingPointError):
     """Training met a non-finite loss, gradient or weight and stopped before using it.
 
@@ -539,7 +549,8 @@ class Engine:
         ------
         TrainingDiverged
             Naming ``epoch + 1`` and the step, unless a callback set ``model.stop_training`` on being shown the
-            failed batch (``logs['loss'] = nan``).
+            failed batch (``logs['loss'] = nan``, e.g. :class:`~tinynet.callbacks.TerminateOnNaN`): then
+            :class:`StoppedMidEpoch`, which :meth:`run_epochs` turns into the end of training.
         """
         callbacks = callbacks if callbacks is not None else callbacks_module.CallbackList()
         n = len(xs[0])
@@ -563,9 +574,10 @@ class Engine:
                 else:
                     total, values, outs, ydev = self.train_batch(xb, yb, lr)
             except TrainingDiverged as error:
-                callbacks.on_train_batch_end(i, dict(self.tracker_logs(), loss=math.nan))
-                if getattr(self.model, "stop_training", False):
-                    return self.tracker_logs()
+                failed = dict(self.tracker_logs(), loss=math.nan)
+                callbacks.on_train_batch_end(i, failed)
+                if getattr(self.model, "stop_training", False):  # TerminateOnNaN: stop, without this epoch
+                    raise StoppedMidEpoch(failed) from None
                 raise TrainingDiverged(epoch + 1, i + 1, error.detail) from None
             if not self.distributed:
                 self.update_trackers(total, values, outs, ydev, len(idx))
@@ -614,13 +626,24 @@ class Engine:
 
     def _run_epochs(self, xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras):
         self.model.stop_training = False
+        self.model.running_engine = self  # Model.optimizer for callbacks (a Trainer's model is not compiled)
+        try:
+            return self._epochs(xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras)
+        finally:
+            self.model.running_engine = None
+
+    def _epochs(self, xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras):
         callbacks.on_train_begin()
         logs = {}
         for epoch in range(start, end):
             callbacks.on_epoch_begin(epoch)
             began = time.perf_counter()
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite values are checked
-                logs = self.run_epoch(xs, ys, epoch, batch_size, shuffle, callbacks)
+                try:
+                    logs = self.run_epoch(xs, ys, epoch, batch_size, shuffle, callbacks)
+                except StoppedMidEpoch as stop:
+                    callbacks.on_train_end(stop.logs)
+                    return stop.logs
                 if validate is not None:
                     logs.update(validate())
             if extras is not None:
@@ -1100,6 +1123,6 @@ def test_on_batch(model, state, x=None, y=None, return_dict=False):
     return _returned(state.evaluate_arrays(xs, ys, len(xs[0])), return_dict)
 
 
-__all__ = ["Engine", "KerasState", "TrainingDiverged", "compile_model", "fit", "evaluate", "train_on_batch",
-           "test_on_batch", "check_number",
-           "output_names", "standardize_x", "standardize_y", "check_labels"]
+__all__ = ["Engine", "KerasState", "TrainingDiverged", "StoppedMidEpoch", "compile_model", "fit", "evaluate",
+           "train_on_batch", "test_on_batch", "check_number", "output_names", "standardize_x", "standardize_y",
+           "check_labels"]

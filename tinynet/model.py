@@ -97,6 +97,7 @@ class Model:
         self._training = None        # what compile() builds: tinynet.engine.KerasState
         self.stop_training = False   # a callback sets it to end fit() after the current epoch
         self.history = None          # the History of the last fit()
+        self.running_engine = None   # the training loop running now (fit's, or a Trainer): see optimizer
 
     @property
     def single_input(self) -> bool:
@@ -593,8 +594,10 @@ class Model:
 
     @property
     def optimizer(self):
-        """The compiled optimizer (``None`` before :meth:`compile`)."""
-        return self._training.optimizer if self._training is not None else None
+        """The optimizer of the training loop running now (so that callbacks such as ``ReduceLROnPlateau`` reach
+        a :class:`~tinynet.training.Trainer`'s), else the compiled one (``None`` before :meth:`compile`)."""
+        engine = self.running_engine if self.running_engine is not None else self._training
+        return engine.optimizer if engine is not None else None
 
     @property
     def loss(self):

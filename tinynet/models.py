@@ -64,6 +64,7 @@ class Sequential(Model):
         self._training = None
         self.stop_training = False
         self.history = None
+        self.running_engine = None
 
     def add(self, layer):
         """Append a layer (or, first, an ``Input(shape)`` tensor / an InputLayer).

@@ -31,13 +31,28 @@ from . import callbacks as callbacks_module
 from .engine import Engine, TrainingDiverged, check_number
 from .grad_norms import GradNormRecorder, grad_norm_table, group_grad_norms, layer_groups  # noqa: F401 (re-exported)
 from .metrics import SparseCategoricalAccuracy
-from .optimizers.schedules import Constant, get_schedule
+from .optimizers.schedules import get_schedule
 from .plots import plot_grad_norms, plot_history  # noqa: F401 (re-exported)
 
 
 def _check_number(name, value, low=None, high=None, integer=False, low_open=False):
     """Raise ``ValueError`` ``'Trainer: <name> must be ...'`` unless ``value`` is a finite number in the range."""
     return check_number("Trainer", name, value, low=low, high=high, integer=integer, low_open=low_open)
+
+
+def _optimizer_argument(optimizer):
+    """An :class:`~tinynet.optimizers.Optimizer`, or one built from its name (``'adam'``, ``'sgd'``), as
+    ``compile`` takes it; anything else raises naming what it takes."""
+    from . import optimizers
+
+    try:
+        return optimizers.get(optimizer)
+    except ValueError as error:
+        raise TypeError(f"Trainer: optimizer: {error}") from None
+
+
+#: callbacks that set the learning rate themselves (a per-step schedule of the trainer would undo them)
+RATE_CALLBACKS = (callbacks_module.LearningRateScheduler, callbacks_module.ReduceLROnPlateau)
 
 
 def head_names(model):
@@ -127,8 +142,8 @@ class Trainer(Engine):
     optimizer : tinynet.optimizers.Optimizer
         Attached to the model here (so its state follows ``model.to``).
     schedule : tinynet.optimizers.schedules.Schedule, optional
-        Learning rate per (fractional) epoch, set before every step; default: the optimizer's rate, constant
-        (or, when the optimizer was built on a per-step schedule, that schedule).
+        Learning rate per (fractional) epoch, set before every step; default: none, the optimizer's own rate (a
+        number, which callbacks such as ``ReduceLROnPlateau`` may change, or its per-step schedule).
     aux_weight : float, default 0.3
         Loss weight of every output but the last (the paper's 0.3); ``loss_weights`` overrides it.
     loss_weights : list of float, optional
@@ -169,6 +184,19 @@ class Trainer(Engine):
     def __init__(self, model, optimizer, schedule=None, aux_weight=0.3, loss_weights=None, batch_size=64,
                  preprocess=None, augment=None, seed=0, verbose=True, grad_norm_groups=None, grad_norm_every=5,
                  distributed=False, communicator=None):
+        from .model import Model
+
+        if not isinstance(model, Model):
+            raise TypeError(f"Trainer: model must be a tinynet.Model, got {type(model).__name__}")
+        optimizer = _optimizer_argument(optimizer)
+        for name, value in (("preprocess", preprocess), ("augment", augment)):
+            if value is not None and not callable(value):
+                raise TypeError(f"Trainer: {name} must be a callable (e.g. tinynet.data."
+                                f"{'Normalizer' if name == 'preprocess' else 'Augment'}) or None, got "
+                                f"{type(value).__name__}")
+        seed = _check_number("seed", seed, low=0, integer=True)
+        if not isinstance(verbose, (bool, np.bool_)) and verbose not in (0, 1):
+            raise ValueError(f"Trainer: verbose must be True or False, got {verbose!r}")
         n_out = len(model.outputs)
         if loss_weights is None:
             loss_weights = [_check_number("aux_weight", aux_weight, low=0)] * (n_out - 1) + [1.0]
@@ -181,9 +209,10 @@ class Trainer(Engine):
             if optimizer.learning_rate_schedule is not None:
                 raise ValueError("Trainer: the optimizer was built with a learning rate schedule; give no "
                                  "schedule to the trainer as well")
-            schedule = get_schedule(schedule)
-        elif optimizer.learning_rate_schedule is None:
-            schedule = Constant(optimizer.learning_rate)
+            try:
+                schedule = get_schedule(schedule)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"Trainer: schedule: {error}") from None
         heads = head_names(model)
         recorder = GradNormRecorder(model, grad_norm_groups, grad_norm_every) if grad_norm_groups else None
         cce = losses.LossFunctionWrapper(losses.categorical_crossentropy)
@@ -193,7 +222,7 @@ class Trainer(Engine):
                          rng=np.random.default_rng(seed), grad_recorder=recorder)
         self.heads = heads
         self.output_labels = heads
-        self.verbose = verbose
+        self.verbose = bool(verbose)
         self.grad_norm_every = grad_norm_every
         if distributed or communicator is not None:
             from . import distributed as distributed_module
@@ -244,6 +273,7 @@ class Trainer(Engine):
         each rank evaluates a contiguous shard and the sums are added, so every rank returns the whole set's
         values.
         """
+        self.check_dataset(dataset, "evaluation")
         if self.distributed:
             return self._evaluate_on_shards(dataset, batch_size)
         probs = self.predict(dataset.x, batch_size)
@@ -273,7 +303,12 @@ class Trainer(Engine):
         return out
 
     def predict(self, x, batch_size=None):
-        """Main-head probabilities (N, classes) as a NumPy array (inference mode, preprocessing applied)."""
+        """Main-head probabilities (N, classes) as a NumPy array (inference mode, preprocessing applied); an empty
+        ``x`` gives an empty (0, classes) array."""
+        if batch_size is not None:
+            batch_size = _check_number("batch_size", batch_size, low=1, integer=True)
+        if len(x) == 0:
+            return np.zeros((0, int(np.prod(self.model.outputs[-1].example_shape))), dtype=self.model.outputs[-1].dtype)
         xb = self.prepare_inputs([x], training=False)[0]
         outs = self.model.predict(xb, batch_size=batch_size or max(self.batch_size, 128))
         outs = outs if isinstance(outs, list) else [outs]
@@ -285,18 +320,22 @@ class Trainer(Engine):
         Checks that it is not empty, that its images have the model input's shape and that its labels are
         integers in ``[0, classes)`` of the main output, naming what differs.
         """
+        if not hasattr(dataset, "x") or not hasattr(dataset, "y"):
+            raise TypeError(f"Trainer: the {what} set must be a tinynet.data.Dataset (images x, labels y), got "
+                            f"{type(dataset).__name__}; e.g. tinynet.data.Dataset(x, y)")
         if len(dataset) == 0:
             raise ValueError(f"Trainer: the {what} set is empty")
         expected = tuple(self.model.inputs[0].example_shape)
         if tuple(dataset.x.shape[1:]) != expected:
             raise ValueError(f"Trainer: the {what} images have shape {tuple(dataset.x.shape[1:])}, the model takes "
                              f"{expected}")
-        classes = int(np.prod(self.model.outputs[-1].example_shape))
         y = np.asarray(dataset.y)
-        if y.ndim != 1 or y.dtype.kind not in "iu" or int(y.min()) < 0 or int(y.max()) >= classes:
-            raise ValueError(f"Trainer: the {what} labels must be class indices in [0, {classes}) for the model's "
-                             f"{classes} outputs; got dtype {y.dtype}, shape {y.shape}, range "
-                             f"{y.min()}..{y.max()}")
+        for head, output in zip(self.heads, self.model.outputs):  # every head is trained on the same labels
+            classes = int(np.prod(output.example_shape))
+            if y.ndim != 1 or y.dtype.kind not in "iu" or int(y.min()) < 0 or int(y.max()) >= classes:
+                raise ValueError(f"Trainer: the {what} labels must be class indices in [0, {classes}) for the "
+                                 f"{classes} outputs of head '{head}' ({output.name}); got dtype {y.dtype}, shape "
+                                 f"{y.shape}, range {y.min()}..{y.max()}")
 
     def fit(self, train, val=None, epochs=10, checkpoint_dir=None, checkpoint_config=None, callbacks=None):
         """Train until ``epochs`` epochs are done in total (a resumed trainer continues from ``self.epoch``).
@@ -322,12 +361,19 @@ class Trainer(Engine):
         self.check_dataset(train, "train")
         if val is not None:
             self.check_dataset(val, "validation")
+        setting_rate = [type(cb).__name__ for cb in callbacks or [] if isinstance(cb, RATE_CALLBACKS)]
+        if setting_rate and (self.schedule is not None or self.optimizer.learning_rate_schedule is not None):
+            raise ValueError(f"Trainer.fit: {', '.join(setting_rate)} sets the learning rate, but this trainer's "
+                             f"{'schedule' if self.schedule is not None else 'optimizer schedule'} sets it before "
+                             f"every step and would undo it; build the trainer without a schedule, on an optimizer "
+                             f"with a number as its learning rate")
         if checkpoint_dir is not None:  # a folder that can never hold a checkpoint fails now, not after an epoch
             from . import checkpoint
 
-            if checkpoint.status(checkpoint_dir) == "not a folder":
-                raise checkpoint.CheckpointError(f"Trainer.fit: checkpoint_dir {checkpoint_dir!r} is a file, "
-                                                 f"not a folder")
+            try:
+                checkpoint.check_writable(checkpoint_dir)
+            except checkpoint.CheckpointError as error:
+                raise checkpoint.CheckpointError(f"Trainer.fit: checkpoint_dir {error}") from None
         steps = -(-len(train) // self.batch_size)
         progress = _Progress(self, epochs, steps)
         own = [progress] + ([_Checkpointer(self, checkpoint_dir, checkpoint_config)] if checkpoint_dir is not None

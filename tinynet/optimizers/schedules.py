@@ -251,7 +251,7 @@ class Constant(Schedule):
     name = "constant"
 
     def __init__(self, lr: float):
-        self.lr = float(lr)
+        self.lr = _number("Constant", "lr", lr, low=0)
 
     def __call__(self, epoch):
         return self.lr
@@ -275,9 +275,9 @@ class StepDecay(Schedule):
     name = "step"
 
     def __init__(self, lr: float, factor: float = 0.96, every: float = 8):
-        if every <= 0:
-            raise ValueError(f"StepDecay: every must be > 0, got {every!r}")
-        self.lr, self.factor, self.every = float(lr), float(factor), float(every)
+        self.lr = _number("StepDecay", "lr", lr, low=0)
+        self.factor = _number("StepDecay", "factor", factor, low=0, low_open=True)
+        self.every = _number("StepDecay", "every", every, low=0, low_open=True)
 
     def __call__(self, epoch):
         return self.lr * self.factor ** math.floor(epoch / self.every + 1e-9)
@@ -297,9 +297,9 @@ class EpochCosineDecay(Schedule):
     name = "cosine"
 
     def __init__(self, lr: float, epochs: float, min_lr: float = 0.0):
-        if epochs <= 0:
-            raise ValueError(f"CosineDecay: epochs must be > 0, got {epochs!r}")
-        self.lr, self.epochs, self.min_lr = float(lr), float(epochs), float(min_lr)
+        self.lr = _number("CosineDecay", "lr", lr, low=0)
+        self.epochs = _number("CosineDecay", "epochs", epochs, low=0, low_open=True)
+        self.min_lr = _number("CosineDecay", "min_lr", min_lr, low=0)
 
     def __call__(self, epoch):
         progress = min(max(float(epoch), 0.0), self.epochs) / self.epochs
@@ -313,14 +313,33 @@ SCHEDULES = {cls.name: cls for cls in (Constant, StepDecay, EpochCosineDecay)}
 
 
 def get_schedule(config) -> Schedule:
-    """Rebuild a per-epoch schedule from :meth:`Schedule.get_config` (or pass a Schedule through)."""
+    """Rebuild a per-epoch schedule from :meth:`Schedule.get_config` (or pass a Schedule through).
+
+    Raises
+    ------
+    TypeError
+        For anything else, saying what it takes; a per-step :class:`LearningRateSchedule` (Keras',
+        e.g. :class:`ExponentialDecay`) is pointed to the optimizer, which takes it as its learning rate.
+    ValueError
+        For an unknown name or arguments its class refuses.
+    """
     if isinstance(config, Schedule):
         return config
+    if isinstance(config, LearningRateSchedule):
+        raise TypeError(f"{type(config).__name__} is a per-step schedule (Keras'): give it to the optimizer as its "
+                        f"learning_rate, e.g. SGD(learning_rate={type(config).__name__}(...)); a per-epoch "
+                        f"schedule is one of {sorted(SCHEDULES)}")
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+        raise TypeError(f"expected a per-epoch schedule ({', '.join(c.__name__ for c in SCHEDULES.values())}) or "
+                        f"its get_config() dict, got {type(config).__name__}")
     config = dict(config)
     name = config.pop("name")
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; available: {sorted(SCHEDULES)}")
-    return SCHEDULES[name](**config)
+    try:
+        return SCHEDULES[name](**config)
+    except TypeError as error:
+        raise ValueError(f"schedule {name!r}: bad config ({error})") from None
 
 
 __all__ = ["LearningRateSchedule", "ExponentialDecay", "CosineDecay", "PiecewiseConstantDecay", "serialize",
