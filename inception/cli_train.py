@@ -378,8 +378,8 @@ def train_command(args):
         agree(comm, problem)
         trainer, train, val, test, settings, config = prepared
         _same_run(comm, trainer, config)
-        shares = sorted({-(-settings['batch_size'] // comm.size), settings['batch_size'] // comm.size} - {0},
-                        reverse=True)
+        shares = sorted({-(-settings['batch_size'] // comm.size), settings['batch_size'] // comm.size},
+                        reverse=True)  # "1 or 0 per rank": a rank may get no example in a step
         grad_mb = trainer.model.count_trainable_params() * np.dtype(trainer.model.layers[-1].dtype).itemsize / 1e6
         synced = any(getattr(layer, "synchronized", False) for layer in trainer.model.layers)
         if comm.size == 1:

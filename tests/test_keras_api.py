@@ -584,3 +584,15 @@ def test_train_and_test_on_batch_as_keras():
     assert model.optimizer.iterations == 2
     with pytest.raises(ValueError, match="must be compiled first"):
         two_output_model().train_on_batch(xb, yb)
+
+
+def test_fit_takes_distributed_as_engine_fit_documents():
+    """``Model.fit(distributed=False)`` trains in one process (the keyword was documented but refused); a
+    communicator that cannot exist is refused before training."""
+    model = two_output_model()
+    model.compile("sgd", loss="sparse_categorical_crossentropy")
+    model.fit(X, Y, batch_size=8, verbose=0, distributed=False)
+    assert model.optimizer.iterations == 5
+    with pytest.raises((ValueError, TypeError)):
+        model.fit(X, Y, batch_size=8, verbose=0, distributed="yes")
+    assert model.optimizer.iterations == 5

@@ -612,7 +612,7 @@ class Model:
         return self._training.metric_objects if self._training is not None else []
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, initial_epoch=0):
+            validation_data=None, shuffle=True, initial_epoch=0, distributed=None):
         """Train for ``epochs`` epochs (Keras' ``Model.fit``); every argument is checked before the first step.
 
         Parameters
@@ -634,6 +634,10 @@ class Model:
             A new random order every epoch.
         initial_epoch : int, default 0
             The epoch to start at (to continue a run).
+        distributed : bool, tinynet.distributed.Communicator or mpi4py communicator, optional
+            Train data-parallel over the processes of an MPI job, ``batch_size`` being the global batch (see
+            :mod:`tinynet.distributed`); ``False`` for one process; ``None`` keeps what
+            :func:`tinynet.distributed.distribute` set.
 
         Returns
         -------
@@ -656,7 +660,7 @@ class Model:
 
         return engine.fit(self, self._training, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                           callbacks=callbacks, validation_split=validation_split, validation_data=validation_data,
-                          shuffle=shuffle, initial_epoch=initial_epoch)
+                          shuffle=shuffle, initial_epoch=initial_epoch, distributed=distributed)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, callbacks=None):
         """The loss and metrics in inference mode (Keras' ``Model.evaluate``).
