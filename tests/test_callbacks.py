@@ -275,7 +275,7 @@ def test_model_checkpoint_refuses_what_it_cannot_write(tmp_path):
         callbacks.ModelCheckpoint(tmp_path / "w.weights.h5", save_weights_only=True)
     with pytest.raises(ValueError, match="give a folder path, not a file ending in .keras"):
         callbacks.ModelCheckpoint(tmp_path / "model.keras")
-    with pytest.raises(ValueError, match="Unrecognized save_freq"):
+    with pytest.raises(ValueError, match="save_freq must be 'epoch' or an integer >= 1"):
         callbacks.ModelCheckpoint(tmp_path / "c", save_freq="batch")
     model = small_model()
     cb = callbacks.ModelCheckpoint(tmp_path / "c")
@@ -382,8 +382,8 @@ def test_csv_logger_rewrites_the_whole_file_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(fileio, "write_text", lambda path, text: writes.append(text) or real(path, text))
     model = compiled()
     model.fit(x, y, epochs=3, verbose=0, callbacks=[callbacks.CSVLogger(tmp_path / "log.csv")])
-    assert len(writes) == 4 and writes[0] == ""  # emptied at the start, then the whole file after every epoch
-    assert all(writes[i + 1].startswith(writes[i]) for i in range(3))
+    assert len(writes) == 3  # the whole file after every epoch (nothing before the first epoch ends)
+    assert all(writes[i + 1].startswith(writes[i]) for i in range(2))
     assert writes[-1].count("\r\n") == 4 and writes[-1].startswith("epoch,accuracy,loss,val_accuracy,val_loss")
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
@@ -412,7 +412,7 @@ def test_terminate_on_nan_stops_quietly_before_the_bad_step(capsys):
     model = compiled()
     history = model.fit(x, y, epochs=3, batch_size=10, shuffle=False, verbose=0,
                         callbacks=[callbacks.TerminateOnNaN()])
-    assert history.epoch == [0] and np.isfinite(history.history["loss"][0])
+    assert history.epoch == [] and history.history == {}  # the unfinished epoch is not recorded (engine's rule)
     assert all(np.isfinite(w).all() for w in model.get_weights())  # the diverging step was not applied
     assert model.optimizer.iterations == 2
     assert "Batch 2: Invalid loss, terminating training" in capsys.readouterr().out
@@ -441,3 +441,200 @@ def test_the_trainer_takes_keras_callbacks(tmp_path):
     assert history["epoch"] == [1, 2] and trainer.epoch == 2 and stop.monitor_op is np.greater
     header = (tmp_path / "trainer.csv").read_text().splitlines()[0]
     assert header.startswith("epoch,acc,") and header.endswith(",val_acc,val_loss")
+    assert header.split(",").count("epoch") == 1  # the Trainer's 'epoch' log is not a second column
+
+
+class Steps(callbacks.Callback):
+    """Counts the training steps; raises at ``fail_at`` (epoch, batch) when given."""
+
+    def __init__(self, fail_at=None):
+        super().__init__()
+        self.steps, self.epoch, self.fail_at = 0, None, fail_at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if (self.epoch, batch) == self.fail_at:
+            raise RuntimeError("boom")
+
+
+def trainer_fit(callback_list, epochs=2, val=True):
+    ds = toy_data(n=24)
+    trainer = Trainer(tiny_model(), optimizers.SGD(0.05), batch_size=12, verbose=False)
+    trainer.fit(ds, ds if val else None, epochs=epochs, callbacks=callback_list)
+    return trainer
+
+
+@pytest.mark.parametrize("filepath, kwargs, expected", [
+    ("ck{epoch}", {}, ["ck1", "ck2"]),
+    ("ck", {}, ["ck"]),
+    ("w-{epoch:02d}-{val_loss:.2f}.weights.npz", {"save_weights_only": True}, ["w-01-", "w-02-"]),
+    ("w.weights.npz", {"save_weights_only": True}, ["w.weights.npz"]),
+    ("e{epoch}-b{batch}.weights.npz", {"save_weights_only": True, "save_freq": 2}, ["e1-b2.weights.npz",
+                                                                                    "e2-b2.weights.npz"]),
+])
+def test_model_checkpoint_under_the_trainer(tmp_path, filepath, kwargs, expected):
+    """The Trainer's logs hold a 1-based 'epoch': the callback's own epoch (and batch) fill the path."""
+    trainer = trainer_fit([callbacks.ModelCheckpoint(tmp_path / filepath, **kwargs)])
+    names = sorted(os.listdir(tmp_path))
+    assert [n[:len(e)] for n, e in zip(names, expected)] == expected and len(names) == len(expected)
+    last = tmp_path / names[-1]
+    if kwargs.get("save_weights_only"):
+        other = tiny_model(seed=5)
+        other.load_weights(last)
+        assert all(np.array_equal(a, b) for a, b in zip(trainer.model.get_weights(), other.get_weights()))
+    else:  # the whole state of the trainer: it resumes
+        resumed = Trainer(tiny_model(seed=5), optimizers.SGD(0.05), batch_size=12, verbose=False)
+        assert checkpoint.load(last, resumed)["epoch"] == 2
+        assert all(np.array_equal(a, b) for a, b in zip(trainer.model.get_weights(), resumed.model.get_weights()))
+
+
+def test_model_checkpoint_path_ignores_log_keys_named_epoch_or_batch(tmp_path):
+    cb = callbacks.ModelCheckpoint(tmp_path / "{epoch}-{batch}-{lr}.weights.npz", save_weights_only=True)
+    assert cb._file_path(0, 4, {"epoch": 9, "batch": 9, "lr": 0.5}) == str(tmp_path / "1-5-0.5.weights.npz")
+    cb = callbacks.ModelCheckpoint(tmp_path / "{epoch}.weights.npz", save_weights_only=True)
+    assert cb._file_path(2, None, {"epoch": 9, "batch": 9}) == str(tmp_path / "3.weights.npz")
+
+
+def test_csv_logger_writes_one_epoch_column_when_the_logs_have_one(tmp_path):
+    logs = [{"epoch": 1, "lr": 0.1, "time": 2.0, "loss": 0.5}, {"epoch": 2, "lr": 0.1, "time": 2.0, "loss": 0.25}]
+    text = write_csv(tinynet, tmp_path / "t.csv", logs).decode()
+    assert text.splitlines() == ["epoch,loss,lr,time,val_loss,val_lr,val_time", "0,0.5,0.1,2.0,NA,NA,NA",
+                                 "1,0.25,0.1,2.0,NA,NA,NA"]
+
+
+def test_progbar_line_does_not_repeat_the_epoch(capsys):
+    bar = callbacks.ProgbarLogger()
+    bar.set_params({"verbose": 2, "epochs": 3, "steps": 1})
+    bar.on_epoch_begin(0)
+    bar.on_epoch_end(0, {"epoch": 1, "loss": 0.5, "time": 1.0})
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "Epoch 1/3" in text and "loss: 0.5000 - time: 1.0000" in text and "epoch: 1" not in text
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+BAD_ARGUMENTS = [  # (callback, keyword arguments, the argument the error must name)
+    (callbacks.EarlyStopping, {"patience": "2"}, "patience"),
+    (callbacks.EarlyStopping, {"patience": -1}, "patience"),
+    (callbacks.EarlyStopping, {"patience": 1.5}, "patience"),
+    (callbacks.EarlyStopping, {"min_delta": -0.1}, "min_delta"),
+    (callbacks.EarlyStopping, {"min_delta": "0"}, "min_delta"),
+    (callbacks.EarlyStopping, {"mode": "mx"}, "mode"),
+    (callbacks.EarlyStopping, {"monitor": ""}, "monitor"),
+    (callbacks.EarlyStopping, {"monitor": None}, "monitor"),
+    (callbacks.EarlyStopping, {"baseline": "0.5"}, "baseline"),
+    (callbacks.EarlyStopping, {"baseline": float("nan")}, "baseline"),
+    (callbacks.EarlyStopping, {"verbose": "1"}, "verbose"),
+    (callbacks.EarlyStopping, {"restore_best_weights": "yes"}, "restore_best_weights"),
+    (callbacks.EarlyStopping, {"start_from_epoch": -2}, "start_from_epoch"),
+    (callbacks.ReduceLROnPlateau, {"patience": "2"}, "patience"),
+    (callbacks.ReduceLROnPlateau, {"factor": 1.0}, "factor"),
+    (callbacks.ReduceLROnPlateau, {"factor": 0}, "factor"),
+    (callbacks.ReduceLROnPlateau, {"factor": "0.5"}, "factor"),
+    (callbacks.ReduceLROnPlateau, {"cooldown": -1}, "cooldown"),
+    (callbacks.ReduceLROnPlateau, {"cooldown": 0.5}, "cooldown"),
+    (callbacks.ReduceLROnPlateau, {"min_lr": -1e-3}, "min_lr"),
+    (callbacks.ReduceLROnPlateau, {"min_delta": -1e-4}, "min_delta"),
+    (callbacks.ReduceLROnPlateau, {"mode": "MAX"}, "mode"),
+    (callbacks.ReduceLROnPlateau, {"verbose": -1}, "verbose"),
+    (callbacks.ModelCheckpoint, {"filepath": ""}, "filepath"),
+    (callbacks.ModelCheckpoint, {"filepath": 3}, "filepath"),
+    (callbacks.ModelCheckpoint, {"filepath": b"ck"}, "filepath"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck{}"}, "filepath"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck{0}"}, "filepath"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck{epoch"}, "filepath"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck", "save_freq": 0}, "save_freq"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck", "save_freq": True}, "save_freq"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck", "save_freq": "batch"}, "save_freq"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck", "save_best_only": "no"}, "save_best_only"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck", "save_weights_only": 1}, "save_weights_only"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck", "monitor": ""}, "monitor"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck", "mode": "best"}, "mode"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck", "verbose": 0.5}, "verbose"),
+    (callbacks.ModelCheckpoint, {"filepath": "ck", "initial_value_threshold": "1"}, "initial_value_threshold"),
+    (callbacks.CSVLogger, {"filename": "log.csv", "separator": "::"}, "separator"),
+    (callbacks.CSVLogger, {"filename": "log.csv", "separator": ""}, "separator"),
+    (callbacks.CSVLogger, {"filename": "log.csv", "separator": 5}, "separator"),
+    (callbacks.CSVLogger, {"filename": "log.csv", "separator": '"'}, "separator"),
+    (callbacks.CSVLogger, {"filename": "log.csv", "separator": "\n"}, "separator"),
+    (callbacks.CSVLogger, {"filename": "log.csv", "append": "yes"}, "append"),
+    (callbacks.CSVLogger, {"filename": ""}, "filename"),
+    (callbacks.CSVLogger, {"filename": None}, "filename"),
+    (callbacks.LearningRateScheduler, {"schedule": 0.1}, "schedule"),
+    (callbacks.LearningRateScheduler, {"schedule": lambda e: 0.1, "verbose": "yes"}, "verbose"),
+    (callbacks.TerminateOnNaN, {"raise_error": 1}, "raise_error"),
+    (callbacks.LambdaCallback, {"on_epoch_end": "print"}, "on_epoch_end"),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, argument", BAD_ARGUMENTS,
+                         ids=[f"{c.__name__}-{a}-{k[a]!r}" for c, k, a in BAD_ARGUMENTS])
+def test_callback_arguments_are_checked_at_construction(tmp_path, monkeypatch, cls, kwargs, argument):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=f"^{cls.__name__}: {argument} "):
+        cls(**kwargs)
+    assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_good_callback_arguments_are_kept():
+    stop = callbacks.EarlyStopping(patience=np.int64(2), min_delta=0.5, verbose=True, mode="max", baseline=1)
+    assert (stop.patience, stop.min_delta, stop.verbose, stop.baseline) == (2, 0.5, 1, 1.0)
+    plateau = callbacks.ReduceLROnPlateau(factor=0.5, patience=0, cooldown=1, min_lr=1e-5, verbose=False)
+    assert (plateau.factor, plateau.patience, plateau.cooldown, plateau.verbose) == (0.5, 0, 1, 0)
+    assert callbacks.ModelCheckpoint("w-{epoch}.weights.npz", save_weights_only=True, save_freq=5).save_freq == 5
+    assert callbacks.CSVLogger("log.csv", separator="\t").sep == "\t"
+
+
+@pytest.mark.parametrize("make, error", [
+    (lambda p: callbacks.CSVLogger(p / "missing" / "log.csv"), FileNotFoundError),
+    (lambda p: callbacks.CSVLogger(p / "folder"), IsADirectoryError),
+    (lambda p: callbacks.CSVLogger(p / "file" / "log.csv"), NotADirectoryError),
+    (lambda p: callbacks.ModelCheckpoint(p / "file" / "w-{epoch}.weights.npz", save_weights_only=True),
+     NotADirectoryError),
+    (lambda p: callbacks.ModelCheckpoint(p / "file" / "deeper" / "ck{epoch}"), NotADirectoryError),
+    (lambda p: callbacks.ModelCheckpoint(p / "file"), NotADirectoryError),
+    (lambda p: callbacks.ModelCheckpoint(p / "folder", save_weights_only=True), ValueError),  # no .npz: at once
+    (lambda p: callbacks.ModelCheckpoint(p / "folder.weights.npz", save_weights_only=True), IsADirectoryError),
+])
+def test_unwritable_paths_fail_before_the_first_step(tmp_path, make, error):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder.weights.npz").mkdir()
+    (tmp_path / "file").write_text("x")
+    before = sorted(os.listdir(tmp_path))
+    steps = Steps()
+    with pytest.raises(error) as raised:
+        trainer_fit([steps, make(tmp_path)])
+    assert steps.steps == 0 and sorted(os.listdir(tmp_path)) == before
+    if error is not ValueError:
+        message = str(raised.value)
+        assert message.startswith(("CSVLogger: cannot write", "ModelCheckpoint: cannot")) and str(tmp_path) in message
+
+
+def test_unwritable_folder_is_found_by_trying(tmp_path, monkeypatch):
+    """A folder that exists but takes no new file (read-only, full, ...): the probe fails, before any step."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fileio.tempfile, "TemporaryFile", refuse)  # fileio.check_writable_folder's probe
+    for cb in (callbacks.CSVLogger(tmp_path / "log.csv"), callbacks.ModelCheckpoint(tmp_path / "run" / "ck{epoch}")):
+        steps = Steps()
+        with pytest.raises(PermissionError, match=f"{type(cb).__name__}: cannot write .*Permission denied"):
+            trainer_fit([steps, cb])
+        assert steps.steps == 0 and os.listdir(tmp_path) == []
+
+
+def test_csv_logger_leaves_no_file_when_training_fails_before_an_epoch_ends(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer_fit([callbacks.CSVLogger(tmp_path / "log.csv"), Steps(fail_at=(0, 1))])
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "old.csv").write_bytes(b"epoch,loss\r\n0,1.0\r\n")
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer_fit([callbacks.CSVLogger(tmp_path / "old.csv", append=True), Steps(fail_at=(0, 1))])
+    assert (tmp_path / "old.csv").read_bytes() == b"epoch,loss\r\n0,1.0\r\n"  # kept as it was
+    with pytest.raises(RuntimeError, match="boom"):  # a later failure keeps the rows of the epochs completed
+        trainer_fit([callbacks.CSVLogger(tmp_path / "log.csv"), Steps(fail_at=(1, 0))])
+    assert (tmp_path / "log.csv").read_text().count("\n") == 2 and sorted(os.listdir(tmp_path)) == ["log.csv",
+                                                                                                   "old.csv"]

@@ -2,6 +2,7 @@
 import gzip
 import os
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -195,3 +196,100 @@ def test_digits_are_read_without_importing_scikit_learn_and_equal_its_loader():
             "print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+@pytest.mark.parametrize("crop", [2.7, "2", True, -1, None])
+def test_augment_crop_must_be_a_non_negative_integer(crop):
+    with pytest.raises(ValueError, match=f"Augment: crop must be an integer >= 0, got {re.escape(repr(crop))}"):
+        data.Augment(crop=crop)
+
+
+@pytest.mark.parametrize("flip", ["no", 1, None])
+def test_augment_flip_must_be_a_bool(flip):
+    with pytest.raises(TypeError, match="Augment: flip must be True or False"):
+        data.Augment(flip=flip)
+
+
+def test_a_crop_must_keep_part_of_every_image():
+    """Padding p and a window at offset dy in 0..2p keep no image row when dy + H <= p: possible once p >= H."""
+    ones = np.ones((400, 8, 5, 1), np.float32)
+    rng = np.random.default_rng(0)
+    for padding in (5, 100):  # the smaller side is 5
+        with pytest.raises(ValueError, match=rf"crop={padding} is too large for images of 8×5 \(batch of shape "
+                                             rf"\(400, 8, 5, 1\)\).*less than 5"):
+            data.Augment(crop=padding)(ones, rng)
+        with pytest.raises(ValueError, match=f"random_crop: padding={padding} is too large"):
+            data.random_crop(ones, padding, rng)
+    cropped = data.Augment(crop=4, flip=True)(ones, rng)  # the largest crop allowed: each keeps some image
+    assert cropped.shape == ones.shape and cropped.reshape(400, -1).max(axis=1).min() == 1.0
+    assert np.array_equal(data.random_crop(ones, 0, rng), ones)
+    with pytest.raises(ValueError, match="crop=4 is too large for images of 8×4"):  # before training starts
+        data.Augment(crop=4).check_batch_shape((1, 8, 4, 1))
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (8, 8, 1, 1, 1), (8,)])
+def test_batches_must_be_nhwc(shape):
+    x, rng = np.zeros(shape, np.float32), np.random.default_rng(0)
+    message = rf"takes a batch of images \(N, H, W, C\), got shape {re.escape(str(shape))}"
+    for name, call in (("Augment", lambda: data.Augment(crop=1)(x, rng)),
+                       ("Augment", lambda: data.Augment(flip=True)(x, rng)),
+                       ("random_crop", lambda: data.random_crop(x, 1, rng)),
+                       ("random_flip", lambda: data.random_flip(x, rng)),
+                       ("Normalizer.fit", lambda: data.Normalizer.fit(x))):
+        with pytest.raises(ValueError, match=f"^{name}: {message}"):
+            call()
+
+
+@pytest.mark.parametrize("mean, std, error, message", [
+    (0, 0, ValueError, r"std must be positive, got std\[0\] = 0"),
+    ([0, 0], [1, -1], ValueError, r"std must be positive, got std\[1\] = -1"),
+    (0, 1e-50, ValueError, "std must be positive"),  # 0 as float32
+    (np.nan, 1, ValueError, r"mean must be finite .*mean\[0\] = nan"),
+    (0, np.inf, ValueError, "std must be finite"),
+    (1e39, 1, ValueError, "mean must be finite"),  # inf as float32
+    ([], 1, ValueError, "mean is empty"),
+    ([0, 0, 0], [1, 1], ValueError, "3 means but 2 standard deviations"),
+    ("0.5", 1, TypeError, "mean must be a number or a sequence of numbers"),
+    (0, [None], TypeError, "std must be a number"),
+])
+def test_normalizer_checks_its_statistics(mean, std, error, message):
+    with pytest.raises(error, match=f"^Normalizer: {message}"):
+        data.Normalizer(mean, std)
+
+
+def test_normalizer_broadcasts_one_value_and_loads_old_configs():
+    norm = data.Normalizer(0.5, [0.25, 0.5, 1.0])
+    assert norm.get_config() == {"mean": [0.5] * 3, "std": [0.25, 0.5, 1.0]}
+    old = data.Normalizer(mean=[0.5], std=[1e-6])  # what fit gave a constant channel before: still loads
+    assert old.std.tolist() == [np.float32(1e-6)]
+
+
+def test_normalizer_fit_refuses_empty_and_nonfinite_images():
+    with pytest.raises(ValueError, match=r"Normalizer.fit: no pixels to measure \(images of shape \(0, 8, 8, 1\), "
+                                         r"0 images\)"):
+        data.Normalizer.fit(np.zeros((0, 8, 8, 1)))
+    x = np.ones((2, 4, 4, 3), np.float32)
+    x[1, 2, 2, 1], x[0, 0, 0, 0] = np.nan, np.inf
+    with pytest.raises(ValueError, match="Normalizer.fit: 2 pixel values of the 96 are NaN or infinite"):
+        data.Normalizer.fit(x)
+
+
+def test_normalizer_refuses_images_with_another_channel_count():
+    rgb = data.Normalizer.fit(np.random.default_rng(0).random((4, 4, 4, 3)))
+    with pytest.raises(ValueError, match=r"Normalizer: images of shape \(2, 4, 4, 1\) have 1 channel\(s\) but the "
+                                         r"normalizer holds 3 means"):
+        rgb(np.zeros((2, 4, 4, 1)))
+    assert data.Normalizer(0.5, 0.25)(np.ones((2, 4, 4, 3))).shape == (2, 4, 4, 3)  # one value: any channels
+
+
+def test_normalizer_fit_on_a_constant_channel_keeps_values_small():
+    x = np.random.default_rng(0).random((10, 4, 4, 2)).astype(np.float32)
+    x[..., 1] = 0.5
+    with pytest.warns(RuntimeWarning, match="Normalizer.fit: channel 1 is constant in the training images"):
+        norm = data.Normalizer.fit(x)
+    probe = np.full((1, 4, 4, 2), 0.6, np.float32)
+    assert norm(probe)[..., 1].max() == pytest.approx(0.2)  # (0.6 - 0.5) / 0.5, not 1e5
+    np.testing.assert_allclose(norm.std[0], x[..., 0].std(), rtol=1e-5)  # the other channel as before
+    with pytest.warns(RuntimeWarning, match="channels 0, 1 are constant"):
+        assert data.Normalizer.fit(np.zeros((2, 4, 4, 2))).std.tolist() == [1.0, 1.0]

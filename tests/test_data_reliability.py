@@ -246,6 +246,7 @@ def test_npz_scaling_labels_and_names(tmp_path):
     ({"x": np.zeros((3, 4, 4)), "y": [0, 1, 2], "class_names": np.array([1, 2, 3])}, "array of strings"),
     ({"x": np.zeros((3, 4, 4)), "y": [0, 1, 2], "class_names": np.array(["a", "b"])}, "2 class_names.*up to 2"),
     ({"x": np.zeros((3, 4, 4)), "y": [0, 1, 1], "class_names": np.array(["a", ""])}, "class name 1 is empty"),
+    ({"x": np.zeros((3, 4, 4)), "y": [0, 1, data.MAX_CLASSES]}, f"labels go up to {data.MAX_CLASSES}"),
     ({"x": np.zeros((3, 3, 8, 8)), "y": [0, 1, 1]}, "channels-first"),
     ({"x": np.zeros((3, 4)), "y": [0, 1, 1]}, r"shape \(3, 4\)"),
     ({"x": np.full((3, 4, 4), 256.0), "y": [0, 1, 1]}, r"\[256, 256\]"),
@@ -484,6 +485,33 @@ def test_dataset_labels_must_be_integers():
         _ds([0.0, 0.5])
     assert list(_ds([0.0, 2.0]).y) == [0, 2]
     assert _ds([0, 3]).num_classes == 4  # gaps still give max + 1 classes; check_for_training reports them
+
+
+def test_dataset_refuses_labels_beyond_its_class_names():
+    with pytest.raises(ValueError, match=r"^Dataset: 2 class_names but the labels go up to 2 \(3 classes\)"):
+        _ds([0, 1, 2], ["a", "b"])
+    assert _ds([0, 1], ["a", "b", "c"]).num_classes == 3  # a class with no images here is fine
+
+
+@pytest.mark.parametrize("names", ["abc", "", b"ab", {"a": 0}, np.array([["a", "b"]])])
+def test_dataset_class_names_must_be_a_list_of_strings(names):
+    with pytest.raises(TypeError, match="Dataset: class_names: must be a list, tuple or 1-D array of strings"):
+        data.Dataset(np.zeros((2, 4, 4, 1)), [0, 1], names)
+
+
+def test_dataset_refuses_a_stray_label_before_building_one_name_per_class():
+    """Labels 0..9 and one 10**9 (or 10**12) would build a billion names; the cap refuses it at once."""
+    y = list(range(10)) * 3 + [data.MAX_CLASSES]
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"^Dataset: the labels go up to {data.MAX_CLASSES}, which would make "
+                                         rf"{data.MAX_CLASSES + 1} classes.*label {data.MAX_CLASSES} \(1 image\) "
+                                         rf"lies far outside the others \(0..9\)"):
+        _ds(y)
+    with pytest.raises(ValueError, match="labels go up to 1000000000000,"):
+        _ds([0, 10**12])
+    assert time.perf_counter() - start < 2
+    names = [f"c{i}" for i in range(data.MAX_CLASSES + 1)]  # the cap is on names derived from the labels only
+    assert _ds([0, data.MAX_CLASSES], names).num_classes == data.MAX_CLASSES + 1
 
 
 # ------------------------------------------------------------------------------------------ splitting

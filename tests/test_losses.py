@@ -251,3 +251,70 @@ def test_a_loss_function_must_return_its_gradient():
     loss = losses.get(lambda y_pred, y_true: 1.0)
     with pytest.raises(TypeError, match="must return \\(loss, gradient\\)"):
         loss(np.array([0]), np.ones((1, 2)))
+
+
+# ------------------------------------------------------------------------------------------ sample weights, checks
+def test_sample_weight_as_keras():
+    """Keras 3.15 (JAX): SparseCategoricalCrossentropy()(y, p, sample_weight=[1, 0, 2]) = 0.7297521233558655."""
+    y = np.array([0, 1, 2])
+    p = np.array([[.7, .2, .1], [.1, .8, .1], [.3, .3, .4]])
+    loss = losses.SparseCategoricalCrossentropy()
+    assert loss(y, p, sample_weight=np.array([1.0, 0.0, 2.0])) == pytest.approx(0.7297521233558655, rel=1e-6)
+    per_example = -np.log(p[np.arange(3), y])
+    assert loss(y, p, sample_weight=[1.0, 0.0, 2.0]) == pytest.approx((per_example * [1, 0, 2]).sum() / 3)
+    assert loss(y, p, sample_weight=2.0) == pytest.approx(2 * per_example.mean())  # Σ w l / N, not / Σ w
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("scores_shape, weight_shape", [((4, 5), (4,)), ((4, 5), (4, 1)), ((4, 5), ()),
+                                                        ((2, 3, 3, 4), (2, 3, 3)), ((2, 3, 3, 4), (2,))])
+def test_sample_weight_value_and_gradient(rng, from_logits, scores_shape, weight_shape):
+    scores = rng.random(scores_shape) + 0.05
+    ids = rng.integers(0, scores_shape[-1], scores_shape[:-1])
+    weights = rng.random(weight_shape) * 2
+    w = weights[..., 0] if weights.ndim > ids.ndim else weights.reshape(
+        weights.shape + (1,) * (ids.ndim - weights.ndim))  # (N, 1) -> (N,); (N,) -> (N, 1, 1): every position
+    per_prediction = np.broadcast_to(w, ids.shape)
+    ref = softmax_ce_ref if from_logits else categorical_ce_ref
+    expected = math.fsum(w * ref(s[None], np.array([i])) for s, i, w in
+                         zip(rows(scores), ids.reshape(-1), per_prediction.reshape(-1))) / ids.size
+    for loss, labels in ((losses.SparseCategoricalCrossentropy(from_logits=from_logits), ids),
+                         (losses.CategoricalCrossentropy(from_logits=from_logits), one_hot(ids, scores_shape[-1]))):
+        value, grad = loss.value_and_grad(labels, scores, weights)
+        assert value == pytest.approx(expected, rel=1e-10)
+        assert loss(labels, scores, sample_weight=weights) == value
+        num = numeric_grad(lambda s, loss=loss, labels=labels: loss(labels, s, sample_weight=weights), scores)
+        np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("weight, error, message", [
+    (np.ones(2), ValueError, r"sample_weight of shape \(2,\) does not fit outputs of shape \(3, 4\); it must be "
+                             r"a number or of shape \(3,\), \(3, 1\)"),
+    (np.ones((3, 4)), ValueError, r"sample_weight of shape \(3, 4\) does not fit"),
+    (np.array([1.0, np.nan, 1.0]), ValueError, "sample_weight holds NaN or inf"),
+    (np.array(["a", "b", "c"]), TypeError, "sample_weight must be numbers"),
+])
+def test_sample_weight_is_checked(rng, weight, error, message):
+    probs = rng.random((3, 4)) + 0.1
+    for loss, labels in ((losses.SparseCategoricalCrossentropy(name="sparse_ce"), np.array([0, 1, 2])),
+                         (losses.CategoricalCrossentropy(name="ce"), np.eye(4)[[0, 1, 2]])):
+        with pytest.raises(error, match=f"^{loss.name}: {message}"):
+            loss(labels, probs, sample_weight=weight)
+    with pytest.raises(TypeError, match="loss 'softmax_cross_entropy': .* takes no sample_weight"):
+        losses.get("softmax_cross_entropy")(np.array([0, 1, 2]), probs, sample_weight=np.ones(3))
+
+
+@pytest.mark.parametrize("cls", [losses.CategoricalCrossentropy, losses.SparseCategoricalCrossentropy])
+@pytest.mark.parametrize("value", ["yes", "False", 1, None])
+def test_from_logits_must_be_a_bool(cls, value):
+    with pytest.raises(TypeError, match=f"^{cls.__name__}: from_logits must be True or False"):
+        cls(from_logits=value)
+    assert cls.from_config(cls(from_logits=np.bool_(True)).get_config()).from_logits is True
+
+
+def test_sparse_loss_errors_carry_its_own_name(rng):
+    probs = rng.random((3, 4)) + 0.1
+    with pytest.raises(ValueError, match=r"^sparse_categorical_crossentropy: labels must lie in \[0, 4\)"):
+        losses.SparseCategoricalCrossentropy()(np.array([0, 5, 1]), probs)
+    with pytest.raises(ValueError, match=r"^my_loss: labels must lie in \[0, 4\)"):
+        losses.SparseCategoricalCrossentropy(from_logits=True, name="my_loss")(np.array([0, -1, 1]), probs)

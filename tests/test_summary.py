@@ -123,6 +123,29 @@ def test_readable_size_as_keras():
         ["0.00 B", "3.20 KB", "1.00 MB", "5.00 GB"]
 
 
-def test_model_summary_goes_through_summary_text():
+def test_print_summary_prints_the_table_once_and_returns_none(capsys):
     model = readme_model()
-    assert model.summary(print_fn=None, line_length=100) == summary.summary_text(model, line_length=100)
+    assert summary.print_summary(model, line_length=100) is None  # as Keras: a notebook shows the table once
+    assert capsys.readouterr().out == summary.summary_text(model, line_length=100) + "\n"
+    printed = []
+    assert summary.print_summary(model, print_fn=printed.append) is None
+    assert printed == [summary.summary_text(model)]  # one call with the whole table, as Keras 3
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("bad", ["print", 1])
+def test_print_fn_must_be_callable(bad, capsys):
+    with pytest.raises(TypeError, match="print_fn must be a callable or None"):
+        summary.print_summary(chain_model(), print_fn=bad)
+    assert capsys.readouterr().out == ""
+
+
+def test_model_summary_prints_and_returns_none_as_keras(capsys):
+    """Needs Model.summary to delegate to print_summary (tinynet/model.py): Keras' summary returns None."""
+    model = readme_model()
+    printed = []
+    assert model.summary(print_fn=printed.append, line_length=100) is None
+    assert printed == [summary.summary_text(model, line_length=100)]
+    assert model.summary() is None
+    assert model.summary(print_fn=None) is None  # None prints, as in Keras
+    assert capsys.readouterr().out == 2 * (summary.summary_text(model) + "\n")

@@ -22,8 +22,14 @@ Epochs are numbered from 0 in the hooks (``on_epoch_end(0, logs)`` ends the firs
 and messages count from 1 (``{epoch}`` in :class:`ModelCheckpoint`'s path is 1 for the first epoch).
 
 ``logs`` at the end of a batch hold the running means of the epoch so far (``loss``, ``<output>_loss``, the
-metrics); at the end of an epoch, the epoch's values and the ``val_`` ones. Every file a callback writes goes
-through :mod:`tinynet.fileio` (a temporary file, then an atomic rename).
+metrics); at the end of an epoch, the epoch's values and the ``val_`` ones (a
+:class:`~tinynet.training.Trainer` adds ``lr``, ``epoch`` (1-based) and ``time``; the callbacks' own epoch count
+wins over that ``epoch``). Every file a callback writes goes through :mod:`tinynet.fileio` (a temporary file,
+then an atomic rename).
+
+Bad arguments fail when a callback is built (``ValueError`` naming the callback and the argument); a file or
+folder that cannot be written fails in ``on_train_begin``, before the first step (an ``OSError`` naming the
+callback and the path).
 
 Data-parallel training (:mod:`tinynet.distributed`): every rank runs every callback with the same, global
 logs, so decisions (``EarlyStopping``, ``ReduceLROnPlateau``, ``TerminateOnNaN``, a ``LearningRateScheduler``)
@@ -43,11 +49,63 @@ import csv
 import io
 import math
 import os
+import string
 import warnings
 
 import numpy as np
 
 from . import fileio
+from .checks import check_number
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+def _number(callback, name, value, **bounds):
+    """``value`` checked by :func:`tinynet.checks.check_number`; the ``ValueError`` names the callback's class."""
+    return check_number(type(callback).__name__, name, value, **bounds)
+
+
+def _optional_number(callback, name, value):
+    """``None``, or a finite number (:func:`_number`)."""
+    return None if value is None else _number(callback, name, value)
+
+
+def _flag(callback, name, value):
+    """``value`` as a bool; ``ValueError`` unless it is ``True`` or ``False``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{type(callback).__name__}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _verbose(callback, verbose):
+    """``verbose`` as an int >= 0 (``True`` and ``False`` count as 1 and 0)."""
+    if isinstance(verbose, (bool, np.bool_)):
+        return int(verbose)
+    return _number(callback, "verbose", verbose, low=0, integer=True)
+
+
+def _non_empty_string(callback, name, value):
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{type(callback).__name__}: {name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _path(callback, name, value):
+    """``value`` (a ``str`` or :class:`os.PathLike`) as a non-empty ``str``; ``ValueError`` otherwise."""
+    path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{type(callback).__name__}: {name} must be a non-empty str or os.PathLike path, got "
+                         f"{value!r}")
+    return path
+
+
+def _check_writable(callback, path, folder, make_folders):
+    """Before training: raise an ``OSError`` naming the callback and ``path`` unless a file can be created in
+    ``folder`` (``path``'s folder; with ``make_folders``, the nearest existing folder above it, as the missing
+    ones are made at save time): :func:`tinynet.fileio.check_writable_folder`."""
+    try:
+        fileio.check_writable_folder(folder, make_folders)
+    except OSError as error:
+        raise type(error)(f"{type(callback).__name__}: cannot write {path!r}: {error}") from None
 
 
 class Callback:
@@ -305,13 +363,14 @@ class ProgbarLogger(Callback):
             self.bar.update(1)
 
     def on_epoch_end(self, epoch, logs=None):
+        text = _format_logs(logs or {}, skip=("epoch",))  # "Epoch 3/10" says it (the Trainer logs an 'epoch')
         if self.bar is not None:
-            self.bar.set_postfix_str(_format_logs(logs or {}), refresh=True)
+            self.bar.set_postfix_str(text, refresh=True)
             self.close()
         elif self.verbose:
             from tqdm.auto import tqdm
 
-            tqdm.write(_format_logs(logs or {}))
+            tqdm.write(text)
 
     def on_train_end(self, logs=None):
         self.close()
@@ -364,24 +423,31 @@ class MonitorCallback(Callback):
     Parameters
     ----------
     monitor : str
+        A key of the logs (non-empty).
     mode : {'auto', 'min', 'max'}
         ``'auto'`` reads the direction from the name and the compiled metrics (see :func:`monitor_direction`)
         and raises ``ValueError`` when it cannot tell.
     baseline : float, optional
         The initial "best" value.
-    min_delta : float
-        A change smaller than this (in absolute value) is no improvement.
+    min_delta : float >= 0
+        A change smaller than this is no improvement.
+
+    Raises
+    ------
+    ValueError
+        At construction, naming the callback and the argument, for a ``monitor`` that is not a non-empty
+        string, an unknown ``mode`` (Keras warns and falls back to ``'auto'``; tinynet refuses the typo), a
+        ``baseline`` that is not a finite number, or a negative ``min_delta``.
     """
 
     def __init__(self, monitor="val_loss", mode="auto", baseline=None, min_delta=0):
         super().__init__()
-        if mode not in ("auto", "min", "max"):
-            warnings.warn(f"{type(self).__name__} mode '{mode}' is unknown, fallback to auto mode.", stacklevel=3)
-            mode = "auto"
-        self.monitor = monitor
+        self.monitor = _non_empty_string(self, "monitor", monitor)
+        if not isinstance(mode, str) or mode not in ("auto", "min", "max"):
+            raise ValueError(f"{type(self).__name__}: mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.mode = mode
-        self.best = baseline
-        self.min_delta = abs(min_delta)
+        self.best = _optional_number(self, "baseline", baseline)
+        self.min_delta = _number(self, "min_delta", min_delta, low=0)
         self.monitor_op = None
 
     def _set_monitor_op(self):
@@ -406,18 +472,20 @@ class EarlyStopping(MonitorCallback):
     Parameters
     ----------
     monitor : str, default 'val_loss'
-    min_delta : float, default 0
-        An absolute change smaller than this is no improvement.
-    patience : int, default 0
+    min_delta : float >= 0, default 0
+        A change smaller than this is no improvement.
+    patience : int >= 0, default 0
         Epochs with no improvement after which training stops.
-    verbose : int, default 0
+    verbose : int >= 0 or bool, default 0
     mode : {'auto', 'min', 'max'}, default 'auto'
     baseline : float, optional
         Training stops if the quantity does not improve on this (patience still applies).
     restore_best_weights : bool, default False
         At the end, put back the weights of the best epoch (as Keras: only when a best epoch was seen).
-    start_from_epoch : int, default 0
+    start_from_epoch : int >= 0, default 0
         Epochs to wait before watching (a warm-up).
+
+    Every argument is checked here: a bad one raises ``ValueError`` naming it (see :class:`MonitorCallback`).
 
     Attributes
     ----------
@@ -429,14 +497,14 @@ class EarlyStopping(MonitorCallback):
     def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto", baseline=None,
                  restore_best_weights=False, start_from_epoch=0):
         super().__init__(monitor, mode, min_delta=min_delta)
-        self.patience = patience
-        self.verbose = verbose
-        self.baseline = baseline
+        self.patience = _number(self, "patience", patience, low=0, integer=True)
+        self.verbose = _verbose(self, verbose)
+        self.baseline = _optional_number(self, "baseline", baseline)
         self.wait = 0
         self.stopped_epoch = 0
-        self.restore_best_weights = restore_best_weights
+        self.restore_best_weights = _flag(self, "restore_best_weights", restore_best_weights)
         self.best_weights = None
-        self.start_from_epoch = start_from_epoch
+        self.start_from_epoch = _number(self, "start_from_epoch", start_from_epoch, low=0, integer=True)
         self.best_epoch = 0
 
     def on_train_begin(self, logs=None):
@@ -490,10 +558,13 @@ class ModelCheckpoint(MonitorCallback):
     Parameters
     ----------
     filepath : str or os.PathLike
-        May hold format fields: ``{epoch}`` (1 for the first epoch) and any key of the epoch's logs,
-        e.g. ``'ckpt/weights-{epoch:02d}-{val_loss:.3f}.weights.npz'``. Missing folders are created.
+        May hold format fields: ``{epoch}`` (1 for the first epoch), ``{batch}`` (with an integer
+        ``save_freq``, 1 for the first batch) and any key of the epoch's logs, e.g.
+        ``'ckpt/weights-{epoch:02d}-{val_loss:.3f}.weights.npz'``. ``epoch`` and ``batch`` are always the
+        callback's own counts, also when the logs hold an ``epoch`` (as a :class:`~tinynet.training.Trainer`'s
+        do). Missing folders are created.
     monitor : str, default 'val_loss'
-    verbose : int, default 0
+    verbose : int >= 0 or bool, default 0
     save_best_only : bool, default False
         Save only when ``monitor`` improved on the best value so far (a missing value saves, with a warning).
     save_weights_only : bool, default False
@@ -508,26 +579,31 @@ class ModelCheckpoint(MonitorCallback):
     initial_value_threshold : float, optional
         The "best" value to beat at first (with ``save_best_only``).
 
-    Every write is atomic (:mod:`tinynet.fileio`): a kill mid-save leaves the previous file or checkpoint whole.
-    In data-parallel training only rank 0 saves (every rank holds the same weights and state).
+    Every argument is checked here (a bad one raises ``ValueError`` naming it), and at the start of training,
+    before the first step, that the folder ``filepath`` goes in can be written (or, where it is missing, made):
+    an ``OSError`` names the callback and the path otherwise. Every write is atomic (:mod:`tinynet.fileio`): a
+    kill mid-save leaves the previous file or checkpoint whole. Under a :class:`~tinynet.training.Trainer`
+    the whole state saved is the trainer's (resume with ``tinynet.checkpoint.load(path, trainer)``). In
+    data-parallel training only rank 0 saves (every rank holds the same weights and state).
     """
 
     chief_only = True
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
                  mode="auto", save_freq="epoch", initial_value_threshold=None):
-        super().__init__(monitor, mode, initial_value_threshold)
-        self.verbose = verbose
-        self.filepath = os.fspath(filepath)
-        self.save_best_only = save_best_only
-        self.save_weights_only = save_weights_only
+        super().__init__(monitor, mode, _optional_number(self, "initial_value_threshold", initial_value_threshold))
+        self.verbose = _verbose(self, verbose)
+        self.filepath = _path(self, "filepath", filepath)
+        self.save_best_only = _flag(self, "save_best_only", save_best_only)
+        self.save_weights_only = save_weights_only = _flag(self, "save_weights_only", save_weights_only)
         self.save_freq = save_freq
         self._batches_seen_since_last_saving = 0
         self._last_batch_seen = None
         self._current_epoch = 0
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1):
-            raise ValueError(f"Unrecognized save_freq: {save_freq!r}. Expected save_freq are 'epoch' or integer "
-                             f"values >= 1")
+        if save_freq != "epoch" and (isinstance(save_freq, (bool, np.bool_)) or
+                                     not isinstance(save_freq, (int, np.integer)) or save_freq < 1):
+            raise ValueError(f"ModelCheckpoint: save_freq must be 'epoch' or an integer >= 1, got {save_freq!r}")
+        self._check_format_fields()
         if save_weights_only and not self.filepath.endswith(".npz"):
             raise ValueError(f"When using save_weights_only=True in ModelCheckpoint, the filepath must end in .npz "
                              f"(tinynet's weights format, e.g. '.weights.npz'). Received: filepath={self.filepath}")
@@ -535,6 +611,38 @@ class ModelCheckpoint(MonitorCallback):
             raise ValueError(f"ModelCheckpoint with save_weights_only=False saves the whole training state as a "
                              f"checkpoint folder (tinynet.checkpoint); give a folder path, not a file ending in "
                              f"{os.path.splitext(self.filepath)[1]}. Received: filepath={self.filepath}")
+
+    def _check_format_fields(self):
+        """Raise ``ValueError`` for a ``filepath`` that no logs can fill: malformed braces, or a positional
+        field (``{}``, ``{0}``); fields are filled by name only."""
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(self.filepath) if name is not None]
+        except ValueError as error:
+            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} is not a valid format string "
+                             f"({error}); write a literal brace as '{{{{' or '}}}}'") from None
+        positional = [name for name in fields if not name or name.split(".")[0].split("[")[0].isdigit()]
+        if positional:
+            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} has a positional field "
+                             f"('{{{positional[0]}}}'); name the field: {{epoch}}, {{batch}} or a key of the logs")
+
+    def _static_folder(self):
+        """The part of the destination folder that no format field changes."""
+        static = self.filepath.split("{", 1)[0]
+        if "{" not in self.filepath and not self.save_weights_only:
+            return static  # the checkpoint folder itself
+        return os.path.dirname(static)
+
+    def on_train_begin(self, logs=None):
+        """Check, before the first step, that the checkpoint or weights file can be written."""
+        fixed = "{" not in self.filepath
+        if fixed and self.save_weights_only and os.path.isdir(self.filepath):
+            raise IsADirectoryError(f"ModelCheckpoint: cannot write the weights file {self.filepath!r}: it is a "
+                                    f"folder")
+        if fixed and not self.save_weights_only and os.path.lexists(self.filepath) \
+                and not os.path.isdir(self.filepath):
+            raise NotADirectoryError(f"ModelCheckpoint: cannot save a checkpoint folder at {self.filepath!r}: it "
+                                     f"is a file")
+        _check_writable(self, self.filepath, self._static_folder(), make_folders=True)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._should_save_on_batch(batch):
@@ -586,11 +694,14 @@ class ModelCheckpoint(MonitorCallback):
         return False
 
     def _file_path(self, epoch, batch, logs):
-        logs = dict(logs or {})
+        """``filepath`` filled from the logs, with the callback's own ``epoch`` (and ``batch``) winning over
+        log keys of those names (a Trainer logs a 1-based ``epoch``)."""
+        fields = dict(logs or {})
+        fields["epoch"] = epoch + 1
+        if batch is not None:
+            fields["batch"] = batch + 1
         try:
-            if batch is None or "batch" in logs:
-                return self.filepath.format(epoch=epoch + 1, **logs)
-            return self.filepath.format(epoch=epoch + 1, batch=batch + 1, **logs)
+            return self.filepath.format(**fields)
         except KeyError as error:
             raise KeyError(f'Failed to format this callback filepath: "{self.filepath}". Reason: {error}') from None
 
@@ -598,15 +709,18 @@ class ModelCheckpoint(MonitorCallback):
         path = self._file_path(epoch, batch, logs)
         if not self._should_save(epoch, logs, path):
             return
-        folder = os.path.dirname(path) if self.save_weights_only else os.path.dirname(os.path.abspath(path))
-        if folder:
-            os.makedirs(folder, exist_ok=True)
         if self.save_weights_only:
+            folder = os.path.dirname(path)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
             self.model.save_weights(path)
         else:
             from . import checkpoint
 
-            checkpoint.save(path, self.model)
+            # the training loop running now (a Trainer's model is not compiled), else the compiled model's run;
+            # checkpoint.save makes the missing folders itself, after its checks
+            running = getattr(self.model, "running_engine", None)
+            checkpoint.save(path, running if running is not None else self.model)
         if self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: finished saving model to {path}")
 
@@ -628,15 +742,19 @@ class LearningRateScheduler(Callback):
     schedule : callable
         ``schedule(epoch, lr) -> new lr`` (epoch 0-based, ``lr`` the current rate); ``schedule(epoch)`` is
         accepted too, as in Keras. A per-epoch :class:`tinynet.optimizers.schedules.Schedule` works as it is.
-    verbose : int, default 0
+    verbose : int >= 0 or bool, default 0
 
-    It also logs ``learning_rate`` at each epoch's end (so the history has it, as in Keras).
+    It also logs ``learning_rate`` at each epoch's end (so the history has it, as in Keras). A ``schedule``
+    that is not callable, or a bad ``verbose``, raises ``ValueError`` here.
     """
 
     def __init__(self, schedule, verbose=0):
         super().__init__()
+        if not callable(schedule):
+            raise ValueError(f"LearningRateScheduler: schedule must be a callable schedule(epoch, lr) -> new rate, "
+                             f"got {schedule!r}")
         self.schedule = schedule
-        self.verbose = verbose
+        self.verbose = _verbose(self, verbose)
 
     def on_epoch_begin(self, epoch, logs=None):
         optimizer = _optimizer(self)
@@ -661,30 +779,33 @@ class ReduceLROnPlateau(MonitorCallback):
     Parameters
     ----------
     monitor : str, default 'val_loss'
-    factor : float < 1, default 0.1
-    patience : int, default 10
+    factor : float in (0, 1), default 0.1
+    patience : int >= 0, default 10
         Epochs with no improvement before the rate is reduced.
-    verbose : int, default 0
+    verbose : int >= 0 or bool, default 0
     mode : {'auto', 'min', 'max'}, default 'auto'
-    min_delta : float, default 1e-4
-    cooldown : int, default 0
+    min_delta : float >= 0, default 1e-4
+    cooldown : int >= 0, default 0
         Epochs to wait after a reduction before counting again.
-    min_lr : float, default 0
+    min_lr : float >= 0, default 0
         The rate never goes below this.
 
-    It logs ``learning_rate`` at each epoch's end (before deciding), as Keras.
+    It logs ``learning_rate`` at each epoch's end (before deciding), as Keras. Every argument is checked
+    here: a bad one raises ``ValueError`` naming it (see :class:`MonitorCallback`).
     """
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
                  cooldown=0, min_lr=0.0):
         super().__init__(monitor, mode, min_delta=min_delta)
+        factor = _number(self, "factor", factor, low=0, low_open=True)
         if factor >= 1.0:
-            raise ValueError(f"ReduceLROnPlateau does not support a factor >= 1.0. Received factor={factor}")
+            raise ValueError(f"ReduceLROnPlateau: factor must be < 1 (ReduceLROnPlateau does not support a factor "
+                             f">= 1.0), got {factor!r}")
         self.factor = factor
-        self.min_lr = min_lr
-        self.patience = patience
-        self.verbose = verbose
-        self.cooldown = cooldown
+        self.min_lr = _number(self, "min_lr", min_lr, low=0)
+        self.patience = _number(self, "patience", patience, low=0, integer=True)
+        self.verbose = _verbose(self, verbose)
+        self.cooldown = _number(self, "cooldown", cooldown, low=0, integer=True)
         self.cooldown_counter = 0
         self.wait = 0
 
@@ -736,35 +857,50 @@ class CSVLogger(Callback):
     Parameters
     ----------
     filename : str or os.PathLike
+        Its folder must exist.
     separator : str, default ','
+        One character, not a quote (``"``) or a line break.
     append : bool, default False
         Keep the file's rows and add to them (no second header), e.g. when training continues.
 
-    The columns are ``epoch`` (0-based) and the first epoch's log keys, sorted (with ``val_`` twins when there
-    is no validation, as Keras). The whole file is rewritten every epoch through
-    :func:`tinynet.fileio.write_text` (a temporary file, then an atomic rename), so it is never half-written.
-    Rank 0 only in data-parallel training.
+    The columns are ``epoch`` (0-based) and the first epoch's log keys but ``epoch`` (a Trainer logs a 1-based
+    one), sorted (with ``val_`` twins when there is no validation, as Keras). The arguments are checked here
+    (``ValueError`` naming the bad one), and at the start of training, before the first step, that the file
+    can be written (an ``OSError`` names the callback and the path). The file is first written at the end of
+    the first epoch (so a run that fails before leaves no empty file; Keras creates it at the start), then
+    rewritten whole every epoch through :func:`tinynet.fileio.write_text` (a temporary file, then an atomic
+    rename), so it is never half-written. Rank 0 only in data-parallel training.
     """
 
     chief_only = True
 
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
+        if not isinstance(separator, str) or len(separator) != 1 or separator in '"\r\n':
+            raise ValueError(f"CSVLogger: separator must be one character other than a quote (\") or a line break, "
+                             f"got {separator!r}")
         self.sep = separator
-        self.filename = os.fspath(filename)
-        self.append = append
+        self.filename = _path(self, "filename", filename)
+        self.append = _flag(self, "append", append)
         self.keys = None
         self.text = ""
         self.append_header = True
 
+        class Dialect(csv.excel):
+            delimiter = separator
+
+        self._dialect = Dialect
+
     def on_train_begin(self, logs=None):
+        if os.path.isdir(self.filename):
+            raise IsADirectoryError(f"CSVLogger: cannot write {self.filename!r}: it is a folder")
+        _check_writable(self, self.filename, os.path.dirname(self.filename), make_folders=False)
         self.text, self.append_header = "", True
         if self.append and os.path.exists(self.filename):
             with open(self.filename, encoding="utf-8", newline="") as f:
                 self.text = f.read()
             self.append_header = not self.text.split("\n", 1)[0]
         self.keys = None
-        fileio.write_text(self.filename, self.text)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -777,18 +913,14 @@ class CSVLogger(Callback):
             return v
 
         buffer = io.StringIO()
-
-        class Dialect(csv.excel):
-            delimiter = self.sep
-
         if self.keys is None:
-            self.keys = sorted(logs.keys())
+            self.keys = sorted(k for k in logs if k != "epoch")  # the callback writes its own epoch column
             if self.keys and not any(k.startswith("val_") for k in self.keys):
                 self.keys.extend([f"val_{k}" for k in self.keys])
-            writer = csv.DictWriter(buffer, fieldnames=["epoch"] + self.keys, dialect=Dialect)
+            writer = csv.DictWriter(buffer, fieldnames=["epoch"] + self.keys, dialect=self._dialect)
             if self.append_header:
                 writer.writeheader()
-        writer = csv.DictWriter(buffer, fieldnames=["epoch"] + self.keys, dialect=Dialect)
+        writer = csv.DictWriter(buffer, fieldnames=["epoch"] + self.keys, dialect=self._dialect)
         row = {"epoch": epoch}
         row.update((k, value(logs.get(k, "NA"))) for k in self.keys)
         writer.writerow(row)
@@ -811,7 +943,7 @@ class TerminateOnNaN(Callback):
 
     def __init__(self, raise_error=False):
         super().__init__()
-        self.raise_error = raise_error
+        self.raise_error = _flag(self, "raise_error", raise_error)
 
     def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -833,9 +965,13 @@ class LambdaCallback(Callback):
                  on_train_batch_begin=None, on_train_batch_end=None, **kwargs):
         super().__init__()
         self.__dict__.update(kwargs)
-        for name, fn in (("on_epoch_begin", on_epoch_begin), ("on_epoch_end", on_epoch_end),
-                         ("on_train_begin", on_train_begin), ("on_train_end", on_train_end),
-                         ("on_train_batch_begin", on_train_batch_begin), ("on_train_batch_end", on_train_batch_end)):
+        hooks = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end, "on_train_begin": on_train_begin,
+                 "on_train_end": on_train_end, "on_train_batch_begin": on_train_batch_begin,
+                 "on_train_batch_end": on_train_batch_end}
+        for name, fn in hooks.items():  # all checked before any is set
+            if fn is not None and not callable(fn):
+                raise ValueError(f"LambdaCallback: {name} must be a function or None, got {fn!r}")
+        for name, fn in hooks.items():
             if fn is not None:
                 setattr(self, name, fn)
 

@@ -410,21 +410,15 @@ def _leftovers(directory):
 
 def check_writable(directory):
     """Raise :class:`CheckpointError` unless a checkpoint can be written at ``directory``, before any work: it is
-    a folder, or it does not exist yet and the nearest existing folder above it is one (:func:`save` makes the
-    missing ones), and a file can be created there. The test file is removed at once; nothing is left."""
+    a folder, or it does not exist yet (:func:`save` makes the missing folders), and a file can be created there
+    (:func:`tinynet.fileio.check_writable_folder`). Nothing is left behind."""
     directory = os.fspath(directory)
-    probe_in = os.path.abspath(directory)
-    while not os.path.lexists(probe_in):
-        probe_in = os.path.dirname(probe_in)
-    if not os.path.isdir(probe_in):
-        where = "is a file" if probe_in == os.path.abspath(directory) else f"lies inside the file {probe_in}"
-        raise CheckpointError(f"{directory}: {where}, not a folder")
-    name = os.path.join(probe_in, f".{STATE_FILE}.{secrets.token_hex(8)}.tmp")  # a name save() would clean up
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise CheckpointError(f"{directory}: is a file, not a folder")
     try:
-        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        os.unlink(name)
+        fileio.check_writable_folder(directory, make_folders=True)
     except OSError as error:
-        raise CheckpointError(f"{directory}: cannot write a checkpoint there ({error.strerror or error})") from None
+        raise CheckpointError(f"{directory}: cannot write a checkpoint there ({error})") from None
 
 
 def orphaned_data(directory) -> list:

@@ -35,6 +35,7 @@ from . import callbacks as callbacks_module
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
+from .checks import check_number
 
 
 class StoppedMidEpoch(Exception):
@@ -68,24 +69,6 @@ class TrainingDiverged(FloatingPointError):
         where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
         super().__init__(f"training diverged at {where}: {detail}")
         self.epoch, self.step, self.detail = epoch, step, detail
-
-
-def check_number(who, name, value, low=None, high=None, integer=False, low_open=False):
-    """``value`` as a float (or int) after checking it is a finite real number in the range; else ``ValueError``
-    ``'<who>: <name> must be ...'``."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if ok and integer:
-        ok = float(value).is_integer()
-    if ok:
-        number = float(value)
-        ok = np.isfinite(number) and (low is None or (number > low if low_open else number >= low)) \
-            and (high is None or number <= high)
-    if not ok:
-        bound = ("" if low is None else f" {'>' if low_open else '>='} {low:g}") + \
-                ("" if high is None else f" and <= {high:g}")
-        kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{who}: {name} must be {kind}{bound}, got {value!r}")
-    return int(value) if integer else float(value)
 
 
 def _as_list(x):

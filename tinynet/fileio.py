@@ -82,6 +82,25 @@ def _default_file_mode(path) -> int:
     return 0o666 & ~_current_umask()
 
 
+def check_writable_folder(folder, make_folders=False):
+    """Raise an ``OSError`` saying why, before any work, unless a file can be created in ``folder``: with
+    ``make_folders`` (the missing folders will be made when writing), in the nearest folder above it that
+    exists. It tries (an unnamed temporary file, which is what :func:`atomic_write` needs): ``os.access``
+    means little to root or on some file systems. Nothing is left behind."""
+    existing = os.path.abspath(os.fspath(folder) or ".")
+    while make_folders and not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        if os.path.lexists(existing):
+            raise NotADirectoryError(f"{existing!r} is not a folder")
+        raise FileNotFoundError(f"the folder {existing!r} does not exist (create it first)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise type(error)(f"no file can be created in the folder {existing!r} ({error.strerror or error})") from None
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb", encoding: str | None = None):
     """Open a temporary file that replaces ``path`` atomically when the ``with`` block ends without error.
@@ -386,6 +405,6 @@ def is_regular_file(path) -> bool:
         return False
 
 
-__all__ = ["FileFormatError", "atomic_write", "write_bytes", "write_text", "write_json", "save_npz",
-           "save_figure", "sha256_file", "npz_names", "npz_headers", "read_npz", "memory_bound", "is_regular_file",
-           "MAX_HEADER_BYTES"]
+__all__ = ["FileFormatError", "check_writable_folder", "atomic_write", "write_bytes", "write_text", "write_json",
+           "save_npz", "save_figure", "sha256_file", "npz_names", "npz_headers", "read_npz", "memory_bound",
+           "is_regular_file", "MAX_HEADER_BYTES"]

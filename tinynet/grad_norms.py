@@ -15,17 +15,72 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import check_number
+
+#: How many layer names an error message lists.
+SHOWN_NAMES = 12
+
+
+def matches_prefix(name, prefixes) -> bool:
+    """True when the layer name ``name`` is one of ``prefixes`` or starts with one of them and ``'_'``
+    (``'conv1'`` matches ``conv1`` and ``conv1_bn``, not ``conv10``)."""
+    return any(name == prefix or name.startswith(prefix + "_") for prefix in prefixes)
+
+
+def _check_group(entry, seen):
+    """``(group name, tuple of prefixes)`` from one entry of the groups; ``ValueError`` naming what is wrong."""
+    if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+        raise ValueError(f"grad_norm_groups: each group must be a (name, prefixes) pair, got {entry!r}")
+    group, prefixes = entry
+    if not isinstance(group, str) or not group:
+        raise ValueError(f"grad_norm_groups: a group's name must be a non-empty string, got {group!r}")
+    if group in seen:
+        raise ValueError(f"grad_norm_groups: the group name {group!r} is given twice")
+    if isinstance(prefixes, str) or not isinstance(prefixes, (list, tuple)) or not prefixes or \
+            not all(isinstance(p, str) and p for p in prefixes):
+        raise ValueError(f"grad_norm_groups: group {group!r}: prefixes must be a non-empty list or tuple of layer "
+                         f"name prefixes (strings), e.g. ('conv1', 'conv2'), got {prefixes!r}")
+    return group, tuple(prefixes)
+
 
 def layer_groups(model, prefixes):
-    """Map each group name to the model's layers whose names start with one of its prefixes.
+    """Map each group name to the model's layers with trainable weights whose names match one of its prefixes.
 
     Parameters
     ----------
+    model : tinynet.Model
     prefixes : list of (group name, tuple of name prefixes), e.g. ``[('stem', ('conv1', 'conv2')), ...]``
+        A prefix matches a layer named exactly like it or starting with it and ``'_'`` (see
+        :func:`matches_prefix`): ``'conv1'`` takes ``conv1`` and ``conv1_bn``, not ``conv10``.
+
+    Returns
+    -------
+    dict of str -> list of Layer
+        In the order of ``prefixes``; each group's layers in the model's order.
+
+    Raises
+    ------
+    ValueError
+        When ``prefixes`` is not a list or tuple, an entry is not a ``(name, prefixes)`` pair of a non-empty
+        string and a non-empty list of strings, a group name repeats, or a group matches no layer with
+        trainable weights (its norm would be 0 at every step); the message names the group and lists the
+        model's layers with trainable weights.
     """
-    return {group: [layer for layer in model.layers if layer.name.startswith(tuple(p + "_" for p in pre))
-                    and any(layer.trainable_flags)]
-            for group, pre in prefixes}
+    if not isinstance(prefixes, (list, tuple)):
+        raise ValueError(f"grad_norm_groups must be a list of (name, prefixes) pairs, got {prefixes!r}")
+    trainable = [layer for layer in model.layers if any(layer.trainable_flags)]
+    groups = {}
+    for entry in prefixes:
+        group, pre = _check_group(entry, groups)
+        groups[group] = [layer for layer in trainable if matches_prefix(layer.name, pre)]
+        if not groups[group]:
+            names = [layer.name for layer in trainable]
+            shown = ", ".join(names[:SHOWN_NAMES]) + (f", ... ({len(names)} in all)" if len(names) > SHOWN_NAMES
+                                                      else "")
+            raise ValueError(f"grad_norm_groups: group {group!r} (prefixes {list(pre)}) matches no layer with "
+                             f"trainable weights; a prefix matches a layer named like it or starting with it and "
+                             f"'_'. The layers with trainable weights are: {shown or 'none'}")
+    return groups
 
 
 def group_grad_norms(groups) -> dict:
@@ -49,8 +104,9 @@ class GradNormRecorder:
     model : tinynet.Model
         Its last output is the main head.
     groups : list of (name, prefixes)
-        See :func:`layer_groups`.
-    every : int
+        See :func:`layer_groups`; checked here, so a group that matches no layer with trainable weights fails
+        before training (``ValueError``).
+    every : int >= 1
         Record on steps 0, every, 2·every, ...
 
     Attributes
@@ -60,8 +116,8 @@ class GradNormRecorder:
     """
 
     def __init__(self, model, groups, every):
+        self.every = check_number("GradNormRecorder", "every", every, low=1, integer=True)
         self.groups = layer_groups(model, groups)
-        self.every = int(every)
         self.record = {"step": [], "with_aux": {g: [] for g in self.groups},
                        "main_only": {g: [] for g in self.groups}}
 
@@ -94,4 +150,4 @@ def grad_norm_table(grad_norms) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["GradNormRecorder", "layer_groups", "group_grad_norms", "grad_norm_table"]
+__all__ = ["GradNormRecorder", "layer_groups", "matches_prefix", "group_grad_norms", "grad_norm_table"]

@@ -53,7 +53,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import backend
-from .engine import check_number
+from .checks import check_number
 from .layers.base import Layer, SymbolicTensor
 from .layers.core import Input
 from .model import Model

@@ -22,8 +22,13 @@ Two ways to use them:
 * Keras' loss objects, for :meth:`tinynet.Model.compile`: :class:`CategoricalCrossentropy` (one-hot labels),
   :class:`SparseCategoricalCrossentropy` (class indices), both with ``from_logits``; :func:`get` builds them
   from Keras' names ``'categorical_crossentropy'`` and ``'sparse_categorical_crossentropy'``. Called as Keras
-  does, ``loss(y_true, y_pred)``, they return the mean loss; :meth:`Loss.value_and_grad` also gives the
-  gradient, and :meth:`Loss.check_labels` checks a whole label array before training.
+  does, ``loss(y_true, y_pred, sample_weight=None)``, they return the mean loss; :meth:`Loss.value_and_grad`
+  also gives the gradient, and :meth:`Loss.check_labels` checks a whole label array before training.
+
+Sample weights follow Keras' default reduction, ``'sum_over_batch_size'``: with per-prediction losses
+``l_m`` and weights ``w_m``, ``L = Σ_m w_m l_m / M`` (divided by the number of predictions, not by ``Σ w``)
+and ``∂L/∂z_m = w_m ∂l_m/∂z_m / M``. Both cross-entropies are linear in the targets, so the loss objects
+weight the targets: ``t_m → w_m t_m`` gives exactly that value and gradient.
 """
 from __future__ import annotations
 
@@ -45,6 +50,31 @@ def _check_scores(scores, name):
     if scores.shape[0] == 0:
         raise ValueError(f"{name}: empty batch (scores of shape {scores.shape}); a mean loss needs at least "
                          f"one example")
+
+
+def sample_weights_like(scores, sample_weight, name="loss"):
+    """Weights of shape ``scores.shape[:-1]`` (one per prediction) from a ``sample_weight``.
+
+    Accepted, as the labels (:func:`targets_like`): a number (every prediction), ``(N,)`` (one per example,
+    at every position), ``scores.shape[:-1]`` (one per prediction) or that with a trailing 1. Values must be
+    finite. Anything else raises naming ``name`` and both shapes.
+    """
+    xp = get_array_module(scores)
+    weights = xp.asarray(sample_weight)
+    if weights.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: sample_weight must be numbers, got dtype {weights.dtype}")
+    ids_shape = scores.shape[:-1]
+    accepted = [(), (scores.shape[0],), ids_shape, ids_shape + (1,)]
+    if tuple(weights.shape) not in accepted:
+        listed = ", ".join(str(a) for i, a in enumerate(accepted) if a and a not in accepted[:i])
+        raise ValueError(f"{name}: sample_weight of shape {tuple(weights.shape)} does not fit outputs of shape "
+                         f"{tuple(scores.shape)}; it must be a number or of shape {listed}")
+    if not bool(xp.isfinite(weights).all()):
+        raise ValueError(f"{name}: sample_weight holds NaN or inf")
+    if weights.ndim == len(ids_shape) + 1:  # a trailing 1
+        weights = weights[..., 0]
+    weights = weights.reshape(weights.shape + (1,) * (len(ids_shape) - weights.ndim))
+    return xp.broadcast_to(weights.astype(scores.dtype), ids_shape)
 
 
 def _first_bad(xp, labels, bad):
@@ -286,9 +316,10 @@ def label_problem(y, output_shape, mode):
 class Loss:
     """Base class of the loss objects (Keras' ``keras.losses.Loss``), which also give the gradient.
 
-    ``loss(y_true, y_pred)`` (Keras' argument order) returns the mean loss over the batch (Keras' default
-    reduction, ``'sum_over_batch_size'``); :meth:`value_and_grad` also returns ``∂L/∂y_pred`` for
-    :meth:`tinynet.Model.backward`; :meth:`check_labels` checks a whole label array before training.
+    ``loss(y_true, y_pred, sample_weight=None)`` (Keras' argument order) returns the mean loss over the batch
+    (Keras' default reduction, ``'sum_over_batch_size'``: ``Σ w_m l_m / M`` with weights); :meth:`value_and_grad`
+    also returns ``∂L/∂y_pred`` for :meth:`tinynet.Model.backward`; :meth:`check_labels` checks a whole label
+    array before training.
 
     Parameters
     ----------
@@ -300,11 +331,16 @@ class Loss:
     def __init__(self, name=None):
         self.name = name or type(self).__name__
 
-    def __call__(self, y_true, y_pred) -> float:
-        return self.value_and_grad(y_true, y_pred)[0]
+    def __call__(self, y_true, y_pred, sample_weight=None) -> float:
+        if sample_weight is None:  # a subclass written before sample weights may take two arguments
+            return self.value_and_grad(y_true, y_pred)[0]
+        return self.value_and_grad(y_true, y_pred, sample_weight)[0]
 
-    def value_and_grad(self, y_true, y_pred):
-        """``(mean loss as a float, ∂L/∂y_pred)`` for one batch."""
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        """``(mean loss as a float, ∂L/∂y_pred)`` for one batch.
+
+        ``sample_weight``: a number, ``(N,)`` or one weight per prediction (see :func:`sample_weights_like`).
+        """
         raise NotImplementedError
 
     def check_labels(self, y_true, output_shape, where="labels"):
@@ -327,7 +363,32 @@ class Loss:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
 
 
-class CategoricalCrossentropy(Loss):
+class _Crossentropy(Loss):
+    """The two cross-entropy objects' shared part: ``from_logits``, sample weights, the loss function.
+
+    A subclass turns its labels into targets shaped like ``y_pred`` (:meth:`targets`).
+    """
+
+    def __init__(self, from_logits, name):
+        super().__init__(name)
+        if not isinstance(from_logits, (bool, np.bool_)):  # 'no' is truthy: refuse it rather than read it as True
+            raise TypeError(f"{type(self).__name__}: from_logits must be True or False, got {from_logits!r}")
+        self.from_logits = bool(from_logits)
+
+    def targets(self, y_true, y_pred):
+        """One-hot (or soft) targets shaped like ``y_pred`` from ``y_true``, checked and named by this loss."""
+        raise NotImplementedError
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        _check_scores(y_pred, self.name)
+        t = self.targets(y_true, y_pred)
+        if sample_weight is not None:
+            t = t * sample_weights_like(y_pred, sample_weight, self.name)[..., None]
+        fn = softmax_cross_entropy if self.from_logits else categorical_crossentropy
+        return fn(y_pred, t)
+
+
+class CategoricalCrossentropy(_Crossentropy):
     """Cross-entropy with one-hot labels (Keras' ``CategoricalCrossentropy``).
 
     Parameters
@@ -335,7 +396,7 @@ class CategoricalCrossentropy(Loss):
     from_logits : bool, default False
         False: ``y_pred`` are probabilities (a softmax output), renormalised and clipped to [1e-7, 1 − 1e-7]
         as Keras does (:func:`categorical_crossentropy`). True: ``y_pred`` are logits, and the softmax is fused
-        in (:func:`softmax_cross_entropy`, finite for any logits).
+        in (:func:`softmax_cross_entropy`, finite for any logits). Anything but a bool raises ``TypeError``.
     label_smoothing : float in [0, 1], default 0
         Targets become ``t · (1 − s) + s / C``.
     name : str, default 'categorical_crossentropy'
@@ -347,17 +408,14 @@ class CategoricalCrossentropy(Loss):
     label_mode = "one_hot"
 
     def __init__(self, from_logits=False, label_smoothing=0.0, name="categorical_crossentropy"):
-        super().__init__(name)
+        super().__init__(from_logits, name)
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.number)) \
                 or not 0.0 <= float(label_smoothing) <= 1.0:
             raise ValueError(f"{type(self).__name__}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-        self.from_logits = bool(from_logits)
         self.label_smoothing = float(label_smoothing)
 
-    def value_and_grad(self, y_true, y_pred):
-        _check_scores(y_pred, self.name)
-        xp = get_array_module(y_pred)
-        t = xp.asarray(y_true)
+    def targets(self, y_true, y_pred):
+        t = get_array_module(y_pred).asarray(y_true)
         if tuple(t.shape) != tuple(y_pred.shape):
             raise ValueError(f"{self.name}: takes one-hot labels of the outputs' shape {tuple(y_pred.shape)}, got "
                              f"shape {tuple(t.shape)} (class indices: use 'sparse_categorical_crossentropy')")
@@ -365,14 +423,13 @@ class CategoricalCrossentropy(Loss):
         if self.label_smoothing:
             s = y_pred.dtype.type(self.label_smoothing)
             t = t * (y_pred.dtype.type(1) - s) + s / y_pred.dtype.type(y_pred.shape[-1])
-        fn = softmax_cross_entropy if self.from_logits else categorical_crossentropy
-        return fn(y_pred, t)
+        return t
 
     def get_config(self):
         return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing, "name": self.name}
 
 
-class SparseCategoricalCrossentropy(Loss):
+class SparseCategoricalCrossentropy(_Crossentropy):
     """Cross-entropy with integer class indices (Keras' ``SparseCategoricalCrossentropy``).
 
     Parameters
@@ -389,11 +446,9 @@ class SparseCategoricalCrossentropy(Loss):
     label_mode = "ids"
 
     def __init__(self, from_logits=False, name="sparse_categorical_crossentropy"):
-        super().__init__(name)
-        self.from_logits = bool(from_logits)
+        super().__init__(from_logits, name)
 
-    def value_and_grad(self, y_true, y_pred):
-        _check_scores(y_pred, self.name)
+    def targets(self, y_true, y_pred):
         xp = get_array_module(y_pred)
         labels = xp.asarray(y_true)
         if labels.dtype.kind == "f":
@@ -404,8 +459,7 @@ class SparseCategoricalCrossentropy(Loss):
         if tuple(labels.shape) == tuple(y_pred.shape) and y_pred.shape[-1] != 1:
             raise ValueError(f"{self.name}: takes integer class indices, got labels of the outputs' shape "
                              f"{tuple(y_pred.shape)} (one-hot labels: use 'categorical_crossentropy')")
-        fn = softmax_cross_entropy if self.from_logits else categorical_crossentropy
-        return fn(y_pred, labels)
+        return targets_like(y_pred, labels, self.name)
 
     def get_config(self):
         return {"from_logits": self.from_logits, "name": self.name}
@@ -428,7 +482,10 @@ class LossFunctionWrapper(Loss):
         super().__init__(name or getattr(fn, "__name__", "loss"))
         self.fn = fn
 
-    def value_and_grad(self, y_true, y_pred):
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is not None:
+            raise TypeError(f"loss '{self.name}': a loss function (y_pred, labels) -> (loss, gradient) takes no "
+                            f"sample_weight; use CategoricalCrossentropy or SparseCategoricalCrossentropy")
         result = self.fn(y_pred, y_true)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TypeError(f"loss '{self.name}': a loss function must return (loss, gradient), got "
@@ -487,6 +544,7 @@ def serialize(loss) -> dict:
     return {"class_name": type(loss).__name__, "config": loss.get_config()}
 
 
-__all__ = ["softmax_cross_entropy", "categorical_crossentropy", "weighted_loss", "targets_like", "Loss",
+__all__ = ["softmax_cross_entropy", "categorical_crossentropy", "weighted_loss", "targets_like",
+           "sample_weights_like", "Loss",
            "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "LossFunctionWrapper", "get", "serialize",
            "label_problem", "FUNCTIONS", "NAMES"]

@@ -36,6 +36,26 @@ def _arrays(y_true, y_pred):
     return np.asarray(backend.to_numpy(y_true)), np.asarray(backend.to_numpy(y_pred))
 
 
+def _for_metric(problem, fn_name=None):
+    """A :func:`tinynet.losses.label_problem` message, its hint pointing to the metric for the other label kind.
+
+    ``fn_name`` (a metric function's name, e.g. ``'sparse_categorical_accuracy'``) names that metric too.
+    """
+    other = None
+    if fn_name:
+        other = fn_name[len("sparse_"):] if fn_name.startswith("sparse_") else f"sparse_{fn_name}"
+    named = f" ('{other}', {NAMES[other].__name__})" if other in NAMES else ""
+    return problem.replace("use 'sparse_categorical_crossentropy'", f"use the 'sparse_' metric{named}").replace(
+        "use 'categorical_crossentropy'", f"use the metric without 'sparse_'{named}")
+
+
+def _shape_error(y_true, y_pred, mode, who):
+    """``ValueError`` for labels whose shape does not fit the predictions, saying what the metric takes."""
+    problem = label_problem(y_true, y_pred.shape[1:], mode) or (
+        f"labels of shape {y_true.shape} do not fit predictions of shape {y_pred.shape}")
+    return ValueError(f"{who}: {_for_metric(problem, who)}")
+
+
 def _ids(y_true, y_pred, who):
     """Class indices shaped like ``y_pred.shape[:-1]`` from indices (N, ...), (N, ..., 1) or (N,)."""
     ids = y_true
@@ -45,15 +65,13 @@ def _ids(y_true, y_pred, who):
         if ids.shape == y_pred.shape[:1]:  # one label per example, at every position
             ids = np.broadcast_to(ids.reshape(ids.shape + (1,) * (y_pred.ndim - 2)), y_pred.shape[:-1])
         else:
-            raise ValueError(f"{who}: class indices of shape {y_true.shape} do not fit predictions of shape "
-                             f"{y_pred.shape}")
+            raise _shape_error(y_true, y_pred, "ids", who)
     return ids.astype(np.int64)
 
 
 def _one_hot_ids(y_true, y_pred, who):
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"{who}: takes one-hot labels of the predictions' shape {y_pred.shape}, got shape "
-                         f"{y_true.shape} (for class indices use the 'sparse_' metric)")
+        raise _shape_error(y_true, y_pred, "one_hot", who)
     return y_true.argmax(axis=-1)
 
 
@@ -132,9 +150,10 @@ class Metric:
     def reset_state(self):
         raise NotImplementedError
 
-    def __call__(self, y_true, y_pred, sample_weight=None) -> float:
-        """Update with one batch and return the result (as Keras' ``metric(y_true, y_pred)``)."""
-        self.update_state(y_true, y_pred, sample_weight)
+    def __call__(self, *args, **kwargs) -> float:
+        """Update with one batch and return the result, as Keras: ``metric(y_true, y_pred, sample_weight=None)``
+        (``Mean()(values, sample_weight=None)``): the arguments of :meth:`update_state`."""
+        self.update_state(*args, **kwargs)
         return self.result()
 
     def check_labels(self, y_true, output_shape, where="labels"):
@@ -143,9 +162,8 @@ class Metric:
             return
         problem = label_problem(np.asarray(y_true), output_shape, self.label_mode)
         if problem is not None:
-            raise ValueError(f"{where}: metric '{self.name}': {problem}".replace(
-                "use 'sparse_categorical_crossentropy'", "use the 'sparse_' metric").replace(
-                "use 'categorical_crossentropy'", "use the metric without 'sparse_'"))
+            fn_name = getattr(getattr(self, "fn", None), "__name__", None)
+            raise ValueError(f"{where}: metric '{self.name}': {_for_metric(problem, fn_name)}")
 
     def get_config(self) -> dict:
         return {"name": self.name}
@@ -158,7 +176,8 @@ class Mean(Metric):
     """The (weighted) mean of the values given to :meth:`update_state` (Keras' ``Mean``).
 
     ``update_state(values, sample_weight=None)``: a number or an array; ``sample_weight`` a number (the
-    weight of every value, e.g. a batch size) or an array like ``values``.
+    weight of every value, e.g. a batch size) or an array that broadcasts to ``values``' shape. Weights that
+    are not finite numbers, or of another shape, raise naming the metric and both shapes.
     """
 
     direction = "down"
@@ -176,13 +195,25 @@ class Mean(Metric):
         if sample_weight is None:
             self.total += float(values.sum())
             self.count += float(values.size)
-        elif np.ndim(sample_weight) == 0 and values.ndim == 0:
-            self.total += float(values) * float(sample_weight)
-            self.count += float(sample_weight)
         else:
-            weights = np.broadcast_to(np.asarray(sample_weight, dtype=np.float64), values.shape)
-            self.total += float((values * weights).sum())
-            self.count += float(weights.sum())
+            self._add_weighted(values, sample_weight, f"values of shape {values.shape}")
+
+    def _add_weighted(self, values, sample_weight, what, flatten=False):
+        """Add ``Σ w·values`` and ``Σ w``; ``sample_weight`` (flattened first when ``flatten``) must broadcast to
+        ``values``' shape, else ``ValueError`` naming the metric, the weights' shape and ``what``."""
+        weights = np.asarray(backend.to_numpy(sample_weight))
+        if weights.dtype.kind not in "iuf":
+            raise TypeError(f"metric '{self.name}': sample_weight must be numbers, got dtype {weights.dtype}")
+        try:
+            weights = np.broadcast_to((weights.reshape(-1) if flatten else weights).astype(np.float64),
+                                      values.shape)
+        except ValueError:
+            raise ValueError(f"metric '{self.name}': sample_weight of shape {weights.shape} does not fit "
+                             f"{what}") from None
+        if not np.isfinite(weights).all():
+            raise ValueError(f"metric '{self.name}': sample_weight holds NaN or inf")
+        self.total += float((values * weights).sum())
+        self.count += float(weights.sum())
 
     def result(self):
         return self.total / self.count if self.count else 0.0
@@ -213,9 +244,9 @@ class MeanMetricWrapper(Mean):
             self.total += float(per_example.sum())
             self.count += float(n)
         else:
-            weights = np.broadcast_to(np.asarray(sample_weight, dtype=np.float64).reshape(-1), (n,))
-            self.total += float((per_example * weights).sum())
-            self.count += float(weights.sum())
+            self._add_weighted(per_example, sample_weight, f"{n} examples (predictions of shape "
+                               f"{np.shape(y_pred)}); give a number or one weight per example, shape ({n},)",
+                               flatten=True)
 
     def get_config(self):
         return dict(super().get_config(), **self.fn_kwargs)

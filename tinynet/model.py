@@ -810,15 +810,16 @@ class Model:
         return self
 
     # ------------------------------------------------------------------ description
-    def summary(self, print_fn=print, line_length=None):
+    def summary(self, line_length=None, print_fn=None):
         """Print a Keras-like table: layer (type), output shape, parameters, multiply-adds, "Connected to" for a
-        graph that is not a plain chain; then totals. ``line_length=None`` fits the terminal (80 to 140 columns)."""
-        from .summary import summary_text
+        graph that is not a plain chain; then totals. ``line_length=None`` fits the terminal (80 to 140 columns).
 
-        text = summary_text(self, line_length=line_length)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        As Keras' ``Model.summary``: ``print_fn`` (default ``print``) is called with the table, and the method
+        returns ``None`` (so a notebook shows the table once); :func:`tinynet.summary.summary_text` returns it.
+        """
+        from .summary import print_summary
+
+        print_summary(self, line_length=line_length, print_fn=print_fn)
 
     def count_macs(self) -> int:
         """Multiply-adds for one example (convolutions and dense layers): the sum of

@@ -6,6 +6,9 @@ outputs), Keras' ``Connected to``: the tensors a call reads, as ``name[call][0]`
 wrap as Keras wraps them (the name above its ``(type)``, one connection per line, a shape at its commas) and are
 cut with ``…`` only when one piece still does not fit. The table fits the terminal when no ``line_length`` is
 given. Totals follow: parameters with their size in bytes, as Keras prints them, and multiply-adds per example.
+
+:func:`print_summary` prints the table and returns ``None``, as Keras' ``Model.summary`` and
+``keras.utils.print_summary`` do (so a notebook shows it once); :func:`summary_text` returns it as a string.
 """
 from __future__ import annotations
 
@@ -231,3 +234,32 @@ def summary_text(model, line_length=None):
         "_" * width,
     ]
     return "\n".join(lines)
+
+
+def print_summary(model, line_length=None, print_fn=None):
+    """Print the table of :func:`summary_text`, as Keras' ``Model.summary`` (and ``keras.utils.print_summary``).
+
+    Parameters
+    ----------
+    model : Model
+    line_length : int, optional
+        See :func:`summary_text`.
+    print_fn : callable, optional
+        Called once with the whole table as one string (as Keras 3 calls a custom ``print_fn``); ``None`` (the
+        default) prints it to standard output.
+
+    Returns
+    -------
+    None
+        As Keras: in a notebook or REPL the table shows once, not a second time as the cell's value. Use
+        :func:`summary_text` for the text.
+
+    Raises
+    ------
+    TypeError
+        When ``print_fn`` is neither ``None`` nor callable; see :func:`summary_text` for ``line_length``.
+    """
+    if print_fn is not None and not callable(print_fn):
+        raise TypeError(f"summary: print_fn must be a callable or None, got {print_fn!r}")
+    text = summary_text(model, line_length=line_length)
+    (print if print_fn is None else print_fn)(text)

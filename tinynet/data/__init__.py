@@ -59,7 +59,8 @@ Modules
 =========================  ==========================================================================
 module                     holds
 =========================  ==========================================================================
-:mod:`.dataset`            :class:`Dataset`, label and class-name checks, :func:`stratified_split`, :func:`split`
+:mod:`.dataset`            :class:`Dataset`, label and class-name checks (:data:`MAX_CLASSES`),
+                           :func:`stratified_split`, :func:`split`
 :mod:`.pixels`             :func:`scale_pixels` (the rule above), :func:`resize_images`
 :mod:`.images`             :func:`read_image`, :func:`load_folder` (Pillow)
 :mod:`.loaders`            :func:`load_digits`, :func:`load_npz`, :func:`load_idx`, :func:`load_mnist`,
@@ -67,8 +68,8 @@ module                     holds
 :mod:`.cifar`              :class:`RestrictedUnpickler`, :func:`safe_unpickle`, :func:`load_cifar10_batch`,
                            :func:`load_cifar10`
 :mod:`.validation`         :func:`check_for_training`
-:mod:`.batching`           :class:`Normalizer`, :class:`Augment`, :func:`random_crop`, :func:`random_flip`,
-                           :func:`iterate_batches`, :func:`num_batches`
+:mod:`.batching`           :class:`Normalizer` (:data:`CONSTANT_STD_FRACTION`), :class:`Augment`,
+                           :func:`random_crop`, :func:`random_flip`, :func:`iterate_batches`, :func:`num_batches`
 =========================  ==========================================================================
 
 Every public name is importable from ``tinynet.data`` itself.
@@ -76,10 +77,12 @@ Every public name is importable from ``tinynet.data`` itself.
 from __future__ import annotations
 
 from ..fileio import FileFormatError
+from .batching import CONSTANT_STD_FRACTION as CONSTANT_STD_FRACTION
 from .batching import Augment, Normalizer, iterate_batches, num_batches, random_crop, random_flip
 from .cifar import CIFAR_MAX_FILE_BYTES as CIFAR_MAX_FILE_BYTES  # public constants, re-exported
 from .cifar import PICKLE_MAX_DEPTH as PICKLE_MAX_DEPTH
 from .cifar import CIFAR10_CLASSES, RestrictedUnpickler, load_cifar10, load_cifar10_batch, safe_unpickle
+from .dataset import MAX_CLASSES as MAX_CLASSES
 from .dataset import Dataset, split, stratified_split
 from .images import IMAGE_EXTENSIONS, load_folder, read_image
 from .loaders import MNIST_FILES as MNIST_FILES

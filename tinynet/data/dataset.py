@@ -1,14 +1,23 @@
 """The :class:`Dataset` container, label and class-name checks, and stratified splitting.
 
 Labels become ``int64`` class indices (whole-number floats are cast, one-hot rows converted with argmax);
-class names are non-empty, distinct strings kept as given. :func:`stratified_split` and :func:`split` set
-aside the same share of every class, fixed by a seed.
+class names are non-empty, distinct strings kept as given, one for every label. Without class names the
+classes are ``0..max(label)``, at most :data:`MAX_CLASSES` of them. :func:`stratified_split` and :func:`split`
+set aside the same share of every class, fixed by a seed.
 """
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .validation import _far_outside
+
+#: The most classes derived from the labels alone (``max(label) + 1`` when no class names are given, in
+#: :class:`Dataset` and the loaders). A larger label is a stray value (an 'ignore' label, a pixel count, an id),
+#: not a class: it is refused before one name per class is built. Give class names for more classes.
+MAX_CLASSES = 1 << 20
 
 
 # -------------------------------------------------------------------------------------------- labels, names
@@ -56,7 +65,14 @@ def _as_labels(y, source="labels", error=ValueError, allow_negative=True) -> np.
 
 
 def _check_class_names(names, source="class_names", error=ValueError) -> list:
-    """``names`` as a list of non-empty, distinct strings (kept exactly as given: no stripping or escaping)."""
+    """``names`` as a list of non-empty, distinct strings (kept exactly as given: no stripping or escaping).
+
+    ``names`` must be a list, a tuple or a 1-D array (a single string is refused with ``TypeError``, not split
+    into characters); a bad name raises ``error``.
+    """
+    if not isinstance(names, (list, tuple, np.ndarray)) or np.ndim(names) != 1:
+        raise TypeError(f"{source}: must be a list, tuple or 1-D array of strings, got {type(names).__name__} "
+                        f"{reprlib.repr(names)}")
     names = list(names)
     seen = {}
     for i, name in enumerate(names):
@@ -70,6 +86,33 @@ def _check_class_names(names, source="class_names", error=ValueError) -> list:
     return [str(n) for n in names]
 
 
+def _top_label(label_arrays) -> int:
+    """The largest label over all arrays (-1 when they are all empty)."""
+    return max((int(y.max()) for y in label_arrays if len(y)), default=-1)
+
+
+def _check_labels_named(label_arrays, names, source, error=ValueError):
+    """Raise ``error`` unless every label in ``label_arrays`` has a name in ``names``."""
+    top = _top_label(label_arrays)
+    if top >= len(names):
+        raise error(f"{source}: {len(names)} class_names but the labels go up to {top} ({top + 1} classes)")
+
+
+def _default_names(*label_arrays, source="labels", error=ValueError) -> list:
+    """``['0', ..., str(K - 1)]`` for the largest label over all arrays (so train and test share one list).
+
+    Raises ``error`` when that would be more than :data:`MAX_CLASSES` classes, naming the largest label and,
+    when some labels lie far outside the others, which (the rule :func:`check_for_training` reports).
+    """
+    top = _top_label(label_arrays)
+    if top >= MAX_CLASSES:
+        values, counts = np.unique(np.concatenate(label_arrays), return_counts=True)
+        raise error(f"{source}: the labels go up to {top}, which would make {top + 1} classes; at most "
+                    f"{MAX_CLASSES} are derived from the labels{_far_outside(values, counts)}. Labels are class "
+                    f"indices 0..K-1 (give class_names when there really are more classes)")
+    return [str(i) for i in range(top + 1)]
+
+
 @dataclass
 class Dataset:
     """Images and labels.
@@ -81,10 +124,21 @@ class Dataset:
     y : int64 ndarray (N,)
         Integer labels; whole-number floats are cast, other floats raise ``ValueError``; 2-D one-hot labels are
         converted with argmax.
-    class_names : list of str
-        Non-empty, distinct strings, kept as given (a name may hold any character: print it escaped). When
-        left out, ``['0', ..., str(max(y))]``: labels with gaps then give classes with no images, which
-        :func:`check_for_training` reports.
+    class_names : list, tuple or 1-D array of str
+        Non-empty, distinct strings, kept as given (a name may hold any character: print it escaped), one for
+        every label (more names than labels are fine: a class may have no images here). When left out,
+        ``['0', ..., str(max(y))]``: labels with gaps then give classes with no images, which
+        :func:`check_for_training` reports; more than :data:`MAX_CLASSES` classes are refused.
+
+    Raises
+    ------
+    ValueError
+        Images not (N, H, W[, C]); image and label counts that differ; labels that are not class indices;
+        a label with no class name; without class names, a label of :data:`MAX_CLASSES` or more (naming
+        the labels far outside the others, as :func:`check_for_training`); a class name that is empty,
+        repeated or not a string.
+    TypeError
+        ``class_names`` that is not a list, tuple or 1-D array (e.g. a single string).
     """
 
     x: np.ndarray
@@ -100,11 +154,12 @@ class Dataset:
             raise ValueError(f"Dataset: images must be (N, H, W) or (N, H, W, C), got shape {self.x.shape}")
         if len(self.x) != len(self.y):
             raise ValueError(f"Dataset: {len(self.x)} images but {len(self.y)} labels")
-        if self.class_names is not None and len(self.class_names):
-            self.class_names = _check_class_names(self.class_names, "Dataset: class_names")
+        names = self.class_names
+        if names is None or (isinstance(names, (list, tuple, np.ndarray)) and len(names) == 0):
+            self.class_names = _default_names(self.y, source="Dataset")
         else:
-            k = max(int(self.y.max()) + 1, 0) if len(self.y) else 0
-            self.class_names = [str(i) for i in range(k)]
+            self.class_names = _check_class_names(names, "Dataset: class_names")
+            _check_labels_named([self.y], self.class_names, "Dataset")
 
     def __len__(self):
         return len(self.y)
@@ -119,12 +174,6 @@ class Dataset:
 
     def subset(self, index) -> Dataset:
         return Dataset(self.x[index], self.y[index], list(self.class_names))
-
-
-def _default_names(*label_arrays) -> list:
-    """``['0', ..., str(K - 1)]`` for the largest label over all arrays (so train and test share one list)."""
-    top = max((int(y.max()) for y in label_arrays if len(y)), default=-1)
-    return [str(i) for i in range(top + 1)]
 
 
 # -------------------------------------------------------------------------------------------- splitting
@@ -166,4 +215,4 @@ def split(dataset: Dataset, test_fraction=0.2, seed=0):
     return dataset.subset(tr), dataset.subset(te)
 
 
-__all__ = ["Dataset", "stratified_split", "split"]
+__all__ = ["Dataset", "MAX_CLASSES", "stratified_split", "split"]

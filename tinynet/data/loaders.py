@@ -20,7 +20,7 @@ import numpy as np
 from ..fileio import FileFormatError, npz_headers, read_npz
 from ._common import _bound, _human_bytes, _open_maybe_gz
 from .cifar import load_cifar10
-from .dataset import Dataset, _as_labels, _check_class_names, _default_names, split
+from .dataset import Dataset, _as_labels, _check_class_names, _check_labels_named, _default_names, split
 from .images import load_folder
 from .pixels import _scale_arrays, resize_images
 
@@ -148,7 +148,8 @@ def load_npz(path, max_bytes=None):
         Not a readable ``.npz`` (truncated, bad CRC), an unknown member, missing arrays, images not
         (N, H, W[, C]) or channels-first, x and y of different lengths (both named), labels that are not
         integer-valued, negative or not one-hot, class names that are not strings, empty, repeated or fewer
-        than the labels need, pixel values that cannot be scaled, or a size beyond ``max_bytes``.
+        than the labels need, without class names a label of :data:`~tinynet.data.MAX_CLASSES` or more,
+        pixel values that cannot be scaled, or a size beyond ``max_bytes``.
     """
     path = os.fspath(path)
     max_bytes = _bound(max_bytes)
@@ -161,12 +162,9 @@ def load_npz(path, max_bytes=None):
                            f"{path}: array{'s' if len(pairs) > 1 else ''} " + ", ".join(repr(xk) for xk, _ in pairs))
     if "class_names" in arrays:
         names = _check_class_names(_npz_names(path, arrays["class_names"]), f"{path}: class_names", FileFormatError)
-        top = max((int(y.max()) for y in labels if len(y)), default=-1)
-        if top >= len(names):
-            raise FileFormatError(f"{path}: {len(names)} class_names but the labels go up to {top} "
-                                  f"({top + 1} classes)")
+        _check_labels_named(labels, names, path, FileFormatError)
     else:
-        names = _default_names(*labels)
+        names = _default_names(*labels, source=path, error=FileFormatError)
     out = tuple(Dataset(x, y, names) for x, y in zip(images, labels))
     return out if len(out) > 1 else out[0]
 
@@ -268,8 +266,8 @@ def load_mnist(folder, max_bytes=None):
     FileNotFoundError
         A file is missing.
     tinynet.fileio.FileFormatError
-        As :func:`load_idx`; images not (N, H, W); labels not (N,) integers ≥ 0; image and label counts that
-        differ (both files named).
+        As :func:`load_idx`; images not (N, H, W); labels not (N,) integers ≥ 0, or of
+        :data:`~tinynet.data.MAX_CLASSES` or more; image and label counts that differ (both files named).
     """
     budget = _bound(max_bytes)
     parts = []
@@ -285,9 +283,10 @@ def load_mnist(folder, max_bytes=None):
         labels = _as_labels(load_idx(lab_path, max(budget, 0)), lab_path, FileFormatError, allow_negative=False)
         if len(images) != len(labels):
             raise FileFormatError(f"{img_path} holds {len(images)} images but {lab_path} holds {len(labels)} labels")
-        parts.append((img_path, images, labels))
+        parts.append((img_path, images, labels, lab_path))
     xs = _scale_arrays([p[1] for p in parts], f"{parts[0][0]} and {parts[1][0]}")
-    names = _default_names(*(p[2] for p in parts))
+    names = _default_names(*(p[2] for p in parts), source=f"{parts[0][3]} and {parts[1][3]}",
+                           error=FileFormatError)
     return tuple(Dataset(x, p[2], names) for x, p in zip(xs, parts))
 
 

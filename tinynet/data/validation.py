@@ -44,6 +44,39 @@ def _nonfinite_count(x) -> int:
     return int(np.count_nonzero(~np.isfinite(x)))
 
 
+def _far_outside(values, counts) -> str:
+    """The labels that lie far outside the others, as a clause for an error message, or ``''``.
+
+    The labels present (``values``, sorted and distinct, with ``counts`` images each) are cut at their widest
+    gap; when the gap skips a label and the group above it has fewer images than the group below, that group
+    is named as likely stray or 'ignore' labels (e.g. one 255 among 0..9).
+
+    Parameters
+    ----------
+    values : int ndarray (K,)
+        The distinct labels, ascending.
+    counts : int ndarray (K,)
+        How many images have each label.
+
+    Returns
+    -------
+    str
+        ``'; label 255 (1 image) lies far outside the others (0..9): a stray or 'ignore' label? Remove or
+        relabel those images'``, or ``''``.
+    """
+    gaps = np.diff(values)
+    if gaps.size == 0 or gaps.max() <= 1:
+        return ""
+    cut = int(np.argmax(gaps)) + 1
+    low, high = values[:cut], values[cut:]
+    if counts[cut:].sum() >= counts[:cut].sum():
+        return ""
+    far = ", ".join(f"label {int(v)} ({_plural(int(c), 'image')})" for v, c in zip(high[:3], counts[cut:cut + 3]))
+    return (f"; {far}" + (", ..." if high.size > 3 else "")
+            + f" lie{'s' if high.size == 1 else ''} far outside the others ({_runs(low)}): a stray or 'ignore' "
+              f"label? Remove or relabel those images")
+
+
 def _check_labels(ds, part):
     y = np.asarray(ds.y)
     if y.dtype.kind not in "iu":
@@ -103,16 +136,8 @@ def check_for_training(train, test=None, batch_size=None) -> list:
     empty = np.flatnonzero(counts == 0)
     if empty.size:
         message = (f"train: {empty.size} of the {k} classes have no training images ({_describe(empty, names)})")
-        gaps = np.diff(present)
-        if gaps.max() > 1:
-            cut = int(np.argmax(gaps)) + 1
-            low, high = present[:cut], present[cut:]
-            if counts[high].sum() < counts[low].sum():
-                far = ", ".join(f"label {int(v)} ({_plural(int(counts[v]), 'image')})" for v in high[:3])
-                message += (f"; {far}" + (", ..." if high.size > 3 else "")
-                            + f" lie{'s' if high.size == 1 else ''} far outside the others ({_runs(low)}): a stray "
-                              f"or 'ignore' label? Remove or relabel those images")
-        raise ValueError(message + ". Labels must run 0..K-1 with every class present")
+        raise ValueError(message + _far_outside(present, counts[present])
+                         + ". Labels must run 0..K-1 with every class present")
     bad = _nonfinite_count(train.x)
     if bad:
         raise ValueError(f"train: {_plural(bad, 'pixel value')} {'is' if bad == 1 else 'are'} NaN or infinite")

@@ -1,0 +1,28 @@
+"""Argument checks shared by the engine, the trainer, the callbacks, the data tools and the gradient checker.
+
+A leaf module (it imports nothing from tinynet), so that any of them can use it without an import cycle.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_number(who, name, value, low=None, high=None, integer=False, low_open=False):
+    """``value`` as a float (or int) after checking it is a finite real number in the range; else ``ValueError``
+    ``'<who>: <name> must be ...'``."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok:
+        number = float(value)
+        ok = np.isfinite(number) and (low is None or (number > low if low_open else number >= low)) \
+            and (high is None or number <= high)
+    if not ok:
+        bound = ("" if low is None else f" {'>' if low_open else '>='} {low:g}") + \
+                ("" if high is None else f" and <= {high:g}")
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{who}: {name} must be {kind}{bound}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+__all__ = ["check_number"]
