@@ -7,6 +7,8 @@ These functions only assemble tinynet layers on symbolic tensors; they never tou
 """
 from __future__ import annotations
 
+import numpy as np
+
 from tinynet.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, concatenate
 
 
@@ -111,6 +113,34 @@ def aux_head(x, num_classes, name=None, flatten=True, dropout=0.7):
     return Dense(num_classes, activation="softmax", name=_name(name, "output"))(y)
 
 
+def check_network_arguments(who, num_classes, aux):
+    """Refuse, before any layer is built, a ``num_classes`` that is not an integer >= 2 (one class makes the
+    softmax 1.0 whatever the input) and an ``aux`` that is not a bool (``'no'`` would read as True), naming them."""
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"{who}: num_classes must be an integer >= 2, got {num_classes!r}")
+    if not isinstance(aux, (bool, np.bool_)):
+        raise TypeError(f"{who}: aux must be True or False, got {aux!r}")
+
+
+def check_blocks(who, blocks):
+    """Refuse a ``blocks`` table that :func:`stack_blocks` could not build: a mapping with exactly the nine
+    block names, each with six integer widths >= 1 (``#1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5, pool proj``)."""
+    names = [name for _, stage in BLOCK_STAGES for name in stage]
+    if not isinstance(blocks, dict):
+        raise TypeError(f"{who}: blocks must be a dict of block name -> 6 widths, got {type(blocks).__name__}")
+    unknown, missing = sorted(set(blocks) - set(names), key=str), [n for n in names if n not in blocks]
+    if unknown or missing:
+        wrong = "; ".join(part for part in (f"unknown names {unknown}" if unknown else "",
+                                            f"no widths for {missing}" if missing else "") if part)
+        raise ValueError(f"{who}: blocks: {wrong}; the blocks are {names}")
+    for name in names:
+        widths = blocks[name]
+        if not isinstance(widths, (tuple, list)) or len(widths) != 6 or not all(
+                isinstance(w, (int, np.integer)) and not isinstance(w, (bool, np.bool_)) and w >= 1 for w in widths):
+            raise ValueError(f"{who}: block {name!r} needs six integer widths >= 1 (#1x1, #3x3 reduce, #3x3, "
+                             f"#5x5 reduce, #5x5, pool proj), got {widths!r}")
+
+
 def stack_blocks(x, blocks, make_aux_head=None):
     """The Inception stages of every variant: 3a, 3b, max-pool, 4a … 4e, max-pool, 5a, 5b.
 
@@ -136,6 +166,7 @@ def stack_blocks(x, blocks, make_aux_head=None):
     (SymbolicTensor, list of SymbolicTensor)
         The output of 5b, and the aux heads' outputs ``[aux1, aux2]`` (empty without ``make_aux_head``).
     """
+    check_blocks("stack_blocks", blocks)
     aux_outputs = []
     last_stage = BLOCK_STAGES[-1][0]
     for stage, names in BLOCK_STAGES:

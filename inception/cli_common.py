@@ -136,6 +136,11 @@ def _number(kind, low, high=None, low_open=False):
     return parse
 
 
+def int_between(low, high):
+    """An argparse ``type``: an integer in ``[low, high]``."""
+    return _number(int, low, high)
+
+
 def positive_int(high=None):
     return _number(int, 1, high)
 
@@ -181,7 +186,7 @@ def add_model_arguments(parser, variants=None):
                              "small: the 32x32 network that 'train' builds by default")
     parser.add_argument("--input-size", type=positive_int(2048), default=None,
                         help="input height and width (default: 224; small: 32)")
-    parser.add_argument("--num-classes", type=positive_int(100_000), default=None,
+    parser.add_argument("--num-classes", type=int_between(2, 100_000), default=None,
                         help="classifier width (default: 1000; small: 10)")
 
 
@@ -203,12 +208,25 @@ def model_from_args(args, aux=True):
 
 
 # ------------------------------------------------------------------------------------------ file checks
+def _parents(folder):
+    """``folder`` and the folders above it, innermost first."""
+    while True:
+        yield folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return
+        folder = parent
+
+
 def check_output_file(option, path, extensions=None):
     """Raise :class:`CliError` unless a file can be written at ``path`` (its folder exists, it is no folder)."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise CliError(f"{option} {path}: is a folder, not a file name")
     if not os.path.isdir(folder):
+        above = next((p for p in _parents(folder) if os.path.lexists(p)), None)
+        if above is not None and not os.path.isdir(above):
+            raise CliError(f"{option} {path}: {above} is a file, not a folder")
         raise CliError(f"{option} {path}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise CliError(f"{option} {path}: the folder {folder} is not writable")
@@ -350,6 +368,6 @@ def run_distributed(args, name):
 
 __all__ = ["CliError", "CommandFailed", "agree", "kept_checkpoint", "path_text",
            "OneLineParser", "HelpFormatter", "plain", "add_model_arguments", "model_from_args",
-           "MODEL_DEFAULTS", "escape", "positive_int", "non_negative_int", "positive_float",
+           "MODEL_DEFAULTS", "escape", "int_between", "positive_int", "non_negative_int", "positive_float",
            "non_negative_float", "fraction", "check_output_file", "check_input_file", "run_command",
            "run_distributed", "EXIT_USAGE", "EXIT_FAILED", "EXIT_INTERRUPTED"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .cli_common import CliError, positive_int
+from .cli_common import CliError, int_between, model_from_args, positive_int
 
 TOLERANCES = {"float32 outputs (abs)": 1e-5, "float64 outputs (abs)": 1e-10, "float64 gradients (rel)": 1e-8}
 
@@ -19,7 +19,7 @@ def register(subparsers):
     p.add_argument("--variant", choices=["paper", "blog"], default="paper")
     p.add_argument("--input-size", type=positive_int(1024), default=None,
                    help="input height and width (default: 224; the blog variant needs at least 193)")
-    p.add_argument("--num-classes", type=positive_int(10_000), default=10,
+    p.add_argument("--num-classes", type=int_between(2, 10_000), default=10,
                    help="classifier width (default: 10, to keep it quick)")
     p.add_argument("--batch", type=positive_int(64), default=2)
     p.add_argument("--all-gradients", action="store_true", help="list every weight gradient, not the worst 8")
@@ -27,6 +27,8 @@ def register(subparsers):
 
 
 def run(args):
+    if args.input_size:  # an input too small for the variant: say so now, not after importing Keras and JAX
+        model_from_args(args)
     os.environ.setdefault("KERAS_BACKEND", "jax")
     try:
         import jax  # noqa: F401

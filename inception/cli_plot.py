@@ -1,8 +1,10 @@
 """python -m inception plot: draw GoogLeNet's structure to a PNG, SVG or PDF file (matplotlib only)."""
 from __future__ import annotations
 
-from .cli_common import (add_model_arguments, check_output_file, escape, model_from_args, path_text, plain,
-                         positive_int)
+from tinynet.utils.plotting import MIN_DPI
+
+from .cli_common import (add_model_arguments, check_output_file, escape, int_between, model_from_args, path_text,
+                         plain)
 
 
 def register(subparsers):
@@ -11,7 +13,7 @@ def register(subparsers):
     add_model_arguments(p)
     p.add_argument("--no-aux", action="store_true", help="leave out the auxiliary classifiers")
     p.add_argument("--to-file", type=path_text, default="model.png", help="output file: .png, .svg or .pdf")
-    p.add_argument("--dpi", type=positive_int(600), default=110, help="resolution of a PNG")
+    p.add_argument("--dpi", type=int_between(MIN_DPI, 600), default=110, help="resolution of a PNG")
     p.set_defaults(func=run)
 
 

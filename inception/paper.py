@@ -39,7 +39,7 @@ from tinynet import Model
 from tinynet.layers import (AvgPool2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
                             GlobalAveragePooling2D, Input, LocalResponseNormalization, MaxPool2D)
 
-from .blocks import BLOG_BLOCKS, PAPER_BLOCKS, aux_head, stack_blocks
+from .blocks import BLOG_BLOCKS, PAPER_BLOCKS, aux_head, check_network_arguments, stack_blocks
 
 
 def googlenet_paper(input_shape=(224, 224, 3), num_classes=1000, aux=True):
@@ -69,6 +69,7 @@ def googlenet_blog(input_shape=(224, 224, 3), num_classes=1000, aux=True):
 def _googlenet_224(input_shape, num_classes, aux, blog):
     """The stem and classifier of either 224 network around :func:`~inception.blocks.stack_blocks`."""
     variant = "blog" if blog else "paper"
+    check_network_arguments(f"googlenet_{variant}", num_classes, aux)
     inputs = Input(input_shape, name="input")
     # stem: conv 7×7/2, max-pool, (LRN | BN), conv 1×1 → 3×3, (LRN | BN), max-pool
     x = Conv2D(64, 7, strides=2, padding="same", activation="relu", name="conv1_7x7_s2")(inputs)

@@ -45,7 +45,8 @@ from tinynet import Model
 from tinynet.layers import (Activation, AvgPool2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
                             GlobalAveragePooling2D, Input, MaxPool2D)
 
-from .blocks import SMALL_BLOCKS, STAGES, stack_blocks  # SMALL_BLOCKS and STAGES re-exported (CLI, benchmarks)
+from .blocks import (SMALL_BLOCKS, STAGES, check_blocks,  # SMALL_BLOCKS and STAGES re-exported (CLI, benchmarks)
+                     check_network_arguments, stack_blocks)
 
 
 def small_aux_head(x, num_classes, name, conv_filters=32, units=128, dropout=0.7):
@@ -81,7 +82,12 @@ def googlenet_small(input_shape=(32, 32, 1), num_classes=10, aux=True, blocks=No
     -------
     tinynet.Model named ``'googlenet_small'``
     """
+    check_network_arguments("googlenet_small", num_classes, aux)
+    if blocks is not None and not isinstance(blocks, dict):
+        raise TypeError(f"googlenet_small: blocks must be a dict of block name -> 6 widths, got "
+                        f"{type(blocks).__name__}")
     blocks = dict(SMALL_BLOCKS, **(blocks or {}))
+    check_blocks("googlenet_small", blocks)  # an unknown name among the replacements would be ignored otherwise
     inputs = Input(input_shape, name="input")
     x = Conv2D(16, 3, padding="same", use_bias=False, name="conv1_3x3")(inputs)  # BN follows: no ReLU yet
     x = BatchNormalization(momentum=0.9, name="conv1_bn")(x)

@@ -235,6 +235,21 @@ def run_file(path, timeout=CELL_TIMEOUT, write=True) -> dict:
     return {"name": path.name, "seconds": seconds, "figures": count_figures(nb), "bytes": len(text.encode())}
 
 
+class UsageError(Exception):
+    """A mistake on the command line: one line, exit code 2."""
+
+
+def _read_notebook(path):
+    """The notebook at ``path`` as JSON with a list of cells; :class:`UsageError` naming the file otherwise."""
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"{path}: not a readable notebook ({error})") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise UsageError(f"{path}: not a notebook (no list of 'cells')")
+    return nb
+
+
 def find_notebooks(names) -> list:
     """Paths for ``names`` (paths, file names, stems or number prefixes such as ``01``); all when empty."""
     everything = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -248,25 +263,43 @@ def find_notebooks(names) -> list:
         else:
             matches = [p for p in everything if p.name == name or p.stem == name or p.name.startswith(name + "_")]
         if len(matches) != 1:
-            raise SystemExit(f"run.py: error: {name!r} matches {len(matches)} notebooks in {NOTEBOOK_DIR} "
-                             f"({', '.join(p.name for p in matches) or 'none'})")
+            what = ("is not a .ipynb file" if candidate.is_file() else
+                    f"matches {len(matches)} notebooks in {NOTEBOOK_DIR} ({', '.join(p.name for p in matches) or 'none'})")
+            raise UsageError(f"{name!r} {what}")
         found.append(matches[0])
     return found
+
+
+def _positive_seconds(text):
+    """An argparse ``type``: a whole number of seconds >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python notebooks/run.py", description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
                         help="paths, names or number prefixes (default: every notebooks/*.ipynb)")
-    parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help=f"seconds per cell (default {CELL_TIMEOUT})")
+    parser.add_argument("--timeout", type=_positive_seconds, default=CELL_TIMEOUT,
+                        help=f"seconds per cell (default {CELL_TIMEOUT})")
     parser.add_argument("--check", action="store_true",
                         help="execute nothing; list the notebooks that are stale and exit 1 if any is")
     args = parser.parse_args(argv)
-    paths = find_notebooks(args.notebooks)
+    try:
+        paths = find_notebooks(args.notebooks)
+        notebooks = [_read_notebook(path) for path in paths]  # every file is checked before any runs
+    except UsageError as error:
+        print(f"run.py: error: {error}", file=sys.stderr)
+        return 2
     if args.check:
         stale = 0
-        for path in paths:
-            reasons = stale_reasons(json.loads(path.read_text(encoding="utf-8")))
+        for path, nb in zip(paths, notebooks):
+            reasons = stale_reasons(nb)
             stale += bool(reasons)
             print(f"{path.name}: " + ("; ".join(reasons) if reasons else "current"))
         return 1 if stale else 0

@@ -421,3 +421,21 @@ def test_a_checkpoint_that_cannot_be_saved_ends_in_one_line(tmp_path, npz, capsy
     code, out, err = cli(TRAIN + ["--data", npz, "--checkpoint", str(ckpt)], capsys)
     assert_one_line_error(code, err, expected=1)
     assert "is a file, not a checkpoint folder" in err and "test accuracy" not in out
+
+
+def test_plot_summary_and_check_keras_refuse_mistakes_in_one_line(tmp_path, capsys):
+    """A dpi too small to draw text (a FreeType traceback before), a file used as a folder (called a missing
+    folder), one class, and an input too small for check-keras (found after importing Keras, 15-28 s, before)."""
+    (tmp_path / "afile").write_text("x")
+    for argv, command, message in [
+        (["plot", "--variant", "small", "--dpi", "3", "--to-file", str(tmp_path / "m.png")], "plot",
+         "argument --dpi: must be >= 10 and <= 600, got 3"),
+        (["plot", "--variant", "small", "--to-file", str(tmp_path / "afile" / "m.png")], "plot",
+         f"{tmp_path / 'afile'} is a file, not a folder"),
+        (["summary", "--variant", "small", "--num-classes", "1"], "summary", "argument --num-classes: must be >= 2"),
+        (["check-keras", "--input-size", "32"], "check-keras", "--input-size 32 is too small for the 'paper'"),
+    ]:
+        code, _, err = cli(argv, capsys)
+        assert_one_line_error(code, err, command)
+        assert message in err, err
+    assert sorted(os.listdir(tmp_path)) == ["afile"]

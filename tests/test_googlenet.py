@@ -106,3 +106,28 @@ def test_naive_vs_reduced_saves():
     assert c.naive_macs == (192 * 64 + 9 * 192 * 128 + 25 * 192 * 32) * 28 * 28
     assert c.naive_depth == 64 + 128 + 32 + 192 and c.reduced_depth == 256
     assert all(c.params_saved > 0 and c.macs_saved > 0 for c in comps.values())
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(aux="no"), TypeError, "googlenet_small: aux must be True or False, got 'no'"),  # read as True before
+    (dict(num_classes=1), ValueError, "num_classes must be an integer >= 2, got 1"),
+    (dict(num_classes="10"), ValueError, "num_classes must be an integer >= 2, got '10'"),
+])
+def test_googlenet_names_a_bad_argument_before_building(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        googlenet((32, 32, 1), **dict(dict(num_classes=10), **kwargs), variant="small")
+    with pytest.raises(error, match=message.replace("googlenet_small", "googlenet_paper")):
+        googlenet(**dict(dict(num_classes=10), **kwargs), variant="paper")
+
+
+@pytest.mark.parametrize("blocks, message", [
+    ({"9z": (1,) * 6}, r"blocks: unknown names \['9z'\]"),  # ignored before: the default network was built
+    ({"3a": (1,) * 7}, "block '3a' needs six integer widths >= 1"),
+    ({"3a": None}, "block '3a' needs six integer widths >= 1"),
+    ({"4b": (4, 4, 4, 4, 4, 0)}, "block '4b' needs six integer widths >= 1"),
+])
+def test_small_blocks_are_checked(blocks, message):
+    from inception import googlenet_small
+
+    with pytest.raises(ValueError, match=message):
+        googlenet_small((32, 32, 1), aux=False, blocks=blocks)

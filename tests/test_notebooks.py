@@ -96,3 +96,21 @@ def test_folder_is_small():
     size = sum(p.stat().st_size for p in NOTEBOOK_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts
                and ".ipynb_checkpoints" not in p.parts)
     assert size < FOLDER_LIMIT, f"notebooks/ holds {size / 2**20:.1f} MiB (limit {FOLDER_LIMIT / 2**20:.0f} MiB)"
+
+
+def test_the_runner_refuses_what_is_not_a_notebook_in_one_line(tmp_path, capsys):
+    """A JSON file without cells, a file that is no .ipynb, a name that matches nothing, a negative timeout:
+    exit code 2 and one line, before anything runs (they were tracebacks, or exit 1)."""
+    run = _load_runner()
+    (tmp_path / "n.ipynb").write_text('{"x": 1}')
+    (tmp_path / "t.txt").write_text("zz")
+    for argv, message in [([str(tmp_path / "n.ipynb")], "not a notebook (no list of 'cells')"),
+                          (["--check", str(tmp_path / "n.ipynb")], "not a notebook"),
+                          ([str(tmp_path / "t.txt")], "is not a .ipynb file"),
+                          (["no_such_notebook"], "matches 0 notebooks")]:
+        assert run.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("run.py: error: ") and err.count("\n") == 1 and message in err, err
+    with pytest.raises(SystemExit) as stop:
+        run.main(["--timeout", "-5", "01"])
+    assert stop.value.code == 2

@@ -614,12 +614,17 @@ def check_plot_file(to_file, what="plot_model"):
     return path
 
 
+#: the lowest resolution drawn: below it the text is under a pixel high and FreeType refuses to render it
+MIN_DPI = 10
+
+
 def check_dpi(dpi, what="plot_model"):
-    """Raise ``TypeError`` / ``ValueError`` unless ``dpi`` is a positive, finite number."""
+    """Raise ``TypeError`` / ``ValueError`` unless ``dpi`` is a finite number of at least :data:`MIN_DPI`."""
     if isinstance(dpi, bool) or not isinstance(dpi, numbers.Real):
         raise TypeError(f"{what}: dpi must be a number, got {dpi!r}")
-    if not math.isfinite(dpi) or dpi <= 0:
-        raise ValueError(f"{what}: dpi must be positive and finite, got {dpi!r}")
+    if not math.isfinite(dpi) or dpi < MIN_DPI:
+        raise ValueError(f"{what}: dpi must be a finite number >= {MIN_DPI} (the text would be too small to draw), "
+                         f"got {dpi!r}")
 
 
 def save_layout(layout, to_file, dpi, title=None):
@@ -630,7 +635,7 @@ def save_layout(layout, to_file, dpi, title=None):
     if os.path.splitext(to_file)[1].lower() == ".png":
         longest = max(fig.get_size_inches())
         if longest * dpi > MAX_PIXELS:
-            lower = MAX_PIXELS / longest
+            lower = max(MAX_PIXELS / longest, MIN_DPI)
             warnings.warn(f"plot_model: the diagram is {longest:.0f} inches long; drawing it at {lower:.0f} dpi "
                           f"instead of {dpi} to stay under {MAX_PIXELS:,} pixels", stacklevel=3)
             dpi = lower
