@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinynet.checks import check_flag
 from tinynet.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, concatenate
 
 
@@ -118,8 +119,7 @@ def check_network_arguments(who, num_classes, aux):
     softmax 1.0 whatever the input) and an ``aux`` that is not a bool (``'no'`` would read as True), naming them."""
     if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise ValueError(f"{who}: num_classes must be an integer >= 2, got {num_classes!r}")
-    if not isinstance(aux, (bool, np.bool_)):
-        raise TypeError(f"{who}: aux must be True or False, got {aux!r}")
+    check_flag(who, "aux", aux)
 
 
 def check_blocks(who, blocks):

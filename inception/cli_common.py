@@ -15,6 +15,7 @@ import os
 import sys
 import traceback
 
+from tinynet.fileio import check_writable_folder
 from tinynet.utils.text import escape
 
 #: exit codes: 0 success, 1 the run failed (training diverged, a file could not be written), 2 a user's mistake,
@@ -228,8 +229,10 @@ def check_output_file(option, path, extensions=None):
         if above is not None and not os.path.isdir(above):
             raise CliError(f"{option} {path}: {above} is a file, not a folder")
         raise CliError(f"{option} {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise CliError(f"{option} {path}: the folder {folder} is not writable")
+    try:
+        check_writable_folder(folder)  # tries a file there: os.access says yes to root even under /proc
+    except OSError:
+        raise CliError(f"{option} {path}: the folder {folder} is not writable") from None
     if extensions is not None:
         ext = os.path.splitext(path)[1].lower()
         if ext not in extensions:

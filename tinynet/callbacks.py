@@ -55,7 +55,7 @@ import warnings
 import numpy as np
 
 from . import fileio
-from .checks import check_number
+from .checks import check_flag, check_number
 
 
 # ------------------------------------------------------------------------------------------ argument checks
@@ -70,10 +70,8 @@ def _optional_number(callback, name, value):
 
 
 def _flag(callback, name, value):
-    """``value`` as a bool; ``ValueError`` unless it is ``True`` or ``False``."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{type(callback).__name__}: {name} must be True or False, got {value!r}")
-    return bool(value)
+    """``value`` as a bool (:func:`tinynet.checks.check_flag`); the ``ValueError`` names the callback's class."""
+    return check_flag(type(callback).__name__, name, value, ValueError)
 
 
 def _verbose(callback, verbose):

@@ -25,4 +25,12 @@ def check_number(who, name, value, low=None, high=None, integer=False, low_open=
     return int(value) if integer else float(value)
 
 
-__all__ = ["check_number"]
+def check_flag(who, name, value, error=TypeError):
+    """``value`` as a bool, after checking it is ``True`` or ``False`` (NumPy's too); else ``error``
+    ``'<who>: <name> must be True or False'`` (a string such as ``'no'`` would otherwise read as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise error(f"{who}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+__all__ = ["check_number", "check_flag"]

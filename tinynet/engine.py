@@ -35,7 +35,7 @@ from . import callbacks as callbacks_module
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
-from .checks import check_number
+from .checks import check_flag, check_number
 
 
 class StoppedMidEpoch(Exception):
@@ -988,8 +988,7 @@ def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
     validation_split = check_number(who, "validation_split", validation_split, low=0)
     if validation_split >= 1:
         raise ValueError(f"{who}: validation_split must be in [0, 1), got {validation_split!r}")
-    if not isinstance(shuffle, (bool, np.bool_)):
-        raise ValueError(f"{who}: shuffle must be True or False, got {shuffle!r}")
+    check_flag(who, "shuffle", shuffle, ValueError)
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
         raise ValueError(f"{who}: callbacks must be a list of tinynet.callbacks.Callback, got "
                          f"{type(callbacks).__name__}")

@@ -53,7 +53,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import backend
-from .checks import check_number
+from .checks import check_flag, check_number
 from .layers.base import Layer, SymbolicTensor
 from .layers.core import Input
 from .model import Model
@@ -378,8 +378,7 @@ def _check_settings(who, settings):
             low, integer, low_open = numbers[name]
             checked[name] = check_number(who, name, value, low=low, integer=integer, low_open=low_open)
         elif name in ("training", "raise_on_failure"):
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{who}: {name} must be True or False, got {value!r}")
+            check_flag(who, name, value)
         elif name == "device":
             if value not in ("cpu", "gpu"):
                 raise ValueError(f"{who}: device must be 'cpu' or 'gpu', got {value!r}")

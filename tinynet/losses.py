@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import get_array_module
+from .checks import check_flag
 
 EPSILON = 1e-7
 
@@ -371,8 +372,7 @@ class _Crossentropy(Loss):
 
     def __init__(self, from_logits, name):
         super().__init__(name)
-        if not isinstance(from_logits, (bool, np.bool_)):  # 'no' is truthy: refuse it rather than read it as True
-            raise TypeError(f"{type(self).__name__}: from_logits must be True or False, got {from_logits!r}")
+        check_flag(type(self).__name__, "from_logits", from_logits)  # 'no' is truthy: refuse it, not read True
         self.from_logits = bool(from_logits)
 
     def targets(self, y_true, y_pred):

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from ..checks import check_number
+from ..checks import check_flag, check_number
 from .validation import _nonfinite_count, _plural
 
 #: :meth:`Normalizer.fit` treats a channel as constant when its standard deviation is at most this fraction
@@ -213,8 +213,7 @@ class Augment:
 
     def __init__(self, crop=0, flip=False):
         self.crop = check_number("Augment", "crop", crop, low=0, integer=True)
-        if not isinstance(flip, (bool, np.bool_)):
-            raise TypeError(f"Augment: flip must be True or False, got {flip!r}")
+        check_flag("Augment", "flip", flip)
         self.flip = bool(flip)
 
     def check_batch_shape(self, shape):

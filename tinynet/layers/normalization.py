@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import backend, kernels
 from ..backend import get_array_module, to_numpy
+from ..checks import check_flag
 from .base import Layer
 
 
@@ -113,8 +114,7 @@ class BatchNormalization(Layer):
         self.axis = self._check_axis(axis)
         self.momentum = self._check_float("momentum", momentum, low=0.0, high=1.0)
         self.epsilon = self._check_float("epsilon", epsilon, low=0.0)
-        if not isinstance(synchronized, (bool, np.bool_)):
-            raise ValueError(f"{self.label}: synchronized must be True or False, got {synchronized!r}")
+        check_flag(self.label, "synchronized", synchronized, ValueError)
         self.synchronized = bool(synchronized)
         self.communicator = None
 

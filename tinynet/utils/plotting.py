@@ -29,9 +29,9 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from .. import fileio
+from ..checks import check_flag
 
 # ---------------------------------------------------------------------------------------------------- style
 TITLE_SIZE, TEXT_SIZE = 9.0, 8.0   # font sizes, points
@@ -704,8 +704,7 @@ def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False, 
     flags = dict(show_shapes=show_shapes, show_dtype=show_dtype, show_layer_names=show_layer_names,
                  show_layer_activations=show_layer_activations, show_trainable=show_trainable)
     for name, value in flags.items():
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"plot_model: {name} must be True or False, got {value!r}")
+        check_flag("plot_model", name, value)
     _check_rankdir(rankdir)
     check_dpi(dpi)
     layout = graph_layout(model, rankdir=rankdir, **{k: bool(v) for k, v in flags.items()})
