@@ -19,7 +19,6 @@ Usage::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -30,24 +29,31 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tinynet  # noqa: E402
+from inception.cli_train import RUN_TYPES  # noqa: E402
 from inception.small import STAGES, googlenet_small  # noqa: E402
 from tinynet import data, fileio, optim  # noqa: E402
 from tinynet.grad_norms import grad_norm_table  # noqa: E402
 from tinynet.plots import plot_grad_norms  # noqa: E402
 from tinynet.training import Trainer  # noqa: E402
 
+from _args import OneLineParser, output_file, positive_int  # noqa: E402
+
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--every", type=int, default=5, help="record every N steps")
-    parser.add_argument("--lr", type=float, default=0.003)
-    parser.add_argument("--aux-weight", type=float, default=0.3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=RUN_TYPES["epochs"], default=5)  # the checks of `inception train`
+    parser.add_argument("--batch-size", type=RUN_TYPES["batch_size"], default=32)
+    parser.add_argument("--every", type=positive_int(), default=5, help="record every N steps")
+    parser.add_argument("--lr", type=RUN_TYPES["lr"], default=0.003)
+    parser.add_argument("--aux-weight", type=RUN_TYPES["aux_weight"], default=0.3)
+    parser.add_argument("--seed", type=RUN_TYPES["seed"], default=0)
     parser.add_argument("--kernels", default="numpy", choices=["numpy", "numba"])
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results", "aux_gradients.png"))
+    parser.add_argument("--out", type=output_file((".png", ".svg", ".pdf")),
+                        default=os.path.join("benchmarks", "results", "aux_gradients.png"),
+                        help="the figure; the numbers go beside it, as .json")
     args = parser.parse_args(argv)
+    if args.kernels == "numba" and not tinynet.backend.numba_available():
+        parser.error("argument --kernels: numba is not installed")
     if args.kernels:
         tinynet.set_cpu_kernels(args.kernels)
 

@@ -30,7 +30,6 @@ network); "of BLAS" is that rate as a share of the measured matrix-product rate.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -51,6 +50,9 @@ from tinynet.layers import (AvgPool2D, Conv2D, Dense, GlobalAveragePooling2D,  #
 
 from inception import googlenet  # noqa: E402
 
+from _args import OneLineParser, name_list, output_folder, positive_int  # noqa: E402
+
+BACKENDS = ("numpy", "numba", "cupy")
 TIMED_LAYERS = (Conv2D, MaxPool2D, AvgPool2D, LocalResponseNormalization, Dense, GlobalAveragePooling2D)
 
 
@@ -422,11 +424,14 @@ def network_ratios(rows, names):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=None, help="batch of the per-layer rows (default 32, quick 8)")
-    parser.add_argument("--step-batch", type=int, default=8, help="batch of the train step and inference")
-    parser.add_argument("--backends", default=None, help="comma list of numpy,numba,cupy (default: all present)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per entry (default 3, quick 2)")
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=positive_int(), default=None,
+                        help="batch of the per-layer rows (default 32, quick 8)")
+    parser.add_argument("--step-batch", type=positive_int(), default=8, help="batch of the train step and inference")
+    parser.add_argument("--backends", type=name_list(BACKENDS), default=None,
+                        help="comma list of numpy,numba,cupy (default: all present)")
+    parser.add_argument("--repeats", type=positive_int(), default=None,
+                        help="timed runs per entry (default 3, quick 2)")
     parser.add_argument("--quick", action="store_true", help="batch 8, 2 repeats, no per-kernel rows")
     parser.add_argument("--skip-layers", action="store_true", help="only the matmul rate and the whole network")
     parser.add_argument("--skip-network", action="store_true", help="only the matmul rate and the layers")
@@ -434,20 +439,17 @@ def main(argv=None):
     parser.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to time PyTorch: cpu, cuda, or auto = cpu, and cuda too when cupy is "
                              "benchmarked and PyTorch sees a GPU (default auto)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON")
+    parser.add_argument("--out", type=output_folder, default=str(ROOT / "benchmarks" / "results"),
+                        help="folder for the JSON")
     args = parser.parse_args(argv)
     batch = args.batch or (8 if args.quick else 32)
     repeats = args.repeats or (2 if args.quick else 3)
-    names = (args.backends.split(",") if args.backends else
-             ["numpy"] + (["numba"] if backend.numba_available() else []) +
-             (["cupy"] if backend.cupy_available() else []))
-    for name in names:
-        if name not in ("numpy", "numba", "cupy"):
-            parser.error(f"unknown backend {name!r}")
-        if name == "numba" and not backend.numba_available():
-            parser.error("numba is not installed")
-        if name == "cupy" and not backend.cupy_available():
-            parser.error("cupy or a CUDA device is missing")
+    names = args.backends or (["numpy"] + (["numba"] if backend.numba_available() else []) +
+                              (["cupy"] if backend.cupy_available() else []))
+    if "numba" in names and not backend.numba_available():
+        parser.error("argument --backends: numba is not installed")
+    if "cupy" in names and not backend.cupy_available():
+        parser.error("argument --backends: cupy or a CUDA device is missing")
 
     tinynet.set_seed(0)
     model = googlenet(variant="paper")

@@ -19,7 +19,6 @@ The slow calls are the point: on a machine whose cores are shared, a late thread
 """
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import sys
@@ -29,7 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from tinynet import blas  # noqa: E402
+from tinynet import blas, fileio  # noqa: E402
+
+from _args import OneLineParser, positive_int  # noqa: E402
 
 
 def timings(call, calls):
@@ -44,13 +45,18 @@ def timings(call, calls):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=36)
-    parser.add_argument("--rows", type=int, default=392, help="T, the tiles (default: 4b's at batch 8)")
-    parser.add_argument("--inner", type=int, default=112, help="C, the input channels")
-    parser.add_argument("--cols", type=int, default=224, help="K, the filters")
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=positive_int(), default=200)
+    parser.add_argument("--batch", type=positive_int(), default=36)
+    parser.add_argument("--rows", type=positive_int(), default=392, help="T, the tiles (default: 4b's at batch 8)")
+    parser.add_argument("--inner", type=positive_int(), default=112, help="C, the input channels")
+    parser.add_argument("--cols", type=positive_int(), default=224, help="K, the filters")
     args = parser.parse_args(argv)
+    # a, b and one product, float32: what must fit before anything is timed
+    nbytes = 4 * args.batch * (args.rows * args.inner + args.inner * args.cols + args.rows * args.cols)
+    if nbytes > fileio.memory_bound():
+        parser.error(f"arguments --batch, --rows, --inner, --cols: the matrices would take {nbytes / 2**30:.1f} GiB, "
+                     f"more than half of this machine's memory ({fileio.memory_bound() / 2**30:.1f} GiB)")
     rng = np.random.default_rng(0)
     a = rng.standard_normal((args.batch, args.rows, args.inner), dtype=np.float32)
     b = rng.standard_normal((args.batch, args.inner, args.cols), dtype=np.float32)

@@ -36,6 +36,7 @@ Writes ``benchmarks/results/distributed_bench.json`` and ``distributed_scaling.p
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -49,6 +50,9 @@ import numpy as np
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+
+from _args import (OneLineParser, check, non_negative_int, number_list, output_folder,  # noqa: E402
+                   positive_float, positive_int)
 
 #: GoogLeNet, paper variant with both aux heads (Table 1 plus the heads; `python -m inception summary`)
 PAPER_PARAMS = 13_378_280
@@ -143,34 +147,46 @@ def _launch(args, ranks, global_batch, out):
     # every run under mpiexec, each rank bound to a core (the one-rank run too: it runs the one-process code, with
     # no communicator, and unbound it loses time migrating between the cores: 108 ms against 61 ms per step
     # measured on this 2-core machine)
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    mpiexec = mpiexec if os.path.exists(mpiexec) else shutil.which("mpiexec")
-    cmd = [mpiexec] + (["-bind-to", "core"] if args.bind else []) + ["-n", str(ranks)] + cmd
+    cmd = [find_mpiexec()] + (["-bind-to", "core"] if args.bind else []) + ["-n", str(ranks)] + cmd
     subprocess.run(cmd, check=True, env=env, timeout=900)
     with open(out) as f:
         return json.load(f)
 
 
+def find_mpiexec():
+    """The ``mpiexec`` beside this Python (MPICH's wheel puts it there), else the one on ``PATH``, else None."""
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return mpiexec if os.path.exists(mpiexec) else shutil.which("mpiexec")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=16, help="per-rank batch B")
-    parser.add_argument("--steps", type=int, default=15, help="timed steps per run")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (Numba compiles)")
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=positive_int(), default=16, help="per-rank batch B")
+    parser.add_argument("--steps", type=positive_int(), default=15, help="timed steps per run")
+    parser.add_argument("--warmup", type=non_negative_int(), default=3, help="untimed steps first (Numba compiles)")
     parser.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
     parser.add_argument("--no-bind", dest="bind", action="store_false",
-                        help="do not bind each rank to a core (mpiexec -bind-to core)")
-    parser.add_argument("--repeats", type=int, default=3,
+                        help="do not bind each rank to a core (default: each is bound, mpiexec -bind-to core)")
+    parser.add_argument("--repeats", type=positive_int(), default=3,
                         help="run each configuration this many times, in turn; keep the fastest median")
-    parser.add_argument("--compute-ms", default="669,100,25",
+    parser.add_argument("--compute-ms", type=number_list(positive_float()), default="669,100,25",
                         help="compute times per step for the projection (669: measured here; others assumed)")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
+    parser.add_argument("--out", type=output_folder, default=None,
+                        help="folder for the JSON and the figure (default: benchmarks/results)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--ranks", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--global-batch", type=int, default=16, help=argparse.SUPPRESS)
+    parser.add_argument("--ranks", type=positive_int(), default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--global-batch", type=positive_int(), default=16, help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return run_worker(args)
+    if args.out is None:  # checked here: a worker writes only its temporary JSON
+        args.out = check(parser, "--out", os.path.join(ROOT, "benchmarks", "results"), output_folder)
+    if args.kernels == "numba" and importlib.util.find_spec("numba") is None:
+        parser.error("argument --kernels: numba is not installed")
+    if find_mpiexec() is None or importlib.util.find_spec("mpi4py") is None:
+        parser.error("every run is started by mpiexec, and the 2-rank run needs mpi4py: install them with "
+                     "pip install -e '.[distributed]'")
 
     from tinynet import fileio
 
@@ -203,7 +219,7 @@ def main(argv=None):
     print(f"speed-up with 2 ranks: {weak:.2f}x images/s at {args.batch} per rank (weak scaling), "
           f"{strong:.2f}x at a global batch of {2 * args.batch} (strong scaling)")
 
-    compute_ms = [float(v) for v in args.compute_ms.split(",")]
+    compute_ms = args.compute_ms
     nbytes = PAPER_PARAMS * 4
     rows = projection(nbytes, compute_ms)
     print(f"\nring all-reduce of GoogLeNet's gradients ({PAPER_PARAMS:,} float32 = {nbytes / 1e6:.1f} MB), no "

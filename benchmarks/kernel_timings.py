@@ -22,7 +22,6 @@ im2col/col2im of the convolutions that are not 1×1.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import pathlib
 import subprocess
@@ -39,7 +38,13 @@ from tinynet.kernels import backend_module  # noqa: E402
 from tinynet.kernels import numpy_kernels  # noqa: E402
 from tinynet.kernels.common import window_output_hw  # noqa: E402
 
+from _args import OneLineParser, name_list, positive_int  # noqa: E402
+
 B = 8
+#: the kernels `cases` times, which ``--only`` filters
+KERNELS = ("maxpool_forward", "maxpool_backward", "lrn_forward", "lrn_backward", "relu_backward", "bias_relu_forward",
+           "relu_bias_backward", "im2col", "col2im")
+BASELINE_FILE = "tinynet/kernels/numba_kernels.py"
 
 
 def same_pads(h, w, k, s):
@@ -69,7 +74,7 @@ QUICK_CONVS = [(224, 224, 3, 7, 2), (56, 56, 64, 3, 1), (28, 28, 128, 3, 1), (28
 
 def load_baseline(rev):
     """``numba_kernels.py`` of git revision ``rev``, imported as ``tinynet.kernels._numba_baseline``."""
-    text = subprocess.run(["git", "show", f"{rev}:tinynet/kernels/numba_kernels.py"], cwd=ROOT, check=True,
+    text = subprocess.run(["git", "show", f"{rev}:{BASELINE_FILE}"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout
     folder = pathlib.Path(tempfile.mkdtemp(prefix="tinynet_baseline_"))
     path = folder / "numba_kernels_baseline.py"
@@ -159,25 +164,43 @@ def best_ms(call, repeats):
     return 1e3 * min(times)
 
 
+def baseline_problem(rev):
+    """Why ``git show REV:tinynet/kernels/numba_kernels.py`` would fail (read only), or None."""
+    try:
+        done = subprocess.run(["git", "cat-file", "-e", f"{rev}:{BASELINE_FILE}"], cwd=ROOT, capture_output=True,
+                              text=True)
+    except OSError as error:
+        return f"git cannot be run ({error.strerror or error})"
+    return None if done.returncode == 0 else f"{rev!r} is not a git revision that has {BASELINE_FILE}"
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=9, help="timed calls per cell (the minimum is shown)")
-    parser.add_argument("--only", default="", help="comma-separated substrings of kernel names to run")
+    parser = OneLineParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=positive_int(), default=9, help="timed calls per cell (the minimum is shown)")
+    parser.add_argument("--only", type=name_list(KERNELS, substrings=True), default=None,
+                        help="comma-separated substrings of kernel names to run (default: every kernel)")
     parser.add_argument("--baseline", default=None, help="git revision of numba_kernels.py for a 'before' column")
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy reference column")
     parser.add_argument("--quick", action="store_true", help="a selection of the pool and conv shapes")
-    parser.add_argument("--threads", type=int, default=None, help="numba.set_num_threads")
+    parser.add_argument("--threads", type=positive_int(), default=None, help="numba.set_num_threads")
     args = parser.parse_args(argv)
+    if args.baseline and (problem := baseline_problem(args.baseline)):
+        parser.error(f"argument --baseline: {problem}")
 
-    import numba
-
+    try:
+        import numba
+    except ImportError:
+        parser.error("numba is not installed (this script times its kernels)")
+    if args.threads and args.threads > numba.config.NUMBA_NUM_THREADS:
+        parser.error(f"argument --threads: must be <= {numba.config.NUMBA_NUM_THREADS} (Numba's thread count, "
+                     f"NUMBA_NUM_THREADS), got {args.threads}")
     if args.threads:
         numba.set_num_threads(args.threads)
     columns = {} if args.no_numpy else {"numpy": numpy_kernels}
     if args.baseline:
         columns[f"numba@{args.baseline}"] = load_baseline(args.baseline)
     columns["numba"] = backend_module("numba")
-    only = [s for s in args.only.split(",") if s]
+    only = args.only or []
     rows = [r for r in cases(args.quick) if not only or any(s in r[0] for s in only)]
 
     print(f"ms per call, min of {args.repeats}, batch {B}, float32, numba threads {numba.get_num_threads()}")

@@ -25,7 +25,6 @@ and draws, with matplotlib's ``Figure`` (no pyplot), saved through :func:`tinyne
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import pathlib
@@ -39,6 +38,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from tinynet import fileio  # noqa: E402
 
+from _args import OneLineParser, check, input_folder, output_folder  # noqa: E402
+
 DPI = 90
 BACKEND_COLORS = {"numpy": "#4c72b0", "numba": "#dd8452", "torch": "#55a868", "cupy": "#c44e52",
                   "torch-cuda": "#8172b2"}
@@ -46,9 +47,17 @@ GROUP_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860"
                 "#ccb974", "#64b5cd"]
 
 
+class BadResults(ValueError):
+    """A results file that cannot be read or is not JSON; the message names it."""
+
+
 def load(path):
-    with open(path) as f:
-        return json.load(f)
+    """The content of the JSON file ``path``; `BadResults` if it cannot be read or is not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:  # ValueError: json.JSONDecodeError, UnicodeDecodeError
+        raise BadResults(f"{path}: not a readable JSON file ({error})") from None
 
 
 def newest(paths):
@@ -311,14 +320,24 @@ def plot_versus_torch(runs, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="folder with the JSON")
-    parser.add_argument("--out", default=None, help="folder for the PNGs (default: --results)")
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=input_folder, default=str(ROOT / "benchmarks" / "results"),
+                        help="folder with the JSON")
+    parser.add_argument("--out", type=output_folder, default=None, help="folder for the PNGs (default: --results)")
     args = parser.parse_args(argv)
     results = pathlib.Path(args.results)
+    if args.out is None:  # the PNGs go beside the JSON
+        check(parser, "--results", args.results, output_folder)
+    benches = sorted(results.glob("bench_*.json"))
+    profile_files = {kernels: sorted(results.glob(f"profile_{kernels}_*.json")) for kernels in ("numpy", "numba")}
+    versus_files = sorted(results.glob("versus_torch_*.json"))[-VERSUS_RUNS:]
+    for path in benches + profile_files["numpy"] + profile_files["numba"] + versus_files:
+        try:  # every file the plots read, before anything is drawn
+            load(path)
+        except BadResults as error:
+            parser.error(f"argument --results: {error}")
     out = pathlib.Path(args.out) if args.out else results
     out.mkdir(parents=True, exist_ok=True)
-    benches = sorted(results.glob("bench_*.json"))
     written = []
     layer_files = [p for p in benches if any(r["kind"] == "layer" for r in load(p)["rows"])]
     bench, path = newest(layer_files)
@@ -333,7 +352,7 @@ def main(argv=None):
             print(f"step time against batch size: {line}")
     profiles = {}
     for kernels in ("numpy", "numba"):
-        d, _ = newest(sorted(results.glob(f"profile_{kernels}_*.json")))
+        d, _ = newest(profile_files[kernels])
         if d:
             profiles[kernels] = d
     if profiles:
@@ -341,7 +360,7 @@ def main(argv=None):
         written.append(plot_profile(profiles, out))
     else:
         print("no profile_*.json: peak_memory.png and profile_breakdown.png not drawn")
-    versus = [(load(p), p) for p in sorted(results.glob("versus_torch_*.json"))[-VERSUS_RUNS:]]
+    versus = [(load(p), p) for p in versus_files]
     if versus:
         written.append(plot_versus_torch(versus, out))
     else:

@@ -53,7 +53,6 @@ Output: the tables on stdout and ``<out>/profile_<kernels>_<YYYYmmdd-HHMMSS>.jso
 """
 from __future__ import annotations
 
-import argparse
 import ast
 import collections
 import contextlib
@@ -78,10 +77,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import tinynet  # noqa: E402
 from tinynet import backend, fileio, kernels, losses, optim  # noqa: E402
 from tinynet.layers import AvgPool2D, Conv2D, MaxPool2D  # noqa: E402
-from tinynet.layers.base import Layer  # noqa: E402
+from tinynet.layers.base import Layer, ShapeError  # noqa: E402
 from tinynet.model import Model  # noqa: E402
 
-from inception.variants import get_variant  # noqa: E402
+from inception.variants import VARIANTS, get_variant  # noqa: E402
+
+from _args import (OneLineParser, check, non_negative_float, output_folder, positive_int,  # noqa: E402
+                   read_json)
 
 try:                                   # the fused 1×1 groups, where this tree has them
     from tinynet import fusion  # noqa: E402
@@ -99,6 +101,7 @@ BACKWARD_ARGS = ({"input_grads": False, "retain_tape": False}
 
 PAGE = resource.getpagesize()
 WARMUP = 3               # plain steps before any timing, as bench_kernels.NETWORK_WARMUP
+MAX_IMAGE_SIZE = 2048    # as inception's --input-size
 MEMORY_STEPS = 3         # plain steps under tracemalloc
 OUTSIDE = ("(outside layers)", "")
 
@@ -423,15 +426,21 @@ def describe_row(owner, key):
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def build(args):
+def build_model(args):
+    """``(model, size, channels)``: the ``--variant`` GoogLeNet with both aux heads, seeded, for ``--image-size``
+    images (default: the variant's own size); ``ShapeError`` if they are too small for the variant."""
     variant = get_variant(args.variant)
     default_shape = inspect.signature(variant.build).parameters["input_shape"].default
     size = args.image_size or default_shape[0]
     tinynet.set_seed(0)
-    model = variant.build(input_shape=(size, size, default_shape[2]), aux=True)
+    return variant.build(input_shape=(size, size, default_shape[2]), aux=True), size, default_shape[2]
+
+
+def build(args):
+    model, size, channels = build_model(args)
     num_classes = model.outputs[-1].example_shape[-1]
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((args.batch, size, size, default_shape[2]), dtype=np.float32)
+    x = rng.standard_normal((args.batch, size, size, channels), dtype=np.float32)
     labels = rng.integers(0, num_classes, args.batch)
     weights = [0.3] * (len(model.outputs) - 1) + [1.0]
     try:
@@ -569,8 +578,6 @@ def measure_tracemalloc(step, steps, kernels_name):
 
 
 def profile(args):
-    if args.kernels == "numba" and not backend.numba_available():
-        raise SystemExit("numba is not installed")
     tinynet.set_cpu_kernels(args.kernels)
     load_start = os.getloadavg()
     model, x, labels, weights, opt, size = build(args)
@@ -760,25 +767,41 @@ def report(result, min_ms=0.0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--variant", default="paper", help="paper | blog | small (default paper)")
-    parser.add_argument("--image-size", type=int, default=None, help="default: the variant's (224, small 32)")
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=positive_int(), default=8)
+    parser.add_argument("--variant", choices=list(VARIANTS), default="paper",
+                        help="paper | blog | small (default paper)")
+    parser.add_argument("--image-size", type=positive_int(MAX_IMAGE_SIZE), default=None,
+                        help="default: the variant's (224, small 32)")
     parser.add_argument("--kernels", choices=("numpy", "numba"), default=backend.get_cpu_kernels())
-    parser.add_argument("--steps", type=int, default=3, help="profiled steps (each after a plain one)")
-    parser.add_argument("--warmup", type=int, default=WARMUP,
-                        help="untimed steps first (their peak RSS is the memory figure; default 3)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON")
+    parser.add_argument("--steps", type=positive_int(), default=3, help="profiled steps (each after a plain one)")
+    parser.add_argument("--warmup", type=positive_int(), default=WARMUP,
+                        help="untimed steps first (their peak RSS is the memory figure)")
+    parser.add_argument("--out", type=output_folder, default=None,
+                        help="folder for the JSON (default: benchmarks/results)")
     parser.add_argument("--from-json", metavar="PATH", help="print the tables of a saved profile instead of running")
-    parser.add_argument("--min-ms", type=float, default=0.0, help="sum the rows under this many ms into one line")
+    parser.add_argument("--min-ms", type=non_negative_float(), default=0.0,
+                        help="sum the rows under this many ms into one line")
     args = parser.parse_args(argv)
     if args.from_json:
-        with open(args.from_json) as f:
-            result = relabel(json.load(f))
-        print(report(result, args.min_ms))
+        result = read_json(parser, "--from-json", args.from_json)
+        try:
+            text = report(relabel(result), args.min_ms)
+        except (KeyError, TypeError) as error:  # JSON, but not what this script writes
+            parser.error(f"argument --from-json: {args.from_json} is not a profile written by profile_step.py "
+                         f"({type(error).__name__}: {error})")
+        print(text)
         return result
-    if min(args.batch, args.steps, args.warmup) < 1:
-        parser.error("--batch, --steps and --warmup must be >= 1")
+    if args.out is None:  # checked here: --from-json writes nothing
+        args.out = check(parser, "--out", str(ROOT / "benchmarks" / "results"), output_folder)
+    if args.kernels == "numba" and not backend.numba_available():
+        parser.error("argument --kernels: numba is not installed")
+    if args.image_size is not None:
+        try:
+            build_model(args)
+        except ShapeError as error:
+            parser.error(f"argument --image-size: {args.image_size} is too small for the '{args.variant}' "
+                         f"GoogLeNet ({error})")
     result = profile(args)
     text = report(result, args.min_ms)
     print("\n" + text)

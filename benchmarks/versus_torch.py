@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import pathlib
@@ -176,24 +177,41 @@ def _load():
         return "?"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
-    parser.add_argument("--kernels", choices=("numba", "numpy"), default="numba", help="tinynet's CPU kernels")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--timeout", type=int, default=900, help="seconds per worker")
-    parser.add_argument("--worker", choices=("tinynet", "torch"), help=argparse.SUPPRESS)
-    parser.add_argument("--case", choices=tuple(CASES), help=argparse.SUPPRESS)
+def worker_main(argv):
+    """Run one worker (``--worker ENGINE --case CASE --kernels K``, as `run_worker` writes it) and print its JSON.
+
+    A parser of its own, with the standard library's argparse: the driver's checks (`main`) import tinynet, which a
+    PyTorch worker must not (its peak memory counts its imports).
+    """
+    parser = argparse.ArgumentParser(prog="versus_torch.py --worker")
+    parser.add_argument("--worker", choices=("tinynet", "torch"), required=True)
+    parser.add_argument("--case", choices=tuple(CASES), required=True)
+    parser.add_argument("--kernels", choices=("numba", "numpy"), default="numba")
     args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.case, args.kernels)))
-        return 0
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    sys.path[:0] = [str(ROOT / "benchmarks")]
+    print(json.dumps(worker(args.worker, args.case, args.kernels)))
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--worker"]:
+        return worker_main(argv)
+    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+    from _args import OneLineParser, name_list, output_folder, positive_int
+
+    parser = OneLineParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=positive_int(), default=2)
+    parser.add_argument("--cases", type=name_list(tuple(CASES)), default=",".join(CASES),
+                        help=f"comma list of {', '.join(CASES)}")
+    parser.add_argument("--kernels", choices=("numba", "numpy"), default="numba", help="tinynet's CPU kernels")
+    parser.add_argument("--out", type=output_folder, default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--timeout", type=positive_int(), default=900, help="seconds per worker")
+    args = parser.parse_args(argv)
+    if args.kernels == "numba" and importlib.util.find_spec("numba") is None:
+        parser.error("argument --kernels: numba is not installed")
+    if importlib.util.find_spec("torch") is None:
+        parser.error("PyTorch is not installed, nothing to compare with (pip install -e '.[bench]')")
+    cases = args.cases
     from profile_step import matmul_rate  # the driver only: a worker imports nothing but its own engine
 
     gflop = {case: network_flops(case) for case in cases}
@@ -226,7 +244,6 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     host = platform.node() or "host"
-    sys.path[:0] = [str(ROOT)]
     from tinynet import fileio
     path = out / f"versus_torch_{stamp}_{host}.json"
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
