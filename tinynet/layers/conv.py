@@ -20,7 +20,9 @@ A 1×1 convolution without padding needs no im2col: it is ``x[:, ::sh, ::sw].res
 
 Backward needs ``X`` again. A k×k convolution keeps it when it is small (:func:`tinynet.set_keep_im2col`,
 default up to 4 MiB) and otherwise keeps only ``x`` and runs im2col once more in backward: ``X`` is kh·kw times
-the input's size, and keeping every one was half of what GoogLeNet's forward kept for backward. With fast
+the input's size, and keeping every one was half of what GoogLeNet's forward kept for backward. On the CPU with
+fast paths on, such a matrix is never built whole: forward and backward gather and multiply it a slab of rows
+at a time (:mod:`tinynet.layers.conv_slabs`). With fast
 paths on (:func:`tinynet.set_fast_paths`) the bias and the ReLU are one pass forward and one backward
 (:func:`~tinynet.layers.activations.bias_activation`), and a layer that reads only model inputs skips ``∂L/∂x``
 when training asks it to (``input_grad=False``). Large enough 3×3 stride-1 convolutions on the CPU take
@@ -35,7 +37,7 @@ import numpy as np
 
 from .. import backend, kernels
 from ..backend import get_array_module
-from . import activations, conv_winograd
+from . import activations, conv_slabs, conv_winograd
 from .base import Layer
 from .conv_utils import normalize_padding, normalize_pair, window_geometry
 from .initializers import glorot_uniform
@@ -128,6 +130,10 @@ class Conv2D(Layer):
                 y = activations.bias_activation(z, bias, self.activation, self._act)
                 keep = tiles if backend.keeps_im2col(tiles.nbytes) else None
                 return y, ConvCache(x, pads, None, y, keep, True)
+        if not self._is_pointwise(pads) and conv_slabs.applies(x, n * ho * wo * kh * kw * c * x.itemsize):
+            y = conv_slabs.forward(x, self.weights[0], (n, ho, wo, self.filters), pads, self.strides,
+                                   lambda z: activations.bias_activation(z, bias, self.activation, self._act))
+            return y, ConvCache(x, pads, None, y)
         cols2d = self._windows(x, pads)
         z = cols2d @ self.weights[0].reshape(kh * kw * c, self.filters)
         y = activations.bias_activation(z, bias, self.activation, self._act).reshape(n, ho, wo, self.filters)
@@ -146,6 +152,10 @@ class Conv2D(Layer):
                                                          self.use_bias)
         if cache.winograd and conv_winograd.moderate(gz):  # else im2col, from the input the cache keeps
             return self._backward_winograd(gz, gbias, cache, input_grad)
+        if cache.cols2d is None and conv_slabs.available(cache.x):  # never a 1×1: it keeps its view
+            gkernel, gx = conv_slabs.backward(cache.x, gz.reshape(cache.y.shape), self.weights[0], pads,
+                                              self.strides, input_grad)
+            return gx, [gkernel] + ([gbias] if self.use_bias else [])
         gz = gz.reshape(-1, self.filters)
         cols2d = cache.cols2d if cache.cols2d is not None else self._windows(cache.x, pads)
         grads = [(cols2d.T @ gz).reshape(self.weights[0].shape)]
