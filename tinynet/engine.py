@@ -11,6 +11,10 @@ the shuffling generator, epoch count, history) and runs it:
   checked, not warned about), the callbacks' hooks, validation after each epoch, a last finiteness check of the
   weights and the logs, the history, ``model.stop_training``.
 * :meth:`Engine.evaluate_arrays`: the losses and metrics in inference mode, batch by batch.
+* Sample weights (``sample_weights``, one array ``(N,)`` or None per output, on the three above): each output's
+  loss becomes Keras' ``Σ w_n l_n / N`` over the batch (its loss object weights its value and gradient, see
+  :mod:`tinynet.losses`) and the weighted metrics are weighted; the logged ``loss`` stays the mean of the
+  batches' losses weighted by their sizes, as Keras logs it. One process only.
 
 * Data parallelism (:meth:`Engine.set_communicator`, ``distributed=True``): each step is one global batch,
   split over the ranks of an MPI job; :meth:`Engine.train_global_batch` runs a rank's share and all-reduces the
@@ -79,6 +83,24 @@ def _num_batches(n, batch_size):
     return -(-n // batch_size)
 
 
+def _take(arrays, index):
+    """``[a[index] for a in arrays]`` with None kept and an array shared by several outputs sliced once;
+    ``None`` for ``None``."""
+    if arrays is None:
+        return None
+    sliced, out = {}, []
+    for a in arrays:
+        if a is not None and id(a) not in sliced:
+            sliced[id(a)] = a[index]
+        out.append(None if a is None else sliced[id(a)])
+    return out
+
+
+def _refuse_distributed_weights(engine, sample_weights):
+    if sample_weights is not None and engine.distributed:
+        raise RuntimeError(f"{type(engine).__name__}: sample weights are not supported in data-parallel training")
+
+
 class Engine:
     """A training run: its state, and the loop (see the module notes).
 
@@ -93,6 +115,8 @@ class Engine:
         One per output.
     metrics : list of list of (str, tinynet.metrics.Metric)
         Per output, the metrics with the key they are logged under.
+    weighted_metrics : list of list of (str, tinynet.metrics.Metric), optional
+        Per output, metrics that take the sample weights (Keras' ``weighted_metrics``), logged after ``metrics``.
     loss_keys : list of str or None
         Per output, the key of its (unweighted) loss in the logs; ``None``: not logged.
     schedule : tinynet.optimizers.schedules.Schedule, optional
@@ -119,12 +143,15 @@ class Engine:
     """
 
     def __init__(self, model, optimizer, losses, loss_weights, metrics, loss_keys, schedule=None, batch_size=32,
-                 preprocess=None, augment=None, rng=None, grad_recorder=None, communicator=None):
+                 preprocess=None, augment=None, rng=None, grad_recorder=None, communicator=None,
+                 weighted_metrics=None):
         self.model = model
         self.optimizer = optimizer.attach(model)
         self.losses = list(losses)
         self.loss_weights = [float(w) for w in loss_weights]
         self.metrics = [list(m) for m in metrics]
+        self.weighted_metrics = [list(m) for m in weighted_metrics] if weighted_metrics is not None \
+            else [[] for _ in self.metrics]
         self.loss_keys = list(loss_keys)
         self.schedule = schedule
         self.batch_size = int(batch_size)
@@ -157,8 +184,8 @@ class Engine:
 
     @property
     def metric_objects(self):
-        """Every metric object, in log order."""
-        return [metric for per_output in self.metrics for _, metric in per_output]
+        """Every metric object (the weighted ones last), in log order."""
+        return [metric for per_output in self.metrics + self.weighted_metrics for _, metric in per_output]
 
     # ------------------------------------------------------------------ data parallelism
     def set_communicator(self, comm):
@@ -229,7 +256,10 @@ class Engine:
         return out
 
     def prepare_labels(self, ys):
-        """The batch's label arrays on the model's device (an array shared by several outputs moves once)."""
+        """The batch's label (or sample-weight) arrays on the model's device (an array shared by several outputs
+        moves once); ``None`` stays ``None``."""
+        if ys is None:
+            return None
         moved = {}
         out = []
         for y in ys:
@@ -242,15 +272,21 @@ class Engine:
             out.append(moved[id(y)])
         return out
 
-    def weighted_loss(self, outs, ys):
-        """``(total, values, grads)``: ``Σ w_k L_k``, each ``L_k`` (None without a loss), ``w_k ∂L_k/∂out_k``."""
+    def weighted_loss(self, outs, ys, sample_weights=None):
+        """``(total, values, grads)``: ``Σ w_k L_k``, each ``L_k`` (None without a loss), ``w_k ∂L_k/∂out_k``.
+
+        The gradient is the loss object's own (:meth:`tinynet.losses.Loss.value_and_grad`: a fused softmax or
+        sigmoid with ``from_logits``, Keras' clipping otherwise). ``sample_weights``: per output, the batch's
+        weights ``(n,)`` or None, passed to that output's loss.
+        """
         total, values, grads = 0.0, [], []
-        for out, y, loss, w in zip(outs, ys, self.losses, self.loss_weights):
+        sample_weights = [None] * len(outs) if sample_weights is None else sample_weights
+        for out, y, loss, w, sw in zip(outs, ys, self.losses, self.loss_weights, sample_weights):
             if loss is None:
                 values.append(None)
                 grads.append(None)
                 continue
-            value, grad = loss.value_and_grad(y, out)
+            value, grad = loss.value_and_grad(y, out) if sw is None else loss.value_and_grad(y, out, sw)
             values.append(value)
             total += w * value
             grads.append(grad * out.dtype.type(w))
@@ -266,7 +302,7 @@ class Engine:
         self.model.backward(grads if len(grads) > 1 else grads[0], check_finite=check_finite,
                             input_grads=False, retain_tape=retain_tape)
 
-    def train_batch(self, xs, ys, lr=None):
+    def train_batch(self, xs, ys, lr=None, sample_weights=None):
         """One optimizer step on a batch.
 
         Parameters
@@ -277,6 +313,8 @@ class Engine:
             One per output (the same array may serve several).
         lr : float, optional
             Set as the optimizer's learning rate before the step.
+        sample_weights : list of arrays (n,) or None, optional
+            Per output, the batch's sample weights (see :meth:`weighted_loss`).
 
         Returns
         -------
@@ -299,10 +337,11 @@ class Engine:
         try:
             outs = self._forward(xb)
             yb = self.prepare_labels(ys)
-            total, values, grads = self.weighted_loss(outs, yb)
+            sb = self.prepare_labels(sample_weights)
+            total, values, grads = self.weighted_loss(outs, yb, sb)
             if not np.isfinite(total):
                 parts = ", ".join(f"{name} {v:.4g}" for name, v in zip(self.output_labels, values) if v is not None)
-                raise self._diverged(xb, yb, f"non-finite loss {total} ({parts})")
+                raise self._diverged(xb, yb, f"non-finite loss {total} ({parts})", sb)
             step = self.optimizer.iterations
             if self.recorder is not None and self.recorder.due(step):
                 self.recorder.measure(step, lambda g: self._backward(g, retain_tape=True), grads)
@@ -310,7 +349,7 @@ class Engine:
                 self._backward(grads)
             bad = self.model.first_nonfinite_weight(values=False)
             if bad is not None:  # the update is not applied: the weights stay those of the last good step
-                raise self._diverged(xb, yb, f"non-finite value in layer '{bad[0]}' ({bad[1]})")
+                raise self._diverged(xb, yb, f"non-finite value in layer '{bad[0]}' ({bad[1]})", sb)
             if lr is not None:
                 self.optimizer.learning_rate = lr
             self.last_lr = self.optimizer.learning_rate
@@ -332,18 +371,18 @@ class Engine:
         for layer, i, saved in snapshot:
             layer.weights[i][...] = saved
 
-    def _diverged(self, xb, yb, detail):
+    def _diverged(self, xb, yb, detail, sample_weights=None):
         """A :class:`TrainingDiverged` for this batch, naming the first layer whose value is non-finite.
 
         The batch is run once more with the model's finiteness checks; weights, BatchNormalization
         statistics and random generators are restored afterwards, so the diagnosis changes nothing.
         """
-        first = self._diagnose(xb, yb)
+        first = self._diagnose(xb, yb, sample_weights)
         if first is not None:
             detail += f"; first: {first}"
         return TrainingDiverged(self.epoch + 1, self.optimizer.iterations + 1, detail)
 
-    def _diagnose(self, xb, yb):
+    def _diagnose(self, xb, yb, sample_weights=None):
         """Run the batch again with the model's finiteness checks and return the first problem found (a
         string), or None; weights, statistics and generators are put back."""
         from . import checkpoint
@@ -354,7 +393,7 @@ class Engine:
         first = None
         try:
             outs = self._forward(xb, check_finite=True)
-            _, _, grads = self.weighted_loss(outs, yb)
+            _, _, grads = self.weighted_loss(outs, yb, sample_weights)
             self._backward(grads, check_finite=True)
         except NonFiniteError as error:
             first = str(error)
@@ -500,7 +539,9 @@ class Engine:
         for metric in self.metric_objects:
             metric.reset_state()
 
-    def update_trackers(self, total, values, outs, ys, n):
+    def update_trackers(self, total, values, outs, ys, n, sample_weights=None):
+        """Add a batch of ``n`` examples: its losses (weighted by ``n``, as Keras), its metrics, and its weighted
+        metrics with ``sample_weights`` (per output, or None: unweighted)."""
         self.loss_tracker.update_state(total, sample_weight=n)
         for tracker, value in zip(self.output_trackers, values):
             if tracker is not None and value is not None:
@@ -508,6 +549,13 @@ class Engine:
         for per_output, out, y in zip(self.metrics, outs, ys):
             for _, metric in per_output:
                 metric.update_state(y, out)
+        sample_weights = [None] * len(outs) if sample_weights is None else sample_weights
+        for per_output, out, y, sw in zip(self.weighted_metrics, outs, ys, sample_weights):
+            for _, metric in per_output:
+                if sw is None:
+                    metric.update_state(y, out)
+                else:
+                    metric.update_state(y, out, sample_weight=sw)
 
     def tracker_logs(self):
         """The running values: ``loss``, each output's loss key, each metric key."""
@@ -515,14 +563,15 @@ class Engine:
         for key, tracker in zip(self.loss_keys, self.output_trackers):
             if tracker is not None:
                 logs[key] = tracker.result()
-        for per_output in self.metrics:
+        for per_output in self.metrics + self.weighted_metrics:
             for key, metric in per_output:
                 logs[key] = metric.result()
         return logs
 
     # ------------------------------------------------------------------ epochs
-    def run_epoch(self, xs, ys, epoch, batch_size, shuffle=True, callbacks=None):
-        """One pass over ``(xs, ys)`` in mini-batches (a new random order when ``shuffle``).
+    def run_epoch(self, xs, ys, epoch, batch_size, shuffle=True, callbacks=None, sample_weights=None):
+        """One pass over ``(xs, ys)`` in mini-batches (a new random order when ``shuffle``), each example
+        weighted by ``sample_weights`` (per output, an array ``(N,)`` or None; one process only).
 
         Returns
         -------
@@ -536,6 +585,7 @@ class Engine:
             :class:`StoppedMidEpoch`, which :meth:`run_epochs` turns into the end of training.
         """
         callbacks = callbacks if callbacks is not None else callbacks_module.CallbackList()
+        _refuse_distributed_weights(self, sample_weights)
         n = len(xs[0])
         steps = _num_batches(n, batch_size)
         order = self.rng.permutation(n) if shuffle else np.arange(n)
@@ -544,18 +594,15 @@ class Engine:
             idx = order[i * batch_size:(i + 1) * batch_size]
             if not self.distributed:
                 xb = [a[idx] for a in xs]
-                sliced, yb = {}, []
-                for y in ys:  # an array shared by several outputs is sliced once
-                    if y is not None and id(y) not in sliced:
-                        sliced[id(y)] = y[idx]
-                    yb.append(None if y is None else sliced[id(y)])
+                yb = _take(ys, idx)  # an array shared by several outputs is sliced once
+                sb = _take(sample_weights, idx)
             callbacks.on_train_batch_begin(i)
             lr = self.schedule(epoch + i / steps) if self.schedule is not None else None
             try:
                 if self.distributed:  # the global batch idx, split over the ranks (trackers updated inside)
                     self.train_global_batch(xs, ys, idx, lr)
                 else:
-                    total, values, outs, ydev = self.train_batch(xb, yb, lr)
+                    total, values, outs, ydev = self.train_batch(xb, yb, lr, sb)
             except TrainingDiverged as error:
                 failed = dict(self.tracker_logs(), loss=math.nan)
                 callbacks.on_train_batch_end(i, failed)
@@ -563,14 +610,14 @@ class Engine:
                     raise StoppedMidEpoch(failed) from None
                 raise TrainingDiverged(epoch + 1, i + 1, error.detail) from None
             if not self.distributed:
-                self.update_trackers(total, values, outs, ydev, len(idx))
+                self.update_trackers(total, values, outs, ydev, len(idx), sb)
             callbacks.on_train_batch_end(i, self.tracker_logs())
             if getattr(self.model, "stop_training", False):
                 break
         return self.tracker_logs()
 
     def run_epochs(self, xs, ys, start, end, batch_size, shuffle=True, validate=None, callbacks=None,
-                   extras=None):
+                   extras=None, sample_weights=None):
         """Epochs ``start .. end - 1`` (0-based): the loop both ``Model.fit`` and ``Trainer.fit`` run.
 
         Parameters
@@ -585,14 +632,18 @@ class Engine:
         extras : callable ``(epoch, logs, seconds) -> None``, optional
             Adds entries to an epoch's logs before they are checked and recorded (the trainer's ``lr``,
             ``epoch``, ``time``).
+        sample_weights : list of arrays (N,) or None, optional
+            Per output, every example's weight (see :meth:`weighted_loss`); one process only.
 
         Returns
         -------
         dict : the last epoch's logs (empty if none ran)
         """
         callbacks = callbacks if callbacks is not None else callbacks_module.CallbackList()
+        _refuse_distributed_weights(self, sample_weights)
         if not self.distributed:
-            return self._run_epochs(xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras)
+            return self._run_epochs(xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras,
+                                    sample_weights)
         from . import distributed
 
         self._check_trackers()
@@ -607,15 +658,17 @@ class Engine:
         with distributed.synchronize_batch_norm(self.model, self.comm):
             return self._run_epochs(xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras)
 
-    def _run_epochs(self, xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras):
+    def _run_epochs(self, xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras,
+                    sample_weights=None):
         self.model.stop_training = False
         self.model.running_engine = self  # Model.optimizer for callbacks (a Trainer's model is not compiled)
         try:
-            return self._epochs(xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras)
+            return self._epochs(xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras,
+                                sample_weights)
         finally:
             self.model.running_engine = None
 
-    def _epochs(self, xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras):
+    def _epochs(self, xs, ys, start, end, batch_size, shuffle, validate, callbacks, extras, sample_weights=None):
         callbacks.on_train_begin()
         logs = {}
         for epoch in range(start, end):
@@ -623,7 +676,7 @@ class Engine:
             began = time.perf_counter()
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite values are checked
                 try:
-                    logs = self.run_epoch(xs, ys, epoch, batch_size, shuffle, callbacks)
+                    logs = self.run_epoch(xs, ys, epoch, batch_size, shuffle, callbacks, sample_weights)
                 except StoppedMidEpoch as stop:
                     callbacks.on_train_end(stop.logs)
                     return stop.logs
@@ -647,14 +700,16 @@ class Engine:
         return logs
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate_arrays(self, xs, ys, batch_size, callbacks=None):
-        """Losses and metrics over ``(xs, ys)`` in inference mode (no shuffling, no augmentation).
+    def evaluate_arrays(self, xs, ys, batch_size, callbacks=None, sample_weights=None):
+        """Losses and metrics over ``(xs, ys)`` in inference mode (no shuffling, no augmentation), each example
+        weighted by ``sample_weights`` (per output, an array ``(N,)`` or None; one process only).
 
         Returns
         -------
         dict : ``loss`` (the weighted total), each output's loss key, each metric key (no ``val_`` prefix).
         """
         callbacks = callbacks if callbacks is not None else callbacks_module.CallbackList()
+        _refuse_distributed_weights(self, sample_weights)
         if self.distributed:  # each rank evaluates its contiguous shard; the sums are added at the end
             from . import distributed
 
@@ -672,9 +727,10 @@ class Engine:
                 sl = slice(i * batch_size, (i + 1) * batch_size)
                 xb = self.prepare_inputs([a[sl] for a in xs], training=False)
                 outs = self.model.run(xb, training=False)
-                yb = self.prepare_labels([None if y is None else y[sl] for y in ys])
-                total, values, _ = self.weighted_loss(outs, yb)
-                self.update_trackers(total, values, outs, yb, len(xb[0]))
+                yb = self.prepare_labels(_take(ys, sl))
+                sb = _take(sample_weights, sl)
+                total, values, _ = self.weighted_loss(outs, yb, self.prepare_labels(sb))
+                self.update_trackers(total, values, outs, yb, len(xb[0]), sb)
                 callbacks.on_test_batch_end(i, self.tracker_logs())
         if self.distributed:
             self._sum_trackers()
@@ -714,38 +770,43 @@ def _check_weight(name, w):
     return float(w)
 
 
-def _metric_spec(metrics, names):
-    """Per output, the list of metric identifiers."""
+def _metric_spec(metrics, names, argument="metrics"):
+    """Per output, the list of metric identifiers (``argument``: ``'metrics'`` or ``'weighted_metrics'``)."""
     if metrics is None:
         return [[] for _ in names]
     if isinstance(metrics, (str, metrics_module.Metric)) or callable(metrics):
-        raise ValueError(f"compile: metrics must be a list or a dict (e.g. metrics=['accuracy']), got {metrics!r}")
+        raise ValueError(f"compile: {argument} must be a list or a dict (e.g. {argument}=['accuracy']), got "
+                         f"{metrics!r}")
     if len(names) == 1:
         flat = []
         items = metrics.values() if isinstance(metrics, dict) else metrics
         if isinstance(metrics, dict) and set(metrics) - set(names):
-            raise ValueError(f"compile: metrics has keys {sorted(set(metrics) - set(names))} that are not output "
+            raise ValueError(f"compile: {argument} has keys {sorted(set(metrics) - set(names))} that are not output "
                              f"names; the model's output is {names}")
         for item in items:
             flat.extend(_as_list(item) if item is not None else [])
         return [flat]
     if isinstance(metrics, (list, tuple)) and len(metrics) != len(names):
-        raise ValueError(f"compile: for a model with {len(names)} outputs {names}, metrics as a list needs one "
+        raise ValueError(f"compile: for a model with {len(names)} outputs {names}, {argument} as a list needs one "
                          f"entry per output (a metric, a list of metrics, or None), got {len(metrics)}; or give a "
                          f"dict by output name, e.g. {{'{names[-1]}': ['accuracy']}}")
-    per_output = _per_output("metrics", metrics, names, None, allow_single=False)
+    per_output = _per_output(argument, metrics, names, None, allow_single=False)
     return [[] if item is None else _as_list(item) for item in per_output]
 
 
-def _metric_keys(spec, names):
+def _metric_keys(spec, names, weighted_spec=None):
     """Keras' log keys: the metric's name, prefixed with the output's name when there are several outputs,
-    with ``_1``, ``_2``, ... for repeats."""
+    with ``_1``, ``_2``, ... for repeats. A weighted metric whose key is taken becomes ``weighted_<name>`` (then
+    ``_1``, ...), as Keras 3 names it. Returns the keys of ``spec``, and of ``weighted_spec`` when given."""
     keys, seen = [], {}
+
+    def prefixed(name, base):
+        return f"{name}_{base}" if len(names) > 1 else base
+
     for per_output, name in zip(spec, names):
         row = []
         for identifier, metric in per_output:
-            base = identifier if isinstance(identifier, str) else metric.name
-            key = f"{name}_{base}" if len(names) > 1 else base
+            key = prefixed(name, identifier if isinstance(identifier, str) else metric.name)
             if key in seen:
                 seen[key] += 1
                 key = f"{key}_{seen[key] - 1}"
@@ -753,7 +814,26 @@ def _metric_keys(spec, names):
                 seen[key] = 1
             row.append(key)
         keys.append(row)
-    return keys
+    if weighted_spec is None:
+        return keys
+    weighted_keys = []
+    for per_output, name in zip(weighted_spec, names):
+        row = []
+        for identifier, metric in per_output:
+            base = identifier if isinstance(identifier, str) else metric.name
+            key = prefixed(name, base)
+            if key in seen:
+                key = prefixed(name, f"weighted_{base}")
+                if key in seen:
+                    seen[key] += 1
+                    key = f"{key}_{seen[key] - 1}"
+                else:
+                    seen[key] = 1
+            else:
+                seen[key] = 1
+            row.append(key)
+        weighted_keys.append(row)
+    return keys, weighted_keys
 
 
 class KerasState(Engine):
@@ -762,13 +842,15 @@ class KerasState(Engine):
     ``'accuracy'`` metrics are resolved on the first labels seen, as Keras does.
     """
 
-    def __init__(self, model, optimizer, losses, loss_weights, metric_ids, loss_keys):
+    def __init__(self, model, optimizer, losses, loss_weights, metric_ids, loss_keys, weighted_metric_ids=None):
         super().__init__(model, optimizer, losses, loss_weights, [[] for _ in losses], loss_keys)
         self.metric_ids = metric_ids
+        self.weighted_metric_ids = weighted_metric_ids if weighted_metric_ids is not None \
+            else [[] for _ in metric_ids]
         self.built_metrics = False
         names = output_names(model)
         # everything but 'accuracy' is built now, so unknown names fail in compile
-        for per_output in metric_ids:
+        for per_output in self.metric_ids + self.weighted_metric_ids:
             for identifier in per_output:
                 if not (isinstance(identifier, str) and identifier in metrics_module.ACCURACY_NAMES):
                     metrics_module.get(identifier)
@@ -778,28 +860,38 @@ class KerasState(Engine):
         """Resolve the metrics against the labels ``ys`` (once), after checking ``ys`` and each ``(labels, what)``
         of ``more`` (validation labels) against the losses and the metrics so resolved: labels that are refused
         resolve nothing, so a corrected call is not judged by a mistaken one."""
-        metrics = self.metrics if self.built_metrics else self._resolve_metrics(ys)
+        if self.built_metrics:
+            metrics, weighted = self.metrics, self.weighted_metrics
+        else:
+            metrics, weighted = self._resolve_metrics(ys)
+        both = [plain + extra for plain, extra in zip(metrics, weighted)]
         for labels, what in ((ys, "y"), *more):
-            check_labels(self, labels, who, what, metrics)
-        self.metrics, self.built_metrics = metrics, True
+            check_labels(self, labels, who, what, both)
+        self.metrics, self.weighted_metrics, self.built_metrics = metrics, weighted, True
 
     def _resolve_metrics(self, ys):
-        """The metrics per output, ``'accuracy'`` resolved from the shapes of ``ys``; nothing is kept."""
-        spec = []
-        for per_output, y, t in zip(self.metric_ids, ys, self.model.outputs):
-            row = []
-            for identifier in per_output:
-                if isinstance(identifier, str) and identifier in metrics_module.ACCURACY_NAMES:
-                    metric = metrics_module.resolve_accuracy(identifier, tuple(np.shape(y)), t.example_shape)
-                else:
-                    metric = metrics_module.get(identifier)
-                row.append((identifier, metric))
-            spec.append(row)
-        keys = _metric_keys(spec, self.names)
-        return [[(key, metric) for key, (_, metric) in zip(row_keys, row)] for row_keys, row in zip(keys, spec)]
+        """The metrics and the weighted metrics per output, ``'accuracy'`` resolved from the shapes of ``ys``;
+        nothing is kept."""
+        def resolve(ids):
+            spec = []
+            for per_output, y, t in zip(ids, ys, self.model.outputs):
+                row = []
+                for identifier in per_output:
+                    if isinstance(identifier, str) and identifier in metrics_module.ACCURACY_NAMES:
+                        metric = metrics_module.resolve_accuracy(identifier, tuple(np.shape(y)), t.example_shape)
+                    else:
+                        metric = metrics_module.get(identifier)
+                    row.append((identifier, metric))
+                spec.append(row)
+            return spec
+
+        spec, weighted_spec = resolve(self.metric_ids), resolve(self.weighted_metric_ids)
+        keys, weighted_keys = _metric_keys(spec, self.names, weighted_spec)
+        return tuple([[(key, metric) for key, (_, metric) in zip(row_keys, row)] for row_keys, row in zip(k, sp)]
+                     for k, sp in ((keys, spec), (weighted_keys, weighted_spec)))
 
 
-def compile_model(model, optimizer, loss, loss_weights=None, metrics=None):
+def compile_model(model, optimizer, loss, loss_weights=None, metrics=None, weighted_metrics=None):
     """Build the :class:`KerasState` behind ``model.compile(...)``; every argument is checked here.
 
     Parameters
@@ -814,6 +906,9 @@ def compile_model(model, optimizer, loss, loss_weights=None, metrics=None):
     metrics : list or dict, optional
         Single output: a list (``['accuracy']``). Several outputs: a list with one entry (a metric, a list of
         metrics, or None) per output, or a dict by output name.
+    weighted_metrics : list or dict, optional
+        As ``metrics``; these take ``fit``'s and ``evaluate``'s sample weights (class weights included), and are
+        logged after them, as ``weighted_<name>`` where the name is taken (Keras 3's keys).
     """
     names = output_names(model)
     if loss is None:
@@ -841,7 +936,8 @@ def compile_model(model, optimizer, loss, loss_weights=None, metrics=None):
                  for name, item in zip(names, losses)]
     try:
         metric_ids = _metric_spec(metrics, names)
-        state = KerasState(model, optimizer, losses, weights, metric_ids, loss_keys)
+        weighted_ids = _metric_spec(weighted_metrics, names, "weighted_metrics")
+        state = KerasState(model, optimizer, losses, weights, metric_ids, loss_keys, weighted_ids)
     except ValueError as error:
         raise ValueError(str(error) if str(error).startswith("compile") else f"compile: {error}") from None
     return state
@@ -924,9 +1020,10 @@ def standardize_y(state, y, n, who, what="y"):
             raise ValueError(f"{who}: {what} is a list of {len(y)} for {len(names)} outputs {names}; give one "
                              f"array per output, a dict by output name, or one array for all")
     out, converted = [], {}
-    for name, item, loss, per_output in zip(names, ys, state.losses, state.metric_ids):
+    for name, item, loss, per_output, weighted in zip(names, ys, state.losses, state.metric_ids,
+                                                      state.weighted_metric_ids):
         if item is None:
-            if loss is not None or per_output:
+            if loss is not None or per_output or weighted:
                 raise ValueError(f"{who}: no labels in {what} for output '{name}', which has a loss or metrics")
             out.append(None)
             continue
@@ -958,19 +1055,136 @@ def check_labels(state, ys, who, what="y", metrics=None):
             metric.check_labels(host, t.example_shape, where)
 
 
+def _weights_problem(w, n, x_what):
+    """Why ``w`` is not one finite weight >= 0 per example of the ``n`` of ``x_what``, or None."""
+    if w.dtype.kind not in "biuf":
+        return f"must be numbers, got dtype {w.dtype}"
+    if tuple(w.shape) not in ((n,), (n, 1)):
+        extra = ("; per-position weights are not supported (one weight per example: every output position "
+                 "shares it)" if w.ndim > 1 and len(w) == n else "")
+        return (f"has shape {tuple(w.shape)} but {x_what} has {n} examples; give one weight per example, shape "
+                f"({n},){extra}")
+    w = w.reshape(n)
+    if w.dtype.kind == "f" and not bool(np.isfinite(w).all()):
+        i = int(np.argwhere(~np.isfinite(w))[0, 0])
+        return f"holds NaN or inf (first: {w[i]} at index {i})"
+    if bool((w < 0).any()):
+        i = int(np.argwhere(w < 0)[0, 0])
+        return f"must be >= 0, got {w[i]} at index {i}"
+    return None
+
+
+def standardize_sample_weight(state, sample_weight, ys, n, who, what="sample_weight"):
+    """The sample weights as a list per output (float64 arrays ``(n,)``, or None), checked; None for None.
+
+    ``sample_weight``: one array ``(n,)`` (or ``(n, 1)``) for every output that has labels, a list with one
+    entry (array or None) per output, or a dict by output name. Every weight must be a finite number >= 0, and
+    every output it weights must have a loss that takes sample weights; else ``ValueError`` naming ``what``, the
+    output and the shapes.
+    """
+    if sample_weight is None:
+        return None
+    names = state.names
+    if isinstance(sample_weight, dict):
+        unknown = sorted(set(sample_weight) - set(names))
+        if unknown:
+            raise ValueError(f"{who}: {what} has keys {unknown} that are not output names; outputs: {names}")
+        items = [sample_weight.get(name) for name in names]
+    elif isinstance(sample_weight, (list, tuple)) and len(names) > 1 and len(sample_weight) == len(names) \
+            and all(item is None or np.ndim(item) >= 1 for item in sample_weight):
+        items = list(sample_weight)
+    else:
+        if isinstance(sample_weight, (list, tuple)) and len(sample_weight) == 1 and np.ndim(sample_weight[0]) >= 1:
+            sample_weight = sample_weight[0]  # [weights] for a single output
+        items = [sample_weight if y is not None else None for y in ys]
+    out, converted = [], {}
+    for name, item, y, loss in zip(names, items, ys, state.losses):
+        if item is None:
+            out.append(None)
+            continue
+        where = f"{what} for output '{name}'" if len(names) > 1 else what
+        if y is None:
+            raise ValueError(f"{who}: {where} is given, but the output has no labels")
+        if id(item) not in converted:
+            w = np.asarray(backend.to_numpy(item))
+            problem = _weights_problem(w, n, "validation_data x" if what.startswith("validation") else "x")
+            if problem is not None:
+                raise ValueError(f"{who}: {where} {problem}")
+            converted[id(item)] = w.reshape(n).astype(np.float64)
+        if loss is not None and not losses_module.accepts_sample_weight(loss):
+            raise ValueError(f"{who}: {where}: loss '{loss.name}' ({type(loss).__name__}) takes no sample_weight; "
+                             f"use a loss object (CategoricalCrossentropy, SparseCategoricalCrossentropy, "
+                             f"BinaryCrossentropy, MeanSquaredError)")
+        out.append(converted[id(item)])
+    return out
+
+
+def check_class_weight(state, class_weight, who):
+    """Check ``class_weight`` ``{class index: weight}`` (a single-output model; integer keys in [0, C), or
+    {0, 1} for an output of one unit; finite weights >= 0) and return it as a table ``(C,)`` (1 for the classes
+    not given, as Keras)."""
+    if not isinstance(class_weight, dict):
+        raise ValueError(f"{who}: class_weight must be a dict {{class index: weight}}, got "
+                         f"{type(class_weight).__name__}")
+    if len(state.names) != 1:
+        raise ValueError(f"{who}: class_weight is only supported for a model with a single output (as in Keras); "
+                         f"this one has {len(state.names)} {state.names}: give sample_weight instead")
+    example_shape = state.model.outputs[0].example_shape
+    units = example_shape[-1]
+    classes = units if units > 1 else 2
+    table = np.ones(classes)
+    for key, value in class_weight.items():
+        if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)) or not 0 <= key < classes:
+            raise ValueError(f"{who}: class_weight has the key {key!r}, which is not a class index of output "
+                             f"'{state.names[0]}' (outputs of shape (N, {', '.join(map(str, example_shape))})): "
+                             f"keys must be integers in [0, {classes})")
+        table[int(key)] = check_number(who, f"class_weight[{key}]", value, low=0)
+    return table
+
+
+def class_sample_weights(state, table, ys, n, who):
+    """The weight of each example from its class (``class_weight`` as :func:`check_class_weight`'s table), as
+    Keras reads the class: the label (rounded) for class indices ``(N,)``/``(N, 1)`` and for an output of one
+    unit, ``argmax`` for labels ``(N, C)``. Returns the list per output for :func:`fit`."""
+    y = np.asarray(backend.to_numpy(ys[0]))
+    ids = y
+    if ids.ndim > 1:
+        ids = ids.argmax(axis=-1) if ids.shape[-1] != 1 else ids[..., 0]
+    if ids.shape != (n,):
+        raise ValueError(f"{who}: class_weight needs one class per example, but labels of shape {tuple(y.shape)} give "
+                         f"classes of shape {tuple(ids.shape)}; weight the examples with sample_weight instead")
+    ids = np.round(ids).astype(np.int64)
+    bad = (ids < 0) | (ids >= len(table))
+    if bool(bad.any()):
+        i = int(np.argwhere(bad)[0, 0])
+        raise ValueError(f"{who}: class_weight: the labels are not class indices in [0, {len(table)}) (first: "
+                         f"{y[i]} at index {i})")
+    return [table[ids]]
+
+
 def _require_compiled(model, state, who):
     if state is None:
         raise ValueError(f"{who}: the model must be compiled first: call model.compile(optimizer=..., loss=...) "
                          f"before model.{who.split('.')[-1]}()")
 
 
+def _refuse_weights_in_parallel(state, who, given):
+    """``ValueError`` when data-parallel training (or evaluation) is asked to weight examples."""
+    if state.distributed and given:
+        raise ValueError(f"{who}: {' and '.join(given)} are not supported in data-parallel (MPI) training: train in "
+                         f"one process (distributed=False) to weight examples")
+
+
 def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-        validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, distributed=None):
+        validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
+        initial_epoch=0, distributed=None):
     """``Model.fit``: check every argument, then run :meth:`Engine.run_epochs`; return the ``History``.
 
     ``distributed`` (True, a :class:`tinynet.distributed.Communicator` or an mpi4py communicator; False for one
     process; None keeps what :func:`tinynet.distributed.distribute` set) trains data-parallel, with
-    ``batch_size`` the global batch.
+    ``batch_size`` the global batch. ``sample_weight`` (see :func:`standardize_sample_weight`) or ``class_weight``
+    (see :func:`check_class_weight`) weight the training examples, as Keras; ``validation_data`` may carry the
+    validation examples' weights as a third item. Weights are for one process: refused with ``distributed``.
     """
     who = "fit"
     _require_compiled(model, state, who)
@@ -978,6 +1192,13 @@ def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
         from . import distributed as distributed_module
 
         state.set_communicator(distributed_module.get_communicator(distributed))
+    if sample_weight is not None and class_weight is not None:
+        raise ValueError(f"{who}: give sample_weight or class_weight, not both (as Keras)")
+    val_weight = validation_data[2] if isinstance(validation_data, (list, tuple)) and len(validation_data) == 3 \
+        else None
+    _refuse_weights_in_parallel(state, who, [name for name, v in (("sample_weight", sample_weight), (
+        "class_weight", class_weight), ("validation sample weights", val_weight)) if v is not None])
+    table = None if class_weight is None else check_class_weight(state, class_weight, who)
     verbose = _verbose(who, verbose)
     batch_size = 32 if batch_size is None else _positive_int(who, "batch_size", batch_size)
     epochs = check_number(who, "epochs", epochs, low=0, integer=True)
@@ -1000,41 +1221,46 @@ def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
     if n == 0:
         raise ValueError(f"{who}: x is empty (0 examples)")
     ys = standardize_y(state, y, n, who)
+    sws = standardize_sample_weight(state, sample_weight, ys, n, who)
     val = None
     if validation_data is not None:
-        if not isinstance(validation_data, (list, tuple)) or len(validation_data) != 2:
-            raise ValueError(f"{who}: validation_data must be a tuple (x_val, y_val), got "
-                             f"{type(validation_data).__name__}"
-                             + (f" of {len(validation_data)}" if isinstance(validation_data, (list, tuple)) else "")
-                             + " (sample weights are not supported)")
+        if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
+            raise ValueError(f"{who}: validation_data must be a tuple (x_val, y_val) or (x_val, y_val, "
+                             f"sample_weight_val), got {type(validation_data).__name__}"
+                             + (f" of {len(validation_data)}" if isinstance(validation_data, (list, tuple)) else ""))
         vx = standardize_x(model, validation_data[0], who, "validation_data x")
         if len(vx[0]) == 0:
             raise ValueError(f"{who}: validation_data is empty (0 examples)")
         vy = standardize_y(state, validation_data[1], len(vx[0]), who, "validation_data y")
-        val = (vx, vy)
+        val = (vx, vy, standardize_sample_weight(state, val_weight, vy, len(vx[0]), who,
+                                                 "validation_data sample_weight"))
     elif validation_split > 0:
         split = int(math.floor(n * (1.0 - validation_split)))
         if split == 0 or split == n:
             raise ValueError(f"{who}: validation_split={validation_split:g} of {n} examples leaves "
                              f"{'no training' if split == 0 else 'no validation'} examples")
-        val = ([a[split:] for a in xs], [None if t is None else t[split:] for t in ys])
+        # the last examples, their labels and their weights (Keras splits sample_weight too)
+        val = ([a[split:] for a in xs], _take(ys, slice(split, None)), _take(sws, slice(split, None)))
         xs = [a[:split] for a in xs]
-        ys = [None if t is None else t[:split] for t in ys]
+        ys = _take(ys, slice(None, split))
+        sws = _take(sws, slice(None, split))
         n = split
     more = () if val is None else ((val[1], "validation_data y" if validation_data is not None else "y (validation)"),)
     state.build_metrics(ys, who, more)
+    if table is not None:  # from the training labels alone, once they are checked (Keras weights no validation)
+        sws = class_sample_weights(state, table, ys, n, who)
     steps = _num_batches(n, batch_size)
     cbs = callbacks_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=model,
                                         verbose=verbose, epochs=epochs, steps=steps)
     state.batch_size = batch_size
 
     def validate():
-        logs = state.evaluate_arrays(val[0], val[1], batch_size, callbacks=cbs)
+        logs = state.evaluate_arrays(val[0], val[1], batch_size, callbacks=cbs, sample_weights=val[2])
         return {f"val_{k}": v for k, v in logs.items()}
 
     try:
         state.run_epochs(xs, ys, initial_epoch, epochs, batch_size, shuffle=bool(shuffle),
-                         validate=validate if val is not None else None, callbacks=cbs)
+                         validate=validate if val is not None else None, callbacks=cbs, sample_weights=sws)
     finally:
         for cb in cbs:
             if isinstance(cb, callbacks_module.ProgbarLogger):
@@ -1042,28 +1268,39 @@ def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
     return cbs.history
 
 
-def evaluate(model, state, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, callbacks=None):
-    """``Model.evaluate``: the loss (and metrics) in inference mode, as Keras returns them."""
+def evaluate(model, state, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, return_dict=False,
+             callbacks=None):
+    """``Model.evaluate``: the loss (and metrics) in inference mode, as Keras returns them; ``sample_weight``
+    weights the losses and the weighted metrics (one process only)."""
     who = "evaluate"
     _require_compiled(model, state, who)
     verbose = _verbose(who, verbose)
     batch_size = 32 if batch_size is None else _positive_int(who, "batch_size", batch_size)
-    xs, ys = _batch_arrays(model, state, x, y, who)
+    xs, ys, sws = _batch_arrays(model, state, x, y, who, sample_weight)
     cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
                                         steps=_num_batches(len(xs[0]), batch_size), evaluating=True)
-    return _returned(state.evaluate_arrays(xs, ys, batch_size, callbacks=cbs), return_dict)
+    return _returned(state.evaluate_arrays(xs, ys, batch_size, callbacks=cbs, sample_weights=sws), return_dict)
 
 
-def _batch_arrays(model, state, x, y, who):
-    """``x`` and ``y`` as lists of arrays, checked as :func:`fit` checks them (metrics resolved from ``y``)."""
+def _batch_arrays(model, state, x, y, who, sample_weight=None, class_weight=None):
+    """``x``, ``y`` and the sample weights (from ``sample_weight`` or ``class_weight``) as lists, checked as
+    :func:`fit` checks them (metrics resolved from ``y``)."""
     _require_compiled(model, state, who)
+    if sample_weight is not None and class_weight is not None:
+        raise ValueError(f"{who}: give sample_weight or class_weight, not both (as Keras)")
+    _refuse_weights_in_parallel(state, who, [name for name, v in (("sample_weight", sample_weight),
+                                                                  ("class_weight", class_weight)) if v is not None])
+    table = None if class_weight is None else check_class_weight(state, class_weight, who)
     xs = standardize_x(model, x, who)
     n = len(xs[0])
     if n == 0:
         raise ValueError(f"{who}: x is empty (0 examples)")
     ys = standardize_y(state, y, n, who)
+    sws = standardize_sample_weight(state, sample_weight, ys, n, who)
     state.build_metrics(ys, who)
-    return xs, ys
+    if table is not None:
+        sws = class_sample_weights(state, table, ys, n, who)
+    return xs, ys, sws
 
 
 def _returned(logs, return_dict):
@@ -1074,9 +1311,10 @@ def _returned(logs, return_dict):
     return values[0] if len(values) == 1 else values
 
 
-def train_on_batch(model, state, x=None, y=None, return_dict=False):
-    """``Model.train_on_batch``: one optimizer step on the batch ``(x, y)``, checked as :func:`fit` checks its
-    arguments; return this batch's loss and metrics (as Keras since 2026, not running means over the calls).
+def train_on_batch(model, state, x=None, y=None, sample_weight=None, class_weight=None, return_dict=False):
+    """``Model.train_on_batch``: one optimizer step on the batch ``(x, y)`` (its examples weighted by
+    ``sample_weight`` or ``class_weight``, as :func:`fit`), checked as :func:`fit` checks its arguments; return
+    this batch's loss and metrics (as Keras since 2026, not running means over the calls).
 
     The step is :meth:`Engine.train_batch` (or, data-parallel, :meth:`Engine.train_global_batch` over the whole
     batch): a non-finite loss or gradient raises :class:`TrainingDiverged` and changes nothing. The loss and the
@@ -1084,27 +1322,27 @@ def train_on_batch(model, state, x=None, y=None, return_dict=False):
     on the batch's statistics), before the update.
     """
     who = "train_on_batch"
-    xs, ys = _batch_arrays(model, state, x, y, who)
+    xs, ys, sws = _batch_arrays(model, state, x, y, who, sample_weight, class_weight)
     state.reset_trackers()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite values are checked
         try:
             if state.distributed:
                 state.train_global_batch(xs, ys, np.arange(len(xs[0])))
             else:
-                total, values, outs, ydev = state.train_batch(xs, ys)
-                state.update_trackers(total, values, outs, ydev, len(xs[0]))
+                total, values, outs, ydev = state.train_batch(xs, ys, sample_weights=sws)
+                state.update_trackers(total, values, outs, ydev, len(xs[0]), sws)
         except TrainingDiverged as error:
             raise TrainingDiverged(state.epoch + 1, state.optimizer.iterations + 1, error.detail) from None
     return _returned(state.tracker_logs(), return_dict)
 
 
-def test_on_batch(model, state, x=None, y=None, return_dict=False):
+def test_on_batch(model, state, x=None, y=None, sample_weight=None, return_dict=False):
     """``Model.test_on_batch``: the loss and metrics of the batch ``(x, y)`` in inference mode, as
-    :func:`evaluate` with the whole batch at once."""
-    xs, ys = _batch_arrays(model, state, x, y, "test_on_batch")
-    return _returned(state.evaluate_arrays(xs, ys, len(xs[0])), return_dict)
+    :func:`evaluate` with the whole batch at once (``sample_weight`` as there)."""
+    xs, ys, sws = _batch_arrays(model, state, x, y, "test_on_batch", sample_weight)
+    return _returned(state.evaluate_arrays(xs, ys, len(xs[0]), sample_weights=sws), return_dict)
 
 
 __all__ = ["Engine", "KerasState", "TrainingDiverged", "StoppedMidEpoch", "compile_model", "fit", "evaluate",
            "train_on_batch", "test_on_batch", "check_number", "output_names", "standardize_x", "standardize_y",
-           "check_labels"]
+           "standardize_sample_weight", "check_class_weight", "class_sample_weights", "check_labels"]

@@ -20,17 +20,43 @@ Two ways to use them:
   (class indices or one-hot) and return ``(loss, gradient)``; :func:`weighted_loss` sums them over several
   outputs. :class:`tinynet.training.Trainer` uses these.
 * Keras' loss objects, for :meth:`tinynet.Model.compile`: :class:`CategoricalCrossentropy` (one-hot labels),
-  :class:`SparseCategoricalCrossentropy` (class indices), both with ``from_logits``; :func:`get` builds them
-  from Keras' names ``'categorical_crossentropy'`` and ``'sparse_categorical_crossentropy'``. Called as Keras
-  does, ``loss(y_true, y_pred, sample_weight=None)``, they return the mean loss; :meth:`Loss.value_and_grad`
-  also gives the gradient, and :meth:`Loss.check_labels` checks a whole label array before training.
+  :class:`SparseCategoricalCrossentropy` (class indices), :class:`BinaryCrossentropy` (targets in [0, 1]), the
+  three with ``from_logits``, and :class:`MeanSquaredError`; :func:`get` builds them from Keras' names
+  ``'categorical_crossentropy'``, ``'sparse_categorical_crossentropy'``, ``'binary_crossentropy'``,
+  ``'mean_squared_error'`` / ``'mse'``. Called as Keras does, ``loss(y_true, y_pred, sample_weight=None)``, they
+  return the mean loss; :meth:`Loss.value_and_grad` also gives the gradient ∂L/∂y_pred, which is all the
+  training loop asks of a loss (:meth:`tinynet.engine.Engine.weighted_loss` feeds it to ``Model.backward``),
+  and :meth:`Loss.check_labels` checks a whole label array before training.
+
+For outputs ``y`` (N, ..., K) with K units, targets ``t`` of the same shape and ``M`` = N times the middle axes,
+the two element-wise losses average over the units, then over the predictions, as Keras:
+
+mean squared error:
+
+.. math:: L = \\frac{1}{M}\\sum_m \\frac{1}{K}\\sum_k (y_{mk} − t_{mk})^2, \\qquad
+          ∂L/∂y_{mk} = \\frac{2 (y_{mk} − t_{mk})}{M K}
+
+binary cross-entropy on probabilities ``p`` (clipped as Keras, ``q = clip(p, ε, 1 − ε)``, ε = 1e-7):
+
+.. math:: L = −\\frac{1}{MK}\\sum \\big(t \\log q + (1 − t) \\log(1 − q)\\big), \\qquad
+          ∂L/∂p = −\\frac{c}{MK}\\Big(\\frac{t}{q} − \\frac{1 − t}{1 − q}\\Big)
+
+with ``c`` = 1 inside (ε, 1 − ε), 0 outside and ½ on the bounds themselves (the derivative of ``clip`` that
+Keras on JAX takes); and from logits ``z`` (finite for any logits: ``softplus(x) = max(x, 0) +
+log1p(e^{−|x|})``):
+
+.. math:: L = \\frac{1}{MK}\\sum t\\,\\mathrm{softplus}(−z) + (1 − t)\\,\\mathrm{softplus}(z), \\qquad
+          ∂L/∂z = \\frac{σ(z) − t}{MK}
 
 Sample weights follow Keras' default reduction, ``'sum_over_batch_size'``: with per-prediction losses
 ``l_m`` and weights ``w_m``, ``L = Σ_m w_m l_m / M`` (divided by the number of predictions, not by ``Σ w``)
-and ``∂L/∂z_m = w_m ∂l_m/∂z_m / M``. Both cross-entropies are linear in the targets, so the loss objects
-weight the targets: ``t_m → w_m t_m`` gives exactly that value and gradient.
+and ``∂L/∂z_m = w_m ∂l_m/∂z_m / M``. Both categorical cross-entropies are linear in the targets, so their
+objects weight the targets: ``t_m → w_m t_m`` gives exactly that value and gradient; the element-wise losses
+multiply each prediction's loss and gradient by ``w_m``.
 """
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 
@@ -274,14 +300,18 @@ def label_problem(y, output_shape, mode):
     """Why the label array ``y`` (N, ...) does not fit outputs of per-example shape ``output_shape``, or None.
 
     ``mode``: ``'one_hot'`` (shape ``(N, *output_shape)``, floats, or integers that are 0 or 1), ``'ids'``
-    (integer class ids in [0, C), shape ``(N, *output_shape[:-1])``, with a trailing 1, or ``(N,)``) or
-    ``'either'``.
+    (integer class ids in [0, C), shape ``(N, *output_shape[:-1])``, with a trailing 1, or ``(N,)``),
+    ``'either'``, ``'values'`` (finite targets of shape ``(N, *output_shape)``, or ``(N, *output_shape[:-1])``
+    for outputs of one unit, as Keras squeezes that axis: :class:`MeanSquaredError`) or ``'probabilities'``
+    (as ``'values'``, in [0, 1]: :class:`BinaryCrossentropy`).
     """
     output_shape = tuple(output_shape)
     classes = output_shape[-1]
     full = (len(y),) + output_shape
     if y.dtype.kind not in "biuf":
         return f"labels have dtype {y.dtype}; expected numbers"
+    if mode in ("values", "probabilities"):
+        return _target_problem(y, full, mode == "probabilities")
     one_hot = tuple(y.shape) == full
     if mode == "either":
         mode = "one_hot" if one_hot else "ids"
@@ -314,6 +344,26 @@ def label_problem(y, output_shape, mode):
     return None
 
 
+def _target_problem(y, full, probabilities):
+    """:func:`label_problem` for element-wise targets: shape ``full`` (or ``full[:-1]`` for one unit), finite,
+    in [0, 1] when ``probabilities``."""
+    accepted = [full] + ([full[:-1]] if full[-1] == 1 else [])
+    if tuple(y.shape) not in accepted:
+        hint = ""
+        if y.dtype.kind in "iu" and tuple(y.shape) in (full[:-1], full[:-1] + (1,)):
+            hint = (f"; these look like class indices: one-hot encode them with tinynet.utils.to_categorical(y, "
+                    f"{full[-1]})")
+        return (f"takes targets of the outputs' shape {full}" + (f" (or {full[:-1]})" if len(accepted) > 1 else "")
+                + f", got shape {tuple(y.shape)}{hint}")
+    if y.dtype.kind == "f" and not bool(np.isfinite(y).all()):
+        return "targets hold NaN or inf"
+    if probabilities and y.size and (float(y.min()) < 0 or float(y.max()) > 1):
+        bad = tuple(int(i) for i in np.argwhere((y < 0) | (y > 1))[0])
+        return (f"takes targets in [0, 1] (probabilities of the positive class); got values in [{float(y.min()):g}, "
+                f"{float(y.max()):g}] (first: {float(y[bad]):g} at index {bad})")
+    return None
+
+
 class Loss:
     """Base class of the loss objects (Keras' ``keras.losses.Loss``), which also give the gradient.
 
@@ -325,9 +375,18 @@ class Loss:
     Parameters
     ----------
     name : str
+
+    Attributes
+    ----------
+    label_mode : str
+        The labels it takes, as :func:`label_problem` reads them.
+    takes_sample_weight : bool
+        Whether :meth:`value_and_grad` takes ``sample_weight`` (``fit(sample_weight=...)`` checks it before
+        training); a subclass whose ``value_and_grad`` has two arguments is read as False too.
     """
 
     label_mode = "either"
+    takes_sample_weight = True
 
     def __init__(self, name=None):
         self.name = name or type(self).__name__
@@ -409,10 +468,7 @@ class CategoricalCrossentropy(_Crossentropy):
 
     def __init__(self, from_logits=False, label_smoothing=0.0, name="categorical_crossentropy"):
         super().__init__(from_logits, name)
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.number)) \
-                or not 0.0 <= float(label_smoothing) <= 1.0:
-            raise ValueError(f"{type(self).__name__}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = _check_smoothing(type(self).__name__, label_smoothing)
 
     def targets(self, y_true, y_pred):
         t = get_array_module(y_pred).asarray(y_true)
@@ -465,9 +521,168 @@ class SparseCategoricalCrossentropy(_Crossentropy):
         return {"from_logits": self.from_logits, "name": self.name}
 
 
+class _ElementwiseLoss(Loss):
+    """The element-wise losses' shared part (Keras' mean over the last axis): targets, sample weights, the mean.
+
+    A subclass gives :meth:`elements`, the loss of every output unit and its derivative. With ``e`` (N, ..., K)
+    those losses, ``w`` the weight of each of the ``M`` predictions (1 without ``sample_weight``):
+
+    .. math:: L = \\frac{1}{M}\\sum_m w_m \\frac{1}{K}\\sum_k e_{mk}, \\qquad
+              ∂L/∂y_{mk} = \\frac{w_m}{MK}\\, ∂e_{mk}/∂y_{mk}
+    """
+
+    label_mode = "values"
+
+    def targets(self, y_true, y_pred):
+        """``y_true`` as targets of ``y_pred``'s shape and dtype; labels ``(N, ...)`` without the last axis fit
+        an output of one unit (Keras squeezes it). Another shape, a non-numeric dtype or a non-finite value
+        raise ``ValueError`` naming this loss and both shapes."""
+        xp = get_array_module(y_pred)
+        t = xp.asarray(y_true)
+        full = tuple(y_pred.shape)
+        if t.dtype.kind not in "biuf":
+            raise ValueError(f"{self.name}: targets must be numbers, got dtype {t.dtype} shape {tuple(t.shape)}")
+        if tuple(t.shape) != full:
+            if full[-1] != 1 or tuple(t.shape) != full[:-1]:
+                raise ValueError(f"{self.name}: targets of shape {tuple(t.shape)} do not fit outputs of shape "
+                                 f"{full}; give targets of the outputs' shape"
+                                 + (f" (or {full[:-1]})" if full[-1] == 1 else ""))
+            t = t[..., None]
+        t = t.astype(y_pred.dtype, copy=False)
+        if not bool(xp.isfinite(t).all()):
+            raise ValueError(f"{self.name}: targets hold NaN or inf")
+        return t
+
+    def elements(self, t, y):
+        """``(e, ∂e/∂y)``: the loss of every unit and its derivative, both shaped like ``y``."""
+        raise NotImplementedError
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        _check_scores(y_pred, self.name)
+        t = self.targets(y_true, y_pred)
+        e, de = self.elements(t, y_pred)
+        units = y_pred.shape[-1]
+        m = y_pred.size // units
+        per_prediction = e.mean(axis=-1)  # (N, ...), Keras' values before the reduction
+        scale = y_pred.dtype.type(m * units)
+        if sample_weight is None:
+            return float(per_prediction.sum() / m), de / scale
+        w = sample_weights_like(y_pred, sample_weight, self.name)
+        return float((per_prediction * w).sum() / m), de * w[..., None] / scale
+
+
+class MeanSquaredError(_ElementwiseLoss):
+    """Mean squared error (Keras' ``MeanSquaredError``, ``'mean_squared_error'``, ``'mse'``).
+
+    .. math:: e = (y − t)^2, \\qquad ∂e/∂y = 2 (y − t)
+
+    averaged over the last axis, then over the predictions; with ``w_m`` the weight of each of the ``M``
+    predictions (1 without ``sample_weight``) and K units:
+
+    .. math:: L = \\frac{1}{M}\\sum_m w_m \\frac{1}{K}\\sum_k e_{mk}, \\qquad
+              ∂L/∂y_{mk} = \\frac{w_m}{MK}\\, ∂e_{mk}/∂y_{mk}
+
+    Parameters
+    ----------
+    name : str, default 'mean_squared_error'
+
+    Targets are finite numbers of the outputs' shape ``(N, ..., K)``, or ``(N, ...)`` for an output of one unit.
+    """
+
+    def __init__(self, name="mean_squared_error"):
+        super().__init__(name)
+
+    def elements(self, t, y):
+        d = y - t
+        return d * d, d + d
+
+
+class BinaryCrossentropy(_ElementwiseLoss):
+    """Binary cross-entropy (Keras' ``BinaryCrossentropy``, ``'binary_crossentropy'``), each output unit a
+    probability (or a logit) of its own: one sigmoid unit for two classes, K for K independent labels.
+
+    On probabilities ``p`` (a sigmoid output), clipped to [ε, 1 − ε] with ε = 1e-7 as Keras:
+
+    .. math:: e = −t \\log q − (1 − t) \\log(1 − q), \\quad q = clip(p, ε, 1 − ε), \\qquad
+              ∂e/∂p = −c\\Big(\\frac{t}{q} − \\frac{1 − t}{1 − q}\\Big)
+
+    where ``c`` is the derivative of the clip as Keras on JAX takes it: 1 inside (ε, 1 − ε), 0 outside, ½ on a
+    bound. On logits ``z`` (``from_logits=True``) the sigmoid is fused in, finite for any logit:
+
+    .. math:: e = t\\,\\mathrm{softplus}(−z) + (1 − t)\\,\\mathrm{softplus}(z), \\qquad
+              ∂e/∂z = (1 − t)\\,σ(z) − t\\,σ(−z) = σ(z) − t
+
+    with ``softplus(x) = max(x, 0) + log1p(exp(−|x|))`` and both ``σ(z)`` and ``σ(−z)`` computed from
+    ``exp(−|z|)``. The loss is ``e`` averaged over the last axis, then over the predictions, with the sample
+    weights (see :class:`MeanSquaredError`).
+
+    Parameters
+    ----------
+    from_logits : bool, default False
+        Whether ``y_pred`` are logits (True) or probabilities (False). Anything but a bool raises ``TypeError``.
+    label_smoothing : float in [0, 1], default 0
+        Targets become ``t · (1 − s) + s / 2``, as Keras.
+    name : str, default 'binary_crossentropy'
+
+    Targets are in [0, 1] (0/1 labels or soft ones), of the outputs' shape ``(N, ..., K)``, or ``(N, ...)`` for
+    an output of one unit; others raise ``ValueError`` naming the loss and the values or shapes.
+    """
+
+    label_mode = "probabilities"
+
+    def __init__(self, from_logits=False, label_smoothing=0.0, name="binary_crossentropy"):
+        super().__init__(name)
+        check_flag(type(self).__name__, "from_logits", from_logits)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = _check_smoothing(type(self).__name__, label_smoothing)
+
+    def targets(self, y_true, y_pred):
+        t = super().targets(y_true, y_pred)
+        xp = get_array_module(y_pred)
+        bad = (t < 0) | (t > 1)
+        if bool(bad.any()):
+            index = tuple(int(i) for i in xp.argwhere(bad)[0])
+            raise ValueError(f"{self.name}: takes targets in [0, 1], got values in [{float(t.min()):g}, "
+                             f"{float(t.max()):g}] (first: {float(t[index]):g} at index {index})")
+        if self.label_smoothing:
+            s = y_pred.dtype.type(self.label_smoothing)
+            t = t * (y_pred.dtype.type(1) - s) + y_pred.dtype.type(0.5) * s
+        return t
+
+    def elements(self, t, y):
+        xp = get_array_module(y)
+        one = y.dtype.type(1)
+        if self.from_logits:
+            small = xp.exp(-xp.abs(y))  # e^{-|z|} in (0, 1]: no overflow for any logit
+            tail = xp.log1p(small)
+            zero = y.dtype.type(0)
+            e = t * (xp.maximum(-y, zero) + tail) + (one - t) * (xp.maximum(y, zero) + tail)
+            positive = y >= 0
+            sig = xp.where(positive, one / (one + small), small / (one + small))  # σ(z)
+            sig_neg = xp.where(positive, small / (one + small), one / (one + small))  # σ(−z)
+            return e, (one - t) * sig - t * sig_neg
+        eps = y.dtype.type(EPSILON)
+        q = xp.clip(y, eps, one - eps)
+        e = -(t * xp.log(q) + (one - t) * xp.log(one - q))
+        half = y.dtype.type(0.5)
+        c = xp.where((y > eps) & (y < one - eps), one, xp.where((y == eps) | (y == one - eps), half, y.dtype.type(0)))
+        return e, c * ((one - t) / (one - q) - t / q)
+
+    def get_config(self):
+        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing, "name": self.name}
+
+
+def _check_smoothing(who, label_smoothing):
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.number)) \
+            or not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"{who}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return float(label_smoothing)
+
+
 class LossFunctionWrapper(Loss):
     """A loss object around a function ``fn(y_pred, labels) -> (loss, grad)`` (tinynet's convention, as
     :func:`categorical_crossentropy` and :func:`softmax_cross_entropy`, which take class indices or one-hot).
+    It takes no ``sample_weight`` (:attr:`takes_sample_weight` is False).
 
     Parameters
     ----------
@@ -475,6 +690,8 @@ class LossFunctionWrapper(Loss):
     name : str, optional
         Default: the function's name.
     """
+
+    takes_sample_weight = False
 
     def __init__(self, fn, name=None):
         if not callable(fn):
@@ -485,7 +702,8 @@ class LossFunctionWrapper(Loss):
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
             raise TypeError(f"loss '{self.name}': a loss function (y_pred, labels) -> (loss, gradient) takes no "
-                            f"sample_weight; use CategoricalCrossentropy or SparseCategoricalCrossentropy")
+                            f"sample_weight; use a loss object (CategoricalCrossentropy, "
+                            f"SparseCategoricalCrossentropy, BinaryCrossentropy, MeanSquaredError)")
         result = self.fn(y_pred, y_true)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TypeError(f"loss '{self.name}': a loss function must return (loss, gradient), got "
@@ -496,12 +714,21 @@ class LossFunctionWrapper(Loss):
         return {"name": self.name}
 
 
+#: the loss classes :func:`get` rebuilds from a config ``{'class_name': ..., 'config': {...}}``
+CLASSES = {cls.__name__: cls for cls in (CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy,
+                                         MeanSquaredError)}
+
 #: Keras' names (and tinynet's older ones) -> a function building the loss object
 NAMES = {
     "categorical_crossentropy": CategoricalCrossentropy,
     "CategoricalCrossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
     "SparseCategoricalCrossentropy": SparseCategoricalCrossentropy,
+    "binary_crossentropy": BinaryCrossentropy,
+    "BinaryCrossentropy": BinaryCrossentropy,
+    "mean_squared_error": MeanSquaredError,
+    "mse": MeanSquaredError,
+    "MeanSquaredError": MeanSquaredError,
     "softmax_cross_entropy": lambda: LossFunctionWrapper(softmax_cross_entropy),
 }
 
@@ -514,7 +741,9 @@ def get(identifier) -> Loss:
     identifier : str, dict, callable or Loss
         ``'categorical_crossentropy'`` / ``'CategoricalCrossentropy'`` (one-hot labels),
         ``'sparse_categorical_crossentropy'`` / ``'SparseCategoricalCrossentropy'`` (class indices),
-        ``'softmax_cross_entropy'`` (logits; indices or one-hot); ``{'class_name': ..., 'config': {...}}``;
+        ``'binary_crossentropy'`` / ``'BinaryCrossentropy'`` (targets in [0, 1]), ``'mean_squared_error'`` /
+        ``'mse'`` / ``'MeanSquaredError'``, ``'softmax_cross_entropy'`` (logits; indices or one-hot);
+        ``{'class_name': ..., 'config': {...}}`` for the classes of :data:`CLASSES`;
         a function ``fn(y_pred, labels) -> (loss, grad)`` (wrapped in :class:`LossFunctionWrapper`).
 
     Raises
@@ -528,15 +757,26 @@ def get(identifier) -> Loss:
         if identifier not in NAMES:
             raise ValueError(f"unknown loss {identifier!r}; available: {sorted(NAMES)}")
         return NAMES[identifier]()
-    if isinstance(identifier, dict) and identifier.get("class_name") in ("CategoricalCrossentropy",
-                                                                           "SparseCategoricalCrossentropy"):
-        cls = CategoricalCrossentropy if identifier["class_name"] == "CategoricalCrossentropy" \
-            else SparseCategoricalCrossentropy
-        return cls.from_config(dict(identifier.get("config", {})))
+    if isinstance(identifier, dict) and identifier.get("class_name") in CLASSES:
+        return CLASSES[identifier["class_name"]].from_config(dict(identifier.get("config", {})))
     if callable(identifier):
         return LossFunctionWrapper(identifier)
     raise ValueError(f"a loss must be a name ({sorted(NAMES)}), a Loss, or a function (y_pred, labels) -> "
                      f"(loss, grad); got {identifier!r}")
+
+
+def accepts_sample_weight(loss) -> bool:
+    """Whether ``loss.value_and_grad(y_true, y_pred, sample_weight)`` can be called: its
+    :attr:`Loss.takes_sample_weight` and its signature (a subclass written with two arguments cannot)."""
+    if not getattr(loss, "takes_sample_weight", True):
+        return False
+    try:
+        inspect.signature(loss.value_and_grad).bind(None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (a builtin): let the call say
+        return True
+    return True
 
 
 def serialize(loss) -> dict:
@@ -546,5 +786,6 @@ def serialize(loss) -> dict:
 
 __all__ = ["softmax_cross_entropy", "categorical_crossentropy", "weighted_loss", "targets_like",
            "sample_weights_like", "Loss",
-           "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "LossFunctionWrapper", "get", "serialize",
-           "label_problem", "FUNCTIONS", "NAMES"]
+           "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy", "MeanSquaredError",
+           "LossFunctionWrapper", "get", "serialize", "accepts_sample_weight", "label_problem", "FUNCTIONS", "NAMES",
+           "CLASSES"]

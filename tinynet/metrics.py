@@ -7,15 +7,23 @@ over the epoch's examples, as in Keras.
 =========================================  =====================================================================
 name (string for ``compile``)              per example
 =========================================  =====================================================================
-``'accuracy'`` / ``'acc'``                 resolved from the labels, as Keras: ``sparse_categorical_accuracy``
-                                           for class indices, ``categorical_accuracy`` for one-hot labels,
-                                           ``binary_accuracy`` for a one-unit output; logged under the name given
+``'accuracy'`` / ``'acc'``                 resolved from the shapes, as Keras 3 (whatever the loss):
+                                           ``binary_accuracy`` for a one-unit output (a sigmoid with
+                                           ``'binary_crossentropy'``), else ``sparse_categorical_accuracy`` for
+                                           class indices, ``categorical_accuracy`` for labels of the outputs'
+                                           shape; logged under the name given
 ``'categorical_accuracy'``                 ``argmax(y_true) == argmax(y_pred)`` (one-hot labels)
 ``'sparse_categorical_accuracy'``          ``y_true == argmax(y_pred)`` (class indices)
 ``'top_k_categorical_accuracy'``           ``argmax(y_true)`` among the ``k = 5`` highest scores (one-hot labels)
 ``'sparse_top_k_categorical_accuracy'``    ``y_true`` among the ``k = 5`` highest scores (class indices)
-``'binary_accuracy'``                      ``mean((y_pred > 0.5) == y_true)`` over the last axis
+``'binary_accuracy'``                      ``mean(y_true == [y_pred > 0.5])`` over the last axis (a target that
+                                           is neither 0 nor 1 never matches, as in Keras)
+``'mean_squared_error'`` / ``'mse'``       ``mean((y_pred − y_true)²)`` over the last axis
+``'mean_absolute_error'`` / ``'mae'``      ``mean(|y_pred − y_true|)`` over the last axis
 =========================================  =====================================================================
+
+The element-wise metrics (binary accuracy, MSE, MAE) take targets of the outputs' shape ``(N, ..., K)``, or
+``(N, ...)`` for an output of one unit.
 
 Top-k uses Keras' (and TensorFlow's ``in_top_k``) rule for ties: the label counts as found when its score is
 at least the k-th highest score, so classes tied at the boundary are all "in the top k". ``argmax`` takes the
@@ -111,12 +119,34 @@ def sparse_top_k_categorical_accuracy(y_true, y_pred, k=5):
     return _in_top_k(_ids(y_true, y_pred, "sparse_top_k_categorical_accuracy"), y_pred, k).astype(np.float64)
 
 
-def binary_accuracy(y_true, y_pred, threshold=0.5):
-    """Per example, the fraction of ``(y_pred > threshold) == y_true`` over the last axis."""
-    y_true, y_pred = _arrays(y_true, y_pred)
-    if y_true.shape != y_pred.shape and y_true.shape == y_pred.shape[:-1]:
+def _targets(y_true, y_pred, who):
+    """``y_true`` as float64 targets of ``y_pred``'s shape (labels without the last axis fit one unit)."""
+    if y_true.shape != y_pred.shape:
+        if y_pred.shape[-1:] != (1,) or y_true.shape != y_pred.shape[:-1]:
+            raise _shape_error(y_true, y_pred, "values", who)
         y_true = y_true[..., None]
-    return ((y_pred > threshold) == (y_true > 0.5)).astype(np.float64).mean(axis=-1)
+    return y_true.astype(np.float64)
+
+
+def binary_accuracy(y_true, y_pred, threshold=0.5):
+    """Per prediction, the fraction of units where ``y_true`` equals ``[y_pred > threshold]`` (1.0 or 0.0), as
+    Keras: a target that is neither 0 nor 1 never matches."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    t = _targets(y_true, y_pred, "binary_accuracy")
+    return (t == (y_pred > threshold).astype(np.float64)).astype(np.float64).mean(axis=-1)
+
+
+def mean_squared_error(y_true, y_pred):
+    """Per prediction, ``mean((y_pred − y_true)²)`` over the last axis."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    d = y_pred.astype(np.float64) - _targets(y_true, y_pred, "mean_squared_error")
+    return (d * d).mean(axis=-1)
+
+
+def mean_absolute_error(y_true, y_pred):
+    """Per prediction, ``mean(|y_pred − y_true|)`` over the last axis."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    return np.abs(y_pred.astype(np.float64) - _targets(y_true, y_pred, "mean_absolute_error")).mean(axis=-1)
 
 
 # ------------------------------------------------------------------------------------------ metric objects
@@ -297,10 +327,32 @@ class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
 
 
 class BinaryAccuracy(MeanMetricWrapper):
-    """How often ``(y_pred > threshold) == y_true``."""
+    """How often ``y_true == [y_pred > threshold]`` (targets of the outputs' shape, or without a last axis of 1)."""
+
+    label_mode = "values"
 
     def __init__(self, name="binary_accuracy", threshold=0.5):
         super().__init__(binary_accuracy, name, threshold=float(threshold))
+
+
+class MeanSquaredError(MeanMetricWrapper):
+    """The mean of ``(y_pred − y_true)²`` (Keras' ``MeanSquaredError``, ``'mse'``): lower is better."""
+
+    direction = "down"
+    label_mode = "values"
+
+    def __init__(self, name="mean_squared_error"):
+        super().__init__(mean_squared_error, name)
+
+
+class MeanAbsoluteError(MeanMetricWrapper):
+    """The mean of ``|y_pred − y_true|`` (Keras' ``MeanAbsoluteError``, ``'mae'``): lower is better."""
+
+    direction = "down"
+    label_mode = "values"
+
+    def __init__(self, name="mean_absolute_error"):
+        super().__init__(mean_absolute_error, name)
 
 
 def _check_k(k, who):
@@ -315,8 +367,12 @@ NAMES = {
     "top_k_categorical_accuracy": TopKCategoricalAccuracy,
     "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
     "binary_accuracy": BinaryAccuracy,
+    "mean_squared_error": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError,
 }
 NAMES.update({cls.__name__: cls for cls in list(NAMES.values())})
+#: Keras' short names -> the metric they build (named by the short name, as Keras' compile names it)
+ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
 ACCURACY_NAMES = ("accuracy", "acc")
 
 
@@ -353,8 +409,11 @@ def get(identifier) -> Metric:
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, str):
+        if identifier in ALIASES:
+            return NAMES[ALIASES[identifier]](name=identifier)
         if identifier not in NAMES:
-            raise ValueError(f"unknown metric {identifier!r}; available: {sorted(set(NAMES) | set(ACCURACY_NAMES))}")
+            raise ValueError(f"unknown metric {identifier!r}; available: "
+                             f"{sorted(set(NAMES) | set(ALIASES) | set(ACCURACY_NAMES))}")
         return NAMES[identifier]()
     if callable(identifier):
         return MeanMetricWrapper(identifier)
@@ -363,6 +422,7 @@ def get(identifier) -> Metric:
 
 
 __all__ = ["Metric", "Mean", "MeanMetricWrapper", "CategoricalAccuracy", "SparseCategoricalAccuracy",
-           "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "BinaryAccuracy", "categorical_accuracy",
-           "sparse_categorical_accuracy", "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy",
-           "binary_accuracy", "get", "resolve_accuracy", "NAMES"]
+           "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "BinaryAccuracy", "MeanSquaredError",
+           "MeanAbsoluteError", "categorical_accuracy", "sparse_categorical_accuracy", "top_k_categorical_accuracy",
+           "sparse_top_k_categorical_accuracy", "binary_accuracy", "mean_squared_error", "mean_absolute_error", "get",
+           "resolve_accuracy", "NAMES", "ALIASES"]

@@ -548,7 +548,7 @@ class Model:
         return self._unpack_outputs(outs)
 
     # ------------------------------------------------------------------ training (Keras' API)
-    def compile(self, optimizer="adam", loss=None, loss_weights=None, metrics=None):
+    def compile(self, optimizer="adam", loss=None, loss_weights=None, metrics=None, weighted_metrics=None):
         """Configure the model for :meth:`fit` and :meth:`evaluate` (Keras' ``Model.compile``).
 
         Parameters
@@ -558,7 +558,9 @@ class Model:
             ``SGD(learning_rate=ExponentialDecay(...), momentum=0.9)``.
         loss : str, tinynet.losses.Loss, callable, list or dict
             ``'categorical_crossentropy'`` (one-hot labels), ``'sparse_categorical_crossentropy'`` (class
-            indices), a loss object (``CategoricalCrossentropy(from_logits=True)``, ...), a function
+            indices), ``'binary_crossentropy'`` (targets in [0, 1], e.g. a sigmoid output), ``'mse'`` /
+            ``'mean_squared_error'``, a loss object (``CategoricalCrossentropy(from_logits=True)``,
+            ``BinaryCrossentropy(from_logits=True)``, ``MeanSquaredError()``, ...), a function
             ``fn(y_pred, labels) -> (loss, grad)``. One loss applies to every output; a list gives one per
             output (``None``: the output takes no part in the loss) and a dict one per output name.
         loss_weights : float, list or dict, optional
@@ -566,9 +568,14 @@ class Model:
             ``[0.3, 0.3, 1.0]``.
         metrics : list or dict, optional
             ``['accuracy']`` for one output; for several, one entry (a metric or a list) per output, or a dict
-            by output name. Names as Keras: ``'accuracy'``, ``'categorical_accuracy'``,
-            ``'sparse_categorical_accuracy'``, ``'top_k_categorical_accuracy'``,
-            ``'sparse_top_k_categorical_accuracy'``, or :mod:`tinynet.metrics` objects.
+            by output name. Names as Keras: ``'accuracy'`` (resolved from the shapes as Keras 3 does: binary
+            accuracy for a one-unit output), ``'categorical_accuracy'``, ``'sparse_categorical_accuracy'``,
+            ``'top_k_categorical_accuracy'``, ``'sparse_top_k_categorical_accuracy'``, ``'binary_accuracy'``,
+            ``'mse'`` / ``'mean_squared_error'``, ``'mae'`` / ``'mean_absolute_error'``, or :mod:`tinynet.metrics`
+            objects. They ignore sample weights, as Keras.
+        weighted_metrics : list or dict, optional
+            As ``metrics``, but weighted by ``fit``'s and ``evaluate``'s ``sample_weight`` (or ``class_weight``);
+            logged after ``metrics``, as ``weighted_<name>`` when ``<name>`` is taken (Keras 3's keys).
 
         Raises
         ------
@@ -578,7 +585,8 @@ class Model:
         """
         from . import engine
 
-        self._training = engine.compile_model(self, optimizer, loss, loss_weights=loss_weights, metrics=metrics)
+        self._training = engine.compile_model(self, optimizer, loss, loss_weights=loss_weights, metrics=metrics,
+                                              weighted_metrics=weighted_metrics)
         return self
 
     @property
@@ -612,7 +620,8 @@ class Model:
         return self._training.metric_objects if self._training is not None else []
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, initial_epoch=0, distributed=None):
+            validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+            distributed=None):
         """Train for ``epochs`` epochs (Keras' ``Model.fit``); every argument is checked before the first step.
 
         Parameters
@@ -627,17 +636,27 @@ class Model:
             1 (and 'auto'): a progress bar per epoch; 2: one line per epoch; 0: silent.
         callbacks : list of tinynet.callbacks.Callback, optional
         validation_split : float in [0, 1), default 0
-            The fraction of the data, taken from the end before shuffling, held out for validation.
-        validation_data : tuple (x_val, y_val), optional
+            The fraction of the data, taken from the end before shuffling, held out for validation (with its
+            share of ``sample_weight``).
+        validation_data : tuple (x_val, y_val) or (x_val, y_val, sample_weight_val), optional
             Overrides ``validation_split``.
         shuffle : bool, default True
             A new random order every epoch.
+        class_weight : dict {class index: weight}, optional
+            Weights each training example by its class (as Keras: the integer label, or the argmax of a one-hot
+            row; classes not listed weigh 1). A single-output model only; keys must be class indices of the
+            output, weights finite and >= 0. Not with ``sample_weight``.
+        sample_weight : array (N,), optional
+            One finite weight >= 0 per training example (a list or a dict gives one array per output). Each
+            batch's loss becomes :math:`\\sum_n w_n l_n / B` (Keras' ``'sum_over_batch_size'``, B the batch
+            size); ``weighted_metrics`` are weighted, ``metrics`` are not. Per-position weights for outputs with
+            middle axes are not supported.
         initial_epoch : int, default 0
             The epoch to start at (to continue a run).
         distributed : bool, tinynet.distributed.Communicator or mpi4py communicator, optional
             Train data-parallel over the processes of an MPI job, ``batch_size`` being the global batch (see
             :mod:`tinynet.distributed`); ``False`` for one process; ``None`` keeps what
-            :func:`tinynet.distributed.distribute` set.
+            :func:`tinynet.distributed.distribute` set. Sample and class weights are refused there.
 
         Returns
         -------
@@ -651,7 +670,9 @@ class Model:
         ValueError
             An uncompiled model; x and y of different lengths; shapes that do not fit the model's inputs or
             outputs; labels that do not fit the loss (one-hot vs class indices, indices out of range);
-            validation_split outside [0, 1); batch_size < 1; epochs < initial_epoch.
+            validation_split outside [0, 1); batch_size < 1; epochs < initial_epoch; sample weights of another
+            length, negative or not finite; both sample_weight and class_weight; a class_weight key that is not
+            a class index.
         tinynet.training.TrainingDiverged
             A non-finite loss, gradient or weight: training stops before applying that step (unless a callback
             such as TerminateOnNaN stops it quietly).
@@ -660,10 +681,13 @@ class Model:
 
         return engine.fit(self, self._training, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                           callbacks=callbacks, validation_split=validation_split, validation_data=validation_data,
-                          shuffle=shuffle, initial_epoch=initial_epoch, distributed=distributed)
+                          shuffle=shuffle, class_weight=class_weight, sample_weight=sample_weight,
+                          initial_epoch=initial_epoch, distributed=distributed)
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, callbacks=None):
-        """The loss and metrics in inference mode (Keras' ``Model.evaluate``).
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, return_dict=False,
+                 callbacks=None):
+        """The loss and metrics in inference mode (Keras' ``Model.evaluate``); ``sample_weight`` (N,) weights the
+        loss and the weighted metrics as in :meth:`fit`.
 
         Returns
         -------
@@ -674,11 +698,11 @@ class Model:
         from . import engine
 
         return engine.evaluate(self, self._training, x, y, batch_size=batch_size, verbose=verbose,
-                               return_dict=return_dict, callbacks=callbacks)
+                               sample_weight=sample_weight, return_dict=return_dict, callbacks=callbacks)
 
-    def train_on_batch(self, x=None, y=None, return_dict=False):
-        """One optimizer step on the batch ``(x, y)`` (Keras' ``Model.train_on_batch``), checked as :meth:`fit`
-        checks its arguments.
+    def train_on_batch(self, x=None, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One optimizer step on the batch ``(x, y)`` (Keras' ``Model.train_on_batch``), its examples weighted by
+        ``sample_weight`` or ``class_weight`` as in :meth:`fit`, checked as :meth:`fit` checks its arguments.
 
         Returns
         -------
@@ -693,14 +717,16 @@ class Model:
         """
         from . import engine
 
-        return engine.train_on_batch(self, self._training, x, y, return_dict=return_dict)
+        return engine.train_on_batch(self, self._training, x, y, sample_weight=sample_weight,
+                                     class_weight=class_weight, return_dict=return_dict)
 
-    def test_on_batch(self, x=None, y=None, return_dict=False):
+    def test_on_batch(self, x=None, y=None, sample_weight=None, return_dict=False):
         """The loss and metrics of the batch ``(x, y)`` in inference mode (Keras' ``Model.test_on_batch``):
-        :meth:`evaluate` on the whole batch at once."""
+        :meth:`evaluate` on the whole batch at once (``sample_weight`` as there)."""
         from . import engine
 
-        return engine.test_on_batch(self, self._training, x, y, return_dict=return_dict)
+        return engine.test_on_batch(self, self._training, x, y, sample_weight=sample_weight,
+                                    return_dict=return_dict)
 
     def predict_on_batch(self, x):
         """The outputs for the batch ``x`` in inference mode, in one pass (Keras' ``Model.predict_on_batch``):
