@@ -430,5 +430,6 @@ def test_batchnorm_uses_the_kernels_only_where_they_apply(monkeypatch):
     _, expected = run(plain_view, view, False)
     for a, b in zip(results, expected):
         np.testing.assert_array_equal(a, b)
-    mixed, _ = run(BatchNormalization(), x.astype(np.float64), True)  # float64 input, float32 weights
-    assert mixed == []
+    mixed, results = run(BatchNormalization(), x.astype(np.float64), True)  # cast to the layer's float32
+    assert mixed == ["batchnorm_forward", "batchnorm_backward"]
+    assert results[0].dtype == np.float32

@@ -246,6 +246,7 @@ def test_model_gradient_of_the_wrong_dtype_or_type():
 
 
 # ================================================================================== 4. constructor arguments
+NAME_RULE = "name must be a non-empty string without '/' or control characters"
 BAD_ARGUMENTS = [
     (lambda: Conv2D(2.5, 3, name="x"), "layer 'x' (Conv2D): filters must be an integer >= 1, got 2.5"),
     (lambda: Conv2D(2.0, 3, name="x"), "layer 'x' (Conv2D): filters must be an integer >= 1, got 2.0"),
@@ -294,8 +295,14 @@ BAD_ARGUMENTS = [
     (lambda: Softmax(axis="1", name="x"), "layer 'x' (Softmax): axis must be an integer, got '1'"),
     (lambda: Concatenate(axis=1.0, name="x"), "layer 'x' (Concatenate): axis must be an integer, got 1.0"),
     (lambda: Activation("swish9", name="x"), "layer 'x' (Activation): unknown activation 'swish9'"),
-    (lambda: Dense(2, name="a/b"), "Dense: name must be a non-empty string without '/', got 'a/b'"),
-    (lambda: Dense(2, name=3), "Dense: name must be a non-empty string without '/', got 3"),
+    (lambda: Dense(2, name="a/b"), f"Dense: {NAME_RULE}, got 'a/b'"),
+    (lambda: Dense(2, name=3), f"Dense: {NAME_RULE}, got 3"),
+    (lambda: Dense(2, name="dense\x00two"), f"Dense: {NAME_RULE}, got 'dense\\x00two'"),  # zip cuts at NUL
+    (lambda: Conv2D(2, 3, name="c\tx"), f"Conv2D: {NAME_RULE}, got 'c\\tx'"),
+    (lambda: Conv2D(4, 3, use_bias="False", name="x"),
+     "layer 'x' (Conv2D): use_bias must be True or False, got 'False'"),
+    (lambda: Dense(4, use_bias=None, name="x"), "layer 'x' (Dense): use_bias must be True or False, got None"),
+    (lambda: Dense(4, use_bias=2, name="x"), "layer 'x' (Dense): use_bias must be True or False, got 2"),
 ]
 
 
@@ -402,7 +409,7 @@ def test_concatenate_on_the_batch_axis_or_out_of_range(axis, message):
 
 
 def test_concatenate_axis_counts_the_batch_on_2d_inputs(rng):
-    a, b = rng.standard_normal((3, 2)), rng.standard_normal((3, 5))
+    a, b = rng.standard_normal((3, 2), dtype=np.float32), rng.standard_normal((3, 5), dtype=np.float32)
     for axis in (1, -1):
         np.testing.assert_array_equal(Concatenate(axis=axis)([a, b]), np.concatenate([a, b], axis=1))
     with pytest.raises(ShapeError, match="axis -2 is the batch axis"):
@@ -867,7 +874,7 @@ def test_fuzz_concatenate(base, sizes, mismatch, data):
     event("built")
     assert valid, f"axis {axis} on {shapes} built to {out.shape}"
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
-    xs = [rng.standard_normal((2,) + s) for s in shapes]
+    xs = [rng.standard_normal((2,) + s, dtype=np.float32) for s in shapes]
     y, cache = layer.forward(xs)
     expected = np.concatenate(xs, axis=axis)
     assert out.shape == (None,) + expected.shape[1:]

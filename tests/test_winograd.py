@@ -244,6 +244,38 @@ def test_non_finite_and_huge_values_take_im2col(bad, any_size):
                                    atol=1e-4 * np.abs(b[np.isfinite(b)]).max())
 
 
+@pytest.mark.parametrize("where", ["kernel", "input", "upstream"])
+def test_finite_values_whose_products_could_overflow_take_im2col(where, any_size):
+    """Finite float32 values large enough that a transform could overflow where im2col does not (a kernel of
+    scale 3e35, which set_weights accepts; inputs or gradients of scale 1e18 with such a kernel): im2col,
+    whose outputs and gradients stay what the plain path gives (finite here)."""
+    model = _conv_model((2, 8, 8, 8), 8, "same", None, True)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 8, 8, 8)).astype(np.float32) * 1e-3
+    upstream = rng.standard_normal((2, 8, 8, 8)).astype(np.float32) * 1e-3
+    kernel, bias = model.get_weights()
+    scale = {"kernel": 3e35, "input": 1e24, "upstream": 1e24}[where]
+    if where == "kernel":
+        model.set_weights([kernel / np.abs(kernel).max() * scale, bias])
+    else:
+        model.set_weights([kernel * 1e6, bias])
+        (x if where == "input" else upstream)[...] *= scale
+    used, fast, plain = _both_paths(model, x, upstream)
+    assert used == (where == "upstream")  # the forward went Winograd only when its own products fit
+    for a, b in zip(fast, plain):
+        assert np.isfinite(b).all()
+        np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+
+
+def test_products_fit():
+    assert conv_winograd.products_fit(1.0, 1.0, np.float32)
+    assert not conv_winograd.products_fit(1e17, 1e17, np.float32)  # 1e34 · 1e6 > 3.4e38
+    assert conv_winograd.products_fit(1e17, 1e17, np.float64)
+    assert not conv_winograd.products_fit(np.nan, 1.0, np.float64)
+    assert not conv_winograd.products_fit(np.inf, 0.0, np.float64)  # inf · 0 is nan
+
+
 def test_moderate():
     assert conv_winograd.moderate(np.ones((3, 4), np.float32))
     for bad in (np.nan, np.inf, -np.inf, 3e19):

@@ -25,12 +25,26 @@ def check_number(who, name, value, low=None, high=None, integer=False, low_open=
     return int(value) if integer else float(value)
 
 
-def check_flag(who, name, value, error=TypeError):
-    """``value`` as a bool, after checking it is ``True`` or ``False`` (NumPy's too); else ``error``
+def check_flag(who, name, value, error=TypeError, integers=False):
+    """``value`` as a bool, after checking it is ``True`` or ``False`` (NumPy's too; with ``integers`` also the
+    integers 0 and 1, which Keras' layers take for their flags); else ``error``
     ``'<who>: <name> must be True or False'`` (a string such as ``'no'`` would otherwise read as True)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if integers and isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise error(f"{who}: {name} must be True or False, got {value!r}")
+
+
+def check_training(who, value):
+    """The ``training`` argument of a layer or model call as a bool: ``True``, ``False`` (NumPy's too) or
+    ``None`` (inference, as Keras reads it); anything else raises ``TypeError`` naming ``who`` (a string such
+    as ``'False'`` would otherwise run Dropout and update BatchNormalization's statistics)."""
+    if value is None:
+        return False
     if not isinstance(value, (bool, np.bool_)):
-        raise error(f"{who}: {name} must be True or False, got {value!r}")
+        raise TypeError(f"{who}: training must be True, False or None, got {value!r}")
     return bool(value)
 
 
-__all__ = ["check_number", "check_flag"]
+__all__ = ["check_number", "check_flag", "check_training"]

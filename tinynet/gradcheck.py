@@ -89,6 +89,18 @@ class GradcheckReport:
     device: str = "cpu"
     #: tensor name -> how many of its probes (elements or directions) sat on a kink and were checked beside it
     kinks: dict = field(default_factory=dict)
+    #: the largest ``|∂f/∂θ|`` of any element of any checked tensor (0 when every gradient is zero)
+    gradient_scale: float = 0.0
+
+    #: the check resolves nothing when the absolute tolerance reaches this fraction of the largest gradient
+    INCONCLUSIVE_FRACTION = 0.1
+
+    @property
+    def inconclusive(self) -> bool:
+        """Whether ``atol`` (the noise floor, unless given) is at least :attr:`INCONCLUSIVE_FRACTION` of the
+        largest gradient: then a gradient wrong by that much (twice the true one, say) would pass by the noise
+        floor, so the check cannot pass. A too small ``eps`` does this (``f(θ ± ε)`` rounds to ``f(θ)``)."""
+        return self.gradient_scale > 0 and self.atol >= self.INCONCLUSIVE_FRACTION * self.gradient_scale
 
     def row_passed(self, row) -> bool:
         return row.rel_error < self.tol or row.abs_error < self.atol
@@ -104,7 +116,7 @@ class GradcheckReport:
 
     @property
     def passed(self) -> bool:
-        return all(self.row_passed(r) for r in self.rows)
+        return not self.inconclusive and all(self.row_passed(r) for r in self.rows)
 
     def __str__(self):
         lines = [f"{'tensor':<40} {'shape':<20} {'method':<12} {'max rel err':>12} {'max abs err':>12}  ok"]
@@ -118,6 +130,10 @@ class GradcheckReport:
         at_kinks = f", {total} probes at kinks checked beside them" if total else ""
         lines.append(f"max relative error {self.max_error:.3e} (tolerance {self.tol:g}, noise floor "
                      f"{self.atol:.1e}{at_kinks}, on {self.device}): {'PASS' if self.passed else 'FAIL'}")
+        if self.inconclusive:
+            lines.append(f"INCONCLUSIVE: the absolute tolerance {self.atol:.1e} is not below "
+                         f"{self.INCONCLUSIVE_FRACTION:g} of the largest gradient {self.gradient_scale:.1e}, so "
+                         f"wrong gradients would pass; choose a larger eps (or a smaller atol)")
         return "\n".join(lines)
 
 
@@ -137,18 +153,33 @@ class _Target(NamedTuple):
 def _float64_inputs(inputs, model, rng):
     """The check's inputs as float64 NumPy arrays (a list, one per model input); default: standard normal,
     batch 2."""
+    who = f"gradient check of model '{model.name}'"
+    if not model.inputs:
+        raise ValueError(f"{who}: the model has no input yet (build it, or give a Sequential an Input first)")
     if inputs is None:
         return [rng.standard_normal((2,) + t.example_shape) for t in model.inputs]
-    return [np.array(backend.to_numpy(a), dtype=np.float64)
-            for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+    if isinstance(inputs, dict):  # by input name, as predict takes them
+        unknown = sorted(set(inputs) - {t.name for t in model.inputs})
+        missing = [t.name for t in model.inputs if t.name not in inputs]
+        if unknown or missing:
+            raise ValueError(f"{who}: inputs by name must name every model input {[t.name for t in model.inputs]}"
+                             f" and nothing else (missing {missing}, unknown {unknown})")
+        inputs = [inputs[t.name] for t in model.inputs]
+    arrays = [np.asarray(backend.to_numpy(a)) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+    if len(arrays) != len(model.inputs):
+        raise ValueError(f"{who}: got {len(arrays)} input arrays for {len(model.inputs)} model inputs")
+    for i, a in enumerate(arrays):
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{who}: input {i} has dtype {a.dtype}; the check takes real numbers")
+    return [a.astype(np.float64) for a in arrays]
 
 
 class _Float64Model:
     """The model for the duration of a check: float64 inputs and weights on the model's device, random
     generators (Dropout) replayed before every call so each walk sees the same masks.
 
-    :meth:`restore` puts back the weights (gradients cleared), the Inputs' dtypes and the generators, and
-    drops the model's tape.
+    :meth:`restore` puts back the weights (gradients cleared), the Inputs' and the layers' dtypes and the
+    generators, and drops the model's tape.
     """
 
     def __init__(self, model, training):
@@ -157,8 +188,11 @@ class _Float64Model:
         self._saved_rngs = {id(layer): copy.deepcopy(layer.rng.bit_generator.state)
                             for layer in model.layers if hasattr(layer, "rng")}
         self._saved_dtypes = [t.dtype for t in model.inputs]
+        self._saved_layer_dtypes = [layer.dtype for layer in model.layers]
         for t in model.inputs:
             t.dtype = "float64"
+        for layer in model.layers:  # a layer casts its inputs to its dtype
+            layer.dtype = "float64"
         for layer in model.layers:
             layer.weights = [backend.to_device(np.array(backend.to_numpy(w), dtype=np.float64), self.device)
                              for w in layer.weights]
@@ -215,6 +249,8 @@ class _Float64Model:
             layer.grads = [None] * len(weights)
         for t, dtype in zip(model.inputs, self._saved_dtypes):
             t.dtype = dtype
+        for layer, dtype in zip(model.layers, self._saved_layer_dtypes):
+            layer.dtype = dtype
         for layer in model.layers:
             if id(layer) in self._saved_rngs:
                 layer.rng.bit_generator.state = self._saved_rngs[id(layer)]
@@ -446,6 +482,8 @@ def check_model(model, inputs=None, training=False, seed=0, eps=1e-6, tol=1e-7, 
 
         report = GradcheckReport(tol=tol, atol=judge.atol, device=checked.device)
         for target in checked.targets(xs, upstream):
+            report.gradient_scale = max(report.gradient_scale,
+                                        float(np.max(np.abs(backend.to_numpy(target.analytic)), initial=0.0)))
             row, kinks = _check_target(f, target, judge, max_elements, directions, rng)
             report.rows.append(row)
             if kinks:

@@ -20,7 +20,8 @@ import inspect
 import numpy as np
 
 from . import backend, fusion
-from .layers.base import Layer, ShapeError, SymbolicTensor, format_shape
+from .checks import check_training
+from .layers.base import Layer, ShapeError, SymbolicTensor, format_shape, valid_name
 from .layers.base import check_finite as check_finite_array
 from .layers.core import InputLayer
 
@@ -63,11 +64,18 @@ class Model:
     """
 
     def __init__(self, inputs, outputs, name="model"):
+        if not valid_name(name):
+            raise ValueError(f"Model: name must be a non-empty string without '/' or control characters, got "
+                             f"{name!r}")
         self.name = name
         self._single_input = not isinstance(inputs, (list, tuple))
         self._single_output = not isinstance(outputs, (list, tuple))
         self.inputs = _as_list(inputs)
         self.outputs = _as_list(outputs)
+        for what, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
+            if not tensors:
+                raise ValueError(f"Model '{name}': {what} is empty; a model needs at least one input and one "
+                                 f"output tensor")
         for t in self.inputs + self.outputs:
             if not isinstance(t, SymbolicTensor):
                 raise TypeError(f"Model '{name}': inputs and outputs must be symbolic tensors, got {type(t).__name__}")
@@ -220,6 +228,7 @@ class Model:
 
         Every layer call goes through ``Layer.forward``, which checks its inputs (O(1) per layer).
         """
+        training = check_training(f"model '{self.name}'", training)
         values = {}
         prepared = self._prepare_inputs(x)
         batch = len(prepared[0])

@@ -22,7 +22,7 @@ import copy
 
 import numpy as np
 
-from .layers.base import Layer, SymbolicTensor
+from .layers.base import Layer, SymbolicTensor, valid_name
 from .layers.core import Input, InputLayer
 from .model import Model
 
@@ -44,6 +44,9 @@ class Sequential(Model):
     """
 
     def __init__(self, layers=None, name="sequential"):
+        if not valid_name(name):
+            raise ValueError(f"Sequential: name must be a non-empty string without '/' or control characters, "
+                             f"got {name!r}")
         self.name = name
         self._stack = []
         self._input = None
@@ -131,8 +134,9 @@ class Sequential(Model):
         if self._stack:
             Model.__init__(self, self._input, self._output, name=self.name)
             self.built = True
-        else:
+        else:  # an input and no layer: nothing to run until a layer is added
             self._init_empty()
+            self.built = False
         self._training, self._device_listeners, self.device = None, listeners, device
 
     def build(self, input_shape):
@@ -143,6 +147,9 @@ class Sequential(Model):
         """
         if self._input is not None:
             return self
+        if not isinstance(input_shape, (tuple, list)):
+            raise TypeError(f"Sequential '{self.name}': build takes an input shape, a tuple such as "
+                            f"(None, 32, 32, 3), got {input_shape!r}")
         shape = tuple(input_shape)
         if shape and shape[0] is None:
             shape = shape[1:]
@@ -156,6 +163,8 @@ class Sequential(Model):
             self._refuse_symbolic([array])
             self.build(np.shape(array)[1:])
         if not self.built:
+            if self._input is not None:
+                raise ValueError(f"Sequential '{self.name}' has an input but no layers: add a layer")
             raise ValueError(f"Sequential '{self.name}' has no layers with an input yet: start it with "
                              f"Input(shape) and add layers")
 

@@ -23,6 +23,7 @@ from collections import defaultdict
 import numpy as np
 
 from .. import backend
+from ..checks import check_training
 
 _NAME_COUNTS: dict = defaultdict(int)
 
@@ -70,6 +71,14 @@ def snake_case(name: str) -> str:
     """``'Conv2D'`` → ``'conv2d'``, ``'BatchNormalization'`` → ``'batch_normalization'`` (Keras' rule)."""
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def valid_name(name) -> bool:
+    """Whether ``name`` can name a layer or a model: a non-empty string without '/' (it separates a layer's name
+    from its weight's in files) or control characters (a NUL ends a member's name inside a zip file, so two
+    layers' weights would be saved under one name)."""
+    return (isinstance(name, str) and bool(name) and "/" not in name
+            and not any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in name))
 
 
 def unique_name(base: str) -> str:
@@ -213,8 +222,9 @@ class Layer:
     num_inputs = 1
 
     def __init__(self, name=None, dtype=None):
-        if name is not None and (not isinstance(name, str) or not name or "/" in name):
-            raise ValueError(f"{type(self).__name__}: name must be a non-empty string without '/', got {name!r}")
+        if name is not None and not valid_name(name):
+            raise ValueError(f"{type(self).__name__}: name must be a non-empty string without '/' or control "
+                             f"characters, got {name!r}")
         self.name = name if name is not None else unique_name(snake_case(type(self).__name__))
         self.dtype = backend.check_float_dtype(dtype, self.label) if dtype is not None else backend.floatx()
         self.built = False
@@ -305,6 +315,12 @@ class Layer:
         xp = backend.get_array_module(*self.weights)
         prepared = []
         for name, old, new in zip(self.weight_names, self.weights, values):
+            if not hasattr(new, "shape"):  # a nested list: one array, or the reason it is not one
+                try:
+                    new = np.asarray(new)
+                except (ValueError, TypeError) as error:
+                    raise ValueError(f"layer '{self.name}': weight '{name}' is not an array of shape "
+                                     f"{tuple(old.shape)} ({error})") from None
             if tuple(np.shape(new)) != tuple(old.shape):
                 raise ShapeError(
                     f"layer '{self.name}': weight '{name}' has shape {tuple(old.shape)}, got {tuple(np.shape(new))}"
@@ -394,17 +410,19 @@ class Layer:
             raise TypeError(f"{self.label}: takes a list of inputs, got one")
 
     def _input_array(self, array, what):
-        """``array`` as a float32/float64 array on its device: a list becomes a NumPy array, integers and
-        booleans (and float16) are cast to the layer's dtype; complex, object and text arrays are refused."""
+        """``array`` as an array of the layer's dtype on its device: a list becomes a NumPy array, and any other
+        real dtype (integers, booleans, float16, and the other of float32/float64) is cast to the layer's
+        dtype, as Keras casts a layer's inputs to its compute dtype; complex, object and text arrays are
+        refused. A float32 layer fed float64 computes in float32 and returns float32, whatever the batch."""
         if not isinstance(array, np.ndarray) and not backend.is_gpu_array(array):
             try:
                 array = np.asarray(array)
             except (ValueError, TypeError) as error:
                 raise TypeError(f"{self.label}: {what} is not an array ({type(array).__name__}: {error})") from None
-        if array.dtype not in backend.COMPUTE_DTYPES:
+        if array.dtype != self.dtype:
             if array.dtype.kind not in "biuf":
                 raise TypeError(f"{self.label}: {what} has dtype {array.dtype}; layers take real numbers "
-                                f"(float32/float64, or integers and booleans, which are cast to {self.dtype})")
+                                f"(cast to the layer's {self.dtype})")
             array = array.astype(self.dtype)
         if array.ndim == 0:
             raise ShapeError(f"{self.label}: {what} is a 0-d array; layers take a batch of shape (N, ...)")
@@ -413,20 +431,23 @@ class Layer:
     def forward(self, inputs, training=False):
         """Run the layer on a batch; return ``(outputs, cache)`` for :meth:`backward`.
 
-        The inputs are checked first: integer and boolean arrays are cast to the layer's dtype, complex and
-        object arrays raise ``TypeError``, shapes are checked against the layer (building it on first use),
-        and inputs and weights must share a device. All of it is O(1) in the data.
+        The inputs are checked first: real arrays of another dtype (integers, booleans, the other float
+        type) are cast to the layer's dtype, complex and object arrays raise ``TypeError``, shapes are
+        checked against the layer (building it on first use), and inputs and weights must share a device.
+        All of it is O(1) in the data, but for a cast.
 
         Parameters
         ----------
         inputs : array (N, ...), or a list of arrays for a layer with several inputs
-        training : bool
+        training : bool or None
+            None reads as False (inference), as Keras; anything else raises ``TypeError``.
 
         Returns
         -------
         outputs : array
         cache : CallCache
         """
+        training = check_training(self.label, training)
         many = isinstance(inputs, (list, tuple))
         items = list(inputs) if many else [inputs]
         self._check_input_count(many, len(items))

@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import backend, kernels
 from ..backend import get_array_module
+from ..checks import check_flag
 from . import activations, conv_slabs, conv_winograd
 from .base import Layer
 from .conv_utils import normalize_padding, normalize_pair, window_geometry
@@ -54,6 +55,7 @@ class ConvCache(NamedTuple):
     tiles: object = None  # the Winograd path's input tiles V (36, T, C), when forward took it (else None) and
                           # they are within set_keep_im2col's limit; backward transforms x again otherwise
     winograd: bool = False  # whether forward took the Winograd path (conv_winograd), which backward follows
+    x_norm: float = 0.0     # ‖x‖ when forward took the Winograd path: backward's overflow bound reads it
 
 
 class Conv2D(Layer):
@@ -85,7 +87,7 @@ class Conv2D(Layer):
         self.padding = normalize_padding(padding, self)
         self.activation = activations.canonical(activation)
         self._act, self._act_grad = activations.get(activation, self.label)
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_flag(self.label, "use_bias", use_bias, ValueError, integers=True)
 
     def compute_output_shape(self, input_shape):
         (ho, wo), _ = window_geometry(self, input_shape, self.kernel_size, self.strides, self.padding)
@@ -125,11 +127,12 @@ class Conv2D(Layer):
         bias = self.weights[1] if self.use_bias else None
         if conv_winograd.applies(self, x, (ho, wo), pads):
             dense = np.ascontiguousarray(x)  # a column block of a fused 1×1 group's output is a strided view
-            if conv_winograd.moderate(dense):
+            x_norm = conv_winograd.norm(dense)
+            if conv_winograd.products_fit(x_norm, conv_winograd.norm(self.weights[0]), dense.dtype):
                 z, tiles = conv_winograd.convolve(dense, self.weights[0], pads, (n, ho, wo, self.filters))
                 y = activations.bias_activation(z, bias, self.activation, self._act)
                 keep = tiles if backend.keeps_im2col(tiles.nbytes) else None
-                return y, ConvCache(x, pads, None, y, keep, True)
+                return y, ConvCache(x, pads, None, y, keep, True, x_norm)
         if not self._is_pointwise(pads) and conv_slabs.applies(x, n * ho * wo * kh * kw * c * x.itemsize):
             y = conv_slabs.forward(x, self.weights[0], (n, ho, wo, self.filters), pads, self.strides,
                                    lambda z: activations.bias_activation(z, bias, self.activation, self._act))
@@ -150,7 +153,7 @@ class Conv2D(Layer):
         ho, wo = cache.y.shape[1], cache.y.shape[2]
         gz, gbias = activations.activation_bias_backward(gy, cache.y, self.activation, self._act_grad,
                                                          self.use_bias)
-        if cache.winograd and conv_winograd.moderate(gz):  # else im2col, from the input the cache keeps
+        if cache.winograd and self._winograd_backward_fits(gz, cache):  # else im2col, from the kept input
             return self._backward_winograd(gz, gbias, cache, input_grad)
         if cache.cols2d is None and conv_slabs.available(cache.x):  # never a 1×1: it keeps its view
             gkernel, gx = conv_slabs.backward(cache.x, gz.reshape(cache.y.shape), self.weights[0], pads,
@@ -175,6 +178,13 @@ class Conv2D(Layer):
         else:
             gx = kernels.col2im(gcols.reshape(n, ho, wo, kh, kw, c), x_shape, kh, kw, sh, sw, pads)
         return gx, grads
+
+    def _winograd_backward_fits(self, gz, cache: ConvCache):
+        """Whether backward's Winograd products stay finite: ``∂L/∂z`` with the kernel (the input's gradient)
+        and with the input (the kernel's gradient), by :func:`conv_winograd.products_fit`."""
+        g_norm = conv_winograd.norm(gz)
+        return (conv_winograd.products_fit(g_norm, conv_winograd.norm(self.weights[0]), gz.dtype)
+                and conv_winograd.products_fit(g_norm, cache.x_norm, gz.dtype))
 
     def _backward_winograd(self, gz, gbias, cache: ConvCache, input_grad):
         """Backward of a forward that took the Winograd path (see :mod:`.conv_winograd`)."""

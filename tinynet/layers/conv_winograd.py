@@ -44,9 +44,10 @@ at least 128 tiles (rows of each product) and T·C·K ≥ 2²¹. Measured on thi
 and backward of one layer, Winograd against im2col: 0.52–0.78× at 56×56 and 28×28 (GoogLeNet's conv2, 3a,
 3b at batch 8), 0.75–0.97× at 14×14 (4a–4e), but 1.4–1.7× at 7×7 (5a, 5b: 32 tiles, and a 7×7 output
 fills 49 of the 64 cells of its tiles) and 1.1–1.9× for the small GoogLeNet's layers (16 to 48 channels).
-An input (forward) or an upstream gradient (backward) holding a NaN, an infinity or values whose squares
-overflow goes through im2col instead (:func:`moderate`), so non-finite values come out exactly where the
-plain path puts them.
+An input (forward) or an upstream gradient (backward) holding a NaN or an infinity, or so large, with the
+kernel or the input it meets, that a transform could overflow, goes through im2col instead
+(:func:`products_fit`), so non-finite values come out exactly where the plain path puts them and finite ones
+stay finite.
 """
 from __future__ import annotations
 
@@ -113,19 +114,37 @@ def kernel_gradient(gu):
     return small_matmul(_g_kron_g(gu.dtype).T, gu.reshape(36, c * k)).reshape(3, 3, c, k)
 
 
-def moderate(a) -> bool:
-    """Whether the C-contiguous array ``a`` holds only finite values whose sum of squares is finite too (every
-    ``|a| < 1.8e19`` in float32, ``1.3e154`` in float64): one BLAS dot product.
-
-    The Winograd path runs only on such arrays. A transform mixes the 36 cells of a tile, so a NaN or an
-    infinity would spread to all 16 outputs of every tile that reads it (im2col: only to the outputs whose
-    window holds it), and values near the dtype's largest could overflow in the transforms (which scale by up
-    to 100) where im2col stays finite. Anything else runs through im2col, which gives the plain path's
-    non-finite values exactly; a sum of squares that overflows on finite values only sends a call to im2col.
-    """
+def norm(a) -> float:
+    """``‖a‖`` (Frobenius) of the C-contiguous array ``a`` by one BLAS dot product: ``inf`` when the sum of
+    squares overflows (every ``|a| < 1.8e19`` in float32 keeps it finite), ``nan`` when ``a`` holds a NaN."""
     flat = a.reshape(-1)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is the answer, not a problem
-        return bool(np.isfinite(np.dot(flat, flat)))
+        return float(np.sqrt(np.dot(flat, flat)))
+
+
+def moderate(a) -> bool:
+    """Whether the C-contiguous array ``a`` holds only finite values whose sum of squares is finite too."""
+    return bool(np.isfinite(norm(a)))
+
+
+#: a bound on how far the transforms and the 36 products can carry a value beyond ``‖a‖ ‖b‖`` (any entry of
+#: a product of tiles V (B^T d B, up to 100 × the input's largest value, each cell in up to 4 tiles) and U
+#: (G g G^T, at most the kernel's largest), then A^T M A (up to 361 ×): about 10^5, taken with a margin)
+GROWTH = 1e6
+
+
+def products_fit(norm_a, norm_b, dtype) -> bool:
+    """Whether a Winograd convolution of an array of norm ``norm_a`` by one of norm ``norm_b`` (input and kernel,
+    or a gradient and either) stays finite in ``dtype``: ``norm_a · norm_b · GROWTH`` below its largest value.
+
+    The path runs only then. A transform mixes the 36 cells of a tile, so a NaN or an infinity would spread to
+    all 16 outputs of every tile that reads it (im2col: only to the outputs whose window holds it), and values
+    near the dtype's largest could overflow in the transforms where im2col stays finite. Anything else runs
+    through im2col, which gives the plain path's values exactly (non-finite ones included); a bound that
+    overflows on finite values only sends a call to im2col.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(norm_a * norm_b * GROWTH < np.finfo(dtype).max)  # False for nan and inf
 
 
 def convolve(x, kernel, pads, out_shape):

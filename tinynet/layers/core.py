@@ -16,8 +16,9 @@ import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
+from ..checks import check_flag
 from . import activations
-from .base import Layer, Node, SymbolicTensor, format_shape
+from .base import Layer, Node, ShapeError, SymbolicTensor, format_shape
 from .initializers import glorot_uniform
 
 
@@ -94,7 +95,7 @@ class Dense(Layer):
         self.units = self._check_int("units", units)
         self.activation = activations.canonical(activation)
         self._act, self._act_grad = activations.get(activation, self.label)
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_flag(self.label, "use_bias", use_bias, ValueError, integers=True)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) < 1:
@@ -304,7 +305,8 @@ class Concatenate(Layer):
     def compute_output_shape(self, input_shape):
         shapes = [tuple(s) for s in input_shape]
         if len(shapes) < 2:
-            raise self._shape_error("needs at least two inputs", shapes)
+            raise ShapeError(f"{self.label}: needs a list of at least two inputs, got {len(shapes)}"
+                             + (f" (input shape {format_shape(shapes[0])})" if shapes else ""))
         if len({len(s) for s in shapes}) != 1:
             raise self._shape_error("inputs have different ranks", shapes)
         axis = self._example_axis(shapes)
