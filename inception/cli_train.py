@@ -79,9 +79,13 @@ RUN_DEFAULTS = {"variant": "small", "data": "digits", "image_size": None, "weigh
                 "validation_split": 0.0, **DEFAULTS}
 
 MAX_IMAGE_SIZE = 2048
+MAX_EPOCHS = 100_000
+#: the most channels an image may have: ``train`` refuses more, a checkpoint describing more is refused (a
+#: forged ``input_shape`` must not make the first convolution's kernel exhaust the memory)
+MAX_CHANNELS = 4096
 
 #: the checks of the run's numeric flags (used by the parser and for the values a checkpoint stores)
-RUN_TYPES = {"epochs": positive_int(100_000), "batch_size": positive_int(65_536),
+RUN_TYPES = {"epochs": positive_int(MAX_EPOCHS), "batch_size": positive_int(65_536),
              "lr": positive_float(float(np.finfo(np.float32).max)),  # beyond it, float32 weights turn infinite
              "weight_decay": fraction(), "aux_weight": non_negative_float(100.0),
              "image_size": positive_int(MAX_IMAGE_SIZE), "crop": non_negative_int(64),
@@ -105,6 +109,33 @@ def _stored_value_problem(name, value):
         RUN_TYPES[name](repr(value))
     except argparse.ArgumentTypeError as error:
         return str(error)
+    return None
+
+
+def _short(value, limit=40):
+    """``repr(value)``, cut to ``limit`` characters (a hand-edited manifest may hold a number of 4,000 digits)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text)} characters)"
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _image_shape_problem(shape):
+    """Why images of ``shape`` ``[height, width, channels]`` cannot be a run's input, or None.
+
+    One rule for both ends: ``train`` refuses data of such images before any work, and the commands that read a
+    checkpoint (``evaluate``, ``predict``, ``train --resume``) refuse a description of them, so that every run
+    ``train`` finishes is one they accept.
+    """
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3 or not all(_is_int(d) for d in shape):
+        return "not [height, width, channels] as integers"
+    height, width, channels = shape
+    if not (1 <= height <= MAX_IMAGE_SIZE and 1 <= width <= MAX_IMAGE_SIZE):
+        return f"height and width must be 1..{MAX_IMAGE_SIZE}"
+    if not 1 <= channels <= MAX_CHANNELS:
+        return f"the channels must be 1..{MAX_CHANNELS}"
     return None
 
 
@@ -133,8 +164,10 @@ def _checkpoint_plan(args):
     """Decide, before anything is loaded or built, what ``--checkpoint``/``--resume``/``--overwrite`` mean.
 
     Returns the checkpoint's state to resume from, or None for a new run. Raises :class:`CliError` for a folder
-    that is a file, a checkpoint that would be replaced without ``--overwrite``, or ``--resume`` on files that
-    are not a readable checkpoint (nothing is touched in either case).
+    that is a file, a checkpoint that would be replaced without ``--overwrite``, ``--resume`` on files that
+    are not a readable checkpoint, or a folder where no checkpoint can be written: every mode writes there
+    (``--resume`` and ``--overwrite`` included), so that is found now, not after the data is loaded and the
+    model built (nothing is touched in any of these cases).
     """
     from tinynet import checkpoint
 
@@ -150,17 +183,17 @@ def _checkpoint_plan(args):
     status = checkpoint.status(directory)
     if status == "not a folder":
         raise CliError(f"--checkpoint {directory}: is a file, not a folder")
+    state, fresh = None, False
     if status == "checkpoint":
         state = checkpoint.read_state(directory)
-        if args.resume:
-            return state
-        if not args.overwrite:
+        if not (args.resume or args.overwrite):
             config = state.get("config", {})
-            raise CliError(f"--checkpoint {directory} already holds a checkpoint (epoch {state.get('epoch')}, "
-                           f"'{config.get('variant')}' on {config.get('data')}); pass --resume to continue it "
-                           f"or --overwrite to replace it")
-        return None
-    if status == "unreadable":
+            data = config.get("data")
+            data = data if isinstance(data, str) and len(data) <= 200 else _short(data, 200)
+            raise CliError(f"--checkpoint {directory} already holds a checkpoint (epoch {_short(state.get('epoch'))}"
+                           f", {_short(config.get('variant'))} on {data}); pass --resume to continue it or "
+                           f"--overwrite to replace it")
+    elif status == "unreadable":
         try:
             checkpoint.verify(directory)
             reason = "unknown reason"
@@ -171,22 +204,23 @@ def _checkpoint_plan(args):
         if not args.overwrite:
             raise CliError(f"--checkpoint {directory} holds files but no readable checkpoint ({reason}); choose "
                            f"an empty or new folder, or pass --overwrite")
-        return None
-    orphans = checkpoint.orphaned_data(directory) if status == "empty" else []
-    if orphans and not (args.resume or args.overwrite):
-        raise CliError(f"--checkpoint {directory} holds checkpoint data files but no {checkpoint.STATE_FILE} "
-                       f"({', '.join(orphans)}: a first save that was interrupted, or a manifest that was removed); "
-                       f"pass --overwrite to replace them, or choose another folder")
-    if args.resume:  # 'absent' or 'empty': a job restarted before its first save starts from scratch
-        print(f"no checkpoint in {escape(directory)} yet: starting from scratch")
-    parent = os.path.dirname(os.path.abspath(directory))
-    if status == "absent" and not os.path.isdir(parent):
-        raise CliError(f"--checkpoint {directory}: the folder {parent} does not exist")
-    try:
+    else:
+        orphans = checkpoint.orphaned_data(directory) if status == "empty" else []
+        if orphans and not (args.resume or args.overwrite):
+            raise CliError(f"--checkpoint {directory} holds checkpoint data files but no {checkpoint.STATE_FILE} "
+                           f"({', '.join(orphans)}: a first save that was interrupted, or a manifest that was "
+                           f"removed); pass --overwrite to replace them, or choose another folder")
+        parent = os.path.dirname(os.path.abspath(directory))
+        if status == "absent" and not os.path.isdir(parent):
+            raise CliError(f"--checkpoint {directory}: the folder {parent} does not exist")
+        fresh = args.resume  # 'absent' or 'empty': a job restarted before its first save starts from scratch
+    try:  # every mode writes into the folder: a read-only one is refused before any work
         checkpoint.check_writable(directory)
     except checkpoint.CheckpointError as error:
         raise CliError(f"--checkpoint {error}") from None
-    return None
+    if fresh:
+        print(f"no checkpoint in {escape(directory)} yet: starting from scratch")
+    return state if args.resume else None
 
 
 def _settings(args, resume_state):
@@ -204,19 +238,28 @@ def _settings(args, resume_state):
         stored = config.get("run") if isinstance(config, dict) else None
         if not isinstance(stored, dict):
             raise CliError(f"--resume: the checkpoint in {args.checkpoint} does not record its run's settings")
-        problems = [f"{key} {stored.get(key)!r}: {_stored_value_problem(name, stored.get(key))}"
+        problems = [f"{key} {_short(stored.get(key))}: {_stored_value_problem(name, stored.get(key))}"
                     for name, key in RUN_FLAGS + [("epochs", "epochs")]
                     if _stored_value_problem(name, stored.get(key)) is not None]
         if problems:
             raise CliError(f"--resume: the checkpoint in {args.checkpoint} records invalid run settings: "
                            + "; ".join(problems))
-        differ = [f"{_flag(name)} {given[name]!r} (checkpoint: {stored.get(key)!r})"
+        differ = [f"{_flag(name)} {given[name]!r} (checkpoint: {_short(stored.get(key))})"
                   for name, key in RUN_FLAGS if name in given and given[name] != stored.get(key)]
         if differ:
             raise CliError("--resume with settings other than the checkpoint's: " + ", ".join(differ)
                            + "; leave them out to continue the run as it was")
         settings.update({name: stored[key] for name, key in RUN_FLAGS if key in stored})
-        settings["epochs"] = args.epochs if args.epochs is not None else stored.get("epochs", settings["epochs"])
+        settings["epochs"] = args.epochs if args.epochs is not None else stored["epochs"]
+        epoch = resume_state.get("epoch")
+        if not _is_int(epoch) or not 0 <= epoch <= MAX_EPOCHS:
+            raise CliError(f"--resume: the checkpoint in {args.checkpoint} records epoch {_short(epoch)}, not a count "
+                           f"of 0..{MAX_EPOCHS} epochs (edited by hand?)")
+        if args.epochs is not None and args.epochs < epoch:
+            raise CliError(f"--epochs {args.epochs}: the checkpoint in {args.checkpoint} is already at epoch {epoch}; "
+                           f"--epochs is the total number of epochs, not the number to add: give more than {epoch} "
+                           f"to train on")
+        settings["epochs"] = max(settings["epochs"], epoch)  # a run extended by an earlier --resume --epochs
     settings.update(given)
     if settings["data"] != "digits" and not os.path.exists(settings["data"]):
         raise CliError(f"--data {settings['data']}: no such file or folder (or use 'digits')")
@@ -236,14 +279,53 @@ def _build(settings, input_shape, num_classes, resuming=False):
                        f"{advice}") from None
 
 
+def _part_names(source):
+    """How the checks of the data name its training and test sets: with the files (or .npz arrays) each was read
+    from where the source keeps them apart (MNIST's IDX files, CIFAR-10's batches, an .npz with x_test), so that
+    a bad label is traced to the file that holds it; else ``('train', 'test')``."""
+    import zipfile
+
+    from tinynet import data
+
+    parts = ("train", "test")
+    try:
+        if os.path.isfile(source):
+            with zipfile.ZipFile(source) as archive:
+                members = {os.path.splitext(name)[0] for name in archive.namelist()}
+            if "x_test" in members:
+                return ("train (x_train, y_train)", "test (x_test, y_test)")
+        elif os.path.isdir(source):
+            names = os.listdir(source)
+            stem = data.MNIST_FILES["train"][0]
+            if any(n in (stem, stem + ".gz") or n.replace(".", "-") == stem for n in names):
+                return tuple(f"{part} ({', '.join(data.MNIST_FILES[part])})" for part in parts)
+            if "test_batch" in names:
+                return ("train (data_batch_1..5)", "test (test_batch)")
+    except (OSError, zipfile.BadZipFile, ValueError):
+        pass
+    return parts
+
+
 def _load_training_data(source, image_size):
+    """``(train, test)`` of ``source``, checked: what cannot train, and images or classes that a checkpoint
+    could not describe (:func:`_image_shape_problem`, :data:`tinynet.data.MAX_CLASSES`: the commands that read
+    the checkpoint would refuse the finished run), raise :class:`CliError` before any model is built."""
     from tinynet import data, fileio
 
     try:
         train, test = load_data(source, image_size)
-        warnings = data.check_for_training(train, test)
+        warnings = data.check_for_training(train, test, parts=_part_names(source) if source != "digits"
+                                           else ("train", "test"))
     except (OSError, ValueError, KeyError, fileio.FileFormatError) as error:
         raise CliError(f"--data {source}: {error}") from None
+    shape = list(train.image_shape)
+    problem = _image_shape_problem(shape)
+    if problem is not None:
+        raise CliError(f"--data {source}: images of {'x'.join(map(str, shape))}: {problem}"
+                       + (" (give --image-size)" if shape[2] <= MAX_CHANNELS else ""))
+    if train.num_classes > data.MAX_CLASSES:
+        raise CliError(f"--data {source}: {train.num_classes} classes; a model is built for at most "
+                       f"{data.MAX_CLASSES}")
     for warning in warnings:
         print(f"warning: {escape(warning)}")
     return train, test
@@ -278,6 +360,9 @@ def _prepare(args, comm):
                        f"the first; give each its own")
     resume_state = _checkpoint_plan(args)
     settings = _settings(args, resume_state)
+    if resume_state is not None:  # every field of the manifest, before the data is loaded
+        _check_config(args.checkpoint, resume_state["config"], training=True)
+        _check_resume_state(args.checkpoint, resume_state, settings)
     _set_kernels(args.kernels)
     image_size = settings["image_size"] or (32 if settings["data"] == "digits" else None)
     train, test = _load_training_data(settings["data"], image_size)
@@ -287,12 +372,25 @@ def _prepare(args, comm):
         train, val = data.split(train, settings["validation_split"], seed=settings["seed"])
         if len(val) == 0:
             val = None
+    try:  # a crop as large as the images is refused by the trainer at its first step: say it now, in one line
+        data.Augment(settings["crop"], settings["flip"]).check_batch_shape((1, *train.image_shape))
+    except ValueError:
+        h, w, _ = train.image_shape
+        raise CliError(f"--crop {settings['crop']}: too large for images of {h}x{w} (a crop could hold padding "
+                       f"only); it must be less than {min(h, w)}") from None
     if resume_state is not None:  # the stored description wins over the command line
         config = resume_state["config"]
-        _check_config(args.checkpoint, config)
-        if config.get("data_fingerprint") != fingerprint:
+        if config["data_fingerprint"] != fingerprint:
             raise CliError(f"--resume: the data in {settings['data']} is not the data the checkpoint was trained on "
                            f"(its images, labels or class names changed)")
+        found = {"input_shape": list(train.image_shape), "num_classes": train.num_classes,
+                 "class_names": list(train.class_names)}
+        differ = [f"{key} {_short(config[key], 80)} (the data's: {_short(value, 80)})" for key, value in found.items()
+                  if config[key] != value]
+        if differ:
+            raise CliError(f"--checkpoint {args.checkpoint}: its model description does not fit the data it was "
+                           f"trained on: {'; '.join(differ)}; edited by hand?")
+        _check_resume_steps(args.checkpoint, resume_state, -(-len(train) // settings["batch_size"]))
     else:
         config = {"variant": settings["variant"], "input_shape": list(train.image_shape),
                   "num_classes": train.num_classes, "class_names": train.class_names,
@@ -322,14 +420,21 @@ def _prepare(args, comm):
                       seed=settings["seed"], verbose=not args.quiet,
                       grad_norm_groups=list(STAGES) if args.grad_norms else None, communicator=comm)
     if resume_state is not None:
+        if resume_state["loss_weights"] != trainer.loss_weights:
+            raise CliError(f"--resume: the checkpoint in {args.checkpoint} records the loss weights "
+                           f"{_short(resume_state['loss_weights'], 80)} where its run's settings give "
+                           f"{trainer.loss_weights}; edited by hand?")
         try:
             checkpoint.load(args.checkpoint, trainer)
         except checkpoint.CheckpointError as error:
             raise CliError(f"--resume: {error}") from None
         print(f"resumed from {escape(args.checkpoint)} after epoch {trainer.epoch}")
-        stored_epochs = config["run"].get("epochs")
-        if settings["epochs"] != stored_epochs:
-            print(f"note: --epochs {settings['epochs']} (the first run asked for {stored_epochs})")
+        stored_epochs = config["run"]["epochs"]
+        if args.epochs is not None and args.epochs != stored_epochs:
+            print(f"note: --epochs {args.epochs} (the first run asked for {stored_epochs})")
+        if trainer.epoch >= settings["epochs"]:
+            print(f"note: nothing left to train: the run is at epoch {trainer.epoch} of {settings['epochs']}; pass "
+                  f"a larger --epochs to train on")
         horizon = resume_state["schedule"].get("epochs")
         if horizon is not None and horizon != settings["epochs"]:
             print(f"note: the cosine schedule keeps the first run's horizon of {horizon:g} epochs")
@@ -427,45 +532,148 @@ def _use_local_gpu(comm):
 
 
 # ------------------------------------------------------------------------------------------ evaluate / predict
-def _check_config(directory, config):
+def _check_config(directory, config, training=False):
     """Raise :class:`CliError` unless a checkpoint's ``config`` describes a model this command can rebuild.
 
     The manifest's checksums prove the files belong together, not that their description is sane: a hand-edited
-    or foreign ``checkpoint.json`` gets one clear line instead of a failure deep in the model code.
+    or foreign ``checkpoint.json`` gets one clear line instead of a failure deep in the model code. Every field
+    the command uses is checked: present, of its type, within the bounds ``train`` itself keeps (the same rule
+    for the images, :func:`_image_shape_problem`), the objects built from it (the normalizer, the augmentation)
+    built here, so that their own errors become this line. With ``training`` (``train --resume``) the fields
+    only training uses too, and that they agree with the run settings ``config['run']`` records (checked by
+    :func:`_settings` before).
     """
+    from tinynet import data
+
     def bad(what):
         return CliError(f"--checkpoint {directory}: its model description is invalid ({what})")
 
     if not isinstance(config, dict) or not config:
         raise bad("no config: it was not written by 'inception train'")
-    if config.get("variant") not in VARIANTS:
-        raise bad(f"variant {config.get('variant')!r} is not one of {', '.join(VARIANTS)}")
+    variant = config.get("variant")
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        raise bad(f"variant {_short(variant)} is not one of {', '.join(VARIANTS)}")
     shape = config.get("input_shape")
-    if (not isinstance(shape, list) or len(shape) != 3
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_IMAGE_SIZE for d in shape)
-            or shape[2] not in (1, 3)):
-        raise bad(f"input_shape {shape!r} is not [height, width, 1 or 3]")
+    problem = _image_shape_problem(shape)
+    if problem is not None:
+        raise bad(f"input_shape {_short(shape)}: {problem}")
     classes, names = config.get("num_classes"), config.get("class_names")
-    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
-        raise bad(f"num_classes {classes!r}")
-    if not isinstance(names, list) or len(names) != classes or not all(isinstance(n, str) for n in names):
-        raise bad(f"class_names must be {classes} strings")
-    if not isinstance(config.get("aux"), bool) or not isinstance(config.get("data"), str):
-        raise bad("aux must be true or false and data a string")
-    normalizer = config.get("normalizer")
-    channels = shape[2]
+    if not _is_int(classes) or not 2 <= classes <= data.MAX_CLASSES:
+        raise bad(f"num_classes {_short(classes)} is not 2..{data.MAX_CLASSES}")
+    if (not isinstance(names, list) or len(names) != classes or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != classes):
+        raise bad(f"class_names must be {classes} distinct, non-empty strings")
+    if not isinstance(config.get("aux"), bool):
+        raise bad(f"aux {_short(config.get('aux'))} is not true or false")
+    if not isinstance(config.get("data"), str) or not config["data"]:
+        raise bad(f"data {_short(config.get('data'))} is not a path or 'digits'")
+    size = config.get("image_size")
+    if size is not None and (not _is_int(size) or list(shape[:2]) != [size, size]):
+        raise bad(f"image_size {_short(size)} is neither null nor the height and width of input_shape {shape}")
+    normalizer, channels = config.get("normalizer"), shape[2]
+    if not isinstance(normalizer, dict) or set(normalizer) != {"mean", "std"}:
+        raise bad("normalizer must hold exactly the lists 'mean' and 'std'")
+    values = [normalizer["mean"], normalizer["std"]]
+    if not all(isinstance(v, list) and len(v) == channels
+               and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) for v in values):
+        raise bad(f"normalizer needs {channels} means and {channels} standard deviations (one per channel)")
     try:
-        mean = np.asarray(normalizer["mean"], dtype=np.float64)
-        std = np.asarray(normalizer["std"], dtype=np.float64)
-    except (TypeError, KeyError, ValueError):
-        raise bad("normalizer must hold lists 'mean' and 'std'") from None
-    if mean.shape != (channels,) or std.shape != (channels,) or not np.isfinite(mean).all() \
-            or not (np.isfinite(std) & (std > 0)).all():
-        raise bad(f"normalizer needs {channels} finite means and positive standard deviations")
+        with np.errstate(over="ignore"):
+            data.Normalizer(**normalizer)
+    except (TypeError, ValueError) as error:
+        raise bad(f"normalizer needs {channels} finite means and positive standard deviations ({error})") from None
+    if not training:
+        return
+
+    def bad_run(what):
+        return CliError(f"--resume: the checkpoint in {directory} records an invalid run ({what}); edited by hand?")
+
+    augment = config.get("augment")
+    if not isinstance(augment, dict) or set(augment) != {"crop", "flip"}:
+        raise bad_run(f"augment {_short(augment, 80)} is not an object holding exactly 'crop' and 'flip'")
+    try:
+        data.Augment(**augment)
+    except (TypeError, ValueError) as error:
+        raise bad_run(f"augment: {error}") from None
+    for key in ("optimizer", "lr", "schedule"):
+        problem = _stored_value_problem(key, config.get(key))
+        if problem is not None:
+            raise bad_run(f"{key} {_short(config.get(key))}: {problem}")
+    fingerprint = config.get("data_fingerprint")
+    if not isinstance(fingerprint, str) or len(fingerprint) != 64 or set(fingerprint) - set("0123456789abcdef"):
+        raise bad_run(f"data_fingerprint {_short(fingerprint)} is not a SHA-256 in hex")
+    run = config["run"]  # its values were checked by _settings
+    expected = {"variant": run["variant"], "aux": not run["no_aux"], "data": run["data"],
+                "image_size": run["image_size"] or (32 if run["data"] == "digits" else None),
+                "optimizer": run["optimizer"], "lr": run["lr"], "schedule": run["schedule"],
+                "augment": {"crop": run["crop"], "flip": run["flip"]}}
+    differ = [f"{key} {_short(config.get(key), 80)} where its run settings give {_short(value, 80)}"
+              for key, value in expected.items() if config.get(key) != value]
+    if differ:
+        raise bad_run("its description and its run settings disagree: " + "; ".join(differ))
 
 
-def _restore(directory, kernels=None):
-    """Rebuild the model described in a checkpoint and load its weights; return (model, config)."""
+def _check_resume_state(directory, state, settings):
+    """Raise :class:`CliError` unless the training state a checkpoint records (the fields besides ``config``,
+    whose types :mod:`tinynet.checkpoint` checked) is the state of the run its settings describe: the schedule,
+    optimizer and batch size those settings make, counters within their bounds (epoch, the optimizer's step
+    count, history and gradient-norm records no longer than the epochs and steps done). A hand-edited manifest
+    would otherwise train on with other settings than it reports, or print a step count of 400 digits."""
+
+    def bad(what):
+        return CliError(f"--resume: the checkpoint in {directory} records {what}; edited by hand?")
+
+    epoch = state["epoch"]  # bounded by _settings
+    schedule = state.get("schedule")
+    expected = make_schedule(settings["schedule"], settings["lr"], settings["epochs"]).get_config()
+    if not isinstance(schedule, dict) or set(schedule) != set(expected):
+        raise bad(f"the schedule {_short(schedule, 120)}, not a '{settings['schedule']}' schedule (its run's)")
+    for key, value in expected.items():
+        stored = schedule[key]
+        if key == "epochs" and settings["schedule"] == "cosine":  # the first run's horizon: kept on resume
+            if not isinstance(stored, (int, float)) or isinstance(stored, bool) or not 1 <= stored <= MAX_EPOCHS:
+                raise bad(f"a cosine schedule over {_short(stored)} epochs (not 1..{MAX_EPOCHS})")
+        elif stored != value:
+            raise bad(f"schedule.{key} {_short(stored)} where its run's settings give {_short(value)}")
+    optimizer = state.get("optimizer") or {}
+    expected = make_optimizer(settings["optimizer"], settings["lr"], weight_decay=settings["weight_decay"]).get_config()
+    config = optimizer.get("config") or {}
+    lr_key = "learning_rate" if "learning_rate" in config else "lr"
+    lr = config.get(lr_key)
+    if set(config) - {lr_key} != set(expected) - {"learning_rate"}:
+        raise bad(f"an optimizer {_short(config, 120)}, not the '{settings['optimizer']}' optimizer of its run")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 <= lr <= float(np.finfo(np.float32).max):
+        raise bad(f"an optimizer learning rate of {_short(lr)}")
+    for key, value in expected.items():
+        if key != "learning_rate" and config[key] != value:
+            raise bad(f"optimizer.config.{key} {_short(config[key])} where its run's settings give {_short(value)}")
+    if state.get("batch_size") != settings["batch_size"]:
+        raise bad(f"batch_size {_short(state.get('batch_size'))} where its run's settings give "
+                  f"{settings['batch_size']}")
+    long = [key for key, values in (state.get("history") or {}).items() if len(values) > epoch]
+    if long:
+        raise bad(f"a history with more entries than its {epoch} epochs ({', '.join(map(_short, long[:3]))})")
+
+
+def _check_resume_steps(directory, state, steps_per_epoch):
+    """Raise :class:`CliError` unless the step counters of a checkpoint (the optimizer's ``iterations``, the
+    gradient-norm records' steps) are at most the steps its epochs took: ``epoch`` × ``steps_per_epoch``."""
+    most = state["epoch"] * steps_per_epoch
+    iterations = state["optimizer"]["iterations"]
+    if iterations > most:
+        raise CliError(f"--resume: the checkpoint in {directory} records {_short(iterations)} optimizer steps, more "
+                       f"than its {state['epoch']} epoch(s) of {steps_per_epoch} steps take; edited by hand?")
+    steps = (state.get("grad_norms") or {}).get("step") or []
+    if steps and max(steps) > iterations:
+        raise CliError(f"--resume: the checkpoint in {directory} records gradient norms at step {_short(max(steps))}"
+                       f", after its {iterations} optimizer steps; edited by hand?")
+
+
+def _restore(directory, kernels=None, check=None):
+    """Rebuild the model described in a checkpoint and load its weights; return (model, config).
+
+    ``check(config)``, when given, runs once the description is known to be valid and before the model is built
+    (a command's own refusal of a valid checkpoint, e.g. predict's of images it cannot read)."""
     from tinynet import checkpoint
     from tinynet.layers.base import ShapeError
 
@@ -487,6 +695,8 @@ def _restore(directory, kernels=None):
     try:
         config = checkpoint.read_state(directory)["config"]
         _check_config(directory, config)
+        if check is not None:
+            check(config)
         model = build_model(config["variant"], config["input_shape"], config["num_classes"], config["aux"])
         checkpoint.load_weights(directory, model)
     except checkpoint.CheckpointError as error:
@@ -533,8 +743,8 @@ def evaluate_command(args):
     if len(test) == 0:
         raise CliError(f"--data {source}: the test split is empty")
     if test.y.min() < 0 or test.y.max() >= config["num_classes"]:
-        raise CliError(f"--data {source}: labels {int(test.y.min())}..{int(test.y.max())} do not fit the model's "
-                       f"{config['num_classes']} classes")
+        raise CliError(f"--data {source}: the test labels {int(test.y.min())}..{int(test.y.max())} do not fit the "
+                       f"model's {config['num_classes']} classes")
     if list(test.class_names) != list(config["class_names"]):  # label k would be scored as another class's
         raise CliError(f"--data {source}: its classes {_names(test.class_names)} are not the model's "
                        f"{_names(config['class_names'])}")
@@ -560,7 +770,15 @@ def predict_command(args):
 
     for path in args.images:  # every file is checked before the model is built
         check_input_file("IMAGE", path)
-    model, config = _restore(args.checkpoint, args.kernels)
+
+    def readable(config):
+        channels = config["input_shape"][2]
+        if channels not in (1, 3):
+            raise CliError(f"--checkpoint {args.checkpoint}: the model takes images of {channels} channels, and "
+                           f"image files are read as grey (1) or RGB (3); use 'evaluate --data' with an .npz of "
+                           f"{channels}-channel images instead")
+
+    model, config = _restore(args.checkpoint, args.kernels, check=readable)
     h, w, c = config["input_shape"]
     images = []
     for path in args.images:

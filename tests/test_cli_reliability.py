@@ -352,7 +352,7 @@ def test_no_traceback_in_a_real_process():
 @pytest.mark.parametrize("edit, command, message", [
     (lambda c: c.update(variant="evil"), "evaluate", "variant 'evil' is not one of"),
     (lambda c: c.update(input_shape=[0, 16, 1]), "evaluate", "input_shape [0, 16, 1]"),
-    (lambda c: c.update(class_names=["a"]), "evaluate", "class_names must be 4 strings"),
+    (lambda c: c.update(class_names=["a"]), "evaluate", "class_names must be 4 distinct, non-empty strings"),
     (lambda c: c["normalizer"].update(std=[0.0]), "evaluate", "positive standard deviations"),
     (lambda c: c.update(normalizer="x"), "evaluate", "normalizer must hold"),
     (lambda c: c["run"].update(variant="evil"), "train", "variant 'evil': not one of"),
@@ -439,3 +439,242 @@ def test_plot_summary_and_check_keras_refuse_mistakes_in_one_line(tmp_path, caps
         assert_one_line_error(code, err, command)
         assert message in err, err
     assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+# ------------------------------------------------------------------------------------------ a manifest, every field
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(data path, checkpoint folder) of one epoch on the toy data; a test that edits it works on a copy."""
+    root = tmp_path_factory.mktemp("trained")
+    path = make_npz(root / "toy.npz")
+    assert main(TRAIN + ["--data", path, "--checkpoint", str(root / "ckpt")]) == 0
+    return path, root / "ckpt"
+
+
+def edited_copy(trained, tmp_path, edit):
+    """A copy of the trained checkpoint whose checkpoint.json went through ``edit(state)`` (by hand, as it were:
+    the data files and their checksums are untouched)."""
+    import json
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained[1], ckpt)
+    state = json.loads((ckpt / "checkpoint.json").read_text())
+    edit(state)
+    (ckpt / "checkpoint.json").write_text(json.dumps(state))
+    return ckpt
+
+
+def _set(path, value):
+    """An edit of the manifest: the field at ``path`` ('config.augment.crop') set to ``value`` (None: removed)."""
+    def edit(state):
+        *parents, key = path.split(".")
+        for name in parents:
+            state = state[name]
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message, early", [
+    (_set("config.augment", None), "augment None is not an object holding exactly 'crop' and 'flip'", True),
+    (_set("config.augment.crop", -3), "augment: Augment: crop must be an integer >= 0, got -3", True),
+    (_set("config.augment.evil", 1), "is not an object holding exactly 'crop' and 'flip'", True),
+    (_set("config.augment.flip", True), "augment {'crop': 1, 'flip': True} where its run settings give {'crop': 1, "
+                                        "'flip': False}", True),
+    (_set("config.normalizer.evil", 1), "normalizer must hold exactly the lists 'mean' and 'std'", True),
+    (_set("config.optimizer", "sgd"), "optimizer 'sgd' where its run settings give 'adam'", True),
+    (_set("config.data_fingerprint", None), "data_fingerprint None is not a SHA-256", True),
+    (_set("config.variant", ["small"]), "variant ['small'] is not one of", True),
+    (_set("config.image_size", "16"), "image_size '16' is neither null nor", True),
+    (lambda s: s.update(schedule=None), "the schedule None, not a 'cosine' schedule", True),
+    (_set("schedule.epochs", "abc"), "a cosine schedule over 'abc' epochs", True),
+    (_set("schedule.lr", 5.0), "schedule.lr 5.0 where its run's settings give 0.002", True),
+    (_set("batch_size", 10**12), "batch_size 1000000000000 where its run's settings give 6", True),
+    (_set("optimizer.config.learning_rate", 1e300), "an optimizer learning rate of 1e+300", True),
+    (_set("optimizer.config.beta_1", 0.5), "optimizer.config.beta_1 0.5 where its run's settings give 0.9", True),
+    (_set("epoch", 10**400), "records epoch 10000000000000000000... (401 characters), not a count of 0..100000", True),
+    (lambda s: s["history"]["loss"].append(1.0), "a history with more entries than its 1 epochs (", True),
+    (_set("optimizer.iterations", 10**30), "records 1000000000000000000000000000000 optimizer steps, more than its 1 "
+                                           "epoch(s) of 4 steps take", False),
+    (_set("grad_norms", {"step": [99], "with_aux": {}, "main_only": {}}), "gradient norms at step 99, after its 4",
+     False),
+    (lambda s: s["config"]["class_names"].reverse(), "does not fit the data it was trained on: class_names", False),
+    (lambda s: s["config"].update(input_shape=[16, 16, 3], normalizer={"mean": [0.5] * 3, "std": [0.2] * 3}),
+     "input_shape [16, 16, 3] (the data's: [16, 16, 1])", False),
+    (_set("loss_weights", [1.0, 1e308, 1e308]), "loss weights [1.0, 1e+308, 1e+308] where its run's settings give "
+                                                "[0.3, 0.3, 1.0]", None),
+])
+def test_resume_checks_every_field_of_the_manifest(trained, tmp_path, capsys, monkeypatch, edit, message, early):
+    """train --resume rebuilds the whole run from checkpoint.json: a field missing, of another type, with keys or
+    values its object refuses, that disagrees with the run settings the checkpoint records, or a counter beyond
+    the epochs and steps done, ends in one line and exit 2 (it was a KeyError, ValueError, TypeError or
+    AttributeError traceback, or a run that trained on settings other than the ones it reports). ``early``: found
+    before the data is loaded (True), before the model is built (False), or before the checkpoint is restored."""
+    from inception import cli_train
+
+    loaded = []
+    load = cli_train.load_data
+    monkeypatch.setattr(cli_train, "load_data", lambda *args, **kwargs: loaded.append(1) or load(*args, **kwargs))
+    ckpt = edited_copy(trained, tmp_path, edit)
+    before = folder_digest(ckpt)
+    code, out, err = cli(["train", "--checkpoint", str(ckpt), "--resume", "--epochs", "2", "--quiet"], capsys)
+    assert_one_line_error(code, err)
+    assert message in err, err
+    assert "resumed from" not in out and bool(loaded) is (early is not True)
+    assert ("model:" in out) is (early is None)
+    assert folder_digest(ckpt) == before
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set("config.normalizer.evil", 1), "normalizer must hold exactly the lists 'mean' and 'std'"),
+    (_set("config.variant", ["small"]), "variant ['small'] is not one of"),
+    (_set("config.image_size", "16"), "image_size '16' is neither null nor the height and width"),
+    (_set("config.class_names", ["a", "a", "b", "c"]), "class_names must be 4 distinct, non-empty strings"),
+    (_set("config.input_shape", [16, 16, 5000]), "input_shape [16, 16, 5000]: the channels must be 1..4096"),
+    (_set("config.num_classes", 10**9), "num_classes 1000000000 is not 2..1048576"),
+    (_set("config.data", None), "data None is not a path or 'digits'"),
+])
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_evaluate_and_predict_check_every_field_they_use(trained, tmp_path, capsys, edit, message, command):
+    from PIL import Image
+
+    ckpt = edited_copy(trained, tmp_path, edit)
+    img = tmp_path / "a.png"
+    Image.fromarray(np.full((16, 16), 200, np.uint8)).save(img)
+    code, out, err = cli([command, "--checkpoint", str(ckpt)] + ([str(img)] if command == "predict" else []),
+                         capsys)
+    assert_one_line_error(code, err, command)
+    assert message in err, err
+    assert out == ""
+
+
+def test_resume_epochs_are_a_bounded_total_at_least_the_checkpoints(trained, tmp_path, capsys):
+    """--epochs is the total: fewer than the checkpoint's epochs is refused in one line; as many trains nothing and
+    says so; a run extended by an earlier --resume --epochs resumes without --epochs as a finished run."""
+    ckpt = edited_copy(trained, tmp_path, lambda s: None)
+    assert cli(["train", "--checkpoint", str(ckpt), "--resume", "--epochs", "2", "--quiet"], capsys)[0] == 0
+    code, out, err = cli(["train", "--checkpoint", str(ckpt), "--resume", "--epochs", "1", "--quiet"], capsys)
+    assert_one_line_error(code, err)
+    assert "--epochs 1: the checkpoint in" in err and "is already at epoch 2" in err and "data:" not in out
+    for extra in (["--epochs", "2"], []):
+        code, out, err = cli(["train", "--checkpoint", str(ckpt), "--resume", "--quiet"] + extra, capsys)
+        assert code == 0, err
+        assert "note: nothing left to train: the run is at epoch 2 of 2" in out and "test accuracy: " in out
+        assert ("note: --epochs 2 (the first run asked for 1)" in out) is bool(extra)
+
+
+def test_a_read_only_checkpoint_folder_is_refused_before_any_work_in_every_mode(trained, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """--resume and --overwrite write into the folder as a new run does: a folder where no file can be created is
+    refused at once with exit 2 (--resume loaded the data, built the model and restored the checkpoint, then
+    failed in Trainer.fit with exit 1). The probe is tinynet.fileio.check_writable_folder's, made to fail there
+    (a chmod does not stop root)."""
+    import errno
+
+    from tinynet import fileio
+
+    ckpt = edited_copy(trained, tmp_path, lambda s: None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    probe = fileio.check_writable_folder
+
+    def read_only(folder, make_folders=False):
+        if os.path.abspath(folder).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, f"no file can be created in the folder {folder!r} (Read-only file system)")
+        return probe(folder, make_folders)
+
+    monkeypatch.setattr(fileio, "check_writable_folder", read_only)
+    before = folder_digest(ckpt)
+    for folder, flags in [(ckpt, ["--resume", "--epochs", "2"]), (ckpt, ["--overwrite"]), (empty, ["--resume"]),
+                          (empty, [])]:
+        code, out, err = cli(TRAIN[:-2] + ["--data", trained[0], "--checkpoint", str(folder)] + flags, capsys)
+        assert_one_line_error(code, err)
+        assert f"--checkpoint {folder}: cannot write a checkpoint there" in err and "Read-only" in err
+        assert "data:" not in out and "starting from scratch" not in out
+    assert folder_digest(ckpt) == before
+
+
+# ------------------------------------------------------------------------------------------ what train accepts
+def test_a_run_on_four_channel_images_is_usable_afterwards(tmp_path, capsys):
+    """train accepts an .npz of 4-channel images (legitimate data for the Python API): evaluate and --resume accept
+    its checkpoint (they refused it: 'input_shape [16, 16, 4] is not [height, width, 1 or 3]'); predict, which
+    reads image files as grey or RGB, refuses it in one line before building the model."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "rgba.npz"
+    np.savez(path, x=(rng.random((24, 16, 16, 4)) * 255).astype(np.uint8), y=np.arange(24) % 4)
+    ckpt = str(tmp_path / "ckpt")
+    assert cli(TRAIN + ["--data", str(path), "--checkpoint", ckpt], capsys)[0] == 0
+    for argv in (["evaluate", "--checkpoint", ckpt], ["evaluate", "--checkpoint", ckpt, "--data", str(path)],
+                 ["train", "--checkpoint", ckpt, "--resume", "--epochs", "2", "--quiet", "--kernels", "numpy"]):
+        code, out, err = cli(argv, capsys)
+        assert code == 0, err
+        assert "test accuracy: " in out
+    img = tmp_path / "a.png"
+    Image.fromarray(np.full((16, 16, 4), 200, np.uint8)).save(img)
+    code, out, err = cli(["predict", "--checkpoint", ckpt, str(img)], capsys)
+    assert_one_line_error(code, err, "predict")
+    assert "the model takes images of 4 channels" in err and "evaluate --data" in err and out == ""
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((4, 2100, 4), "images of 2100x4x1: height and width must be 1..2048 (give --image-size)"),
+    ((4, 2, 2, 5000), "images of 2x2x5000: the channels must be 1..4096"),
+])
+def test_train_refuses_images_no_checkpoint_could_describe(tmp_path, capsys, shape, message):
+    """The other direction of the same rule: what the checkpoint readers refuse, train refuses before any work."""
+    path = tmp_path / "odd.npz"
+    np.savez(path, x=np.zeros(shape, np.uint8), y=np.arange(shape[0]) % 2)
+    code, out, err = cli(TRAIN + ["--data", str(path), "--checkpoint", str(tmp_path / "ckpt")], capsys)
+    assert_one_line_error(code, err)
+    assert message in err, err
+    assert "model:" not in out and not (tmp_path / "ckpt").exists()
+
+
+def test_a_crop_as_large_as_the_images_is_refused_before_training(npz, capsys):
+    code, out, err = cli(TRAIN + ["--data", npz, "--crop", "16"], capsys)
+    assert_one_line_error(code, err)
+    assert "--crop 16: too large for images of 16x16" in err and "model:" not in out
+
+
+# ------------------------------------------------------------------------------------------ where a bad label is
+def _idx(array):
+    """The bytes of an IDX file (unsigned bytes) holding ``array``."""
+    import struct
+
+    return bytes([0, 0, 8, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape) + array.tobytes()
+
+
+def test_a_stray_test_label_is_reported_in_the_test_file(tmp_path, capsys):
+    """A label 200 in MNIST's t10k labels was reported as 'train: 199 of the 201 classes have no training images
+    (classes 2..200)', never naming the test file; likewise y_test of an .npz."""
+    from tinynet import data
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    images = np.zeros((10, 8, 8), np.uint8)
+    for name, array in [("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", np.arange(10) % 2),
+                        ("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", np.array([0] * 9 + [200]))]:
+        (folder / name).write_bytes(_idx(np.asarray(array, np.uint8)))
+    code, out, err = cli(TRAIN + ["--data", str(folder)], capsys)
+    assert_one_line_error(code, err)
+    assert (f"--data {folder}: test (t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte): label(s) 200 (1 image) that "
+            f"no training image has (the training labels run 0..1)") in err, err
+    path = tmp_path / "split.npz"
+    np.savez(path, x_train=np.zeros((8, 8, 8), np.uint8), y_train=np.arange(8) % 4,
+             x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.array([0, 7]))
+    code, out, err = cli(TRAIN + ["--data", str(path)], capsys)
+    assert_one_line_error(code, err)
+    assert "test (x_test, y_test): label(s) 7 (1 image) that no training image has (the training labels run 0..3)" \
+        in err, err
+    # the data module alone: the split holding the label is named; a gap in the training labels stays train's
+    train = data.Dataset(np.zeros((4, 2, 2)), np.arange(4) % 2, ["0", "1", "2", "3"])
+    with pytest.raises(ValueError, match=r"^test: label\(s\) 3 \(1 image\) that no training image has"):
+        data.check_for_training(train, data.Dataset(np.zeros((2, 2, 2)), [0, 3], ["0", "1", "2", "3"]))
+    gap = data.Dataset(np.zeros((4, 2, 2)), [0, 2, 0, 2], ["0", "1", "2", "3"])
+    with pytest.raises(ValueError, match=r"^train: 2 of the 4 classes have no training images \(classes 1, 3\)"):
+        data.check_for_training(gap, data.Dataset(np.zeros((2, 2, 2)), [0, 3], ["0", "1", "2", "3"]))

@@ -90,7 +90,17 @@ def _check_labels(ds, part):
     return y
 
 
-def check_for_training(train, test=None, batch_size=None) -> list:
+def _unseen(ty, counts, k) -> str:
+    """``'label(s) 200 (1 image)'``: the test labels that no training image has, or ``''``."""
+    unseen = ty[(ty >= k) | (counts[np.minimum(ty, k - 1)] == 0)]
+    if not unseen.size:
+        return ""
+    values, n = np.unique(unseen, return_counts=True)
+    shown = ", ".join(f"{int(v)} ({_plural(int(c), 'image')})" for v, c in zip(values[:5], n[:5]))
+    return f"label(s) {shown}{', ...' if values.size > 5 else ''}"
+
+
+def check_for_training(train, test=None, batch_size=None, parts=("train", "test")) -> list:
     """Check a ``(train, test)`` pair before training: raise for what cannot train, return warnings for the rest.
 
     Parameters
@@ -100,6 +110,9 @@ def check_for_training(train, test=None, batch_size=None) -> list:
         Checked against ``train`` when given.
     batch_size : int, optional
         Checked against the number of training images when given.
+    parts : (str, str), default ('train', 'test')
+        How the messages name the two sets, e.g. with the files they were read from
+        (``'test (t10k-labels-idx1-ubyte)'``).
 
     Returns
     -------
@@ -114,36 +127,45 @@ def check_for_training(train, test=None, batch_size=None) -> list:
         are negative or not integers; labels with no class name; fewer than 2 classes among the training
         labels; a class in 0..K-1 with no training image (for labels far from the others, e.g. one 255 among
         0..9, the message names the label and how many images have it); an empty test set; test labels that no
-        training image has; images of another shape in ``test``; NaN or infinite pixels; class names that differ
-        between ``train`` and ``test``.
+        training image has (also when they are what makes classes above the training labels, which then have
+        no training image: the message names the test set, which holds the stray label); images of another
+        shape in ``test``; NaN or infinite pixels; class names that differ between ``train`` and ``test``.
     """
+    tr, te = parts
     warnings = []
     if len(train) == 0:
-        raise ValueError("train: no training images")
-    y = _check_labels(train, "train")
+        raise ValueError(f"{tr}: no training images")
+    y = _check_labels(train, tr)
     names = list(train.class_names)
     k = len(names)
     if y.max() >= k:
         bad = np.unique(y[y >= k])
-        raise ValueError(f"train: label(s) {_runs(bad)} have no class name (there are {k} class names)")
+        raise ValueError(f"{tr}: label(s) {_runs(bad)} have no class name (there are {k} class names)")
     counts = np.bincount(y, minlength=k)
     present = np.flatnonzero(counts)
     if present.size < 2:
         c = int(present[0])
-        raise ValueError(f"train: all {len(y)} images have label {c}" + (f" ({names[c]!r})" if names[c] != str(c)
+        raise ValueError(f"{tr}: all {len(y)} images have label {c}" + (f" ({names[c]!r})" if names[c] != str(c)
                                                                            else "")
                          + "; a classifier needs at least 2 classes")
     empty = np.flatnonzero(counts == 0)
     if empty.size:
-        message = (f"train: {empty.size} of the {k} classes have no training images ({_describe(empty, names)})")
+        if test is not None and len(test) and empty.min() > y.max():
+            # the training labels run 0..max with none missing: the classes above them come from the test labels
+            # (class names derived from both sets), and the stray label is in the test set, not in train
+            stray = _unseen(_check_labels(test, te), counts, k)
+            if stray:
+                raise ValueError(f"{te}: {stray} that no training image has (the training labels run "
+                                 f"0..{int(y.max())})")
+        message = (f"{tr}: {empty.size} of the {k} classes have no training images ({_describe(empty, names)})")
         raise ValueError(message + _far_outside(present, counts[present])
                          + ". Labels must run 0..K-1 with every class present")
     bad = _nonfinite_count(train.x)
     if bad:
-        raise ValueError(f"train: {_plural(bad, 'pixel value')} {'is' if bad == 1 else 'are'} NaN or infinite")
+        raise ValueError(f"{tr}: {_plural(bad, 'pixel value')} {'is' if bad == 1 else 'are'} NaN or infinite")
     single = np.flatnonzero(counts == 1)
     if single.size:
-        warnings.append(f"train: {_describe(single, names)} {'have' if single.size > 1 else 'has'} a single "
+        warnings.append(f"{tr}: {_describe(single, names)} {'have' if single.size > 1 else 'has'} a single "
                         f"training image")
     if batch_size is not None and batch_size > len(y):
         warnings.append(f"batch size {batch_size} is larger than the {len(y)} training images: each epoch is a "
@@ -151,26 +173,24 @@ def check_for_training(train, test=None, batch_size=None) -> list:
     if test is None:
         return warnings
     if len(test) == 0:
-        raise ValueError("test: no test images (nothing to measure the model on); a class needs 2 or more images "
+        raise ValueError(f"{te}: no test images (nothing to measure the model on); a class needs 2 or more images "
                          "for one to be set aside")
     if tuple(test.x.shape[1:]) != tuple(train.x.shape[1:]):
-        raise ValueError(f"test: images of {tuple(test.x.shape[1:])} but the training images are "
+        raise ValueError(f"{te}: images of {tuple(test.x.shape[1:])} but the training images are "
                          f"{tuple(train.x.shape[1:])}")
-    ty = _check_labels(test, "test")
+    ty = _check_labels(test, te)
     if len(test.class_names) == k and list(test.class_names) != names:
-        raise ValueError("test: the class names differ from the training set's (the same label would mean "
+        raise ValueError(f"{te}: the class names differ from the training set's (the same label would mean "
                          "different classes)")
-    unseen = ty[(ty >= k) | (counts[np.minimum(ty, k - 1)] == 0)]
-    if unseen.size:
-        values, n = np.unique(unseen, return_counts=True)
-        shown = ", ".join(f"{int(v)} ({_plural(int(c), 'image')})" for v, c in zip(values[:5], n[:5]))
-        raise ValueError(f"test: label(s) {shown}{', ...' if values.size > 5 else ''} that no training image has")
+    stray = _unseen(ty, counts, k)
+    if stray:
+        raise ValueError(f"{te}: {stray} that no training image has")
     bad = _nonfinite_count(test.x)
     if bad:
-        raise ValueError(f"test: {_plural(bad, 'pixel value')} {'is' if bad == 1 else 'are'} NaN or infinite")
+        raise ValueError(f"{te}: {_plural(bad, 'pixel value')} {'is' if bad == 1 else 'are'} NaN or infinite")
     untested = np.flatnonzero(np.bincount(ty, minlength=k) == 0)
     if untested.size:
-        warnings.append(f"test: {_describe(untested, names)} {'have' if untested.size > 1 else 'has'} no test "
+        warnings.append(f"{te}: {_describe(untested, names)} {'have' if untested.size > 1 else 'has'} no test "
                         f"images; {'their' if untested.size > 1 else 'its'} accuracy is not measured")
     return warnings
 
