@@ -18,7 +18,7 @@ import os
 
 from inception.cli_common import (CliError, OneLineParser, check_input_file, int_between,  # noqa: F401 (re-exported)
                                   non_negative_float, non_negative_int, path_text, positive_float, positive_int)
-from tinynet.fileio import check_writable_folder
+from tinynet.fileio import FileFormatError, check_writable_folder, open_regular
 
 
 def name_list(names, substrings=False):
@@ -118,17 +118,21 @@ def check(parser, option, text, parse):
 
 def read_json(parser, option, path):
     """The content of the JSON file ``path`` given as ``option``; else one line through ``parser.error`` (no
-    such file, not a regular file, not readable, or not JSON)."""
+    such file, not a regular file, not readable, not JSON, or JSON nested too deeply for Python's parser)."""
     try:
         check_input_file(option, path)
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open_regular(path) as f:  # a FIFO swapped in after the check is refused, not waited on
+            return json.loads(f.read().decode("utf-8"))
     except CliError as error:
         parser.error(f"argument {error}")
+    except FileFormatError as error:
+        parser.error(f"argument {option}: {error}")
     except OSError as error:
         parser.error(f"argument {option}: {path}: cannot be read ({error.strerror or error})")
-    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError
-        parser.error(f"argument {option}: {path} is not a JSON file ({error})")
+    except RecursionError:
+        parser.error(f"argument {option}: {path} is not a JSON file this script reads (it nests too deeply)")
+    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError, an integer of > 4300 digits
+        parser.error(f"argument {option}: {path} is not a JSON file ({str(error)[:200]})")
 
 
 __all__ = ["OneLineParser", "positive_int", "non_negative_int", "int_between", "positive_float",

@@ -54,10 +54,12 @@ class BadResults(ValueError):
 def load(path):
     """The content of the JSON file ``path``; `BadResults` if it cannot be read or is not JSON."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as error:  # ValueError: json.JSONDecodeError, UnicodeDecodeError
-        raise BadResults(f"{path}: not a readable JSON file ({error})") from None
+        with fileio.open_regular(path) as f:  # a FIFO or a device is refused, not waited on
+            return json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError) as error:  # json.JSONDecodeError, UnicodeDecodeError, FileFormatError, long ints
+        raise BadResults(f"{path}: not a readable JSON file ({str(error)[:200]})") from None
+    except RecursionError:
+        raise BadResults(f"{path}: not a readable JSON file (it nests too deeply)") from None
 
 
 def newest(paths):

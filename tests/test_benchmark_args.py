@@ -37,6 +37,13 @@ def paths(tmp_path):
     broken = tmp_path / "broken_results"
     broken.mkdir()
     (broken / "bench_20990101-000000_vm.json").write_text('{"rows": [')
+    deep = tmp_path / "deep.json"  # Python's parser: RecursionError (not a ValueError) before the fix
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    huge = tmp_path / "huge.json"  # an integer of more than 4300 digits: ValueError
+    huge.write_text('{"a": ' + "9" * 5000 + "}")
+    deep_results = tmp_path / "deep_results"
+    deep_results.mkdir()
+    (deep_results / "bench_20990101-000000_vm.json").write_text("[" * 200_000 + "]" * 200_000)
     locked = tmp_path / "locked"
     locked.mkdir()
     if os.geteuid() == 0:  # root may write in any folder it can name: /proc takes no new files even from root
@@ -46,6 +53,7 @@ def paths(tmp_path):
         unwritable = str(locked)
     yield {"file": str(text), "text": str(text), "list": str(listed), "folder": str(tmp_path),
            "missing": str(tmp_path / "nothing-here"), "broken": str(broken), "unwritable": unwritable,
+           "deep": str(deep), "huge": str(huge), "deep_results": str(deep_results),
            "bench_json": os.path.join(RESULTS, "bench_20261128-044500_vm.json")}
     locked.chmod(0o700)
 
@@ -65,7 +73,8 @@ BAD = {
         (["--kernels", "fast"], "--kernels"), (["--min-ms", "-1"], "--min-ms"), (["--out", "{file}"], "--out"),
         (["--from-json", "{missing}"], "--from-json"), (["--from-json", "{folder}"], "--from-json"),
         (["--from-json", "{text}"], "--from-json"), (["--from-json", "{list}"], "--from-json"),
-        (["--from-json", "{bench_json}"], "--from-json"),
+        (["--from-json", "{bench_json}"], "--from-json"), (["--from-json", "{deep}"], "--from-json"),
+        (["--from-json", "{huge}"], "--from-json"),
     ],
     "versus_torch.py": [
         (["--rounds", "0"], "--rounds"), (["--timeout", "-5"], "--timeout"), (["--timeout", "0"], "--timeout"),
@@ -81,6 +90,7 @@ BAD = {
     "plot_results.py": [
         (["--results", "{missing}"], "--results"), (["--results", "{file}"], "--results"),
         (["--results", "{broken}"], "--results"), (["--results", "{unwritable}"], "--results"),
+        (["--results", "{deep_results}"], "--results"),
         (["--out", "{file}"], "--out"), (["--out", "{unwritable}"], "--out"),
     ],
     "blas_threads.py": [

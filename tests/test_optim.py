@@ -212,7 +212,7 @@ def test_state_dict_with_a_schedule_and_the_old_lr_key():
     # checkpoints written before the Keras names stored 'lr'
     sgd = SGD(learning_rate=0.1, momentum=0.9).attach(model)
     old = {"config": {"name": "sgd", "lr": 0.05, "weight_decay": 0.0, "momentum": 0.9, "nesterov": False},
-           "iterations": 3, "arrays": {}}
+           "iterations": 3, "arrays": {"velocity:d/kernel": np.zeros((1, 1))}}
     sgd.load_state_dict(old)
     assert sgd.learning_rate == 0.05 and sgd.iterations == 3
     with pytest.raises(ValueError, match="given twice"):

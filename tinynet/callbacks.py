@@ -46,9 +46,11 @@ Divergence: tinynet's loop stops on a non-finite loss or gradient *before* apply
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import math
 import os
+import stat
 import string
 import warnings
 
@@ -864,7 +866,9 @@ class CSVLogger(Callback):
     The columns are ``epoch`` (0-based) and the first epoch's log keys but ``epoch`` (a Trainer logs a 1-based
     one), sorted (with ``val_`` twins when there is no validation, as Keras). The arguments are checked here
     (``ValueError`` naming the bad one), and at the start of training, before the first step, that the file
-    can be written (an ``OSError`` names the callback and the path). The file is first written at the end of
+    can be written (an ``OSError`` names the callback and the path: a folder, a FIFO or a device is refused) and,
+    with ``append``, that the file to keep is a regular UTF-8 file (else ``OSError`` / ``ValueError`` naming it;
+    a last row without a line break gets one). The file is first written at the end of
     the first epoch (so a run that fails before leaves no empty file; Keras creates it at the start), then
     rewritten whole every epoch through :func:`tinynet.fileio.write_text` (a temporary file, then an atomic
     rename), so it is never half-written. Rank 0 only in data-parallel training.
@@ -893,12 +897,36 @@ class CSVLogger(Callback):
         if os.path.isdir(self.filename):
             raise IsADirectoryError(f"CSVLogger: cannot write {self.filename!r}: it is a folder")
         _check_writable(self, self.filename, os.path.dirname(self.filename), make_folders=False)
+        if os.path.lexists(self.filename) and not os.path.islink(self.filename) \
+                and not stat.S_ISREG(os.lstat(self.filename).st_mode):
+            kind = fileio.file_kind(os.lstat(self.filename).st_mode)
+            raise OSError(errno.EINVAL, f"CSVLogger: cannot write {self.filename!r}: it is {kind}, not a regular "
+                                        f"file (the log is written to a temporary file renamed over it)")
         self.text, self.append_header = "", True
         if self.append and os.path.exists(self.filename):
-            with open(self.filename, encoding="utf-8", newline="") as f:
-                self.text = f.read()
+            self.text = self._read_existing()
             self.append_header = not self.text.split("\n", 1)[0]
+            if self.text and not self.text.endswith(("\n", "\r")):  # the first new row must start a line
+                self.text += "\r\n" if "\r\n" in self.text else "\n"
         self.keys = None
+
+    def _read_existing(self) -> str:
+        """The text of the file to append to: a regular file (a FIFO or a device raises ``OSError`` before a byte is
+        read), UTF-8 (else ``ValueError``); each error names the callback and the file."""
+        try:
+            with fileio.open_regular(self.filename) as f:
+                raw = f.read()
+        except fileio.FileFormatError as error:
+            if not os.path.exists(self.filename):
+                raise FileNotFoundError(errno.ENOENT, f"CSVLogger: cannot append to {self.filename!r}: {error}") \
+                    from None
+            raise OSError(errno.EINVAL, f"CSVLogger: cannot append to {self.filename!r}: {error}") from None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"CSVLogger: cannot append to {self.filename!r}: it is not UTF-8 text (byte "
+                             f"{error.start}: {error.reason}); append=True adds rows to a CSV file this callback "
+                             f"wrote") from None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

@@ -54,7 +54,6 @@ import math
 import os
 import re
 import secrets
-import stat
 
 import numpy as np
 
@@ -66,10 +65,14 @@ STATE_FILE = "checkpoint.json"
 DATA_KINDS = ("weights", "optimizer")
 LEGACY_FILES = ("weights.npz", "optimizer.npz")  # format 1's data files
 MAX_MANIFEST_BYTES = 64 << 20
+#: The deepest a manifest's JSON may nest (a checkpoint's needs 5); deeper is refused, so that no later
+#: recursive walk (encoding the config again, copying it) can hit Python's recursion limit.
+MAX_MANIFEST_DEPTH = 64
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _DATA_NAME = re.compile(r"(weights|optimizer)-\d{6,}-[0-9a-f]{8}\.npz")
-_TEMP_NAME = re.compile(r"\.(checkpoint\.json|(weights|optimizer)-\d{6,}-[0-9a-f]{8}\.npz)\..+\.tmp")
+# the temporary files fileio.atomic_write makes for these names (the names are short: never shortened there)
+_TEMP_NAME = re.compile(r"\.(checkpoint\.json|(weights|optimizer)-\d{6,}-[0-9a-f]{8}\.npz)" + fileio.TEMP_TAIL)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -277,21 +280,18 @@ def _check_manifest(state, path):
 
 
 def _open_regular(path, what):
-    """Open ``path`` read-only without following a symbolic link; return ``(fd, st)``."""
+    """Open ``path`` read-only, refusing a symbolic link and anything but a regular file before a byte is read
+    (:func:`tinynet.fileio.open_regular`); return ``(file, st)``."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing ({what})") from None
-    except OSError as error:
+        f = fileio.open_regular(path, what, follow_symlinks=False)
+    except fileio.FileFormatError as error:
+        if not os.path.lexists(path):
+            raise CheckpointError(f"{path}: missing ({what})") from None
         if os.path.islink(path):
             raise CheckpointError(f"{path}: is a symbolic link; a checkpoint's files must be regular files in "
                                   f"its folder") from None
-        raise CheckpointError(f"{path}: cannot be opened ({error})") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise CheckpointError(f"{path}: is not a regular file ({what})")
-    return fd, st
+        raise CheckpointError(str(error)) from None
+    return f, os.fstat(f.fileno())
 
 
 def _read_fd(fd, limit):
@@ -303,6 +303,32 @@ def _read_fd(fd, limit):
         chunks.append(block)
         total += len(block)
     return b"".join(chunks)
+
+
+def _parse_json(raw, path):
+    """Parse a manifest's bytes; any failure (not UTF-8, not JSON, NaN, nesting too deep for the parser, an
+    integer of more digits than Python converts) raises :class:`CheckpointError` naming ``path``."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        _fail(path, "is not UTF-8 text (corrupt?)")
+    try:
+        state = json.loads(text, parse_constant=lambda c: _fail(path, f"holds {c}, which is not JSON"))
+    except CheckpointError:
+        raise
+    except json.JSONDecodeError as error:
+        _fail(path, f"is not valid JSON (truncated or corrupt?): {error}")
+    except RecursionError:
+        _fail(path, "is not a checkpoint manifest: its JSON nests too deeply to be read")
+    except (ValueError, TypeError, OverflowError, MemoryError) as error:  # e.g. an integer of > 4300 digits
+        _fail(path, f"is not a readable checkpoint manifest ({type(error).__name__}: {str(error)[:200]})")
+    level, depth = [state], 0
+    while level:
+        depth += 1
+        if depth > MAX_MANIFEST_DEPTH:
+            _fail(path, f"is not a checkpoint manifest: its JSON nests deeper than {MAX_MANIFEST_DEPTH} levels")
+        level = [v for c in level if isinstance(c, (dict, list)) for v in (c.values() if isinstance(c, dict) else c)]
+    return state
 
 
 def _check_folder(directory):
@@ -322,19 +348,12 @@ def _read_manifest(directory) -> dict:
         raise CheckpointError(f"{directory}: no checkpoint ({STATE_FILE} not found"
                               + (f"; only leftovers of an interrupted first save: {leftovers[:3]})" if leftovers
                                  else ")"))
-    fd, st = _open_regular(path, "the checkpoint's manifest")
-    try:
+    f, st = _open_regular(path, "the checkpoint's manifest")
+    with f:
         if st.st_size > MAX_MANIFEST_BYTES:
             _fail(path, f"is {st.st_size} bytes; a manifest is at most {MAX_MANIFEST_BYTES}")
-        raw = _read_fd(fd, MAX_MANIFEST_BYTES)
-    finally:
-        os.close(fd)
-    try:
-        state = json.loads(raw.decode("utf-8"), parse_constant=lambda c: _fail(path, f"holds {c}, which is not JSON"))
-    except UnicodeDecodeError:
-        _fail(path, "is not UTF-8 text (corrupt?)")
-    except json.JSONDecodeError as error:
-        _fail(path, f"is not valid JSON (truncated or corrupt?): {error}")
+        raw = _read_fd(f.fileno(), MAX_MANIFEST_BYTES)
+    state = _parse_json(raw, path)
     _check_manifest(state, path)
     return state
 
@@ -343,14 +362,12 @@ def _read_data(directory, state, kind) -> bytes:
     """The bytes of one data file, after checking it is a regular file of the recorded size and SHA-256."""
     entry = state["files"][kind]
     path = os.path.join(directory, entry["name"])
-    fd, st = _open_regular(path, f"the {kind} file named by {STATE_FILE}")
-    try:
+    f, st = _open_regular(path, f"the {kind} file named by {STATE_FILE}")
+    with f:
         if st.st_size != entry["size"]:
             what = "truncated" if st.st_size < entry["size"] else "changed or corrupt"
             _fail(path, f"{what}: {st.st_size} bytes, {STATE_FILE} says {entry['size']}")
-        data = _read_fd(fd, entry["size"])
-    finally:
-        os.close(fd)
+        data = _read_fd(f.fileno(), entry["size"])
     if len(data) != entry["size"]:
         _fail(path, f"truncated while reading: {len(data)} bytes, {STATE_FILE} says {entry['size']}")
     digest = hashlib.sha256(data).hexdigest()
@@ -467,12 +484,12 @@ def status(directory) -> str:
 def _committed(directory, names) -> bool | None:
     """Does the manifest on disk name ``names``? None when it cannot be told."""
     path = os.path.join(directory, STATE_FILE)
+    if not os.path.lexists(path):
+        return False
     try:
-        with open(path, "rb") as f:
+        with fileio.open_regular(path, follow_symlinks=False) as f:  # never blocks on a FIFO
             state = json.loads(f.read(MAX_MANIFEST_BYTES + 1).decode("utf-8"))
         return {state["files"][k]["name"] for k in DATA_KINDS} == set(names)
-    except FileNotFoundError:
-        return False
     except Exception:  # noqa: BLE001 -- unreadable: keep the files, the next save removes them
         return None
 
@@ -544,6 +561,11 @@ def save(directory, trainer, config=None):
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{directory}: cannot save this checkpoint, its state is not JSON-able "
                               f"({error}); nothing was written") from None
+    for kind, arrays in (("weights", weights), ("optimizer", opt_state["arrays"])):
+        try:
+            fileio.check_npz_names(arrays, f"the {kind} file")
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{directory}: cannot save this checkpoint: {error}") from None
     os.makedirs(directory, exist_ok=True)
     had_manifest = os.path.lexists(os.path.join(directory, STATE_FILE))
     existing = set(os.listdir(directory))

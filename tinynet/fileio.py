@@ -20,16 +20,23 @@ directory, or a total beyond a bound is refused by name without the work; the da
 CRC checked. :func:`npz_names` and :func:`npz_headers` give the first two stages alone. Every reader takes
 ``data=`` (the file's bytes, already read and checksummed by the caller) so that what was verified is what
 is parsed. Every problem raises :class:`FileFormatError`, whose message starts with the file's path.
+
+Every file the project reads that a user names (weights, datasets, images, logs, manifests) is opened with
+:func:`open_regular`: opened without blocking, then ``fstat``\\ ed, so a FIFO, a device (a link to
+``/dev/zero``), a socket or a folder is refused by name before a byte is read, instead of blocking forever or
+reading without end.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import math
 import os
 import stat
+import secrets
 import struct
 import tempfile
 import zipfile
@@ -101,9 +108,63 @@ def check_writable_folder(folder, make_folders=False):
         raise type(error)(f"no file can be created in the folder {existing!r} ({error.strerror or error})") from None
 
 
+#: A temporary file of :func:`atomic_write` is named ``'.' + name + '.' + 8 hex digits + TEMP_SUFFIX`` (the name
+#: shortened, when needed, so the whole fits the file system's limit on a name); :data:`TEMP_TAIL` matches what
+#: follows the name (also the ``[a-z0-9_]{8}`` of temporary files written before, with ``tempfile.mkstemp``);
+#: :mod:`tinynet.checkpoint` builds its pattern of leftovers to remove on it.
+TEMP_SUFFIX = ".tmp"
+TEMP_TAIL = r"\.[A-Za-z0-9_]+\.tmp"
+_TEMP_EXTRA = len(".") + len(".") + 8 + len(TEMP_SUFFIX)  # bytes a temporary name adds to the shortened name
+
+
+def name_max(directory) -> int:
+    """The longest file name (in bytes) the file system of ``directory`` allows (255 where it cannot be told)."""
+    try:
+        value = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+    return value if isinstance(value, int) and value > _TEMP_EXTRA else 255
+
+
+def temp_prefix(name: str, limit: int = 255) -> str:
+    """``'.' + name + '.'``, with ``name`` cut (at a character) so that a temporary name built on it (8 random hex
+    digits and :data:`TEMP_SUFFIX` follow) is at most ``limit`` bytes."""
+    budget = limit - _TEMP_EXTRA
+    while len(os.fsencode(name)) > budget:
+        name = name[:-1]
+    return "." + name + "."
+
+
+def _create_temp(directory, name):
+    """Create and open (``O_EXCL``, mode 0o600) a new temporary file for ``name`` in ``directory``."""
+    prefix = temp_prefix(name, name_max(directory))
+    flags = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_BINARY", 0))
+    for _ in range(100):
+        tmp = os.path.join(directory, prefix + secrets.token_hex(4) + TEMP_SUFFIX)
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no unused temporary file name in {directory!r}")
+
+
+def file_kind(mode) -> str:
+    """What an ``st_mode`` is, in words: ``'a folder'``, ``'a FIFO'``, ``'a character device'``, ..."""
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb", encoding: str | None = None):
     """Open a temporary file that replaces ``path`` atomically when the ``with`` block ends without error.
+
+    The temporary file is ``.<name>.<8 hex digits>.tmp`` in the destination's folder, ``<name>`` shortened
+    where needed so that every name the file system allows works.
 
     Parameters
     ----------
@@ -125,6 +186,9 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None):
         The destination's folder does not exist.
     IsADirectoryError
         ``path`` is a folder.
+    OSError
+        Before anything is written: ``path``'s name is longer than the file system allows (``ENAMETOOLONG``),
+        or ``path`` is a FIFO, a device or a socket (replacing it would remove it; writing into it could block).
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
@@ -134,7 +198,19 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None):
         raise FileNotFoundError(f"{path}: cannot write, the folder {directory!r} does not exist")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: cannot write a file there, it is a folder")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    name = os.path.basename(path)
+    limit = name_max(directory)
+    if len(os.fsencode(name)) > limit:
+        raise OSError(errno.ENAMETOOLONG, f"{path}: cannot write, its name is {len(os.fsencode(name))} bytes, more "
+                                          f"than the {limit} this file system allows")
+    try:
+        st = os.lstat(path)
+    except OSError:
+        st = None
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise OSError(errno.EINVAL, f"{path}: is {file_kind(st.st_mode)}, not a regular file; refusing to "
+                                    f"replace it with one")
+    fd, tmp = _create_temp(directory, name)
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, _default_file_mode(path))
@@ -169,13 +245,77 @@ def write_json(path, obj, indent=1) -> str:
     return write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
 
 
+def check_npz_names(arrays, path="save_npz") -> None:
+    """Check that every key of ``arrays`` is stored in an ``.npz`` and read back exactly as it is.
+
+    A zip member name is cut at the first NUL character, must be encodable as UTF-8 (no lone surrogates) and,
+    on Windows, has its backslashes turned into slashes; two keys that end up with the same member name would
+    overwrite each other. :func:`save_npz` calls this before it writes anything.
+
+    Parameters
+    ----------
+    arrays : mapping of str -> array
+    path : str
+        Names the file in the messages.
+
+    Raises
+    ------
+    TypeError
+        A key that is not a ``str``.
+    ValueError
+        A key the zip would change (the message names it and what it would become) or two that collide.
+    """
+    seen = {}
+    for key in arrays:
+        if not isinstance(key, str):
+            raise TypeError(f"{path}: array names must be str, got {key!r} ({type(key).__name__})")
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{path}: array name {key!r} is not valid Unicode (a lone surrogate?): a zip member "
+                             f"name must be encodable as UTF-8") from None
+        stored = zipfile.ZipInfo(key + ".npy").filename
+        if stored != key + ".npy":
+            why = "a zip member name ends at a NUL character" + ("" if os.sep == "/" else f", {os.sep} becomes /")
+            raise ValueError(f"{path}: array name {key!r} would be stored in the zip as member {stored!r} ({why}); "
+                             f"the file could not be read back; nothing was written")
+        if stored in seen:
+            raise ValueError(f"{path}: array names {seen[stored]!r} and {key!r} collide; nothing was written")
+        seen[stored] = key
+
+
 def save_npz(path, arrays: dict) -> str:
-    """Write ``{name: array}`` as an uncompressed ``.npz`` atomically (no object arrays); return ``path``."""
+    """Write ``{name: array}`` as an uncompressed ``.npz`` atomically (:func:`atomic_write`).
+
+    The format is ``np.savez``'s (one ``.npy`` member per array, named ``name + '.npy'``), written here so that
+    any name works (``np.savez(f, **arrays)`` would take a name ``'allow_pickle'`` or ``'file'`` as its own
+    argument).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    arrays : dict of str -> array_like
+
+    Returns
+    -------
+    str : ``path``
+
+    Raises
+    ------
+    TypeError, ValueError
+        Before anything is written: an object array (it would need pickle), or a name the zip would change or
+        that collides with another (:func:`check_npz_names`); a file already at ``path`` is left as it was.
+    """
+    check_npz_names(arrays, os.fspath(path))
+    arrays = {name: np.asanyarray(a) for name, a in arrays.items()}
     for name, a in arrays.items():
-        if np.asarray(a).dtype.hasobject:
+        if a.dtype.hasobject:
             raise TypeError(f"{path}: array {name!r} has dtype object, which would need pickle")
     with atomic_write(path, "wb") as f:
-        np.savez(f, **arrays)
+        with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, a in arrays.items():
+                with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, a, allow_pickle=False)
     return os.fspath(path)
 
 
@@ -191,7 +331,7 @@ def save_figure(fig, path, **savefig_kwargs) -> str:
 def sha256_file(path, chunk_size=1 << 20) -> str:
     """The SHA-256 of a file's bytes, as hex."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -255,21 +395,82 @@ def _read_header(member, path, key):
     return tuple(shape), fortran, dtype, len(magic) + len(size_bytes) + header_len
 
 
-def _open_zip(path, data):
-    if data is None:
-        if not os.path.lexists(path):
-            raise FileFormatError(f"{path}: no such file")
-        if os.path.isdir(path):
-            raise FileFormatError(f"{path}: is a folder, not an .npz file")
-        source = path
-    else:
-        source = io.BytesIO(data)
+def open_regular(path, what=None, *, follow_symlinks=True):
+    """Open ``path`` for reading (binary), refusing anything but a regular file before a byte is read.
+
+    The file is opened with ``O_NONBLOCK`` (so a FIFO does not block the ``open``) and ``fstat``\\ ed: a FIFO,
+    a character or block device (e.g. a link to ``/dev/zero``, which would be read without end), a socket or
+    a folder is refused. The one helper every reader of a user's file goes through.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    what : str, optional
+        What the file is, added to the messages (``'the checkpoint's manifest'``).
+    follow_symlinks : bool, default True
+        False: a symbolic link is refused too (``O_NOFOLLOW``).
+
+    Returns
+    -------
+    file object
+        Binary, buffered, in blocking mode; close it (``with``).
+
+    Raises
+    ------
+    FileFormatError
+        Naming ``path``: no such file (or a dangling link), a symbolic link (``follow_symlinks=False``), a
+        folder, not a regular file (saying what it is), or it cannot be opened (permission denied, ...).
+    """
+    path = os.fspath(path)
+    about = f" ({what})" if what else ""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        return zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise FileFormatError(f"{path}: no such file (a dangling symbolic link?)") from None
-        raise FileFormatError(f"{path}: not a readable .npz file (truncated or not a zip archive: {error})") from None
+        if not follow_symlinks and os.path.islink(path):  # where O_NOFOLLOW is missing, and a clear message
+            raise FileFormatError(f"{path}: is a symbolic link{about}; a regular file is expected")
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        dangling = os.path.islink(path)
+        raise FileFormatError(f"{path}: no such file" + (", a dangling symbolic link" if dangling else "") + about) \
+            from None
+    except PermissionError:
+        raise FileFormatError(f"{path}: cannot be read (permission denied){about}") from None
+    except IsADirectoryError:
+        raise FileFormatError(f"{path}: is a folder, not a file{about}") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP and not follow_symlinks:
+            raise FileFormatError(f"{path}: is a symbolic link{about}; a regular file is expected") from None
+        if error.errno == errno.ENXIO:  # a socket
+            raise FileFormatError(f"{path}: not a regular file but a socket{about}") from None
+        raise FileFormatError(f"{path}: cannot be opened ({error.strerror or error}){about}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise FileFormatError(f"{path}: is a folder, not a file{about}")
+        if not stat.S_ISREG(mode):
+            raise FileFormatError(f"{path}: not a regular file but {file_kind(mode)}, which could block or never "
+                                  f"end when read{about}")
+        with contextlib.suppress(AttributeError, OSError):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextlib.contextmanager
+def _open_zip(path, data):
+    """A ``zipfile.ZipFile`` on ``data`` (bytes) or on the regular file ``path`` (:func:`open_regular`)."""
+    source = io.BytesIO(data) if data is not None else open_regular(path)
+    with source:
+        try:
+            zf = zipfile.ZipFile(source)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+            raise FileFormatError(f"{path}: not a readable .npz file (truncated or not a zip archive: {error})") \
+                from None
+        with zf:
+            yield zf
 
 
 def npz_names(path, data=None) -> list:
@@ -406,5 +607,6 @@ def is_regular_file(path) -> bool:
 
 
 __all__ = ["FileFormatError", "check_writable_folder", "atomic_write", "write_bytes", "write_text", "write_json",
-           "save_npz", "save_figure", "sha256_file", "npz_names", "npz_headers", "read_npz", "memory_bound",
-           "is_regular_file", "MAX_HEADER_BYTES"]
+           "save_npz", "check_npz_names", "save_figure", "sha256_file", "open_regular", "file_kind", "npz_names",
+           "npz_headers", "read_npz", "memory_bound", "is_regular_file", "name_max", "temp_prefix", "MAX_HEADER_BYTES",
+           "TEMP_SUFFIX", "TEMP_TAIL"]

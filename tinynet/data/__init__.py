@@ -46,10 +46,14 @@ Errors
 A file that is missing, truncated, corrupt, of the wrong type or shape, or unsafe raises
 :class:`tinynet.fileio.FileFormatError` (a ``ValueError``) whose message starts with the file's path and says
 what is wrong; nothing is skipped silently (only files without an image extension, and hidden files and
-folders starting with ``.``, are not images). Every reader bounds its work before it allocates:
-``max_bytes`` (default :func:`tinynet.fileio.memory_bound`, half the machine's memory) caps the float32
-images a load may build; IDX and ``.npz`` headers are checked against it and against the file's size
-before any data is read or decompressed (a ``.gz`` is inflated only up to its declared size plus one byte).
+folders starting with ``.``, are not images; anything else named like an image, a folder, a FIFO, a device
+or a dangling link included, is an error). Files are opened with :func:`tinynet.fileio.open_regular`, so a
+FIFO or a device is refused before a byte is read, never waited on or read without end. Every reader bounds
+its work before it allocates: ``max_bytes`` (default :func:`tinynet.fileio.memory_bound`, half the machine's
+memory) caps the memory a load holds at its peak (the raw arrays and the float32 images made from them, the
+whole set with its train/test copies while it is split, the images before and after resizing); IDX and
+``.npz`` headers are checked against it and against the file's size before any data is read or
+decompressed (a ``.gz`` is inflated only up to its declared size plus one byte).
 A CIFAR file is capped at :data:`CIFAR_MAX_FILE_BYTES`; its pickle's opcodes and memo indices are checked
 before it is unpickled, and realising it visits each shared object once, nests at most
 :data:`PICKLE_MAX_DEPTH` deep and builds no more array bytes than the file holds.

@@ -4,9 +4,10 @@ Private to :mod:`tinynet.data`.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 
-from ..fileio import memory_bound
+from ..fileio import memory_bound, open_regular
 
 
 def _human_bytes(n: int) -> str:
@@ -20,5 +21,14 @@ def _bound(max_bytes) -> int:
     return memory_bound() if max_bytes is None else int(max_bytes)
 
 
+@contextlib.contextmanager
 def _open_maybe_gz(path):
-    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
+    """The regular file ``path`` opened for reading (:func:`tinynet.fileio.open_regular`: a FIFO, a device or a
+    folder raises :class:`~tinynet.fileio.FileFormatError` before a byte is read), decompressed when it ends in
+    ``.gz``."""
+    with open_regular(path) as f:
+        if str(path).endswith(".gz"):
+            with gzip.GzipFile(fileobj=f, mode="rb") as g:
+                yield g
+        else:
+            yield f

@@ -19,7 +19,7 @@ import zlib
 import numpy as np
 
 from ..fileio import FileFormatError
-from ._common import _human_bytes, _open_maybe_gz
+from ._common import _bound, _human_bytes, _open_maybe_gz
 from .dataset import Dataset, _as_labels
 from .pixels import scale_pixels
 
@@ -276,17 +276,25 @@ def safe_unpickle(data: bytes):
     return _realise(obj, _Budget(len(data), count))
 
 
-def _read_bounded(path, limit) -> bytes:
-    """The bytes of ``path`` (``.gz`` decompressed), refusing more than ``limit`` bytes."""
-    if not os.path.isfile(path):
-        raise FileFormatError(f"{path}: no such file" if not os.path.exists(path) else f"{path}: not a file")
+def _read_bounded(path, limit, why="the cap for one batch file") -> bytes:
+    """The bytes of ``path`` (``.gz`` decompressed), refusing more than ``limit`` bytes (``why``: the cap's name)."""
     try:
-        with _open_maybe_gz(path) as f:
-            data = f.read(limit + 1)
+        with _open_maybe_gz(path) as f:  # a FIFO or a device is refused before a byte is read
+            chunks, total = [], 0
+            while total <= limit:  # in pieces: f.read(limit + 1) would reserve the whole limit at once
+                chunk = f.read(min(1 << 20, limit + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            data = b"".join(chunks)
+            del chunks
+    except FileFormatError:
+        raise
     except (OSError, EOFError, zlib.error) as error:
         raise FileFormatError(f"{path}: cannot be read: corrupt or truncated ({error})") from None
     if len(data) > limit:
-        raise FileFormatError(f"{path}: more than {_human_bytes(limit)} (the cap for one batch file); refused")
+        raise FileFormatError(f"{path}: more than {_human_bytes(limit)} ({why}); refused")
     return data
 
 
@@ -310,8 +318,18 @@ def load_cifar10_batch(path, max_bytes=None) -> Dataset:
         dict with ``data`` and ``labels``, data not uint8 rows of 3072, labels not a flat list of integers ≥ 0,
         or image and label counts that differ.
     """
-    path = os.fspath(path)
-    raw = _read_bounded(path, CIFAR_MAX_FILE_BYTES if max_bytes is None else int(max_bytes))
+    return _load_batch(os.fspath(path), CIFAR_MAX_FILE_BYTES if max_bytes is None else int(max_bytes),
+                       "the cap for one batch file")
+
+
+#: A batch of ``S`` bytes holds at most about 7·S while it is read: the file's bytes, the array realised from
+#: the pickle, the float32 images (4 bytes per pixel byte) and the copies between them; counted as 8·S.
+_BATCH_PEAK_FACTOR = 8
+
+
+def _load_batch(path, limit, why):
+    """:func:`load_cifar10_batch` with a file-size ``limit`` (``why`` names it in the error)."""
+    raw = _read_bounded(path, limit, why)
     try:
         top, count = _load_restricted(raw)
         if not isinstance(top, dict):
@@ -359,6 +377,15 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 def load_cifar10(folder, max_bytes=None):
     """CIFAR-10 python batches in ``folder`` (``data_batch_1..5`` and ``test_batch``).
 
+    Parameters
+    ----------
+    folder : str
+    max_bytes : int, optional
+        Cap on the memory the whole load holds at its peak (default :func:`tinynet.fileio.memory_bound`): the
+        float32 images of the batches read so far, the one being read (about 8 times its file's size: its
+        bytes, its array and its float32 images) and, at the end, the training batches joined into one array.
+        Each file is also capped at :data:`CIFAR_MAX_FILE_BYTES`.
+
     Returns
     -------
     train, test : Dataset
@@ -368,18 +395,30 @@ def load_cifar10(folder, max_bytes=None):
     FileNotFoundError
         No ``data_batch_*`` or no ``test_batch``.
     tinynet.fileio.FileFormatError
-        As :func:`load_cifar10_batch`, or a label outside 0..9 (the file named).
+        As :func:`load_cifar10_batch`, a label outside 0..9 (the file named), or a peak beyond ``max_bytes``
+        (refused before the file that would pass it is read).
     """
+    cap = _bound(max_bytes)
     names = sorted(n for n in os.listdir(folder) if n.startswith("data_batch"))
     if not names or not os.path.exists(os.path.join(folder, "test_batch")):
         raise FileNotFoundError(f"load_cifar10: {folder} needs data_batch_* and test_batch")
-    parts = []
+    parts, held = [], 0
     for name in names + ["test_batch"]:
         path = os.path.join(folder, name)
-        part = load_cifar10_batch(path, max_bytes)
+        share = max(cap - held, 0) // _BATCH_PEAK_FACTOR
+        if share < CIFAR_MAX_FILE_BYTES:
+            part = _load_batch(path, share, f"this file's share of the cap of {_human_bytes(cap)} for this load, "
+                                            f"{_human_bytes(held)} of which the batches before hold")
+        else:
+            part = _load_batch(path, CIFAR_MAX_FILE_BYTES, "the cap for one batch file")
         if len(part) and part.y.max() >= len(CIFAR10_CLASSES):
             raise FileFormatError(f"{path}: label {int(part.y.max())} is outside CIFAR-10's classes 0..9")
         parts.append(part)
+        held += part.x.nbytes + 2 * part.y.nbytes
+    joined = sum(p.x.nbytes + 2 * p.y.nbytes for p in parts[:-1])
+    if held + joined > cap:
+        raise FileFormatError(f"{folder}: joining the training batches needs {_human_bytes(held + joined)} at its "
+                              f"peak, more than the cap of {_human_bytes(cap)} for this load; refused")
     train = Dataset(np.concatenate([p.x for p in parts[:-1]]), np.concatenate([p.y for p in parts[:-1]]),
                     CIFAR10_CLASSES)
     test = Dataset(parts[-1].x, parts[-1].y, CIFAR10_CLASSES)

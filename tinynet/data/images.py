@@ -6,10 +6,11 @@ resizing are done in floating point, so 16-bit precision survives. Pillow is imp
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 
-from ..fileio import FileFormatError
+from ..fileio import FileFormatError, file_kind, open_regular
 from ._common import _bound, _human_bytes
 from .dataset import Dataset
 from .pixels import _size_pair, _value_range, scale_pixels
@@ -25,25 +26,38 @@ _NATIVE_MODES = ("1", "L", "LA", "I", "F", "RGB", "RGBA", "RGBX")
 _CONVERTED_MODES = {"P": None, "PA": "RGBA", "RGBa": "RGBA", "La": "LA"}
 
 
-def _open_image_pixels(path, max_bytes, want_channels=None):
+def _open_image_pixels(path, max_bytes, want_channels=None, size=None):
     """Decode one image file with Pillow; return its raw pixels (H, W) or (H, W, C) and Pillow's mode.
 
-    The float32 size is checked against ``max_bytes`` from the header, before the pixels are decoded.
+    The peak memory of reading it (:func:`_decode_peak`; ``size``: resized to it after) is checked against
+    ``max_bytes`` from the header, before the pixels are decoded.
     """
+    with open_regular(path) as f:  # a FIFO, a device or a folder is refused before a byte is read
+        if os.fstat(f.fileno()).st_size == 0:
+            raise FileFormatError(f"{path}: empty file (0 bytes), not an image")
+        return _decode(f, path, max_bytes, want_channels, size)
+
+
+def _decode_peak(width, height, bands, want_channels, size) -> int:
+    """The bytes reading one image holds at its peak: Pillow's decoded pixels and a converted copy (at most 4
+    bytes a pixel each), the NumPy copy, the float32 image and its colour conversion, and the resized image."""
+    channels = max(bands, want_channels or 1)
+    peak = width * height * (12 + 8 * channels)
+    if size is not None:
+        peak += 8 * size[0] * size[1] * channels
+    return peak
+
+
+def _decode(f, path, max_bytes, want_channels, size=None):
     from PIL import Image, UnidentifiedImageError
 
-    if not os.path.exists(path):
-        raise FileFormatError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise FileFormatError(f"{path}: is a folder, not an image")
-    if os.path.getsize(path) == 0:
-        raise FileFormatError(f"{path}: empty file (0 bytes), not an image")
     try:
-        with Image.open(path) as img:
-            need = img.size[0] * img.size[1] * max(len(img.getbands()), want_channels or 1) * 4
+        with Image.open(f) as img:
+            need = _decode_peak(img.size[0], img.size[1], len(img.getbands()), want_channels, size)
             if need > max_bytes:
-                raise FileFormatError(f"{path}: a {img.size[0]}x{img.size[1]} image needs {_human_bytes(need)} as "
-                                      f"float32, more than the cap of {_human_bytes(max_bytes)}")
+                raise FileFormatError(f"{path}: reading a {img.size[0]}x{img.size[1]} image needs "
+                                      f"{_human_bytes(need)} at its peak (decoded, as float32, converted), more "
+                                      f"than the cap of {_human_bytes(max_bytes)}")
             img.load()
             mode = img.mode
             if mode in _CONVERTED_MODES:
@@ -119,7 +133,9 @@ def read_image(path, image_size=None, channels=None, max_bytes=None) -> np.ndarr
         1: grey (0.299 R + 0.587 G + 0.114 B), 3: RGB (grey repeated); None keeps grey images grey
         (modes '1', 'L', 'LA', 'I', 'I;16*', 'F') and makes every other image RGB.
     max_bytes : int, optional
-        Refuse an image whose float32 pixels would take more (default :func:`tinynet.fileio.memory_bound`).
+        Refuse, from its header, an image whose reading would hold more at its peak: the decoded pixels and a
+        converted copy, the float32 image and its colour conversion, the resized image (about 36 bytes a pixel
+        for RGB; default :func:`tinynet.fileio.memory_bound`).
 
     Returns
     -------
@@ -135,16 +151,36 @@ def read_image(path, image_size=None, channels=None, max_bytes=None) -> np.ndarr
         raise ValueError(f"read_image: channels must be None, 1 or 3, got {channels!r}")
     size = None if image_size is None else _size_pair(image_size)
     path = os.fspath(path)
-    a, mode = _open_image_pixels(path, _bound(max_bytes), channels)
+    a, mode = _open_image_pixels(path, _bound(max_bytes), channels, size)
     x = _to_channels(_image_to_unit(a, mode, path), channels)
     return _resize_one(x, size) if size is not None else x
 
 
+#: What one image file costs a folder's load besides its pixels (its path, its label, list slots), in bytes.
+_PER_FILE_BYTES = 1024
+
+
 def _image_files(folder):
-    """The image files of a folder, sorted (hidden files and files of other extensions are not images)."""
-    return sorted(f for f in os.listdir(folder)
-                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-                  and os.path.isfile(os.path.join(folder, f)))
+    """The image files of a folder, sorted (hidden files and files of other extensions are not images).
+
+    Every other entry must be a regular file (or a link to one): a folder, a FIFO, a device, a socket or a
+    dangling link with an image extension raises :class:`FileFormatError` naming it (nothing is skipped
+    silently)."""
+    names = sorted(f for f in os.listdir(folder) if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise FileFormatError(f"{path}: no such file" + (", a dangling symbolic link" if os.path.islink(path)
+                                                             else "") + "; it has an image extension but cannot "
+                                  "be read") from None
+        except OSError as error:
+            raise FileFormatError(f"{path}: cannot be read ({error.strerror or error})") from None
+        if not stat.S_ISREG(mode):
+            raise FileFormatError(f"{path}: not a regular file but {file_kind(mode)}; it has an image extension "
+                                  f"but is not an image file (remove it or rename it)")
+    return names
 
 
 def load_folder(root, image_size=None, channels=None, max_bytes=None) -> Dataset:
@@ -152,7 +188,8 @@ def load_folder(root, image_size=None, channels=None, max_bytes=None) -> Dataset
 
     Classes are the subfolder names in sorted order, kept exactly as they are (control characters and any
     Unicode included). Hidden folders and files (names starting with ``.``) and files without an image
-    extension are not read; every other file must be a readable image.
+    extension are not read; every other entry of a class folder must be a readable image file: a folder,
+    FIFO, device or dangling link named like an image is an error, not skipped.
 
     Parameters
     ----------
@@ -162,14 +199,16 @@ def load_folder(root, image_size=None, channels=None, max_bytes=None) -> Dataset
     channels : {None, 1, 3}
         As :func:`read_image`; None: RGB if any image is colour (grey ones are repeated), else grey.
     max_bytes : int, optional
-        Cap on the float32 images (default :func:`tinynet.fileio.memory_bound`).
+        Cap on the memory the load holds at its peak (default :func:`tinynet.fileio.memory_bound`): the float32
+        images twice (the images read and the array they are stacked into; :func:`load_dataset`'s train/test
+        split needs as much), and the image being read (see :func:`read_image`).
 
     Raises
     ------
     tinynet.fileio.FileFormatError
-        ``root`` is not a folder or has no class subfolders; a class folder holds no images; an image cannot
-        be read (see :func:`read_image`; the error names the file); images differ in size and no
-        ``image_size`` is given; the images would exceed ``max_bytes``.
+        ``root`` is not a folder or has no class subfolders; a class folder holds no images; an entry named
+        like an image is not a regular file; an image cannot be read (see :func:`read_image`; the error names
+        the file); images differ in size and no ``image_size`` is given; the load would exceed ``max_bytes``.
     """
     root = os.fspath(root)
     budget = _bound(max_bytes)
@@ -182,7 +221,8 @@ def load_folder(root, image_size=None, channels=None, max_bytes=None) -> Dataset
     classes = [d for d in entries if not d.startswith(".") and os.path.isdir(os.path.join(root, d))]
     if not classes:
         raise FileFormatError(f"{root}: no class subfolders (expected {root}/<class name>/<image files>)")
-    images, labels, files, total = [], [], [], 0
+    images, labels, files = [], [], []
+    pixels, colour, held = 0, channels == 3, 0
     for label, name in enumerate(classes):
         folder = os.path.join(root, name)
         try:
@@ -194,11 +234,16 @@ def load_folder(root, image_size=None, channels=None, max_bytes=None) -> Dataset
                                   f"({', '.join(IMAGE_EXTENSIONS)})")
         for fname in names:
             path = os.path.join(folder, fname)
-            a = read_image(path, image_size, channels, max_bytes=budget)
-            total += a.size * 4
-            if total > budget:
-                raise FileFormatError(f"{root}: the images need more than {_human_bytes(budget)} as float32 (the "
-                                      f"cap for this load); pass image_size to make them smaller")
+            a = read_image(path, image_size, channels, max_bytes=budget - held)
+            pixels += a.shape[0] * a.shape[1]
+            colour = colour or a.shape[-1] == 3
+            # the images are held twice at the peak: the list and the stacked array here, then the whole set and
+            # its train/test copies while load_dataset splits it; grey images become RGB when any is colour
+            held = 2 * 4 * pixels * (3 if colour else 1) + _PER_FILE_BYTES * (len(files) + 1)
+            if held > budget:
+                raise FileFormatError(f"{root}: the images need more than {_human_bytes(budget)} (the cap for this "
+                                      f"load: the float32 images, held twice while they are stacked and split); "
+                                      f"pass image_size to make them smaller")
             images.append(a)
             labels.append(label)
             files.append(path)

@@ -22,7 +22,7 @@ from ._common import _bound, _human_bytes, _open_maybe_gz
 from .cifar import load_cifar10
 from .dataset import Dataset, _as_labels, _check_class_names, _check_labels_named, _default_names, split
 from .images import load_folder
-from .pixels import _scale_arrays, resize_images
+from .pixels import _scale_arrays, resize_images, resize_peak
 
 
 # -------------------------------------------------------------------------------------------- digits
@@ -73,8 +73,30 @@ def _digits_arrays():
 NPZ_KEYS = ("x", "y", "x_train", "y_train", "x_test", "y_test", "class_names")
 
 
-def _npz_layout(path, headers, max_bytes):
-    """Check the arrays' names, shapes and dtypes from the headers alone; return the (x, y) key pairs."""
+def _npz_peak(headers, pairs, split) -> int:
+    """The most memory a load of these arrays holds at once, in bytes, from the headers alone.
+
+    Loading holds every raw array, the float32 images made from them and the int64 labels (twice: the
+    :class:`Dataset` takes its own copy). A single ``x``/``y`` set that :func:`load_dataset` then splits holds
+    the whole float32 set and the train and test copies at once (the raw arrays are gone by then), with
+    the labels and the split's indices.
+    """
+    raw = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
+    images = sum(math.prod(headers[xk][0]) * 4 for xk, _ in pairs)
+    labels = sum(headers[yk][0][0] * 8 for _, yk in pairs)
+    one_hot = sum(3 * math.prod(headers[yk][0]) for _, yk in pairs if len(headers[yk][0]) == 2)  # the checks' masks
+    peak = raw + images + 2 * labels + one_hot
+    if split and len(pairs) == 1:
+        peak = max(peak, 2 * images + 6 * labels)
+    return peak
+
+
+def _npz_layout(path, headers, max_bytes, split=False):
+    """Check the arrays' names, shapes and dtypes from the headers alone; return the (x, y) key pairs.
+
+    ``max_bytes`` caps the peak memory of the load (:func:`_npz_peak`; ``split``: with :func:`load_dataset`'s
+    train/test split).
+    """
     keys = set(headers)
     split_keys = {"x_train", "y_train", "x_test", "y_test"}
     if keys & split_keys and keys & {"x", "y"}:
@@ -86,7 +108,6 @@ def _npz_layout(path, headers, max_bytes):
     else:
         raise FileFormatError(f"{path}: needs arrays x and y, or x_train, y_train, x_test and y_test; it has "
                               f"{', '.join(sorted(keys)) or 'no arrays'}")
-    need = 0
     for xk, yk in pairs:
         (xs, xd), (ys, yd) = headers[xk], headers[yk]
         if len(xs) not in (3, 4) or 0 in xs[1:]:
@@ -102,15 +123,19 @@ def _npz_layout(path, headers, max_bytes):
                                   f"class indices of shape (N,) (or one-hot (N, K)); names go in class_names")
         if xs[0] != ys[0]:
             raise FileFormatError(f"{path}: {xs[0]} images in {xk!r} but {ys[0]} labels in {yk!r}")
-        need += math.prod(xs) * 4 + ys[0] * 8
     if "class_names" in headers:
         shape, dtype = headers["class_names"]
         if len(shape) != 1 or dtype.kind not in "US":
             raise FileFormatError(f"{path}: array 'class_names' has shape {shape} and dtype {dtype}; it must be a "
                                   f"1-D array of strings")
+    need = _npz_peak(headers, pairs, split)
     if need > max_bytes:
-        raise FileFormatError(f"{path}: the images need {_human_bytes(need)} as float32, more than the cap of "
-                              f"{_human_bytes(max_bytes)} for this load; refused before reading them")
+        images = sum(math.prod(headers[xk][0]) * 4 for xk, _ in pairs)
+        raise FileFormatError(f"{path}: loading needs {_human_bytes(need)} at its peak (the images are "
+                              f"{_human_bytes(images)} as float32, held with the raw arrays"
+                              + (" and the train/test copies" if split and len(pairs) == 1 else "")
+                              + f"), more than the cap of {_human_bytes(max_bytes)} for this load; refused before "
+                                f"reading them")
     return pairs
 
 
@@ -134,7 +159,8 @@ def load_npz(path, max_bytes=None):
     ----------
     path : str
     max_bytes : int, optional
-        Cap on the float32 images and labels the load builds (default :func:`tinynet.fileio.memory_bound`).
+        Cap on the memory the load holds at its peak (default :func:`tinynet.fileio.memory_bound`): the raw
+        arrays, the float32 images made from them and the int64 labels, all alive at once.
 
     Returns
     -------
@@ -151,10 +177,15 @@ def load_npz(path, max_bytes=None):
         than the labels need, without class names a label of :data:`~tinynet.data.MAX_CLASSES` or more,
         pixel values that cannot be scaled, or a size beyond ``max_bytes``.
     """
+    return _load_npz(path, max_bytes, split=False)
+
+
+def _load_npz(path, max_bytes, split):
+    """:func:`load_npz`; ``split``: the cap also counts :func:`load_dataset`'s split of an ``x``/``y`` set."""
     path = os.fspath(path)
     max_bytes = _bound(max_bytes)
     headers = npz_headers(path, allowed=NPZ_KEYS, max_bytes=max_bytes)
-    pairs = _npz_layout(path, headers, max_bytes)
+    pairs = _npz_layout(path, headers, max_bytes, split)
     arrays = read_npz(path, allowed=NPZ_KEYS, max_bytes=max_bytes)
     labels = [_as_labels(arrays[yk], f"{path}: array {yk!r}", FileFormatError, allow_negative=False)
               for _, yk in pairs]
@@ -192,8 +223,8 @@ def load_idx(path, max_bytes=None) -> np.ndarray:
     ----------
     path : str
     max_bytes : int, optional
-        Cap on the array (counted at 4 bytes or more per value, the float32 it becomes as images; default
-        :func:`tinynet.fileio.memory_bound`).
+        Cap on the array (counted at 4 bytes or more per value, the float32 it becomes as images, and at twice
+        its own size, the bytes read and the array made from them; default :func:`tinynet.fileio.memory_bound`).
 
     Returns
     -------
@@ -207,8 +238,6 @@ def load_idx(path, max_bytes=None) -> np.ndarray:
     """
     path = os.fspath(path)
     max_bytes = _bound(max_bytes)
-    if not os.path.isfile(path):
-        raise FileFormatError(f"{path}: no such file" if not os.path.exists(path) else f"{path}: not a file")
     try:
         with _open_maybe_gz(path) as f:
             head = f.read(4)
@@ -221,7 +250,7 @@ def load_idx(path, max_bytes=None) -> np.ndarray:
             dtype = np.dtype(_IDX_TYPES[head[2]])
             count = math.prod(dims)
             nbytes = count * dtype.itemsize
-            if count * max(dtype.itemsize, 4) > max_bytes:
+            if count * max(2 * dtype.itemsize, 4) > max_bytes:
                 raise FileFormatError(f"{path}: declares shape {dims} ({_human_bytes(nbytes)} of {dtype.name}), "
                                       f"more than the cap of {_human_bytes(max_bytes)}; refused before reading")
             offset = 4 + 4 * ndim
@@ -257,6 +286,10 @@ MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 def load_mnist(folder, max_bytes=None):
     """MNIST (or Fashion-MNIST) IDX files in ``folder`` (``train-images-idx3-ubyte[.gz]`` etc.).
 
+    ``max_bytes`` (default :func:`tinynet.fileio.memory_bound`) caps the memory the load holds at its peak: the
+    arrays read and the float32 images made from them, and the int64 labels; each file is refused (from its
+    header) before it is read when it would not fit in what is left.
+
     Returns
     -------
     train, test : Dataset (images (N, 28, 28, 1) in [0, 1], scaled by :func:`scale_pixels`)
@@ -267,9 +300,20 @@ def load_mnist(folder, max_bytes=None):
         A file is missing.
     tinynet.fileio.FileFormatError
         As :func:`load_idx`; images not (N, H, W); labels not (N,) integers ≥ 0, or of
-        :data:`~tinynet.data.MAX_CLASSES` or more; image and label counts that differ (both files named).
+        :data:`~tinynet.data.MAX_CLASSES` or more; image and label counts that differ (both files named); a
+        peak beyond ``max_bytes``.
     """
-    budget = _bound(max_bytes)
+    cap = _bound(max_bytes)
+    budget = cap  # what is left once the arrays read so far and the float32 images they become are counted
+
+    def spend(nbytes, path):
+        nonlocal budget
+        budget -= nbytes
+        if budget < 0:
+            raise FileFormatError(f"{path}: the MNIST files need more than {_human_bytes(cap)} (the cap for this "
+                                  f"load: the arrays read and the float32 images made from them, held at once); "
+                                  f"refused before the rest is read")
+
     parts = []
     for part in ("train", "test"):
         img_name, lab_name = MNIST_FILES[part]
@@ -277,10 +321,13 @@ def load_mnist(folder, max_bytes=None):
         if img_path is None or lab_path is None:
             raise FileNotFoundError(f"load_mnist: {folder} lacks {img_name}[.gz] or {lab_name}[.gz]")
         images = load_idx(img_path, budget)
-        budget -= images.size * 4
+        spend(images.nbytes + images.size * 4, img_path)
         if images.ndim not in (3, 4):
             raise FileFormatError(f"{img_path}: images of shape {images.shape}; expected (N, H, W)")
-        labels = _as_labels(load_idx(lab_path, max(budget, 0)), lab_path, FileFormatError, allow_negative=False)
+        raw_labels = load_idx(lab_path, budget)
+        spend(16 * raw_labels.size, lab_path)  # int64 labels, and the Dataset's copy of them
+        labels = _as_labels(raw_labels, lab_path, FileFormatError, allow_negative=False)
+        del raw_labels
         if len(images) != len(labels):
             raise FileFormatError(f"{img_path} holds {len(images)} images but {lab_path} holds {len(labels)} labels")
         parts.append((img_path, images, labels, lab_path))
@@ -299,38 +346,55 @@ def load_dataset(source="digits", image_size=None, test_fraction=0.2, seed=0, ma
     :func:`stratified_split`). ``image_size`` resizes every image (digits default to 32). Check the result
     with :func:`check_for_training` before training.
 
+    ``max_bytes`` (default :func:`tinynet.fileio.memory_bound`) caps the memory the whole load holds at its
+    peak: the raw arrays with the float32 images made from them, the whole set with its train and test copies
+    while it is split, the images before and after resizing. What would pass it is refused before it is
+    allocated (for an ``.npz``, from its headers, before any data is decompressed).
+
     Raises
     ------
     FileNotFoundError
         No such path.
     tinynet.fileio.FileFormatError
         As the loader for the path; a file that is not ``.npz``; a split that leaves no test image (every
-        class has a single image).
+        class has a single image); a peak beyond ``max_bytes``.
     """
     if isinstance(source, str) and source == "digits":
         return load_digits(image_size or 32, test_fraction, seed)
     source = os.fspath(source)
+    max_bytes = _bound(max_bytes)
     if not os.path.exists(source):
         raise FileNotFoundError(f"load_dataset: no such file or folder: {source!r} (or use 'digits')")
-    if os.path.isfile(source):
+    if not os.path.isdir(source):
         if not source.endswith(".npz"):
             raise FileFormatError(f"{source}: a file must be an .npz with x/y arrays (or give a folder)")
-        result = load_npz(source, max_bytes)
+        result = _load_npz(source, max_bytes, split=True)  # a FIFO or a device is refused by read_npz
     elif _find(source, [MNIST_FILES["train"][0]]):
         result = load_mnist(source, max_bytes)
     elif os.path.exists(os.path.join(source, "test_batch")):
         result = load_cifar10(source, max_bytes)
     else:
-        result = load_folder(source, image_size=image_size, max_bytes=max_bytes)
+        result = load_folder(source, image_size=image_size, max_bytes=max_bytes)  # its cap covers the split
     if isinstance(result, tuple):
         train, test = result
     else:
         train, test = split(result, test_fraction, seed)
+        del result  # the whole set is not kept once it is split (the resizing below counts on it)
         if len(test) == 0 and len(train) and test_fraction > 0:
             raise FileFormatError(f"{source}: no test images can be set aside: each of the {train.num_classes} "
                                   f"classes has a single image (a class needs 2 or more)")
     if image_size is not None:
-        train.x, test.x = resize_images(train.x, image_size), resize_images(test.x, image_size)
+        held = train.x.nbytes + test.x.nbytes + train.y.nbytes + test.y.nbytes
+        train_out, test_out = (resize_peak(part.x.shape, image_size,
+                                           part.x.dtype == np.float32 and part.x.flags.c_contiguous)
+                               for part in (train, test))
+        need = max(held + train_out[1], held - train.x.nbytes + train_out[0] + test_out[1])
+        if need > max_bytes:
+            raise FileFormatError(f"{source}: resizing the images to {image_size} needs {_human_bytes(need)} at its "
+                                  f"peak (the images before and after, and the work of one slab), more than the cap "
+                                  f"of {_human_bytes(max_bytes)} for this load; refused before resizing")
+        train.x = resize_images(train.x, image_size)
+        test.x = resize_images(test.x, image_size)
     return train, test
 
 

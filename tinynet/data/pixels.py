@@ -115,19 +115,55 @@ def _size_pair(size, who="image_size"):
     return int(h), int(w)
 
 
+#: :func:`resize_images` works on slabs of images whose working memory is about this many bytes (or one image).
+RESIZE_SLAB_BYTES = 16 << 20
+
+
+def _resize_work(shape, h, w, contiguous=False) -> int:
+    """Bytes of working memory to resize one (H, W, C) image to (h, w): the rows resized (h, W, C), and a copy
+    of the image unless the batch is C-contiguous float32."""
+    _, H, W, C = shape
+    return 4 * C * (h * W + (0 if contiguous else H * W))
+
+
+def resize_peak(shape, size, contiguous=False) -> tuple:
+    """``(output bytes, peak bytes)`` of :func:`resize_images` on a float32 batch of ``shape`` (N, H, W, C)
+    (``contiguous``: C-contiguous, read in place; otherwise each slab is copied): the peak counts the output and
+    the work of one slab, not the input (another dtype is first converted whole, which it does not count)."""
+    h, w = _size_pair(size)
+    n, H, W, C = shape
+    out = 4 * n * h * w * C
+    if (H, W) == (h, w) or n == 0:
+        return out, 0
+    per_image = _resize_work(shape, h, w, contiguous)
+    step = max(1, RESIZE_SLAB_BYTES // _resize_work(shape, h, w))  # resize_images' slabs
+    return out, out + per_image * min(n, step)
+
+
 def resize_images(x, size) -> np.ndarray:
     """Bilinearly resize a batch (N, H, W, C) to (N, h, w, C) with ``size = h`` or ``(h, w)``.
 
     For upsampling this matches Pillow's ``Image.resize(..., BILINEAR)``; for downsampling it interpolates
-    (no area filter).
+    (no area filter). Two matrix products, ``Y = R_h X R_wᵀ``, on a slab of images at a time
+    (:data:`RESIZE_SLAB_BYTES` of working memory), the second written straight into the result, so the memory
+    it needs beyond its input and output stays small (:func:`resize_peak`).
     """
     h, w = _size_pair(size)
     x = np.asarray(x, dtype=np.float32)
-    if x.shape[1:3] == (h, w):
+    if x.ndim != 4:
+        raise ValueError(f"resize_images: expected a batch of images (N, H, W, C), got shape {x.shape}")
+    n, H, W, C = x.shape
+    if (H, W) == (h, w):
         return x
-    rh = _bilinear_matrix(x.shape[1], h).astype(np.float32)
-    rw = _bilinear_matrix(x.shape[2], w).astype(np.float32)
-    return np.einsum("ih,nhwc,jw->nijc", rh, x, rw, optimize=True).astype(np.float32)
+    rh = _bilinear_matrix(H, h).astype(np.float32)
+    rw = _bilinear_matrix(W, w).astype(np.float32)
+    out = np.empty((n, h, w, C), np.float32)
+    step = max(1, RESIZE_SLAB_BYTES // _resize_work(x.shape, h, w))
+    for start in range(0, n, step):
+        k = min(step, n - start)
+        rows = np.matmul(rh, x[start:start + k].reshape(k, H, W * C))                  # (k, h, W·C)
+        np.matmul(rw, rows.reshape(k * h, W, C), out=out[start:start + k].reshape(k * h, w, C))
+    return out
 
 
-__all__ = ["scale_pixels", "resize_images"]
+__all__ = ["scale_pixels", "resize_images", "resize_peak", "RESIZE_SLAB_BYTES"]

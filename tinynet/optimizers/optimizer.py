@@ -294,6 +294,12 @@ class Optimizer:
             raise ValueError(f"{where}: bad config: {error}") from None
         return clean
 
+    def slots_in_use(self, config=None) -> tuple:
+        """The slots :meth:`step` fills, for every trainable weight, under ``config`` (default: this optimizer's
+        own): all of :attr:`slot_names` here; a subclass whose update skips a slot for some settings (SGD without
+        momentum keeps no velocity) narrows it."""
+        return tuple(self.slot_names)
+
     def validate_state_dict(self, state) -> dict:
         """Check ``state`` (as :meth:`state_dict` returns it) against this optimizer and its model; change nothing.
 
@@ -302,8 +308,11 @@ class Optimizer:
         accepts; ``iterations`` is a non-negative integer; every array key is ``'<slot>:<layer>/<weight>'``
         with one of this optimizer's slots and, when a model is attached, a trainable weight of that model
         with the same shape, and a slot that is present covers every trainable weight (so state from another
-        model is refused here, with the keys that differ, not at the first step); every array is
-        floating-point and finite, and non-negative in :attr:`non_negative_slots`.
+        model is refused here, with the keys that differ, not at the first step); after a step
+        (``iterations > 0``) every slot the update uses (:meth:`slots_in_use`) is present (only a fresh state
+        may have no arrays); every array is floating-point and finite, also once cast to its weight's dtype
+        (a float64 1e300 is refused for a float32 weight, not loaded as inf), and non-negative in
+        :attr:`non_negative_slots`.
 
         Returns
         -------
@@ -350,9 +359,6 @@ class Optimizer:
             if not np.isfinite(value).all():
                 raise ValueError(f"{where}: {full_key!r} holds NaN or infinite values; the next step would write "
                                  f"them into the weights")
-            if slot in self.non_negative_slots and (value < 0).any():
-                raise ValueError(f"{where}: {full_key!r} holds negative values (min {float(value.min()):g}); "
-                                 f"{type(self).__name__}'s {slot!r} is a running mean of squares, never negative")
             if trainable is not None:
                 if key not in trainable:
                     unknown.append(full_key)
@@ -360,14 +366,26 @@ class Optimizer:
                 if value.shape != tuple(trainable[key].shape):
                     wrong_shape.append(f"{full_key} {value.shape} (weight {tuple(trainable[key].shape)})")
                     continue
-                value = value.astype(trainable[key].dtype)
+                dtype = np.dtype(trainable[key].dtype)
+                with np.errstate(over="ignore"):  # an overflow is refused just below, by name
+                    value = value.astype(dtype)
+                if not np.isfinite(value).all():  # checked again once cast: float64 1e300 is inf in float32
+                    raise ValueError(f"{where}: {full_key!r} holds values beyond the range of {dtype} (largest "
+                                     f"{float(np.finfo(dtype).max):g}), which become infinite once cast to the "
+                                     f"weight's dtype; the next step would write them into the weights")
             else:
                 value = value.copy()
+            if slot in self.non_negative_slots and (value < 0).any():
+                raise ValueError(f"{where}: {full_key!r} holds negative values (min {float(value.min()):g}); "
+                                 f"{type(self).__name__}'s {slot!r} is a running mean of squares, never negative")
             slots[slot][key] = value
         incomplete = []
         if trainable is not None:
+            # a slot that is present covers every trainable weight; after a step (iterations > 0), so does every
+            # slot the update uses: a state without them would restart the moments but keep the step count
+            used = self.slots_in_use(clean) if iterations > 0 else ()
             for slot, table in slots.items():
-                if table:
+                if table or slot in used:
                     incomplete += [f"{slot}:{key}" for key in trainable if key not in table]
         if unknown or wrong_shape or incomplete:
             parts = []
@@ -377,7 +395,10 @@ class Optimizer:
             if wrong_shape:
                 parts.append(f"{len(wrong_shape)} shape(s) that differ, e.g. {wrong_shape[:5]}")
             if incomplete:
-                parts.append(f"no state for {len(incomplete)} trainable weight(s), e.g. {incomplete[:5]}")
+                parts.append(f"no state for {len(incomplete)} trainable weight(s), e.g. {incomplete[:5]}"
+                             + (f" (after {int(iterations)} steps every slot the update uses, "
+                                f"{list(self.slots_in_use(clean))}, must be there; only a state of 0 steps may "
+                                f"have none)" if iterations > 0 else ""))
             raise ValueError(f"{where}: the state is not for this model: " + "; ".join(parts))
         device = self.model.device if self.model is not None else "cpu"
         slots = {slot: {key: backend.to_device(v, device) for key, v in table.items()} for slot, table in slots.items()}

@@ -59,6 +59,11 @@ class SGD(Optimizer):
         else:
             w += v
 
+    def slots_in_use(self, config=None) -> tuple:
+        """``('velocity',)`` with momentum, ``()`` without (plain SGD keeps no state)."""
+        momentum = self.momentum if config is None else config.get("momentum", self.momentum)
+        return ("velocity",) if momentum else ()
+
     def get_config(self):
         return dict(super().get_config(), momentum=self.momentum, nesterov=self.nesterov)
 

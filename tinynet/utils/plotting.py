@@ -583,7 +583,7 @@ class PlotFile(str):
     def _read(self, ext):
         if os.path.splitext(self)[1].lower() != ext:
             return None
-        with open(self, "rb") as f:
+        with fileio.open_regular(self) as f:  # a FIFO or a device put there is refused, not waited on
             return f.read()
 
     def _repr_png_(self):
