@@ -37,6 +37,7 @@ import pytest
 from tinynet import backend, kernels
 from tinynet.kernels import CPU_KERNEL_NAMES, KERNEL_NAMES
 from tinynet.kernels import numpy_kernels
+from tinynet.kernels.common import lrn_safe_scales
 
 from helpers import cuda_kernel_signatures, cuda_source, load_cupy_kernels
 
@@ -52,8 +53,11 @@ HO, WO = (H + PADS[0] + PADS[1] - KH) // SH + 1, (W + PADS[2] + PADS[3] - KW) //
 # LRN: an even window, so that the channels before and after differ (1 and 2)
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 4, 0.3, 0.6, 2.0
 # The value every scalar kernel parameter must receive, by its name in the CUDA source (``total`` is
-# checked separately: the size of the kernel's first output).
-SCALARS = {"H": H, "W": W, "C": C, "Ho": HO, "Wo": WO, "kh": KH, "kw": KW, "ph": KH, "pw": KW,
+# checked separately: the size of the kernel's first output); a function of the dtype where it depends on it
+# (LRN's bounds of the scales float32 computes itself: common.lrn_safe_scales).
+SCALARS = {"lo": lambda dtype: lrn_safe_scales(dtype, LRN_BETA)[0],
+           "hi": lambda dtype: lrn_safe_scales(dtype, LRN_BETA)[1],
+           "H": H, "W": W, "C": C, "Ho": HO, "Wo": WO, "kh": KH, "kw": KW, "ph": KH, "pw": KW,
            "sh": SH, "sw": SW, "top": PADS[0], "left": PADS[2], "pad_value": 0.0, "neg_inf": -np.inf,
            "before": (LRN_SIZE - 1) // 2, "after": LRN_SIZE - 1 - (LRN_SIZE - 1) // 2, "k": LRN_K,
            "alpha_over_size": LRN_ALPHA / LRN_SIZE, "minus_beta": -LRN_BETA,
@@ -270,7 +274,8 @@ def test_launches_match_the_kernel_signatures(recorded):
                     total = int(arg)
                 else:
                     assert pname in SCALARS, f"{where}: parameter '{pname}' has no expected value in SCALARS"
-                    expected = SCALARS[pname] if kind == "i64" else np.dtype(dtype).type(SCALARS[pname])
+                    expected = SCALARS[pname](dtype) if callable(SCALARS[pname]) else SCALARS[pname]
+                    expected = expected if kind == "i64" else np.dtype(dtype).type(expected)
                     assert arg == expected, f"{where}: '{pname}' gets {arg}, expected {expected}"
             # inputs read through const pointers, in order; every returned array written, in order
             assert len(pointers_in) == len(inputs) and all(

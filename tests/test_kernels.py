@@ -22,7 +22,7 @@ import pytest
 
 from tinynet import backend, kernels
 from tinynet.kernels import numpy_kernels as ref
-from tinynet.kernels.common import argmax_dtype
+from tinynet.kernels.common import argmax_dtype, lrn_safe_scales, lrn_terms, window_output_hw
 
 from helpers import cuda_source
 from window_cases import WINDOW_CASES
@@ -614,13 +614,13 @@ def test_cuda_lrn_source_on_cpu(cuda_on_cpu, dtype, size, alpha, beta, k, channe
     y_ref, scale_ref = ref.lrn_forward(x, size, alpha, beta, k)
     y, scale = np.empty_like(x), np.empty_like(x)
     _call(lib, "lrn_forward", dtype, x, y, scale, x.size, channels, before, size - 1 - before,
-          t(k), t(alpha / size), t(-beta))
+          t(k), t(alpha / size), t(-beta), *lrn_safe_scales(dtype, beta))
     assert_close(y, y_ref, dtype)
     assert_close(scale, scale_ref, dtype)
     gy = rng.standard_normal(x.shape).astype(dtype)
     gx = np.empty_like(x)
     _call(lib, "lrn_backward", dtype, gy, x, y_ref, scale_ref, gx, gx.size, channels, before, size - 1 - before,
-          t(-beta), t(2.0 * alpha * beta / size))
+          t(alpha / size), t(-beta), t(2.0 * alpha * beta / size), *lrn_safe_scales(dtype, beta))
     assert_close(gx, ref.lrn_backward(gy, x, y_ref, scale_ref, size, alpha, beta), dtype)
 
 
@@ -690,3 +690,209 @@ def test_maxpool_argmax_type_holds_every_window_cell(xb):
     np.testing.assert_allclose(ref.maxpool_backward(g, xb.numpy(small), x.shape, 3, 3, 2, 2, (0, 1, 0, 1)),
                                xb.numpy(kernels.maxpool_backward(xb(g), small, x.shape, 3, 3, 2, 2, (0, 1, 0, 1))),
                                rtol=1e-12)
+
+
+# ------------------------------------------------------ max pooling: windows whose real cells are all −inf
+# (x shape, (ph, pw), (sh, sw), Keras 'same' pads): stride 2 and 1, a non-square window and strides, pads after
+MINF_CASES = [
+    ((2, 7, 6, 3), (3, 3), (2, 2), (1, 1, 0, 1)),
+    ((2, 7, 6, 3), (3, 3), (1, 1), (1, 1, 1, 1)),
+    ((2, 7, 7, 3), (4, 3), (3, 2), (1, 2, 1, 1)),
+    ((1, 5, 5, 2), (2, 2), (2, 2), (0, 1, 0, 1)),
+]
+
+
+def maxpool_oracle(x, ph, pw, sh, sw, pads):
+    """Max pooling window by window, in Python: the real cells in row-major order; the first NaN if there is
+    one, else the first maximum (the first real cell when they are all −inf)."""
+    n, h, w, c = x.shape
+    top, _, left, _ = pads
+    ho, wo = window_output_hw(h, w, ph, pw, sh, sw, pads)
+    y, arg = np.empty((n, ho, wo, c), x.dtype), np.empty((n, ho, wo, c), np.int64)
+    for i in range(ho):
+        for j in range(wo):
+            cells = [(a, b) for a in range(ph) for b in range(pw)
+                     if 0 <= i * sh + a - top < h and 0 <= j * sw + b - left < w]
+            rows = [i * sh + a - top for a, _ in cells]
+            cols = [j * sw + b - left for _, b in cells]
+            values = x[:, rows, cols, :]  # (N, cells, C)
+            nan = np.isnan(values)
+            best = np.where(nan.any(axis=1), nan.argmax(axis=1), np.argmax(np.where(nan, 0, values), axis=1))
+            y[:, i, j] = np.take_along_axis(values, best[:, None, :], axis=1)[:, 0]
+            arg[:, i, j] = [[cells[k][0] * pw + cells[k][1] for k in row] for row in best]
+    return y, arg
+
+
+def minus_inf_input(shape, dtype):
+    """Mostly −inf, with ties at −1 and 1, a few NaN and one channel all −inf."""
+    rng = np.random.default_rng(16)
+    x = rng.choice(np.array([-np.inf, -1.0, 1.0], dtype), size=shape, p=[0.75, 0.15, 0.1])
+    x[rng.random(shape) < 0.03] = np.nan
+    x[0, :, :, 0] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", MINF_CASES, ids=case_id)
+def test_maxpool_windows_of_minus_infinity_keep_their_gradient(xb, case, dtype):
+    """A 'same' window whose real cells are all −inf names its first real cell, never a padding cell (whose
+    gradient backward drops): no gradient is lost. Ties still go to the first maximum, NaN to the first NaN."""
+    shape, (ph, pw), (sh, sw), pads = case
+    x = minus_inf_input(shape, dtype)
+    y_expected, arg_expected = maxpool_oracle(x, ph, pw, sh, sw, pads)
+    all_minus_inf = np.isneginf(y_expected)
+    if pads[0] or pads[2]:  # windows whose first real cell is not cell 0: padding there (was their argmax)
+        assert (arg_expected[all_minus_inf] > 0).any()
+    y, arg = kernels.maxpool_forward(xb(x), ph, pw, sh, sw, pads)
+    np.testing.assert_array_equal(xb.numpy(y), y_expected)
+    np.testing.assert_array_equal(xb.numpy(arg), arg_expected)
+    gy = np.random.default_rng(1).standard_normal(y_expected.shape).astype(dtype)
+    gx = xb.numpy(kernels.maxpool_backward(xb(gy), arg, shape, ph, pw, sh, sw, pads))
+    expected = ref.maxpool_backward(gy, arg_expected, shape, ph, pw, sh, sw, pads)
+    assert_close(gx, expected, dtype)
+    # every output's gradient lands on a real cell: the sums per image and channel are kept
+    np.testing.assert_allclose(gx.sum(axis=(1, 2)), gy.sum(axis=(1, 2)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", MINF_CASES, ids=case_id)
+def test_cuda_maxpool_source_minus_infinity_windows_on_cpu(cuda_on_cpu, case, dtype):
+    """The CUDA max pooling names the first real cell of an all −inf window too."""
+    shape, (kh, kw), (sh, sw), pads = case
+    n, h, w, c = shape
+    x = minus_inf_input(shape, dtype)
+    y_expected, arg_expected = maxpool_oracle(x, kh, kw, sh, sw, pads)
+    ho, wo = y_expected.shape[1:3]
+    y, arg = np.empty_like(y_expected), np.empty(y_expected.shape, np.int32)
+    _call(cuda_on_cpu[dtype], "maxpool_forward", dtype, x, y, arg, y.size, h, w, c, ho, wo, kh, kw, sh, sw,
+          pads[0], pads[2], -np.inf)
+    np.testing.assert_array_equal(y, y_expected)
+    np.testing.assert_array_equal(arg, arg_expected)
+
+
+# ------------------------------------------------------------------------------ LRN of large float32 values
+def large_lrn_input(dtype):
+    """Ordinary values, the review's row (x² overflows float32 from 1.8e19: the scale was inf and the whole
+    channel window ±0), one huge value among ordinary ones, and one whose scale is past the safe bound though
+    its square is finite; 154 pixels, so in three of Numba's blocks of 64 (the last one partial)."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((2, 7, 11, 9)) * 3).astype(dtype)
+    x[0, 0, 0, :7] = [1e38, -1e38, 3e19, 1.0, 2e19, 0.5, 1e10]
+    x[0, 6, 9, 4] = 5e20
+    x[1, 6, 10, 0] = 1e12
+    x[1, 0, 1, 8] = -4e25
+    return x
+
+
+def test_numba_lrn_large_values_same_bits_on_any_threads(monkeypatch):
+    """The float64 rows of Numba's LRN (flagged per block of 64 pixels) give the same bits whichever build
+    runs them, and the reference's scales."""
+    if not backend.numba_available():
+        pytest.skip("numba not installed")
+    from tinynet.kernels import numba_kernels as nk
+
+    x = large_lrn_input(np.float32)
+    gy = np.random.default_rng(4).standard_normal(x.shape).astype(np.float32)
+    results = []
+    for way in ("serial", "parallel"):
+        monkeypatch.setattr(nk._Kernel, "forced", way)
+        y, scale = nk.lrn_forward(x, 5, 1e-4, 0.25, 1.0)
+        results.append((y, scale, nk.lrn_backward(gy, x, y, scale, 5, 1e-4, 0.25)))
+    for a, b in zip(*results):
+        assert a.tobytes() == b.tobytes()
+    y_ref, scale_ref = ref.lrn_forward(x, 5, 1e-4, 0.25, 1.0)
+    np.testing.assert_array_equal(results[0][1], scale_ref)
+    np.testing.assert_array_equal(results[0][0], y_ref)  # beta 0.25: a power, as NumPy's
+    np.testing.assert_array_equal(results[0][2], ref.lrn_backward(gy, x, y_ref, scale_ref, 5, 1e-4, 0.25))
+
+
+def lrn_terms_sizes(gy, x, y, scale, size, alpha, beta):
+    """|gy s^(−β)| + |coef x Σ gy y / s|, in float64: the size of the two terms backward subtracts."""
+    w = lrn_terms(np.float64, size, alpha, beta)
+    spread = ref._channel_window_sum(gy * y / scale, w.after, w.before)
+    return np.abs(gy * scale ** w.minus_beta) + np.abs(w.coef * x * spread)
+
+
+@pytest.mark.parametrize("beta, size", [(0.75, 5), (0.25, 5), (0.6, 4), (2.0, 3)])
+def test_lrn_float32_stays_finite_and_right_for_large_values(xb, beta, size):
+    """float32 LRN agrees with the float64 formula wherever its result is representable: forward (the review's
+    input gave ±0 for every output; beta = 0.25 gives 1.26e20, −1.26e20, 37.7, 1.5e-18, 4.98e10, 1.7e-9,
+    33.4) and backward (it gave 0), on every backend; Numba's scales are the reference's bit for bit."""
+    alpha = 1e-4
+    x = large_lrn_input(np.float32)
+    x64 = x.astype(np.float64)
+    # the float64 formula with the float32 layer's constants (beta = 0.6 is 0.6000000238 in float32, which moves
+    # s^(-beta) by 2.4e-8·ln s, 4e-6 at s = 1e72: on both paths of the float32 kernels alike)
+    alpha32, beta32 = float(np.float32(alpha / size)) * size, float(np.float32(beta))
+    y64, s64 = ref.lrn_forward(x64, size, alpha32, beta32, 1.0)
+    y, scale = (xb.numpy(a) for a in kernels.lrn_forward(xb(x), size, alpha, beta, 1.0))
+    assert y.dtype == scale.dtype == np.float32
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, y64, rtol=2e-6, atol=1e-44)
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(scale, s64.astype(np.float32), rtol=2e-6)  # inf above float32's largest
+    assert np.isinf(scale).any()
+    if beta == 0.25 and size == 5:
+        np.testing.assert_allclose(y[0, 0, 0, :7], [1.25743341e20, -1.25743341e20, 3.77230048e1, 1.49534881e-18,
+                                                    4.98065721e10, 1.67185076e-9, 3.34370153e1], rtol=1e-6)
+    if xb.name == "numba":
+        np.testing.assert_array_equal(scale, ref.lrn_forward(x, size, alpha, beta, 1.0)[1])
+    gy = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    gx = xb.numpy(kernels.lrn_backward(xb(gy), xb(x), xb(y), xb(scale), size, alpha, beta))
+    assert gx.dtype == np.float32 and np.isfinite(gx).all()
+    gy64 = gy.astype(np.float64)
+    gx64 = ref.lrn_backward(gy64, x64, y64, s64, size, alpha32, beta32)
+    normal = np.abs(gx64) > np.finfo(np.float32).tiny
+    assert normal[0, 0, 0, :7].any() or beta > 0.5  # (beta 0.75: those gradients are below float32's range)
+    assert (gx[normal] != 0).all()  # were 0 in the huge values' channel windows
+    np.testing.assert_array_less(np.abs(gx - gx64),
+                                 1e-5 * lrn_terms_sizes(gy64, x64, y64, s64, size, alpha32, beta32) + 1e-44)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_lrn_keeps_its_arithmetic_where_it_was_right(xb, dtype):
+    """Ordinary float32 values, and float64 (even where its squares overflow), keep the dtype's own formula:
+    the scale is the plain expression's bit for bit on the CPU backends (float64: inf where x² overflows)."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 3, 4, 7)) * 30).astype(dtype)
+    if dtype == np.float64:
+        x[0, 0, 0, 2] = 1e200
+    w = lrn_terms(dtype, 5, 1e-4, 0.75, 1.0)
+    with np.errstate(over="ignore"):
+        plain_scale = w.k + w.alpha_over_size * ref._channel_window_sum(x * x, w.before, w.after)
+        plain_y = x * plain_scale ** w.minus_beta
+        y, scale = (xb.numpy(a) for a in kernels.lrn_forward(xb(x), 5, 1e-4, 0.75, 1.0))
+    if xb.name != "cupy":
+        np.testing.assert_array_equal(scale, plain_scale)
+    else:
+        assert_close(scale[np.isfinite(plain_scale)], plain_scale[np.isfinite(plain_scale)], dtype)
+    if xb.name == "numpy":
+        np.testing.assert_array_equal(y, plain_y)
+    assert np.isinf(scale).any() == (dtype == np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("beta, size", [(0.75, 5), (0.25, 5), (0.6, 4)])
+def test_cuda_lrn_source_large_values_on_cpu(cuda_on_cpu, dtype, beta, size):
+    """The CUDA LRN kernels take the same float64 path as the reference for unsafe float32 scales."""
+    lib, t = cuda_on_cpu[dtype], np.dtype(dtype).type
+    alpha, k = 1e-4, 1.0
+    x = large_lrn_input(dtype)
+    channels = x.shape[-1]
+    before = (size - 1) // 2
+    y_ref, scale_ref = ref.lrn_forward(x, size, alpha, beta, k)
+    y, scale = np.empty_like(x), np.empty_like(x)
+    _call(lib, "lrn_forward", dtype, x, y, scale, x.size, channels, before, size - 1 - before,
+          t(k), t(alpha / size), t(-beta), *lrn_safe_scales(dtype, beta))
+    np.testing.assert_allclose(y, y_ref, rtol=2e-6, atol=1e-44)
+    np.testing.assert_allclose(scale, scale_ref, rtol=2e-6)
+    gy = np.random.default_rng(2).standard_normal(x.shape).astype(dtype)
+    gx = np.empty_like(x)
+    _call(lib, "lrn_backward", dtype, gy, x, y_ref, scale_ref, gx, gx.size, channels, before, size - 1 - before,
+          t(alpha / size), t(-beta), t(2.0 * alpha * beta / size), *lrn_safe_scales(dtype, beta))
+    x64, gy64 = x.astype(np.float64), gy.astype(np.float64)
+    y64, s64 = ref.lrn_forward(x64, size, alpha, beta, k)
+    expected = ref.lrn_backward(gy, x, y_ref, scale_ref, size, alpha, beta)
+    assert np.isfinite(gx).all() and np.isfinite(expected).all()
+    np.testing.assert_array_less(np.abs(gx - expected),
+                                 1e-5 * lrn_terms_sizes(gy64, x64, y64, s64, size, alpha, beta) + 1e-44)

@@ -6,6 +6,7 @@ output size is computed in this one place. This module imports nothing from tiny
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -44,6 +45,22 @@ def pool_counts(h, w, ph, pw, sh, sw, pads):
     return np.outer(row_count, col_count).astype(np.float64)
 
 
+@functools.lru_cache(maxsize=64)
+def first_real_cells(ph, pw, sh, sw, top, left, ho, wo):
+    """``a0 · pw + b0`` of the first real (unpadded) cell (a0, b0), in row-major window order, of each pooling
+    window: int32, shape (Ho, Wo), read-only (cached). ``a0 = max(top − i·sh, 0)``, ``b0 = max(left − j·sw, 0)``.
+
+    A max pool's argmax starts there, so that a window whose real cells are all −inf routes its gradient to
+    its first real cell (not to a padding cell, whose gradient would be dropped). Every window has a real
+    cell when each pad is smaller than the window (:mod:`tinynet.kernels` checks it).
+    """
+    rows = np.maximum(top - np.arange(ho) * sh, 0)
+    cols = np.maximum(left - np.arange(wo) * sw, 0)
+    cells = (rows[:, None] * pw + cols[None, :]).astype(np.int32)
+    cells.flags.writeable = False
+    return cells
+
+
 class LRNTerms(NamedTuple):
     """What every LRN kernel derives from (size, alpha, beta, k): the window and the constants."""
 
@@ -67,6 +84,28 @@ def lrn_terms(dtype, size, alpha, beta, k=0.0):
     t = np.dtype(dtype).type
     before = (size - 1) // 2
     return LRNTerms(before, size - 1 - before, t(k), t(alpha / size), t(-beta), t(2.0 * alpha * beta / size))
+
+
+def lrn_safe_scales(dtype, beta):
+    """``(lo, hi)`` in ``dtype``: the scales ``s`` an LRN computes in ``dtype`` itself; the others it computes again
+    in float64.
+
+    float32: ``2^(∓100 / (1 + beta))``. Within, ``s``, ``s^(−beta)`` and ``s^(−beta−1)`` all lie in
+    [2^−100, 2^100], so no intermediate of forward (``x·s^(−beta)``) or backward (``gy·y/s``) overflows or
+    loses bits to underflow. Outside (and for NaN), float32 can go wrong: ``x²`` overflows from
+    ``|x| = 1.8e19``, and then the scale is inf and every output of the channel window ±0; or ``s^(−beta)``
+    underflows. Those elements take the float64 formula (with the float32 constants of :func:`lrn_terms`),
+    rounded once to float32, so a result is finite and right wherever it is representable. For the paper's LRN
+    (k = 1, alpha = 1e-4, size 5, beta = 0.75) the float64 path starts at a window sum of squares of 8e21
+    (``|x|`` about 9e10).
+
+    float64: ``(−inf, inf)``: every scale but NaN is computed as it always was (and a NaN stays NaN).
+    """
+    t = np.dtype(dtype).type
+    if np.dtype(dtype) != np.float32:
+        return t(-np.inf), t(np.inf)
+    e = 100.0 / (1.0 + beta)
+    return t(2.0 ** -e), t(2.0 ** e)
 
 
 # ------------------------------------------------------------------- Winograd F(4×4, 3×3) (layers.conv_winograd)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import cupy as cp
 import numpy as np
 
-from .common import lrn_terms, window_output_hw
+from .common import lrn_safe_scales, lrn_terms, window_output_hw
 
 _BLOCK = 256
 _MAX_GRID = 65535 * 32  # enough blocks to fill any GPU; the grid-stride loop covers the rest
@@ -86,7 +86,8 @@ extern "C" __global__ void col2im(const T* cols, T* dx, const i64 total,
 
 // y = max over the real cells of the window (padding is -inf and never wins); argmax = a*pw + b of the
 // first maximum in row-major window order; a NaN wins over any number and the first NaN stays, so NaN
-// propagates as in PyTorch and Keras (one thread per output element)
+// propagates as in PyTorch and Keras (one thread per output element). The argmax starts at the window's
+// first real cell (a0, b0), so a window whose real cells are all -inf names that cell, never padding
 extern "C" __global__ void maxpool_forward(const T* x, T* y, int* argmax, const i64 total,
                                            const i64 H, const i64 W, const i64 C, const i64 Ho, const i64 Wo,
                                            const i64 ph, const i64 pw, const i64 sh, const i64 sw,
@@ -99,7 +100,7 @@ extern "C" __global__ void maxpool_forward(const T* x, T* y, int* argmax, const 
         const i64 i = r % Ho;
         const i64 n = r / Ho;
         T best = neg_inf;
-        int best_k = 0;
+        int best_k = (int)((i * sh < top ? top - i * sh : 0) * pw + (j * sw < left ? left - j * sw : 0));
         for (i64 a = 0; a < ph; ++a) {
             const i64 yy = i * sh + a - top;
             if (yy < 0 || yy >= H) continue;
@@ -241,10 +242,14 @@ extern "C" __global__ void relu_bias_backward(const T* gy, const T* y, T* gz, co
 }
 
 // LRN across channels, one thread per element; the row of channels of element idx starts at idx - c.
-// scale = k + alpha/size * (sum of x_j^2 over j = c-before .. c+after that exist), y = x * scale^(-beta)
+// scale = k + alpha/size * (sum of x_j^2 over j = c-before .. c+after that exist), y = x * scale^(-beta).
+// A scale outside [lo, hi] (common.lrn_safe_scales: float32's x^2 overflowed, or s^(-beta) would underflow;
+// NaN too) is computed again in double, with the same constants and sums in the same order, and rounded once
+// (for T = double, lo and hi are -inf and inf: only NaN goes there, and computes the same NaN)
 extern "C" __global__ void lrn_forward(const T* x, T* y, T* scale, const i64 total, const i64 C,
                                        const i64 before, const i64 after,
-                                       const T k, const T alpha_over_size, const T minus_beta)
+                                       const T k, const T alpha_over_size, const T minus_beta,
+                                       const T lo, const T hi)
 {
     GRID_STRIDE_LOOP(idx, total) {
         const i64 c = idx % C;
@@ -256,26 +261,72 @@ extern "C" __global__ void lrn_forward(const T* x, T* y, T* scale, const i64 tot
             sum += v * v;
         }
         const T s = k + alpha_over_size * sum;
-        scale[idx] = s;
-        y[idx] = x[idx] * pow(s, minus_beta);
+        if (s >= lo && s <= hi) {
+            scale[idx] = s;
+            y[idx] = x[idx] * pow(s, minus_beta);
+        } else {
+            double sum64 = 0;
+            for (i64 j = c - before; j <= c + after; ++j) {
+                if (j < 0 || j >= C) continue;
+                const double v = (double)x[row + j];
+                sum64 += v * v;
+            }
+            const double s64 = (double)k + (double)alpha_over_size * sum64;
+            scale[idx] = (T)s64;
+            y[idx] = (T)((double)x[idx] * pow(s64, (double)minus_beta));
+        }
     }
 }
 
+// The scale s_j of lrn_backward's double path: as stored, or, where it is inf (float32's overflowed; s + s == s
+// holds for no other nonzero float), alpha/size * (sum of x^2 over j's window) in double: k, which backward is
+// not given, is below float32's resolution of a scale over 3.4e38
+__device__ __forceinline__ double lrn_scale64(const T* x, const T* scale, const i64 row, const i64 j, const i64 C,
+                                              const i64 before, const i64 after, const T alpha_over_size)
+{
+    const T s = scale[row + j];
+    if (!(s != 0 && s + s == s)) return (double)s;
+    double sum = 0;
+    for (i64 t = j - before; t <= j + after; ++t) {
+        if (t < 0 || t >= C) continue;
+        const double v = (double)x[row + t];
+        sum += v * v;
+    }
+    return (double)alpha_over_size * sum;
+}
+
 // gx_i = gy_i * s_i^(-beta) - coef * x_i * (sum of gy_j y_j / s_j over the windows j that contain i,
-// j = c-after .. c+before), coef = 2 alpha beta / size   (a gather: each thread recomputes its terms)
+// j = c-after .. c+before), coef = 2 alpha beta / size   (a gather: each thread recomputes its terms).
+// When one of those s_j is outside [lo, hi], the element is computed again in double (as lrn_forward)
 extern "C" __global__ void lrn_backward(const T* gy, const T* x, const T* y, const T* scale, T* gx,
                                         const i64 total, const i64 C, const i64 before, const i64 after,
-                                        const T minus_beta, const T coef)
+                                        const T alpha_over_size, const T minus_beta, const T coef,
+                                        const T lo, const T hi)
 {
     GRID_STRIDE_LOOP(idx, total) {
         const i64 c = idx % C;
         const i64 row = idx - c;
         T spread = 0;
+        bool safe = true;
         for (i64 j = c - after; j <= c + before; ++j) {
             if (j < 0 || j >= C) continue;
-            spread += gy[row + j] * y[row + j] / scale[row + j];
+            const T s = scale[row + j];
+            safe = safe && s >= lo && s <= hi;
+            spread += gy[row + j] * y[row + j] / s;
         }
-        gx[idx] = gy[idx] * pow(scale[idx], minus_beta) - coef * x[idx] * spread;
+        if (safe) {
+            gx[idx] = gy[idx] * pow(scale[idx], minus_beta) - coef * x[idx] * spread;
+        } else {
+            double spread64 = 0;
+            for (i64 j = c - after; j <= c + before; ++j) {
+                if (j < 0 || j >= C) continue;
+                spread64 += (double)gy[row + j] * (double)y[row + j]
+                            / lrn_scale64(x, scale, row, j, C, before, after, alpha_over_size);
+            }
+            const double s64 = lrn_scale64(x, scale, row, c, C, before, after, alpha_over_size);
+            gx[idx] = (T)((double)gy[idx] * pow(s64, (double)minus_beta)
+                          - (double)coef * (double)x[idx] * spread64);
+        }
     }
 }
 
@@ -373,7 +424,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, pads):
 
 def maxpool_forward(x, ph, pw, sh, sw, pads):
     """Max pooling with −inf padding and the window-local argmax ``a * pw + b`` (first max wins; the first
-    NaN of a window wins and its output is NaN).
+    NaN of a window wins and its output is NaN; all −inf real cells name the first real cell).
 
     Returns
     -------
@@ -510,6 +561,9 @@ def relu_bias_backward(gy, y, relu, want_bias):
 def lrn_forward(x, size, alpha, beta, k):
     """Local response normalisation across channels, one thread per element; see :func:`numpy_kernels.lrn_forward`.
 
+    As there, an element whose float32 scale is outside :func:`~tinynet.kernels.common.lrn_safe_scales` is
+    computed again in double.
+
     Returns
     -------
     y, scale : cupy.ndarray, shape and dtype of ``x``
@@ -518,12 +572,14 @@ def lrn_forward(x, size, alpha, beta, k):
     y, scale = cp.empty_like(x), cp.empty_like(x)
     w = lrn_terms(x.dtype, size, alpha, beta, k)
     _launch("lrn_forward", x.dtype, x.size, x, y, scale, x.size, x.shape[-1], w.before, w.after,
-            w.k, w.alpha_over_size, w.minus_beta)
+            w.k, w.alpha_over_size, w.minus_beta, *lrn_safe_scales(x.dtype, beta))
     return y, scale
 
 
 def lrn_backward(gy, x, y, scale, size, alpha, beta):
-    """Backward of :func:`lrn_forward`, one thread per element (a gather over the windows containing it).
+    """Backward of :func:`lrn_forward`, one thread per element (a gather over the windows containing it); an
+    element whose window holds a float32 scale outside :func:`~tinynet.kernels.common.lrn_safe_scales` is
+    computed again in double, as in :func:`numpy_kernels.lrn_backward`.
 
     Returns
     -------
@@ -533,7 +589,7 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
     gx = cp.empty_like(gy)
     w = lrn_terms(gy.dtype, size, alpha, beta)
     _launch("lrn_backward", gy.dtype, gx.size, gy, x, y, scale, gx, gx.size, gy.shape[-1], w.before, w.after,
-            w.minus_beta, w.coef)
+            w.alpha_over_size, w.minus_beta, w.coef, *lrn_safe_scales(gy.dtype, beta))
     return gx
 
 

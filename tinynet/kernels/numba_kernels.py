@@ -45,7 +45,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 from . import numpy_kernels
-from .common import (argmax_dtype, lrn_terms, pool_counts, window_output_hw, winograd_constants,
+from .common import (argmax_dtype, lrn_safe_scales, lrn_terms, pool_counts, window_output_hw, winograd_constants,
                      winograd_input_tiles, winograd_rows_a, winograd_rows_at, winograd_rows_bt, winograd_tiles)
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
@@ -214,16 +214,19 @@ def col2im(cols, x_shape, kh, kw, sh, sw, pads):
 def _maxpool_forward(x, n, h, w, ph, pw, sh, sw, top, left, ho, wo, y, argmax):
     # x: (N*H*W, C); y, argmax: (N*Ho*Wo, C): each (row, channel) loop below is branch-free and vectorises.
     # The winner is tracked in an int32 row (a select between int32 and a float32 compare vectorises; one
-    # into int8 does not) and stored once per output cell in argmax's own (smaller) type.
+    # into int8 does not) and stored once per output cell in argmax's own (smaller) type. It starts at the
+    # window's first real cell (common.first_real_cells), so all −inf real cells name that one, not padding.
     c = x.shape[1]
     for r in prange(n * ho):
         img, i = r // ho, r % ho
         won = np.empty(c, np.int32)
+        a0 = max(top - i * sh, 0)
         for j in range(wo):
             out = (img * ho + i) * wo + j
+            first = np.int32(a0 * pw + max(left - j * sw, 0))
             for ch in range(c):
                 y[out, ch] = -np.inf
-                won[ch] = 0
+                won[ch] = first
             for a in range(ph):
                 yy = i * sh + a - top
                 if yy < 0 or yy >= h:
@@ -247,7 +250,8 @@ def _maxpool_forward(x, n, h, w, ph, pw, sh, sw, top, left, ho, wo, y, argmax):
 
 def maxpool_forward(x, ph, pw, sh, sw, pads):
     """Max pooling with −inf padding and the window-local argmax ``a * pw + b`` (first max wins; a window
-    holding NaN gives NaN, its argmax the first NaN, as :func:`numpy_kernels.maxpool_forward`).
+    holding NaN gives NaN, its argmax the first NaN; one whose real cells are all −inf names its first real
+    cell; as :func:`numpy_kernels.maxpool_forward`).
 
     Returns
     -------
@@ -568,12 +572,54 @@ def relu_bias_backward(gy, y, relu, want_bias):
 # The power s^(-beta): for the paper's beta = 0.75 it is 1 / (√s · √√s), two square roots and a division,
 # which vectorise, instead of a scalar pow. It differs from NumPy's power by an ulp or two, far inside the
 # backends' agreement tolerances.
+#
+# float32: the loop that takes the power also notes whether a scale falls outside common.lrn_safe_scales (an
+# or of three compares, vectorised with it), and each task stores one flag for its block of rows. After the
+# parallel pass the rows of the flagged blocks, if any, compute their unsafe elements again in float64, as the
+# reference does (_lrn_forward_rows64, _lrn_backward_rows64): the same sums in the same order, so the scales
+# agree with the reference's bit for bit there too. Such rows need |x| ~ 1e11 for the paper's LRN: they never
+# slow a real network down. (Timed at batch 8 on 56×56×64: a flag per block costs 0-10%, about the noise;
+# a flag per row 15-25%, and a call of the float64 code inside the parallel loop 35%.)
 _LRN_ROWS = 64  # pixels per parallel task
 
 
+@njit(cache=True, nogil=True)
+def _lrn_forward_row64(xr, before, after, consts64, lo, hi, yr, sr):
+    """One row's elements whose float32 scale ``sr`` is outside [lo, hi], in float64; ``consts64`` k,
+    alpha/size, −beta (float32's, widened)."""
+    k, alpha_over_size, minus_beta = consts64[0], consts64[1], consts64[2]
+    c = xr.shape[0]
+    width = before + after + 1
+    if ((sr >= lo) & (sr <= hi)).all():
+        return
+    sq = np.zeros(c + width - 1, np.float64)  # the squares, after `before` zeros and before `after`
+    for ch in range(c):
+        v = np.float64(xr[ch])
+        sq[before + ch] = v * v
+    for ch in range(c):
+        s = sr[ch]
+        if (s >= lo) & (s <= hi):
+            continue
+        total = sq[ch]
+        for d in range(1, width):
+            total += sq[ch + d]
+        s64 = k + alpha_over_size * total
+        sr[ch] = s64  # rounded to float32 (inf above its largest value)
+        yr[ch] = np.float64(xr[ch]) * s64 ** minus_beta
+
+
+@njit(cache=True, nogil=True)
+def _lrn_forward_rows64(x, blocks, before, after, consts64, lo, hi, y, scale):
+    """:func:`_lrn_forward_row64` on every row of the flagged ``blocks`` of _LRN_ROWS rows."""
+    for block in blocks:
+        for r in range(block * _LRN_ROWS, min(x.shape[0], (block + 1) * _LRN_ROWS)):
+            _lrn_forward_row64(x[r], before, after, consts64, lo, hi, y[r], scale[r])
+
+
 @_kernel(COMPUTE_BOUND)
-def _lrn_forward(x, before, after, consts, three_quarters, y, scale):
+def _lrn_forward(x, before, after, consts, three_quarters, y, scale, unsafe_blocks):
     k, alpha_over_size, minus_beta, zero, one = consts[0], consts[1], consts[2], consts[4], consts[5]
+    lo, hi = consts[6], consts[7]
     rows, c = x.shape
     width = before + after + 1
     for block in prange((rows + _LRN_ROWS - 1) // _LRN_ROWS):
@@ -583,6 +629,7 @@ def _lrn_forward(x, before, after, consts, three_quarters, y, scale):
         for t in range(before + c, c + width - 1):
             sq[t] = zero
         body = sq[before:before + c]
+        unsafe = False  # a scale outside [lo, hi] in the block
         for r in range(block * _LRN_ROWS, min(rows, (block + 1) * _LRN_ROWS)):
             xr, sr, yr = x[r], scale[r], y[r]
             for ch in range(c):
@@ -601,17 +648,25 @@ def _lrn_forward(x, before, after, consts, three_quarters, y, scale):
                     sr[ch] = k + alpha_over_size * sr[ch]
             if three_quarters:
                 for ch in range(c):
-                    q = np.sqrt(sr[ch])
+                    s = sr[ch]
+                    q = np.sqrt(s)
                     yr[ch] = xr[ch] * (one / (q * np.sqrt(q)))
+                    unsafe |= (s < lo) | (s > hi) | (s != s)
             else:
                 for ch in range(c):
-                    yr[ch] = xr[ch] * sr[ch] ** minus_beta
+                    s = sr[ch]
+                    yr[ch] = xr[ch] * s ** minus_beta
+                    unsafe |= (s < lo) | (s > hi) | (s != s)
+        unsafe_blocks[block] = unsafe
 
 
-def _lrn_constants(dtype, terms):
-    """k, alpha/size, −beta, 2·alpha·beta/size (:func:`~tinynet.kernels.common.lrn_terms`), 0 and 1, as one
-    array of ``dtype`` (so that the jitted loops compute in ``dtype``)."""
-    return np.array([terms.k, terms.alpha_over_size, terms.minus_beta, terms.coef, 0.0, 1.0], dtype=dtype)
+def _lrn_constants(dtype, terms, beta):
+    """k, alpha/size, −beta, 2·alpha·beta/size (:func:`~tinynet.kernels.common.lrn_terms`), 0, 1 and the safe
+    scales' bounds (:func:`~tinynet.kernels.common.lrn_safe_scales`), as one array of ``dtype`` (so that the
+    jitted loops compute in ``dtype``); and the first four widened to float64 (the unsafe elements' formula)."""
+    consts = np.array([terms.k, terms.alpha_over_size, terms.minus_beta, terms.coef, 0.0, 1.0,
+                       *lrn_safe_scales(dtype, beta)], dtype=dtype)
+    return consts, consts[:4].astype(np.float64)
 
 
 def _rows(a):
@@ -625,6 +680,8 @@ def lrn_forward(x, size, alpha, beta, k):
               y_c = x_c\\, s_c^{-\\beta}
 
     Parallel over blocks of 64 pixels; ``scale`` is the reference's bit for bit, ``y`` within an ulp or two.
+    In float32, the elements whose scale is outside :func:`~tinynet.kernels.common.lrn_safe_scales` are
+    computed again in float64, as in the reference.
 
     Parameters
     ----------
@@ -640,14 +697,68 @@ def lrn_forward(x, size, alpha, beta, k):
         return numpy_kernels.lrn_forward(x, size, alpha, beta, k)
     terms = lrn_terms(x.dtype, size, alpha, beta, k)
     y, scale = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
-    _lrn_forward(_rows(x), terms.before, terms.after, _lrn_constants(x.dtype, terms), beta == 0.75,
-                 _rows(y), _rows(scale))
+    consts, consts64 = _lrn_constants(x.dtype, terms, beta)
+    x_rows, y_rows, scale_rows = _rows(x), _rows(y), _rows(scale)
+    unsafe = np.empty((x_rows.shape[0] + _LRN_ROWS - 1) // _LRN_ROWS, np.bool_)
+    _lrn_forward(x_rows, terms.before, terms.after, consts, beta == 0.75, y_rows, scale_rows, unsafe)
+    if x.dtype == np.float32 and unsafe.any():
+        _lrn_forward_rows64(x_rows, np.flatnonzero(unsafe), terms.before, terms.after, consts64, consts[6],
+                            consts[7], y_rows, scale_rows)
     return y, scale
 
 
+@njit(cache=True, nogil=True)
+def _lrn_backward_row64(gyr, xr, yr, sr, before, after, consts64, lo, hi, gxr):
+    """One row's elements whose transposed window holds a float32 scale outside [lo, hi], in float64 (see
+    :func:`numpy_kernels.lrn_backward`); ``consts64`` k, alpha/size, −beta, coef (float32's, widened)."""
+    alpha_over_size, minus_beta, coef = consts64[1], consts64[2], consts64[3]
+    c = gyr.shape[0]
+    width = before + after + 1
+    if ((sr >= lo) & (sr <= hi)).all():
+        return
+    s64 = np.empty(c, np.float64)
+    ratio = np.zeros(c + width - 1, np.float64)  # gy·y/s, after `after` zeros and before `before`
+    over = False
+    for ch in range(c):
+        s64[ch] = sr[ch]
+        over |= np.isinf(sr[ch])
+    if over:  # an inf scale (float32's overflowed): alpha/size · Σ x² again, in float64
+        sq = np.zeros(c + width - 1, np.float64)
+        for ch in range(c):
+            v = np.float64(xr[ch])
+            sq[before + ch] = v * v
+        for ch in range(c):
+            if np.isinf(sr[ch]):
+                total = sq[ch]
+                for d in range(1, width):
+                    total += sq[ch + d]
+                s64[ch] = alpha_over_size * total
+    for ch in range(c):
+        ratio[after + ch] = np.float64(gyr[ch]) * np.float64(yr[ch]) / s64[ch]
+    for ch in range(c):
+        near = False  # an unsafe scale among the s_j of gx_i: j in [ch − after, ch + before]
+        for j in range(max(ch - after, 0), min(ch + before + 1, c)):
+            s = sr[j]
+            near |= not ((s >= lo) & (s <= hi))
+        if near:
+            spread = ratio[ch]
+            for d in range(1, width):
+                spread += ratio[ch + d]
+            gxr[ch] = np.float64(gyr[ch]) * s64[ch] ** minus_beta - coef * np.float64(xr[ch]) * spread
+
+
+@njit(cache=True, nogil=True)
+def _lrn_backward_rows64(gy, x, y, scale, blocks, before, after, consts64, lo, hi, gx):
+    """:func:`_lrn_backward_row64` on every row of the flagged ``blocks`` of _LRN_ROWS rows."""
+    for block in blocks:
+        for r in range(block * _LRN_ROWS, min(gy.shape[0], (block + 1) * _LRN_ROWS)):
+            _lrn_backward_row64(gy[r], x[r], y[r], scale[r], before, after, consts64, lo, hi, gx[r])
+
+
 @_kernel(COMPUTE_BOUND)
-def _lrn_backward(gy, x, y, scale, before, after, consts, three_quarters, gx):
+def _lrn_backward(gy, x, y, scale, before, after, consts, three_quarters, gx, unsafe_blocks):
     minus_beta, coef, zero, one = consts[2], consts[3], consts[4], consts[5]
+    lo, hi = consts[6], consts[7]
     rows, c = gy.shape
     width = before + after + 1
     for block in prange((rows + _LRN_ROWS - 1) // _LRN_ROWS):
@@ -658,17 +769,22 @@ def _lrn_backward(gy, x, y, scale, before, after, consts, three_quarters, gx):
             ratio[t] = zero
         body = ratio[after:after + c]
         power = np.empty(c, gy.dtype)
+        unsafe = False  # a scale outside [lo, hi] in the block, as forward
         for r in range(block * _LRN_ROWS, min(rows, (block + 1) * _LRN_ROWS)):
             gyr, xr, yr, sr, gxr = gy[r], x[r], y[r], scale[r], gx[r]
             for ch in range(c):
                 body[ch] = gyr[ch] * yr[ch] / sr[ch]
             if three_quarters:
                 for ch in range(c):
-                    q = np.sqrt(sr[ch])
+                    s = sr[ch]
+                    q = np.sqrt(s)
                     power[ch] = one / (q * np.sqrt(q))
+                    unsafe |= (s < lo) | (s > hi) | (s != s)
             else:
                 for ch in range(c):
-                    power[ch] = sr[ch] ** minus_beta
+                    s = sr[ch]
+                    power[ch] = s ** minus_beta
+                    unsafe |= (s < lo) | (s > hi) | (s != s)
             if width == 5:  # the transposed window's sum (the spread), fused with the gradient
                 r0, r1, r2, r3, r4 = ratio[0:c], ratio[1:1 + c], ratio[2:2 + c], ratio[3:3 + c], ratio[4:4 + c]
                 for ch in range(c):
@@ -682,6 +798,7 @@ def _lrn_backward(gy, x, y, scale, before, after, consts, three_quarters, gx):
                         gxr[ch] += ratio[ch + d]
                 for ch in range(c):
                     gxr[ch] = gyr[ch] * power[ch] - coef * xr[ch] * gxr[ch]
+        unsafe_blocks[block] = unsafe
 
 
 def lrn_backward(gy, x, y, scale, size, alpha, beta):
@@ -690,7 +807,8 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
     .. math:: gx_i = gy_i\\, s_i^{-\\beta} - \\frac{2 \\alpha \\beta}{size}\\, x_i
               \\sum_{j = i - after}^{i + before} \\frac{gy_j\\, y_j}{s_j}
 
-    Parallel over blocks of 64 pixels.
+    Parallel over blocks of 64 pixels. In float32, the elements whose transposed window holds a scale outside
+    :func:`~tinynet.kernels.common.lrn_safe_scales` are computed again in float64, as in the reference.
 
     Parameters
     ----------
@@ -705,8 +823,13 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
         return numpy_kernels.lrn_backward(gy, x, y, scale, size, alpha, beta)
     terms = lrn_terms(gy.dtype, size, alpha, beta)
     gx = np.empty(gy.shape, gy.dtype)
-    _lrn_backward(_rows(gy), _rows(x), _rows(y), _rows(scale), terms.before, terms.after,
-                  _lrn_constants(gy.dtype, terms), beta == 0.75, _rows(gx))
+    consts, consts64 = _lrn_constants(gy.dtype, terms, beta)
+    rows = _rows(gy), _rows(x), _rows(y), _rows(scale)
+    unsafe = np.empty((rows[0].shape[0] + _LRN_ROWS - 1) // _LRN_ROWS, np.bool_)
+    _lrn_backward(*rows, terms.before, terms.after, consts, beta == 0.75, _rows(gx), unsafe)
+    if gy.dtype == np.float32 and unsafe.any():
+        _lrn_backward_rows64(*rows, np.flatnonzero(unsafe), terms.before, terms.after, consts64, consts[6],
+                             consts[7], _rows(gx))
     return gx
 
 

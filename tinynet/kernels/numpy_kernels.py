@@ -10,10 +10,12 @@ never over images, pixels or channels: each iteration is one strided array opera
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
-from .common import (lrn_terms, pool_counts, window_output_hw, winograd_constants, winograd_input_tiles,
-                     winograd_rows_a, winograd_rows_at, winograd_rows_bt, winograd_tiles)
+from .common import (first_real_cells, lrn_safe_scales, lrn_terms, pool_counts, window_output_hw, winograd_constants,
+                     winograd_input_tiles, winograd_rows_a, winograd_rows_at, winograd_rows_bt, winograd_tiles)
 
 
 def _pad(x, pads, value):
@@ -82,7 +84,9 @@ def maxpool_forward(x, ph, pw, sh, sw, pads):
     Ties go to the first maximum in row-major window order (like PyTorch and cuDNN). A window holding a NaN
     outputs NaN, as in PyTorch and Keras; its argmax is the first NaN, so backward routes the gradient there:
     tinynet's own convention (PyTorch routes it to the last NaN, Keras and JAX differently again). In the loop
-    a cell wins when ``v > y`` or when ``v`` is NaN and ``y`` is not.
+    a cell wins when ``v > y`` or when ``v`` is NaN and ``y`` is not. The argmax starts at the window's first
+    real cell (:func:`~tinynet.kernels.common.first_real_cells`), so a window whose real cells are all −inf
+    (a tie at −inf) names its first real cell, never a padding cell: its gradient is kept.
 
     Returns
     -------
@@ -94,7 +98,11 @@ def maxpool_forward(x, ph, pw, sh, sw, pads):
     ho, wo = window_output_hw(h, w, ph, pw, sh, sw, pads)
     xp = _pad(x, pads, -np.inf)
     y = np.full((n, ho, wo, c), -np.inf, dtype=x.dtype)
-    argmax = np.zeros((n, ho, wo, c), dtype=np.int32)
+    if pads[0] or pads[2]:  # some windows start in the padding
+        argmax = np.empty((n, ho, wo, c), dtype=np.int32)
+        argmax[...] = first_real_cells(ph, pw, sh, sw, pads[0], pads[2], ho, wo)[None, :, :, None]
+    else:
+        argmax = np.zeros((n, ho, wo, c), dtype=np.int32)
     for a in range(ph):
         for b in range(pw):
             v = xp[:, a : a + sh * (ho - 1) + 1 : sh, b : b + sw * (wo - 1) + 1 : sw, :]
@@ -238,10 +246,32 @@ def _channel_window_sum(v, before, after):
     return total
 
 
+def _outside(scale, lo, hi):
+    """The mask of the scales outside [lo, hi] (NaN included), or None when there is none (two reductions)."""
+    if scale.size == 0 or (lo <= scale.min() and scale.max() <= hi):
+        return None
+    return ~((scale >= lo) & (scale <= hi))
+
+
+def _float32_errors(dtype):
+    """Quiet float32's overflows and invalid operations: the elements they touch are computed again."""
+    if dtype == np.float32:
+        return np.errstate(over="ignore", invalid="ignore")
+    return contextlib.nullcontext()
+
+
 def lrn_forward(x, size, alpha, beta, k):
     """Local response normalisation across channels (Caffe's ACROSS_CHANNELS, alpha divided by size).
 
     ``s_c = k + alpha/size · Σ_{j ∈ [c − ⌊(size−1)/2⌋, c + size − 1 − ⌊(size−1)/2⌋]} x_j²`` and ``y = x · s^(−beta)``.
+
+    In float32, an element whose scale falls outside :func:`~tinynet.kernels.common.lrn_safe_scales` (its
+    ``x²`` overflowed, or ``s^(−beta)`` would underflow; NaN too) is computed again with the float64 formula
+    and rounded once: ``y`` then is finite and right wherever it is representable, and ``scale`` is the
+    float64 scale rounded (inf above float32's largest value). The squares are summed in float64 in the same
+    order, with the float32 constants of every float32 element (so the two paths meet at the bound: a beta
+    float32 does not hold, 0.6, moves ``s^(−beta)`` by 2.4e-8·ln s on both). Every other element, and
+    float64, take the dtype's own arithmetic, as before.
 
     Parameters
     ----------
@@ -254,8 +284,17 @@ def lrn_forward(x, size, alpha, beta, k):
     y, scale : ndarray, shape and dtype of ``x``
     """
     w = lrn_terms(x.dtype, size, alpha, beta, k)
-    scale = w.k + w.alpha_over_size * _channel_window_sum(x * x, w.before, w.after)
-    return x * scale ** w.minus_beta, scale
+    with _float32_errors(x.dtype):
+        scale = w.k + w.alpha_over_size * _channel_window_sum(x * x, w.before, w.after)
+        y = x * scale ** w.minus_beta
+        unsafe = _outside(scale, *lrn_safe_scales(x.dtype, beta)) if x.dtype == np.float32 else None
+        if unsafe is not None:
+            f64 = np.float64
+            x64 = x.astype(f64)
+            s64 = f64(w.k) + f64(w.alpha_over_size) * _channel_window_sum(x64 * x64, w.before, w.after)
+            y = np.where(unsafe, (x64 * s64 ** f64(w.minus_beta)).astype(x.dtype), y)
+            scale = np.where(unsafe, s64.astype(x.dtype), scale)
+    return y, scale
 
 
 def lrn_backward(gy, x, y, scale, size, alpha, beta):
@@ -264,13 +303,32 @@ def lrn_backward(gy, x, y, scale, size, alpha, beta):
     ``gx_i = gy_i s_i^(−beta) − (2 alpha beta / size) x_i Σ_{j: i ∈ W(j)} gy_j y_j / s_j``; the transpose of a
     window (before, after) is the window (after, before).
 
+    In float32, an element whose transposed window holds a scale outside
+    :func:`~tinynet.kernels.common.lrn_safe_scales` is computed again in float64 (the float32 constants, the
+    sums in the same order) and rounded once. There a scale of inf (the forward's float32 scale overflowed)
+    is computed again as ``alpha/size · Σ x²`` in float64: without ``k``, which backward is not given and
+    which is below float32's resolution of a scale over 3.4e38 (for any k < 1e30).
+
     Returns
     -------
     gx : ndarray, shape and dtype of ``gy``
     """
     w = lrn_terms(x.dtype, size, alpha, beta)
-    spread = _channel_window_sum(gy * y / scale, w.after, w.before)
-    return gy * scale ** w.minus_beta - w.coef * x * spread
+    with _float32_errors(gy.dtype):
+        spread = _channel_window_sum(gy * y / scale, w.after, w.before)
+        gx = gy * scale ** w.minus_beta - w.coef * x * spread
+        unsafe = _outside(scale, *lrn_safe_scales(gy.dtype, beta)) if gy.dtype == np.float32 else None
+        if unsafe is not None:
+            f64 = np.float64
+            near = _channel_window_sum(unsafe, w.after, w.before)  # an unsafe scale among the s_j of gx_i
+            x64, s64, gy64 = x.astype(f64), scale.astype(f64), gy.astype(f64)
+            over = np.isinf(scale)
+            if over.any():
+                s64 = np.where(over, f64(w.alpha_over_size) * _channel_window_sum(x64 * x64, w.before, w.after), s64)
+            spread64 = _channel_window_sum(gy64 * y.astype(f64) / s64, w.after, w.before)
+            gx64 = gy64 * s64 ** f64(w.minus_beta) - f64(w.coef) * x64 * spread64
+            gx = np.where(near, gx64.astype(gy.dtype), gx)
+    return gx
 
 
 # --------------------------------------------------------------------------------- batch normalisation
