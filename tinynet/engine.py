@@ -999,6 +999,15 @@ def standardize_x(model, x, who, what="x"):
     return out
 
 
+def _by_output_name(by_name, names, who, what):
+    """The values of the dict ``by_name`` in the order of the output ``names`` (None where one is missing); a key
+    that names no output raises ``ValueError`` naming ``what``."""
+    unknown = sorted(set(by_name) - set(names))
+    if unknown:
+        raise ValueError(f"{who}: {what} has keys {unknown} that are not output names; outputs: {names}")
+    return [by_name.get(name) for name in names]
+
+
 def standardize_y(state, y, n, who, what="y"):
     """The label arrays as a list per output (the same array for every output when one is given)."""
     names = output_names(state.model)
@@ -1007,10 +1016,7 @@ def standardize_y(state, y, n, who, what="y"):
     if len(names) == 1 and isinstance(y, (list, tuple)) and len(y) == 1 and np.ndim(y[0]) >= 1 and len(y[0]) == n:
         y = y[0]  # [labels] for a single output
     if isinstance(y, dict):
-        unknown = sorted(set(y) - set(names))
-        if unknown:
-            raise ValueError(f"{who}: {what} has keys {unknown} that are not output names; outputs: {names}")
-        ys = [y.get(name) for name in names]
+        ys = _by_output_name(y, names, who, what)
     elif isinstance(y, (list, tuple)) and len(names) > 1 and len(y) == len(names) \
             and all(item is None or np.ndim(item) >= 1 for item in y) and not all(np.ndim(item) == 0 for item in y):
         ys = list(y)
@@ -1086,10 +1092,7 @@ def standardize_sample_weight(state, sample_weight, ys, n, who, what="sample_wei
         return None
     names = state.names
     if isinstance(sample_weight, dict):
-        unknown = sorted(set(sample_weight) - set(names))
-        if unknown:
-            raise ValueError(f"{who}: {what} has keys {unknown} that are not output names; outputs: {names}")
-        items = [sample_weight.get(name) for name in names]
+        items = _by_output_name(sample_weight, names, who, what)
     elif isinstance(sample_weight, (list, tuple)) and len(names) > 1 and len(sample_weight) == len(names) \
             and all(item is None or np.ndim(item) >= 1 for item in sample_weight):
         items = list(sample_weight)
