@@ -99,6 +99,7 @@ def test_conv2d_through_slabs_equals_its_plain_path(xb, monkeypatch, x_shape, ke
     budget = row_bytes * (ho if slab_rows == "images" else slab_rows)
     monkeypatch.setattr(conv_slabs, "FORWARD_SLAB_BYTES", budget)
     monkeypatch.setattr(conv_slabs, "BACKWARD_SLAB_BYTES", budget)
+    monkeypatch.setattr(conv_slabs, "MIN_BYTES", 0)  # the tests' matrices are small
     calls = []
     im2col = kernels.im2col
     monkeypatch.setattr(kernels, "im2col", lambda a, *args, **kw: calls.append(a.shape) or im2col(a, *args, **kw))
@@ -139,14 +140,17 @@ def test_slabs_equal_a_loop_convolution(x_shape, kernel, strides, padding, monke
 
 
 def test_which_convolutions_take_slabs(monkeypatch):
-    """Over the keep limit on the CPU with fast paths on; not when the matrix is kept, not with fast paths
-    off, and a 1×1 convolution never (it multiplies a view of its input)."""
+    """Over the keep limit and MIN_BYTES on the CPU with fast paths on; not when the matrix is kept or smaller
+    than MIN_BYTES, not with fast paths off, and a 1×1 convolution never (it multiplies a view of its input)."""
     big = np.zeros((2, 40, 40, 8), np.float32)
     model = _model(big.shape, (5, 5), (1, 1), "same", "relu", True)
     pointwise = _model(big.shape, (1, 1), (1, 1), "same", "relu", True)
     calls = []
     monkeypatch.setattr(conv_slabs, "forward", lambda *a: calls.append(a) or np.zeros((2, 40, 40, 4), np.float32))
     tinynet.set_keep_im2col(0.5)   # the 5×5 matrix is 2·40·40·200·4 bytes = 2.4 MiB
+    model.forward(big)             # under MIN_BYTES (16 MiB): the whole matrix
+    assert calls == []
+    monkeypatch.setattr(conv_slabs, "MIN_BYTES", 2 * 2 ** 20)
     model.forward(big)
     pointwise.forward(big)
     assert len(calls) == 1

@@ -155,7 +155,7 @@ class Conv2D(Layer):
                                                          self.use_bias)
         if cache.winograd and self._winograd_backward_fits(gz, cache):  # else im2col, from the kept input
             return self._backward_winograd(gz, gbias, cache, input_grad)
-        if cache.cols2d is None and conv_slabs.available(cache.x):  # never a 1×1: it keeps its view
+        if cache.cols2d is None and conv_slabs.applies(cache.x, n * ho * wo * kh * kw * c * cache.x.itemsize):
             gkernel, gx = conv_slabs.backward(cache.x, gz.reshape(cache.y.shape), self.weights[0], pads,
                                               self.strides, input_grad)
             return gx, [gkernel] + ([gbias] if self.use_bias else [])

@@ -23,7 +23,8 @@ where the input rows of two neighbouring blocks of one image overlap by ``kh −
 add. The whole matrix never exists, so the memory of a step drops by its size as well.
 
 It runs for a k×k convolution on the CPU whose im2col matrix is larger than what it keeps for backward
-(:func:`tinynet.set_keep_im2col`, default 4 MiB): a kept matrix is built whole anyway. The results equal the
+(:func:`tinynet.set_keep_im2col`, default 4 MiB: a kept matrix is built whole anyway) and at least
+:data:`MIN_BYTES` (16 MiB: GoogLeNet's conv1 and 3b's 5×5 at batch 8, more at batch 32). The results equal the
 plain path's up to the order of floating-point additions (the weight gradient sums slab by slab);
 ``tests/test_conv_slabs.py`` checks it to 1e-12 in float64, and :func:`tinynet.set_fast_paths` turns it off
 with the other fast paths. On the GPU the whole matrix stays: one large product suits cuBLAS better than many
@@ -61,15 +62,21 @@ class Slab(NamedTuple):
 
 
 def available(x) -> bool:
-    """Whether slabs may be used for ``x``: a CPU array with fast paths on (:func:`tinynet.set_fast_paths`).
-    Backward takes them whenever forward did not keep the whole matrix."""
+    """Whether slabs may be used for ``x``: a CPU array with fast paths on (:func:`tinynet.set_fast_paths`)."""
     return backend.fast_paths_enabled() and not backend.is_gpu_array(x)
 
 
+#: the smallest im2col matrix that goes through slabs: a smaller one fits in the last-level cache (32 MiB on
+#: this project's machine) next to its product, and slabs measured no faster there (the small GoogLeNet's one
+#: such layer, 13 MiB at batch 32: 1.01× its train step, alternating)
+MIN_BYTES = 16 * 2 ** 20
+
+
 def applies(x, cols_bytes) -> bool:
-    """Whether the forward pass of a k×k convolution of ``x`` streams its im2col matrix of ``cols_bytes``:
-    :func:`available`, and a matrix larger than what :func:`tinynet.set_keep_im2col` keeps."""
-    return available(x) and not backend.keeps_im2col(cols_bytes)
+    """Whether a k×k convolution of ``x`` streams its im2col matrix of ``cols_bytes`` (forward, and backward
+    when forward did not keep it): :func:`available`, a matrix of at least :data:`MIN_BYTES`, and larger than
+    what :func:`tinynet.set_keep_im2col` keeps."""
+    return available(x) and cols_bytes >= MIN_BYTES and not backend.keeps_im2col(cols_bytes)
 
 
 def slabs(x_shape, out_hw, kh, sh, pads, row_bytes, budget) -> Iterator[Slab]:
