@@ -93,6 +93,10 @@ try:                                   # Winograd's 3×3 convolutions, where thi
     from tinynet.layers import conv_winograd  # noqa: E402
 except ImportError:
     conv_winograd = None
+try:                                   # large im2col products in slabs, where this tree has them
+    from tinynet.layers import conv_slabs  # noqa: E402
+except ImportError:
+    conv_slabs = None
 
 #: the train step's backward as fit() runs it: no gradient for the images, the tape dropped as it goes
 #: (where this tree's Model.backward has these arguments)
@@ -320,6 +324,10 @@ def instrumented(model, prof):
     try:
         for name in kernels.KERNEL_NAMES + getattr(kernels, "CPU_KERNEL_NAMES", ()):
             patches.set(kernels, name, timed(getattr(kernels, name), f"kernel:{name}"))
+        if conv_slabs is not None:  # the products of large convolutions run slab by slab
+            patches.set(conv_slabs, "_product",
+                        lambda a, b, out=None, _fn=conv_slabs._product: gemm("slab products (conv_slabs)", _fn, a, b,
+                                                                            out=out))
         if conv_winograd is not None:  # the Winograd path's products (36 per call, and the kernel's transform)
             for name, label in (("batched_matmul", "Winograd: 36 tile products"),
                                 ("small_matmul", "Winograd: the kernel's transform")):

@@ -48,6 +48,12 @@ FORWARD_SLAB_BYTES = 4 * 2 ** 20
 #: at 16–32 MiB, 1.01–1.06 at 2–4 MiB; the 5×5 layers alike within the noise)
 BACKWARD_SLAB_BYTES = 16 * 2 ** 20
 
+def _product(a, b, out=None):
+    """``a @ b`` (into ``out`` when given): every product of the slabs goes through here, one place for
+    ``benchmarks/profile_step.py`` to time."""
+    return np.matmul(a, b, out=out)
+
+
 class Slab(NamedTuple):
     """Images ``[n0, n1)``, output rows ``[i0, i1)`` and the input rows ``[r0, r1)`` with the pads that
     their windows read (``r0``/``r1`` clipped to the image; ``pads`` the cells of padding left beyond)."""
@@ -130,7 +136,7 @@ def forward(x, kernel, out_shape, pads, strides, finish):
     row_bytes = out_shape[2] * kh * kw * c * x.itemsize
     for slab in slabs(x.shape, out_shape[1:3], kh, sh, pads, row_bytes, FORWARD_SLAB_BYTES):
         z = y[slab.n0:slab.n1, slab.i0:slab.i1].reshape(-1, k)  # a view: whole images or one image's rows
-        np.matmul(_windows(x, slab, kh, kw, sh, sw), wm, out=z)
+        _product(_windows(x, slab, kh, kw, sh, sw), wm, out=z)
         done = finish(z)
         if done is not z:
             z[...] = done
@@ -161,9 +167,9 @@ def backward(x, gz, kernel, pads, strides, input_grad):
     row_bytes = gz.shape[2] * kh * kw * c * x.itemsize
     for slab in slabs(x.shape, gz.shape[1:3], kh, sh, pads, row_bytes, BACKWARD_SLAB_BYTES):
         g = gz[slab.n0:slab.n1, slab.i0:slab.i1].reshape(-1, k)
-        gwm += _windows(x, slab, kh, kw, sh, sw).T @ g
+        gwm += _product(_windows(x, slab, kh, kw, sh, sw).T, g)
         if input_grad:
             part_shape = (slab.n1 - slab.n0, slab.r1 - slab.r0, x.shape[2], c)
-            gcols = (g @ wm.T).reshape(part_shape[0], slab.i1 - slab.i0, gz.shape[2], kh, kw, c)
+            gcols = _product(g, wm.T).reshape(part_shape[0], slab.i1 - slab.i0, gz.shape[2], kh, kw, c)
             gx[slab.n0:slab.n1, slab.r0:slab.r1] += kernels.col2im(gcols, part_shape, kh, kw, sh, sw, slab.pads)
     return gwm.reshape(kernel.shape), gx
