@@ -179,8 +179,31 @@ def test_bad_targets_name_the_loss_and_the_shapes(make, labels, error, message):
         make().value_and_grad(labels, np.full((4, 2), 0.5))
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_mean_absolute_error_value_and_gradient(rng, weighted):
+    """Against the formula written here: Σ_m w_m mean_k |y − t| / M, and its derivative sign(y − t) w_m / (M K)
+    away from ties (central differences), −w_m / (M K) at a tie."""
+    y, t = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    t[1, 2] = y[1, 2]
+    w = rng.random(6) * 2 if weighted else np.ones(6)
+    loss = losses.get("mae")
+    assert isinstance(loss, losses.MeanAbsoluteError) and loss.name == "mean_absolute_error"
+    value, grad = loss.value_and_grad(t, y, w if weighted else None)
+
+    def reference(v):
+        return float(np.sum(np.abs(v - t).mean(axis=-1) * w) / len(v))
+
+    assert value == pytest.approx(reference(y), rel=1e-13)
+    numeric = numeric_grad(reference, y)
+    away = np.ones_like(y, bool)
+    away[1, 2] = False
+    np.testing.assert_allclose(grad[away], numeric[away], rtol=1e-6, atol=1e-10)
+    assert grad[1, 2] == pytest.approx(-w[1] / y.size)
+
+
 def test_names_configs_and_flags():
     for name, cls in (("mse", losses.MeanSquaredError), ("mean_squared_error", losses.MeanSquaredError),
+                      ("mae", losses.MeanAbsoluteError), ("mean_absolute_error", losses.MeanAbsoluteError),
                       ("MeanSquaredError", losses.MeanSquaredError), ("binary_crossentropy", losses.BinaryCrossentropy),
                       ("BinaryCrossentropy", losses.BinaryCrossentropy)):
         assert type(losses.get(name)) is cls
@@ -198,6 +221,7 @@ def test_names_configs_and_flags():
 @pytest.mark.keras
 @pytest.mark.parametrize("cls, kwargs, kind", [
     ("MeanSquaredError", {}, "values"),
+    ("MeanAbsoluteError", {}, "values"),
     ("BinaryCrossentropy", {}, "probabilities"),
     ("BinaryCrossentropy", {"label_smoothing": 0.2}, "probabilities"),
     ("BinaryCrossentropy", {"from_logits": True}, "logits"),
@@ -215,6 +239,7 @@ def test_losses_and_their_gradients_match_keras(keras64, rng, cls, kwargs, kind,
         t[:4, 0] = [0.0, 1.0, 1.0, 0.0]
     else:
         y, t = rng.normal(size=(8, 3)), rng.normal(size=(8, 3))
+        t[2, 1] = y[2, 1]  # a tie: MeanAbsoluteError's derivative there is Keras-on-JAX's −1
     w = rng.random(8) * 2 if weighted else None
     if w is not None:
         w[3] = 0.0
@@ -232,7 +257,7 @@ def test_the_same_losses_and_weighted_training_on_every_backend(xb, rng):
     tinynet.set_floatx("float64")
     p, t = bce_inputs(rng)
     w = rng.random(8)
-    for loss, y in ((losses.MeanSquaredError(), p), (losses.BinaryCrossentropy(), p),
+    for loss, y in ((losses.MeanSquaredError(), p), (losses.MeanAbsoluteError(), p), (losses.BinaryCrossentropy(), p),
                     (losses.BinaryCrossentropy(from_logits=True), (p - 0.5) * 50)):
         value, grad = loss.value_and_grad(t, y, w)
         got_value, got_grad = loss.value_and_grad(xb(t), xb(y), xb(w))

@@ -1117,7 +1117,7 @@ def standardize_sample_weight(state, sample_weight, ys, n, who, what="sample_wei
         if loss is not None and not losses_module.accepts_sample_weight(loss):
             raise ValueError(f"{who}: {where}: loss '{loss.name}' ({type(loss).__name__}) takes no sample_weight; "
                              f"use a loss object (CategoricalCrossentropy, SparseCategoricalCrossentropy, "
-                             f"BinaryCrossentropy, MeanSquaredError)")
+                             f"BinaryCrossentropy, MeanSquaredError, MeanAbsoluteError)")
         out.append(converted[id(item)])
     return out
 

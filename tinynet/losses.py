@@ -21,12 +21,13 @@ Two ways to use them:
   outputs. :class:`tinynet.training.Trainer` uses these.
 * Keras' loss objects, for :meth:`tinynet.Model.compile`: :class:`CategoricalCrossentropy` (one-hot labels),
   :class:`SparseCategoricalCrossentropy` (class indices), :class:`BinaryCrossentropy` (targets in [0, 1]), the
-  three with ``from_logits``, and :class:`MeanSquaredError`; :func:`get` builds them from Keras' names
-  ``'categorical_crossentropy'``, ``'sparse_categorical_crossentropy'``, ``'binary_crossentropy'``,
-  ``'mean_squared_error'`` / ``'mse'``. Called as Keras does, ``loss(y_true, y_pred, sample_weight=None)``, they
-  return the mean loss; :meth:`Loss.value_and_grad` also gives the gradient ∂L/∂y_pred, which is all the
-  training loop asks of a loss (:meth:`tinynet.engine.Engine.weighted_loss` feeds it to ``Model.backward``),
-  and :meth:`Loss.check_labels` checks a whole label array before training.
+  three with ``from_logits``, :class:`MeanSquaredError` and :class:`MeanAbsoluteError`; :func:`get` builds them
+  from Keras' names ``'categorical_crossentropy'``, ``'sparse_categorical_crossentropy'``,
+  ``'binary_crossentropy'``, ``'mean_squared_error'`` / ``'mse'``, ``'mean_absolute_error'`` / ``'mae'``. Called
+  as Keras does, ``loss(y_true, y_pred, sample_weight=None)``, they return the mean loss;
+  :meth:`Loss.value_and_grad` also gives the gradient ∂L/∂y_pred, which is all the training loop asks of a loss
+  (:meth:`tinynet.engine.Engine.weighted_loss` feeds it to ``Model.backward``), and :meth:`Loss.check_labels`
+  checks a whole label array before training.
 
 For outputs ``y`` (N, ..., K) with K units, targets ``t`` of the same shape and ``M`` = N times the middle axes,
 the two element-wise losses average over the units, then over the predictions, as Keras:
@@ -597,6 +598,31 @@ class MeanSquaredError(_ElementwiseLoss):
         return d * d, d + d
 
 
+class MeanAbsoluteError(_ElementwiseLoss):
+    """Mean absolute error (Keras' ``MeanAbsoluteError``, ``'mean_absolute_error'``, ``'mae'``).
+
+    .. math:: e = |y − t|, \\qquad ∂e/∂y = \\begin{cases} 1 & y > t \\\\ −1 & y \\le t \\end{cases}
+
+    averaged over the last axis, then over the predictions, with the sample weights (see
+    :class:`MeanSquaredError`). At ``y = t`` the derivative is the one Keras on JAX takes: −1 (it writes
+    ``|t − y|``, and JAX's derivative of ``|u|`` at 0 is 1).
+
+    Parameters
+    ----------
+    name : str, default 'mean_absolute_error'
+
+    Targets are finite numbers of the outputs' shape ``(N, ..., K)``, or ``(N, ...)`` for an output of one unit.
+    """
+
+    def __init__(self, name="mean_absolute_error"):
+        super().__init__(name)
+
+    def elements(self, t, y):
+        d = y - t
+        one = y.dtype.type(1)
+        return get_array_module(y).abs(d), get_array_module(y).where(d > 0, one, -one)
+
+
 class BinaryCrossentropy(_ElementwiseLoss):
     """Binary cross-entropy (Keras' ``BinaryCrossentropy``, ``'binary_crossentropy'``), each output unit a
     probability (or a logit) of its own: one sigmoid unit for two classes, K for K independent labels.
@@ -716,7 +742,7 @@ class LossFunctionWrapper(Loss):
 
 #: the loss classes :func:`get` rebuilds from a config ``{'class_name': ..., 'config': {...}}``
 CLASSES = {cls.__name__: cls for cls in (CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy,
-                                         MeanSquaredError)}
+                                         MeanSquaredError, MeanAbsoluteError)}
 
 #: Keras' names (and tinynet's older ones) -> a function building the loss object
 NAMES = {
@@ -729,6 +755,9 @@ NAMES = {
     "mean_squared_error": MeanSquaredError,
     "mse": MeanSquaredError,
     "MeanSquaredError": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "mae": MeanAbsoluteError,
+    "MeanAbsoluteError": MeanAbsoluteError,
     "softmax_cross_entropy": lambda: LossFunctionWrapper(softmax_cross_entropy),
 }
 
@@ -742,7 +771,8 @@ def get(identifier) -> Loss:
         ``'categorical_crossentropy'`` / ``'CategoricalCrossentropy'`` (one-hot labels),
         ``'sparse_categorical_crossentropy'`` / ``'SparseCategoricalCrossentropy'`` (class indices),
         ``'binary_crossentropy'`` / ``'BinaryCrossentropy'`` (targets in [0, 1]), ``'mean_squared_error'`` /
-        ``'mse'`` / ``'MeanSquaredError'``, ``'softmax_cross_entropy'`` (logits; indices or one-hot);
+        ``'mse'`` / ``'MeanSquaredError'``, ``'mean_absolute_error'`` / ``'mae'`` / ``'MeanAbsoluteError'``,
+        ``'softmax_cross_entropy'`` (logits; indices or one-hot);
         ``{'class_name': ..., 'config': {...}}`` for the classes of :data:`CLASSES`;
         a function ``fn(y_pred, labels) -> (loss, grad)`` (wrapped in :class:`LossFunctionWrapper`).
 
@@ -787,5 +817,6 @@ def serialize(loss) -> dict:
 __all__ = ["softmax_cross_entropy", "categorical_crossentropy", "weighted_loss", "targets_like",
            "sample_weights_like", "Loss",
            "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy", "MeanSquaredError",
-           "LossFunctionWrapper", "get", "serialize", "accepts_sample_weight", "label_problem", "FUNCTIONS", "NAMES",
+           "MeanAbsoluteError", "LossFunctionWrapper", "get", "serialize", "accepts_sample_weight", "label_problem",
+           "FUNCTIONS", "NAMES",
            "CLASSES"]

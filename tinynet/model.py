@@ -568,7 +568,8 @@ class Model:
         loss : str, tinynet.losses.Loss, callable, list or dict
             ``'categorical_crossentropy'`` (one-hot labels), ``'sparse_categorical_crossentropy'`` (class
             indices), ``'binary_crossentropy'`` (targets in [0, 1], e.g. a sigmoid output), ``'mse'`` /
-            ``'mean_squared_error'``, a loss object (``CategoricalCrossentropy(from_logits=True)``,
+            ``'mean_squared_error'``, ``'mae'`` / ``'mean_absolute_error'``, a loss object
+            (``CategoricalCrossentropy(from_logits=True)``,
             ``BinaryCrossentropy(from_logits=True)``, ``MeanSquaredError()``, ...), a function
             ``fn(y_pred, labels) -> (loss, grad)``. One loss applies to every output; a list gives one per
             output (``None``: the output takes no part in the loss) and a dict one per output name.
