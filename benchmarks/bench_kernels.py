@@ -220,6 +220,7 @@ def network_rows(name, batch, repeats, macs_per_image):
     def train_step():
         outputs = model.forward(x, training=True)
         _, _, grads = losses.weighted_loss(outputs, labels, [0.3, 0.3, 1.0])
+        model.clear_gradients()  # as fit() does
         model.backward(grads)
         opt.step()
 

@@ -467,6 +467,7 @@ def make_step(model, x, labels, weights, opt, prof):
             with prof.region("loss", OUTSIDE):
                 _, _, grads = losses.weighted_loss(outputs, labels, weights)
             with prof.region("model backward", OUTSIDE):
+                model.clear_gradients()  # as fit() does
                 model.backward(grads, **BACKWARD_ARGS)
             with prof.region("optimizer", OUTSIDE):
                 opt.step()

@@ -95,6 +95,7 @@ def _tinynet_case(train, batch, kernels):
     def step():
         outputs = model.forward(x, training=True)
         _, _, grads = losses.weighted_loss(outputs, labels, [0.3, 0.3, 1.0])
+        model.clear_gradients()  # as fit() does, and as the PyTorch step's zero_grad() before its backward
         model.backward(grads, input_grads=False, retain_tape=False)  # as fit() does
         opt.step()
     return step

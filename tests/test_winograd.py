@@ -307,3 +307,84 @@ def test_a_network_trains_the_same_with_winograd(any_size):
         results.append(model.get_weights())
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- a batch in chunks of images
+@pytest.fixture
+def small_chunks(monkeypatch, any_size):
+    """A chunk limit that the tests' small shapes pass: every batch of more than a few images runs in chunks."""
+    monkeypatch.setattr(conv_winograd, "CHUNK_BYTES", 36 * 6 * 8 * 8 * 2)
+
+
+@pytest.mark.parametrize("n, h, w, c, k, expected", [(8, 8, 8, 8, 8, 8), (8, 8, 8, 8, 200, 1),
+                                                     (3, 4, 4, 2, 2, 3), (5, 9, 9, 8, 8, 3), (0, 4, 4, 2, 2, 1)])
+def test_images_per_chunk(monkeypatch, n, h, w, c, k, expected):
+    """All the images when the larger of V (36, T, C) and M (36, T, K) fits the limit; else as many as fit
+    it; never fewer than one (a single image over the limit runs alone)."""
+    monkeypatch.setattr(conv_winograd, "CHUNK_BYTES", 36 * 4 * 8 * 8 * 8)  # 8 images of 4 tiles, 8 channels
+    assert conv_winograd.images_per_chunk((n, h, w, c), (n, h, w, k), 8) == expected
+
+
+@pytest.mark.parametrize("backend_name", CPU_BACKENDS)
+@pytest.mark.parametrize("x_shape, pads", [((7, 9, 7, 6), (1, 1, 1, 1)), ((5, 6, 9, 8), (0, 0, 0, 0)),
+                                           ((4, 8, 3, 5), (2, 2, 1, 2)), ((1, 13, 6, 5), (1, 1, 1, 1))])
+def test_chunked_convolution_equals_a_loop_convolution(backend_name, x_shape, pads, small_chunks):
+    """Chunks that do not divide the batch, asymmetric pads, batch 1; no tiles come back from a chunked batch."""
+    tinynet.set_floatx("float64")
+    rng = np.random.default_rng(11)
+    x, kernel = rng.standard_normal(x_shape), rng.standard_normal((3, 3, x_shape[3], 8))
+    expected = loop_convolution(x, kernel, pads)
+    step = conv_winograd.images_per_chunk(x.shape, expected.shape, 8)
+    with tinynet.cpu_kernels(backend_name):
+        z, tiles = conv_winograd.convolve(x, kernel, pads, expected.shape)
+    assert (tiles is None) == (step < x_shape[0])
+    np.testing.assert_allclose(z, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("backend_name", CPU_BACKENDS)
+@pytest.mark.parametrize("x_shape, padding", [((7, 9, 7, 8), "same"), ((5, 6, 11, 9), "valid")])
+def test_chunked_winograd_equals_im2col_and_the_whole_batch(monkeypatch, backend_name, x_shape, padding, any_size):
+    """Conv2D forward and every gradient in float64: chunked Winograd against im2col (1e-12) and against one
+    pass over the whole batch (1e-12: only the order of the kernel gradient's sum over the chunks differs)."""
+    tinynet.set_floatx("float64")
+    backend.set_cpu_kernels(backend_name)
+    model = _conv_model(x_shape, 8, padding, "relu", True)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(x_shape)
+    upstream = rng.standard_normal((x_shape[0],) + model.outputs[0].example_shape)
+    whole = _run(model, x, upstream)
+    monkeypatch.setattr(conv_winograd, "CHUNK_BYTES", 36 * 6 * 8 * 8 * 2)
+    assert conv_winograd.images_per_chunk(x_shape, (x_shape[0],) + model.outputs[0].example_shape, 8) < x_shape[0]
+    used, fast, plain = _both_paths(model, x, upstream)
+    assert used and whole[0]
+    for a, b, c in zip(fast, plain, [whole[1], whole[2], *whole[3]]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12 * np.abs(c).max())
+
+
+def test_chunked_winograd_passes_the_gradient_checker(small_chunks):
+    tinynet.set_floatx("float64")
+    model = _conv_model((6, 5, 6, 8), 8, "same", "linear", True)
+    gradcheck.check_model(model, np.random.default_rng(13).standard_normal((6, 5, 6, 8)), training=True)
+
+
+def test_no_pass_allocates_more_than_the_chunk_limit(monkeypatch, small_chunks):
+    """Every product array (M forward, ∂U's parts backward, the input gradient's M) stays within the limit
+    when one image fits it, and the layer keeps no tiles."""
+    from tinynet.layers import conv_winograd as module
+    sizes = []
+    real = module.batched_matmul
+
+    def spy(a, b):
+        out = real(a, b)
+        sizes.append(max(a.nbytes, out.nbytes))
+        return out
+    monkeypatch.setattr(module, "batched_matmul", spy)
+    tinynet.set_floatx("float64")
+    model = _conv_model((7, 8, 8, 8), 8, "same", "relu", True)
+    rng = np.random.default_rng(14)
+    model.forward(rng.standard_normal((7, 8, 8, 8)), training=True)
+    assert _conv_cache(model).winograd and _conv_cache(model).tiles is None
+    model.backward(rng.standard_normal((7, 8, 8, 8)))
+    assert len(sizes) == 3 * 3  # chunks of 3, 3 and 1 images: forward, the kernel's and the input's gradient
+    assert max(sizes) <= conv_winograd.CHUNK_BYTES

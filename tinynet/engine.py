@@ -298,7 +298,9 @@ class Engine:
 
     def _backward(self, grads, check_finite=False, retain_tape=False):
         # training needs no gradient for the images, nor (but for the grad-norm recorder's two passes) the tape
-        # once it has been walked back: dropping it as it goes lowers the step's peak memory
+        # once it has been walked back: dropping it as it goes lowers the step's peak memory, and so does
+        # dropping the last step's gradients first (PyTorch's zero_grad)
+        self.model.clear_gradients()
         self.model.backward(grads if len(grads) > 1 else grads[0], check_finite=check_finite,
                             input_grads=False, retain_tape=retain_tape)
 

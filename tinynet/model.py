@@ -471,6 +471,19 @@ class Model:
             result.append(g)
         return result[0] if self._single_input else result
 
+    def clear_gradients(self):
+        """Drop every layer's parameter gradients (``layer.grads`` become ``None``), as PyTorch's
+        ``optimizer.zero_grad()`` (``set_to_none=True``, its default) does.
+
+        :meth:`backward` writes the new gradients only once its whole walk has succeeded, so until then the
+        previous step's gradients stay alive beside the new ones: one more array of every weight's size at the
+        end of the walk, where a train step's memory peaks (51 MiB for the paper GoogLeNet). Training
+        (:meth:`fit`, :meth:`train_on_batch`) clears them before each backward pass; an optimizer step without
+        a new backward pass then refuses to run (no gradient) instead of applying the old ones again.
+        """
+        for layer in self.layers:
+            layer.grads = [None] * len(layer.weights)
+
     def _backward_group(self, group, cache, grads, param_grads, input_grad, check_finite, owned):
         """Backward of a fused group of 1×1 convolutions (the twin of one layer's step in :meth:`backward`)."""
         gys = [grads.pop(id(member.output), None) for member in group.nodes]

@@ -131,7 +131,7 @@ class Conv2D(Layer):
             if conv_winograd.products_fit(x_norm, conv_winograd.norm(self.weights[0]), dense.dtype):
                 z, tiles = conv_winograd.convolve(dense, self.weights[0], pads, (n, ho, wo, self.filters))
                 y = activations.bias_activation(z, bias, self.activation, self._act)
-                keep = tiles if backend.keeps_im2col(tiles.nbytes) else None
+                keep = tiles if tiles is not None and backend.keeps_im2col(tiles.nbytes) else None
                 return y, ConvCache(x, pads, None, y, keep, True, x_norm)
         if not self._is_pointwise(pads) and conv_slabs.applies(x, n * ho * wo * kh * kw * c * x.itemsize):
             y = conv_slabs.forward(x, self.weights[0], (n, ho, wo, self.filters), pads, self.strides,
@@ -189,9 +189,7 @@ class Conv2D(Layer):
     def _backward_winograd(self, gz, gbias, cache: ConvCache, input_grad):
         """Backward of a forward that took the Winograd path (see :mod:`.conv_winograd`)."""
         gz = gz.reshape(cache.y.shape)
-        tiles = cache.tiles if cache.tiles is not None else kernels.winograd_input(cache.x, cache.pads)
-        grads = [conv_winograd.kernel_gradient_of(gz, tiles)]
-        del tiles
+        grads = [conv_winograd.kernel_gradient_of(gz, cache.tiles, cache.x, cache.pads)]
         if self.use_bias:
             grads.append(gbias)
         if not input_grad:

@@ -59,6 +59,9 @@ from ..kernels.common import WINOGRAD_G, winograd_tiles
 
 #: the fewest tiles T (rows of each of the 36 products), and the least T·C·K, that take the Winograd path
 MIN_TILES, MIN_WORK = 128, 2 ** 21
+#: the largest tiles or products array (bytes) one pass allocates: a larger batch runs in chunks of images
+#: (:func:`images_per_chunk`)
+CHUNK_BYTES = 16 * 2 ** 20
 
 
 def tiles(batch, out_hw):
@@ -147,16 +150,56 @@ def products_fit(norm_a, norm_b, dtype) -> bool:
         return bool(norm_a * norm_b * GROWTH < np.finfo(dtype).max)  # False for nan and inf
 
 
+def images_per_chunk(x_shape, out_shape, itemsize) -> int:
+    """How many images one pass of the transforms and products takes: all of them when the largest array of
+    the pass, the tiles ``V`` (36, T, C) or the products ``M`` (36, T, K), is at most :data:`CHUNK_BYTES`;
+    else as many as keep it under that (at least one).
+
+    A pass over the whole batch would allocate ``M`` whole: 43 MB for GoogLeNet's conv2 at batch 8 (36 × 1568
+    tiles × 192 filters), and backward two such arrays. glibc's allocator serves an array over 32 MiB by a
+    fresh ``mmap`` outside its heap, so these arrays added to the peak resident memory of a train step even
+    where the heap had that much free (its peak came at conv2's backward, the end of the step); chunks of at
+    most 16 MiB come from the heap's free space."""
+    n, c, k = out_shape[0], x_shape[-1], out_shape[-1]
+    per_image = 36 * tiles(1, out_shape[1:3]) * max(c, k) * itemsize
+    if n * per_image <= CHUNK_BYTES:
+        return max(n, 1)
+    return max(1, CHUNK_BYTES // per_image)
+
+
 def convolve(x, kernel, pads, out_shape):
     """The forward pass: ``z`` (N, Ho, Wo, K) of a 3×3 stride-1 convolution of ``x`` (N, H, W, C) padded by
-    ``pads``, and the input tiles ``V`` (36, T, C) the kernel's gradient needs."""
-    v = kernels.winograd_input(x, pads)
-    return kernels.winograd_output(batched_matmul(v, kernel_transform(kernel)), out_shape), v
+    ``pads``, and the input tiles ``V`` (36, T, C) the kernel's gradient needs (``None`` where the batch ran in
+    chunks of images, :func:`images_per_chunk`: backward then transforms ``x`` again, chunk by chunk)."""
+    u = kernel_transform(kernel)
+    step = images_per_chunk(x.shape, out_shape, x.itemsize)
+    if step >= x.shape[0]:
+        v = kernels.winograd_input(x, pads)
+        return kernels.winograd_output(batched_matmul(v, u), out_shape), v
+    z = np.empty(out_shape, dtype=np.result_type(x.dtype, u.dtype))
+    for start in range(0, x.shape[0], step):
+        part = x[start:start + step]
+        v = kernels.winograd_input(part, pads)
+        z[start:start + step] = kernels.winograd_output(batched_matmul(v, u), (part.shape[0],) + out_shape[1:])
+    return z, None
 
 
-def kernel_gradient_of(gz, v):
-    """``∂L/∂g`` (3, 3, C, K) from ``gz = ∂L/∂z`` (N, Ho, Wo, K) and the forward's input tiles ``V``."""
-    return kernel_gradient(batched_matmul(v.transpose(0, 2, 1), kernels.winograd_gradient(gz)))
+def kernel_gradient_of(gz, v, x=None, pads=None):
+    """``∂L/∂g`` (3, 3, C, K) from ``gz = ∂L/∂z`` (N, Ho, Wo, K) and the forward's input tiles ``V``; with
+    ``v=None``, from the input ``x`` and its ``pads``, transformed again in chunks of images
+    (:func:`images_per_chunk`), the chunks' ``∂U`` summed."""
+    if v is not None:
+        return kernel_gradient(batched_matmul(v.transpose(0, 2, 1), kernels.winograd_gradient(gz)))
+    step = images_per_chunk(x.shape, gz.shape, gz.itemsize)
+    gu = None
+    for start in range(0, x.shape[0], step):
+        v = kernels.winograd_input(x[start:start + step], pads)
+        part = batched_matmul(v.transpose(0, 2, 1), kernels.winograd_gradient(gz[start:start + step]))
+        if gu is None:
+            gu = part
+        else:
+            gu += part
+    return kernel_gradient(gu)
 
 
 def input_gradient(gz, kernel, pads, x_shape):
