@@ -44,9 +44,14 @@ def timings(call, calls):
     return out
 
 
+#: the most timed calls of each way: a million calls of a few milliseconds is an hour per way already
+MAX_CALLS = 1_000_000
+
+
 def main(argv=None):
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=positive_int(), default=200)
+    parser.add_argument("--calls", type=positive_int(MAX_CALLS), default=200,
+                        help=f"timed calls of each way (at most {MAX_CALLS:,}: each takes milliseconds)")
     parser.add_argument("--batch", type=positive_int(), default=36)
     parser.add_argument("--rows", type=positive_int(), default=392, help="T, the tiles (default: 4b's at batch 8)")
     parser.add_argument("--inner", type=positive_int(), default=112, help="C, the input channels")

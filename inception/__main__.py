@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .cli_common import EXIT_INTERRUPTED, OneLineParser, run_command
+from .cli_common import EXIT_INTERRUPTED, OneLineParser, one_line_warnings, run_command
 
 COMMAND_MODULES = ["inception.cli_table", "inception.cli_plot", "inception.cli_keras", "inception.cli_train"]
 
@@ -23,8 +23,9 @@ def build_parser():
 
 def main(argv=None):
     try:  # the command modules import their libraries here: a Ctrl-C meanwhile is no traceback either
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        with one_line_warnings():  # the command modules import their libraries here
+            parser = build_parser()
+            args = parser.parse_args(argv)
     except KeyboardInterrupt:
         print("\ninception: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 
-from tinynet.fileio import check_writable_folder
+from tinynet.fileio import check_output_path, check_writable_folder
 from tinynet.utils.text import escape
 
 #: exit codes: 0 success, 1 the run failed (training diverged, a file could not be written), 2 a user's mistake,
@@ -220,7 +220,9 @@ def _parents(folder):
 
 
 def check_output_file(option, path, extensions=None):
-    """Raise :class:`CliError` unless a file can be written at ``path`` (its folder exists, it is no folder)."""
+    """Raise :class:`CliError` unless a file can be written at ``path``: its folder exists and is writable, it
+    is no folder, no FIFO, device or socket, its name fits the file system's limit
+    (:func:`tinynet.fileio.check_output_path`), and its extension is one of ``extensions`` when given."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise CliError(f"{option} {path}: is a folder, not a file name")
@@ -233,6 +235,10 @@ def check_output_file(option, path, extensions=None):
         check_writable_folder(folder)  # tries a file there: os.access says yes to root even under /proc
     except OSError:
         raise CliError(f"{option} {path}: the folder {folder} is not writable") from None
+    try:  # what atomic_write would refuse only once the work is done: a FIFO or a device, a name too long
+        check_output_path(path)
+    except OSError as error:
+        raise CliError(f"{option} {error.strerror or error}") from None
     if extensions is not None:
         ext = os.path.splitext(path)[1].lower()
         if ext not in extensions:
@@ -250,6 +256,27 @@ def check_input_file(option, path):
 
 
 # ------------------------------------------------------------------------------------------ running
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """``warnings.showwarning`` for a command line: ``warning: <message>`` in one line on stderr, escaped, without
+    Python's file, line number and source line (which name the library's code, not the user's mistake)."""
+    text = " ".join(str(message).split("\n"))
+    try:
+        print(f"warning: {escape(text)}", file=sys.stderr if file is None else file)
+    except OSError:  # a closed stderr: a warning is not worth a traceback
+        pass
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """Show the warnings raised inside the ``with`` block as ``warning: ...`` lines (:func:`_show_warning`); the
+    previous ``warnings.showwarning`` and filters come back afterwards."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        yield
+
+
 def run_command(args, prog="inception"):
     """Run ``args.func(args)``; user errors, divergence and Ctrl-C end in one line and an exit code.
 
@@ -259,6 +286,13 @@ def run_command(args, prog="inception"):
     from tinynet.training import TrainingDiverged
 
     name = f"{prog} {args.command}" if getattr(args, "command", None) else prog
+    problem = _kernel_environment_problem(args)
+    if problem is not None:  # before any data is read or model built
+        from tinynet.distributed import launched_rank
+
+        if not launched_rank():
+            print(f"{name}: error: {escape(problem)}", file=sys.stderr)
+        return EXIT_USAGE
     if getattr(args, "distributed", False):
         return run_distributed(args, name)
     if hasattr(args, "distributed"):
@@ -271,7 +305,8 @@ def run_command(args, prog="inception"):
                       file=sys.stderr)
             return EXIT_USAGE
     try:
-        return args.func(args) or 0
+        with one_line_warnings():
+            return args.func(args) or 0
     except CliError as error:
         print(f"{name}: error: {escape(error)}", file=sys.stderr)
         return EXIT_USAGE
@@ -292,6 +327,29 @@ def run_command(args, prog="inception"):
     except KeyboardInterrupt:
         print(f"\n{name}: interrupted{escape(kept_checkpoint(args, 'the last checkpoint'))}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError as error:  # what the checks before the work could not foresee (the layers' own caches)
+        print(f"{name}: error: out of memory{_memory_detail(error)}; try a smaller --image-size or --batch-size"
+              f"{escape(kept_checkpoint(args, 'the last checkpoint'))}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _memory_detail(error) -> str:
+    """``' (Unable to allocate ...)'``: NumPy's account of a failed allocation, when it gave one."""
+    text = str(error).split("\n")[0].strip()
+    return f" ({escape(text[:200])})" if text else ""
+
+
+def _kernel_environment_problem(args):
+    """For a command that runs the CPU kernels (one with ``--kernels``): why the environment keeps the Numba
+    kernels it would use from starting (:func:`tinynet.kernels.numba_environment_problem`), or None."""
+    if not hasattr(args, "kernels") or getattr(args, "device", "cpu") != "cpu":
+        return None
+    from tinynet import backend
+    from tinynet.kernels import numba_environment_problem
+
+    if (args.kernels or backend.get_cpu_kernels()) != "numba":
+        return None
+    return numba_environment_problem()
 
 
 def kept_checkpoint(args, what) -> str:
@@ -373,4 +431,4 @@ __all__ = ["CliError", "CommandFailed", "agree", "kept_checkpoint", "path_text",
            "OneLineParser", "HelpFormatter", "plain", "add_model_arguments", "model_from_args",
            "MODEL_DEFAULTS", "escape", "int_between", "positive_int", "non_negative_int", "positive_float",
            "non_negative_float", "fraction", "check_output_file", "check_input_file", "run_command",
-           "run_distributed", "EXIT_USAGE", "EXIT_FAILED", "EXIT_INTERRUPTED"]
+           "run_distributed", "one_line_warnings", "EXIT_USAGE", "EXIT_FAILED", "EXIT_INTERRUPTED"]

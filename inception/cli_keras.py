@@ -30,12 +30,15 @@ def run(args):
     if args.input_size:  # an input too small for the variant: say so now, not after importing Keras and JAX
         model_from_args(args)
     os.environ.setdefault("KERAS_BACKEND", "jax")
+    chosen = os.environ["KERAS_BACKEND"]
+    if chosen != "jax":  # before keras is imported: it fails on an unknown or missing backend with a traceback
+        raise CliError(f"check-keras needs the JAX backend (KERAS_BACKEND=jax), not {chosen!r}")
     try:
         import jax  # noqa: F401
         import keras
     except ImportError as e:
         raise CliError(f"check-keras needs keras and jax: {e}. Install them with: pip install -e '.[keras]'") from None
-    if keras.backend.backend() != "jax":
+    if keras.backend.backend() != "jax":  # keras was imported before, with another backend
         raise CliError(f"check-keras needs the JAX backend (KERAS_BACKEND=jax), not {keras.backend.backend()!r}")
     import contextlib
 

@@ -1,7 +1,8 @@
 """python -m inception summary: Table 1 rebuilt from the model, and what the 1x1 reductions save.
 
-For the paper's variant each row stands beside the figures the paper prints (marked where they differ);
-the blog and small variants are laid out the same way, without the paper's columns.
+For the paper's variant at its 224x224 input and 1000 classes each row stands beside the figures the paper
+prints (marked where they differ); other sizes, class counts and the blog and small variants are laid out the
+same way, without the paper's columns (its figures would not apply).
 """
 from __future__ import annotations
 
@@ -21,11 +22,17 @@ def run(args):
     model = model_from_args(args)
     h, w, c = model.inputs[0].example_shape
     rows = table1_rows(model)
-    if args.variant != "paper":  # the printed figures are the paper's network's, not this one's
+    compared = args.variant == "paper" and (h, w, c) == (224, 224, 3) and args.num_classes == 1000
+    if not compared:  # the printed figures are the paper's network's at 224×224 and 1000 classes, not this one's
         for row in rows:
             row.paper = None
-    what = ("Table 1 of Szegedy et al. 2014 rebuilt from the model" if args.variant == "paper"
-            else "laid out as Table 1 of Szegedy et al. 2014")
+    if compared:
+        what = "Table 1 of Szegedy et al. 2014 rebuilt from the model"
+    elif args.variant == "paper":
+        what = ("laid out as Table 1 of Szegedy et al. 2014, without the paper's figures (they are for a 224×224 "
+                "input and 1000 classes)")
+    else:
+        what = "laid out as Table 1 of Szegedy et al. 2014"
     print(f"GoogLeNet ({args.variant} variant), input {h}×{w}×{c}, {args.num_classes} classes — {what}\n")
     print(format_table1(rows))
     print("\nNaive Inception modules (Fig. 2a) vs modules with 1×1 reductions (Fig. 2b):\n")

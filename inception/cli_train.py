@@ -155,19 +155,81 @@ def _data_fingerprint(train, test):
     digest = hashlib.sha256()
     for part in (train, test):
         digest.update(str((part.x.shape, str(part.x.dtype), part.class_names)).encode())
-        digest.update(np.ascontiguousarray(part.x).tobytes())
-        digest.update(np.ascontiguousarray(part.y).tobytes())
+        for array in (part.x, part.y):  # hashed in place (tobytes() held a second copy of every image)
+            digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
     return digest.hexdigest()
 
 
-def _checkpoint_plan(args):
+def _lock_checkpoint(args, status):
+    """Take the ``--checkpoint`` folder's exclusive lock for the whole run (:func:`tinynet.fileio.lock_folder`);
+    return the folder's status, read again under the lock.
+
+    Two runs saving into one folder would delete each other's files (each save removes the data files its
+    manifest does not name): the second run is refused in one line before any work. A folder that does not exist
+    yet is made first (its parent must exist and be writable, as a save needs), so that it can be locked; it is
+    removed again if the run ends before its first save (:func:`_release_checkpoint`). The lock is the kernel's:
+    it ends with the process, also after a crash or a kill. ``evaluate`` and ``predict`` take no lock: they only
+    read, a checkpoint is committed by its manifest, written last, and a save that removes the files they were
+    reading makes them fail in one line (run them again), never read a mix.
+    """
+    from tinynet import checkpoint, fileio
+
+    directory = args.checkpoint
+    args.checkpoint_created = False
+    if status == "absent":
+        parent = os.path.dirname(os.path.abspath(directory))
+        if not os.path.isdir(parent):
+            raise CliError(f"--checkpoint {directory}: the folder {parent} does not exist")
+        try:
+            fileio.check_new_folder_names(directory)
+            checkpoint.check_writable(directory)
+        except checkpoint.CheckpointError as error:
+            raise CliError(f"--checkpoint {error}") from None
+        except OSError as error:
+            raise CliError(f"--checkpoint {directory}: {error.strerror or error}") from None
+        try:
+            os.mkdir(directory)
+            args.checkpoint_created = True
+        except FileExistsError:  # another run made it meanwhile: its lock decides below
+            pass
+        except OSError as error:
+            raise CliError(f"--checkpoint {directory}: cannot make the folder ({error.strerror or error})") from None
+    try:
+        args.checkpoint_lock = fileio.lock_folder(directory)
+    except BlockingIOError:
+        raise CliError(f"--checkpoint {directory}: another run is using this folder (it holds the folder's lock); "
+                       f"wait for it to end, or choose another folder") from None
+    except OSError as error:
+        raise CliError(f"--checkpoint {directory}: cannot lock the folder ({error.strerror or error})") from None
+    return checkpoint.status(directory)
+
+
+def _release_checkpoint(args):
+    """Give up the ``--checkpoint`` folder's lock; remove the folder if this run made it and left it empty (a run
+    that ended before its first save leaves no folder behind, as before there was a lock)."""
+    lock = getattr(args, "checkpoint_lock", None)
+    if getattr(args, "checkpoint_created", False):
+        args.checkpoint_created = False
+        try:
+            if not os.listdir(args.checkpoint):
+                os.rmdir(args.checkpoint)
+        except OSError:
+            pass
+    if lock is not None:
+        args.checkpoint_lock = None
+        lock.release()
+
+
+def _checkpoint_plan(args, lock=True):
     """Decide, before anything is loaded or built, what ``--checkpoint``/``--resume``/``--overwrite`` mean.
 
     Returns the checkpoint's state to resume from, or None for a new run. Raises :class:`CliError` for a folder
-    that is a file, a checkpoint that would be replaced without ``--overwrite``, ``--resume`` on files that
-    are not a readable checkpoint, or a folder where no checkpoint can be written: every mode writes there
-    (``--resume`` and ``--overwrite`` included), so that is found now, not after the data is loaded and the
-    model built (nothing is touched in any of these cases).
+    that is a file, a folder another run holds (``lock``: the folder's lock is taken for the whole run, see
+    :func:`_lock_checkpoint`; only rank 0 of a ``--distributed`` job writes, and locks), a checkpoint that would
+    be replaced without ``--overwrite``, ``--resume`` on files that are not a readable checkpoint, or a folder
+    where no checkpoint can be written: every mode writes there (``--resume`` and ``--overwrite`` included), so
+    that is found now, not after the data is loaded and the model built (nothing is touched in any of these
+    cases).
     """
     from tinynet import checkpoint
 
@@ -183,6 +245,8 @@ def _checkpoint_plan(args):
     status = checkpoint.status(directory)
     if status == "not a folder":
         raise CliError(f"--checkpoint {directory}: is a file, not a folder")
+    if lock:
+        status = _lock_checkpoint(args, status)
     state, fresh = None, False
     if status == "checkpoint":
         state = checkpoint.read_state(directory)
@@ -317,6 +381,8 @@ def _load_training_data(source, image_size):
         warnings = data.check_for_training(train, test, parts=_part_names(source) if source != "digits"
                                            else ("train", "test"))
     except (OSError, ValueError, KeyError, fileio.FileFormatError) as error:
+        if source == "digits" and image_size is not None and str(error).startswith("digits: "):
+            raise CliError(f"--image-size {image_size}: {str(error)[len('digits: '):]}") from None
         raise CliError(f"--data {source}: {error}") from None
     shape = list(train.image_shape)
     problem = _image_shape_problem(shape)
@@ -358,8 +424,15 @@ def _prepare(args, comm):
             and os.path.realpath(args.plot) == os.path.realpath(args.grad_norms):
         raise CliError(f"--plot and --grad-norms name the same file ({args.plot}): the second figure would replace "
                        f"the first; give each its own")
-    resume_state = _checkpoint_plan(args)
+    resume_state = _checkpoint_plan(args, lock=comm is None or comm.rank == 0)
     settings = _settings(args, resume_state)
+    if args.grad_norms is not None and (settings["no_aux"] or settings["aux_weight"] == 0):
+        cause = "--no-aux" if settings["no_aux"] else "--aux-weight 0"
+        if resume_state is not None:
+            cause += " (the checkpoint's)"
+        raise CliError(f"--grad-norms compares each block's gradient with and without the aux heads' loss, and with "
+                       f"{cause} there is none: every ratio would be 1; leave out --grad-norms, or train with the "
+                       f"aux heads")
     if resume_state is not None:  # every field of the manifest, before the data is loaded
         _check_config(args.checkpoint, resume_state["config"], training=True)
         _check_resume_state(args.checkpoint, resume_state, settings)
@@ -387,6 +460,12 @@ def _prepare(args, comm):
                  "class_names": list(train.class_names)}
         differ = [f"{key} {_short(config[key], 80)} (the data's: {_short(value, 80)})" for key, value in found.items()
                   if config[key] != value]
+        if not differ:  # the normalizer follows from the training images: recomputed, it must agree
+            fitted = data.Normalizer.fit(train.x).get_config()
+            stored = config["normalizer"]
+            if not all(np.allclose(np.asarray(stored[k], np.float64), np.asarray(fitted[k], np.float64),
+                                   rtol=1e-5, atol=0) for k in ("mean", "std")):
+                differ.append(f"normalizer {_short(stored, 80)} (the data's: {_short(fitted, 80)})")
         if differ:
             raise CliError(f"--checkpoint {args.checkpoint}: its model description does not fit the data it was "
                            f"trained on: {'; '.join(differ)}; edited by hand?")
@@ -408,6 +487,8 @@ def _prepare(args, comm):
     model = _build(settings, config["input_shape"], config["num_classes"], resuming=resume_state is not None)
     print(f"model: GoogLeNet '{config['variant']}', {model.count_params():,} parameters, "
           f"{model.count_macs() / 1e6:.1f} M multiply-adds per image, {len(model.outputs)} outputs")
+    if args.device == "cpu":
+        _check_memory(model, settings, train, test, 1 if comm is None else comm.size)
     if comm is not None and comm.size > 1:  # batch statistics of the global batch: N ranks train as one process
         for layer in model.layers:
             if hasattr(layer, "synchronized"):
@@ -441,6 +522,42 @@ def _prepare(args, comm):
     return trainer, train, val, test, settings, config
 
 
+def _physical_memory():
+    """This machine's memory in bytes (twice :func:`tinynet.fileio.memory_bound` where it cannot be told)."""
+    from tinynet import fileio
+
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2 * fileio.memory_bound()
+
+
+def _check_memory(model, settings, train, test, ranks=1):
+    """Raise :class:`CliError` when training certainly cannot fit in this machine's memory, before the first step.
+
+    A lower bound of what a step holds: the images (training and test sets, float32), the weights with their
+    gradients and two optimizer slots, and for one batch (this rank's share) every layer's output and its
+    gradient. The layers' own caches (im2col buffers, masks) come on top, so a run this lets through may still
+    run out of memory: :func:`inception.cli_common.run_command` then ends it in one line.
+    """
+    import math
+
+    itemsize = np.dtype(model.layers[-1].dtype).itemsize if model.layers else 4
+    batch = -(-settings["batch_size"] // ranks)
+    activations = sum(math.prod(node.output.example_shape) for node in model.nodes) * itemsize * 2 * batch
+    images = train.x.nbytes + test.x.nbytes
+    weights = model.count_params() * itemsize * 4
+    need, have = activations + images + weights, _physical_memory()
+    if need > have:
+        gib = 1 << 30
+        h, w, _ = train.image_shape
+        raise CliError(f"images of {h}x{w} with --batch-size {settings['batch_size']}: training needs at least "
+                       f"{need / gib:.1f} GiB ({activations / gib:.1f} GiB for one batch's layer outputs and their "
+                       f"gradients, {images / gib:.1f} GiB of images, {weights / gib:.1f} GiB of weights and "
+                       f"optimizer state), more than this machine's {have / gib:.1f} GiB; use a smaller "
+                       f"--image-size or --batch-size")
+
+
 def _same_run(comm, trainer, config):
     """Refuse, on every rank alike, ranks that were given different runs (other flags, other data, a checkpoint
     that only some of them resumed): N ranks must train as one process would, and only rank 0's settings would
@@ -466,7 +583,17 @@ def train_command(args):
 
     With ``--distributed`` (under ``mpiexec``) every rank prepares the same run; the ranks agree that none of them
     met a user's mistake before any training starts; then the trainer trains data-parallel.
+
+    With ``--checkpoint DIR`` the run holds DIR's lock from before the data is loaded until it ends
+    (:func:`_lock_checkpoint`): a second run on DIR meanwhile is refused in one line.
     """
+    try:
+        return _train(args)
+    finally:
+        _release_checkpoint(args)
+
+
+def _train(args):
     from tinynet.grad_norms import grad_norm_table
     from tinynet.plots import plot_grad_norms, plot_history
 
@@ -653,6 +780,16 @@ def _check_resume_state(directory, state, settings):
     long = [key for key, values in (state.get("history") or {}).items() if len(values) > epoch]
     if long:
         raise bad(f"a history with more entries than its {epoch} epochs ({', '.join(map(_short, long[:3]))})")
+    horizon = schedule.get("epochs")
+    if settings["schedule"] == "cosine" and settings["epochs"] > horizon:
+        # the schedule is the first run's (a bit-exact continuation): past its horizon the learning rate is 0
+        added = (f"epoch {horizon + 1:g}" if settings["epochs"] <= horizon + 1
+                 else f"epochs {horizon + 1:g} to {settings['epochs']}")
+        raise CliError(f"--epochs {settings['epochs']}: this run's cosine schedule reaches a learning rate of 0 at "
+                       f"epoch {horizon:g} (the first run's --epochs), so {added} would train at a learning rate "
+                       f"of 0 and not change the weights; to train longer, start a new run with "
+                       f"--epochs {settings['epochs']} (another --checkpoint, or --overwrite), or train with "
+                       f"--schedule step or constant a run you mean to extend")
 
 
 def _check_resume_steps(directory, state, steps_per_epoch):
@@ -727,16 +864,29 @@ def _main_probs(model, config, x, directory, batch_size=128):
 
 
 def evaluate_command(args):
-    """Evaluate a checkpoint on the test split of the data it was trained on (or ``--data``)."""
+    """Evaluate a checkpoint on the test split of the data it was trained on (or ``--data``).
+
+    Without ``--data`` the data is checked against the fingerprint the checkpoint records, as ``--resume`` does:
+    data that changed since training is refused (its split would be another one, whose test images may have
+    trained the model). ``--data`` names data to score as it is, unchecked. No lock is taken (see
+    :func:`_lock_checkpoint`).
+    """
     from tinynet import fileio, losses
     from tinynet.training import topk_accuracy
 
     model, config = _restore(args.checkpoint, args.kernels)
     source = args.data or config["data"]
     try:
-        _, test = load_data(source, config.get("image_size"))
+        train, test = load_data(source, config.get("image_size"))
     except (OSError, ValueError, KeyError, fileio.FileFormatError) as error:
         raise CliError(f"--data {source}: {error}") from None
+    fingerprint = config.get("data_fingerprint")
+    if args.data is None and isinstance(fingerprint, str) and _data_fingerprint(train, test) != fingerprint:
+        # the split of other data is another split: its "test" images may be ones the model trained on
+        raise CliError(f"--checkpoint {args.checkpoint}: the data in {source} is not the data the checkpoint was "
+                       f"trained on (its images, labels or class names changed), so its test split may hold images "
+                       f"the model trained on; to score the model on it anyway, name it with --data")
+    del train
     if list(test.image_shape) != list(config["input_shape"]):
         raise CliError(f"--data {source}: images of {test.image_shape} but the model takes "
                        f"{tuple(config['input_shape'])}")
@@ -817,7 +967,9 @@ def register(subparsers):
                    help="which GoogLeNet: small (32x32 inputs, quarter width), paper (224x224, Table 1) or blog "
                         "(the blog post's Keras code) (default: small)")
     p.add_argument("--epochs", type=RUN_TYPES["epochs"], default=None,
-                   help=f"total number of epochs (default: {DEFAULTS['epochs']}; on --resume, the first run's)")
+                   help=f"total number of epochs (default: {DEFAULTS['epochs']}; on --resume, the first run's; a "
+                        f"larger one extends a run with a step or constant schedule, not a cosine one, whose "
+                        f"learning rate ends at 0)")
     p.add_argument("--batch-size", type=RUN_TYPES["batch_size"], default=None,
                    help=f"images per training step (default: {DEFAULTS['batch_size']})")
     p.add_argument("--lr", type=RUN_TYPES["lr"], default=None,
@@ -874,7 +1026,8 @@ def register(subparsers):
     e.add_argument("--checkpoint", metavar="DIR", type=path_text, required=True,
                    help="the folder 'train --checkpoint' wrote")
     e.add_argument("--data", type=path_text, default=None,
-                   help="evaluate on another data set of the same image size and classes (default: the checkpoint's)")
+                   help="evaluate on another data set of the same image size and classes, as it is (default: the "
+                        "checkpoint's, refused if it changed since training)")
     e.add_argument("--batch-size", type=positive_int(65_536), default=128, help="images per inference batch")
     e.add_argument("--kernels", default=None, choices=["numpy", "numba"],
                    help="CPU kernels (default: numba when installed)")

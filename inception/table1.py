@@ -253,7 +253,9 @@ def format_table1(rows):
     if printed:  # only the paper's own network is compared with the printed table
         lines.append(f"paper's printed sums: {sum(r.paper[0] for r in printed):,.1f}K weights, "
                      f"{sum(r.paper[1] for r in printed):,}M multiply-adds (rows above)")
-        marked = [f"{r.type} {what}" for r in rows for what, bad in zip(("params", "ops"), r.mismatches()) if bad]
+        types = [r.type for r in rows]  # two rows of one type ('convolution': conv1, conv2): named by their patch
+        marked = [f"{r.type}{f' {r.patch}' if types.count(r.type) > 1 else ''} {what}" for r in rows
+                  for what, bad in zip(("params", "ops"), r.mismatches()) if bad]
         lines.append("≠: printed figure differs from the one computed from the table's channels by more than "
                      f"{MISMATCH:.0%}: " + (", ".join(marked) if marked else "none"))
     lines.append("units: params in K = 1024 weights (biases not counted, as the paper), "
@@ -308,20 +310,35 @@ def naive_vs_reduced(model):
 
 
 def format_naive_vs_reduced(comparisons):
-    """Text table of :func:`naive_vs_reduced`, with totals."""
-    head = (f"{'block':<6}{'input':>14}{'naive params':>14}{'reduced':>12}{'saved':>8}"
-            f"{'naive mult-adds':>17}{'reduced':>14}{'saved':>8}{'out depth naive/reduced':>25}")
+    """Text table of :func:`naive_vs_reduced`, with totals.
+
+    Each number column is as wide as its widest entry (the totals included) plus two spaces, and at least its
+    heading's width: at a large input the multiply-adds reach eleven digits and more, and fixed widths would
+    run two numbers together.
+    """
+    n_p, r_p = sum(c.naive_params for c in comparisons), sum(c.reduced_params for c in comparisons)
+    n_m, r_m = sum(c.naive_macs for c in comparisons), sum(c.reduced_macs for c in comparisons)
+
+    def width(heading, values, least):
+        return max([least, len(heading) + 2] + [len(f"{v:,}") + 2 for v in values])
+
+    w_np = width("naive params", [n_p] + [c.naive_params for c in comparisons], 14)
+    w_rp = width("reduced", [r_p] + [c.reduced_params for c in comparisons], 12)
+    w_nm = width("naive mult-adds", [n_m] + [c.naive_macs for c in comparisons], 17)
+    w_rm = width("reduced", [r_m] + [c.reduced_macs for c in comparisons], 14)
+    w_in = max([14] + [len(_shape_text(c.input_shape)) + 2 for c in comparisons])
+    head = (f"{'block':<6}{'input':>{w_in}}{'naive params':>{w_np}}{'reduced':>{w_rp}}{'saved':>8}"
+            f"{'naive mult-adds':>{w_nm}}{'reduced':>{w_rm}}{'saved':>8}{'out depth naive/reduced':>25}")
     lines = [head, "-" * len(head)]
     for c in comparisons:
-        lines.append(f"{c.name:<6}{_shape_text(c.input_shape):>14}{c.naive_params:>14,}{c.reduced_params:>12,}"
-                     f"{c.params_saved / c.naive_params:>8.0%}{c.naive_macs:>17,}{c.reduced_macs:>14,}"
-                     f"{c.macs_saved / c.naive_macs:>8.0%}{f'{c.naive_depth}/{c.reduced_depth}':>25}")
+        lines.append(f"{c.name:<6}{_shape_text(c.input_shape):>{w_in}}{c.naive_params:>{w_np},}"
+                     f"{c.reduced_params:>{w_rp},}{c.params_saved / c.naive_params:>8.0%}{c.naive_macs:>{w_nm},}"
+                     f"{c.reduced_macs:>{w_rm},}{c.macs_saved / c.naive_macs:>8.0%}"
+                     f"{f'{c.naive_depth}/{c.reduced_depth}':>25}")
     if comparisons:
-        n_p, r_p = sum(c.naive_params for c in comparisons), sum(c.reduced_params for c in comparisons)
-        n_m, r_m = sum(c.naive_macs for c in comparisons), sum(c.reduced_macs for c in comparisons)
         lines.append("-" * len(head))
-        lines.append(f"{'all':<6}{'':>14}{n_p:>14,}{r_p:>12,}{1 - r_p / n_p:>8.0%}{n_m:>17,}{r_m:>14,}"
-                     f"{1 - r_m / n_m:>8.0%}")
+        lines.append(f"{'all':<6}{'':>{w_in}}{n_p:>{w_np},}{r_p:>{w_rp},}{1 - r_p / n_p:>8.0%}{n_m:>{w_nm},}"
+                     f"{r_m:>{w_rm},}{1 - r_m / n_m:>8.0%}")
     lines.append("each block built on the input it gets in this network; the naive module's pooling branch "
                  "passes all input channels through, so its output is deeper")
     return "\n".join(lines)

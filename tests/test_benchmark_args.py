@@ -94,7 +94,8 @@ BAD = {
         (["--out", "{file}"], "--out"), (["--out", "{unwritable}"], "--out"),
     ],
     "blas_threads.py": [
-        (["--calls", "0"], "--calls"), (["--batch", "0"], "--batch"), (["--rows", "-1"], "--rows"),
+        (["--calls", "0"], "--calls"), (["--calls", "99999999999999999999"], "--calls"),
+        (["--batch", "0"], "--batch"), (["--rows", "-1"], "--rows"),
         (["--inner", "0"], "--inner"), (["--cols", "x"], "--cols"),
         (["--batch", "100000", "--rows", "100000"], "--batch"),
     ],

@@ -188,7 +188,8 @@ def test_resume_on_files_that_are_no_checkpoint_touches_nothing(tmp_path, npz, c
 
 def test_resume_refuses_other_settings_and_reports_new_epochs(tmp_path, npz, capsys):
     ckpt = str(tmp_path / "ckpt")
-    assert cli(TRAIN + ["--data", npz, "--checkpoint", ckpt, "--lr", "0.01"], capsys)[0] == 0
+    # a step schedule: a run with the default cosine schedule cannot be extended (its learning rate ends at 0)
+    assert cli(TRAIN + ["--data", npz, "--checkpoint", ckpt, "--lr", "0.01", "--schedule", "step"], capsys)[0] == 0
     code, _, err = cli(["train", "--checkpoint", ckpt, "--resume", "--lr", "0.02", "--batch-size", "8",
                         "--quiet"], capsys)
     assert_one_line_error(code, err)
@@ -205,7 +206,7 @@ def test_resume_on_changed_data_is_refused(tmp_path, capsys):
     ckpt = str(tmp_path / "ckpt")
     assert cli(TRAIN + ["--data", path, "--checkpoint", ckpt], capsys)[0] == 0
     make_npz(tmp_path / "d.npz", n=28)
-    code, _, err = cli(["train", "--checkpoint", ckpt, "--resume", "--epochs", "2", "--quiet"], capsys)
+    code, _, err = cli(["train", "--checkpoint", ckpt, "--resume", "--quiet"], capsys)
     assert_one_line_error(code, err)
     assert "is not the data the checkpoint was trained on" in err
 
@@ -370,7 +371,7 @@ def test_a_hand_edited_checkpoint_description_is_refused_in_one_line(tmp_path, n
     state = json.loads((ckpt / "checkpoint.json").read_text())
     edit(state["config"])
     (ckpt / "checkpoint.json").write_text(json.dumps(state))
-    argv = [command, "--checkpoint", str(ckpt)] + (["--resume", "--epochs", "2"] if command == "train" else [])
+    argv = [command, "--checkpoint", str(ckpt)] + (["--resume"] if command == "train" else [])
     code, _, err = cli(argv, capsys)
     assert_one_line_error(code, err, command)
     assert message in err, err
@@ -520,7 +521,7 @@ def test_resume_checks_every_field_of_the_manifest(trained, tmp_path, capsys, mo
     monkeypatch.setattr(cli_train, "load_data", lambda *args, **kwargs: loaded.append(1) or load(*args, **kwargs))
     ckpt = edited_copy(trained, tmp_path, edit)
     before = folder_digest(ckpt)
-    code, out, err = cli(["train", "--checkpoint", str(ckpt), "--resume", "--epochs", "2", "--quiet"], capsys)
+    code, out, err = cli(["train", "--checkpoint", str(ckpt), "--resume", "--quiet"], capsys)
     assert_one_line_error(code, err)
     assert message in err, err
     assert "resumed from" not in out and bool(loaded) is (early is not True)
@@ -554,7 +555,8 @@ def test_evaluate_and_predict_check_every_field_they_use(trained, tmp_path, caps
 def test_resume_epochs_are_a_bounded_total_at_least_the_checkpoints(trained, tmp_path, capsys):
     """--epochs is the total: fewer than the checkpoint's epochs is refused in one line; as many trains nothing and
     says so; a run extended by an earlier --resume --epochs resumes without --epochs as a finished run."""
-    ckpt = edited_copy(trained, tmp_path, lambda s: None)
+    ckpt = tmp_path / "ckpt"  # a step schedule: a cosine run cannot be extended (its learning rate ends at 0)
+    assert cli(TRAIN + ["--data", trained[0], "--checkpoint", str(ckpt), "--schedule", "step"], capsys)[0] == 0
     assert cli(["train", "--checkpoint", str(ckpt), "--resume", "--epochs", "2", "--quiet"], capsys)[0] == 0
     code, out, err = cli(["train", "--checkpoint", str(ckpt), "--resume", "--epochs", "1", "--quiet"], capsys)
     assert_one_line_error(code, err)
@@ -608,7 +610,7 @@ def test_a_run_on_four_channel_images_is_usable_afterwards(tmp_path, capsys):
     path = tmp_path / "rgba.npz"
     np.savez(path, x=(rng.random((24, 16, 16, 4)) * 255).astype(np.uint8), y=np.arange(24) % 4)
     ckpt = str(tmp_path / "ckpt")
-    assert cli(TRAIN + ["--data", str(path), "--checkpoint", ckpt], capsys)[0] == 0
+    assert cli(TRAIN + ["--data", str(path), "--checkpoint", ckpt, "--schedule", "step"], capsys)[0] == 0
     for argv in (["evaluate", "--checkpoint", ckpt], ["evaluate", "--checkpoint", ckpt, "--data", str(path)],
                  ["train", "--checkpoint", ckpt, "--resume", "--epochs", "2", "--quiet", "--kernels", "numpy"]):
         code, out, err = cli(argv, capsys)

@@ -382,3 +382,75 @@ def test_checker_refuses_what_is_not_a_model_a_layer_or_a_shape():
 def test_whole_number_settings_are_taken_as_integers():
     report = gradcheck.check_layer(Dense(2), (2, 3), tol=TOL, directions=2.0, max_elements=0.0)
     assert {row.method for row in report.rows} == {"2 dirs"} and report.passed
+
+
+# ------------------------------------------------------------------------ the noise floor is each tensor's own
+class _DoubledBiasDense(Dense):
+    """A Dense whose bias gradient is doubled (wrong by 100 %)."""
+
+    def _backward(self, grad, cache, input_grad=True):
+        gx, grads = super()._backward(grad, cache, input_grad)
+        return gx, [grads[0], 2 * grads[1]]
+
+
+def two_heads(small=Dense, big_bias=1e7):
+    """One input, two heads: a correct Dense(64) whose bias is ``big_bias`` (large outputs) and a Dense(3)
+    built by ``small``."""
+    tinynet.set_seed(0)
+    x = Input((8,))
+    model = Model(x, [Dense(64, name="big")(x), small(3, name="small")(x)])
+    model.get_layer("big").weights[1] = np.full(64, big_bias)
+    return model
+
+
+def test_a_wrong_gradient_beside_a_large_output_fails():
+    """Before, one model-wide floor summed every output: 3.6 here, from the big head, so the small head's doubled
+    bias gradient (error 0.5 of a gradient below 1) passed "by the noise floor", and the report printed a max
+    relative error of 0. Each tensor's floor now sums only the outputs it reaches, and outputs are differenced
+    one by one: the small head's bias is judged at a floor of about 1e-5 and fails."""
+    xs = np.random.default_rng(0).standard_normal((2, 8)) * 1e3
+    report = gradcheck.check_model(two_heads(_DoubledBiasDense), xs, tol=TOL, raise_on_failure=False)
+    assert not report.passed, str(report)
+    bias = next(row for row in report.rows if row.name == "small/bias")
+    assert not report.row_passed(bias) and bias.rel_error > 0.4
+    assert report.atols["small/bias"] < 1e-4 < 1 < report.atols["big/bias"]
+    assert report.max_error > 0.4 and "small/bias" in str(report)
+    with pytest.raises(gradcheck.GradcheckError, match="small/bias"):
+        gradcheck.check_model(two_heads(_DoubledBiasDense), xs, tol=TOL)
+
+
+def test_a_correct_model_with_a_large_second_head_passes():
+    """A head with outputs of 1e4 beside a small one: every tensor, the small head's included, passes, and the
+    small head's floor does not take the big head's outputs."""
+    report = gradcheck.check_model(two_heads(big_bias=1e4), tol=TOL)
+    assert report.passed and not report.inconclusive, str(report)
+    assert report.atols["small/bias"] < 1e-3 * report.atols["big/bias"]
+
+
+def test_a_pass_by_a_floor_as_large_as_the_gradient_is_inconclusive():
+    """One output, one unit of it at 1e9: every bias's probe is rounded at that scale (floor about 3), while the
+    bias gradients are about 1. Before, the floor was compared with the largest gradient anywhere (the kernel's,
+    1e3 with inputs of 1e3), so a doubled bias gradient passed; a row that passes only by a floor of at least
+    a tenth of its own gradient is now inconclusive, which fails."""
+    tinynet.set_seed(0)
+    x = Input((8,))
+    model = Model(x, _DoubledBiasDense(4, name="wide")(x))
+    model.get_layer("wide").weights[1] = np.array([1e9, 0.0, 0.0, 0.0])
+    xs = np.random.default_rng(1).standard_normal((2, 8)) * 1e3
+    report = gradcheck.check_model(model, xs, tol=TOL, raise_on_failure=False)
+    bias = next(row for row in report.rows if row.name == "wide/bias")
+    assert report.row_passed(bias) and report.row_inconclusive(bias), str(report)
+    assert report.inconclusive and not report.passed and report.max_error > 0.1
+    assert "INCONCLUSIVE" in str(report)
+    with pytest.raises(gradcheck.GradcheckError, match="INCONCLUSIVE"):
+        gradcheck.check_model(model, xs, tol=TOL)
+
+
+def test_a_zero_gradient_stays_conclusive_and_out_of_max_error():
+    """The exactly-zero bias before BatchNormalization is zero to rounding: judged against the largest
+    gradient, as before, it passes; its meaningless relative error stays out of max_error."""
+    report = gradcheck.check_model(conv_bias_into_batchnorm(), training=True, tol=TOL)
+    bias = next(row for row in report.rows if row.name == "conv/bias")
+    assert report.gradients["conv/bias"] < 1e-12 * report.gradient_scale
+    assert not report.row_inconclusive(bias) and report.max_error < TOL
+    assert "yes (zero, noise floor)" in str(report)

@@ -84,6 +84,8 @@ BAD_CALLS = [
     ("sgd_momentum_update", "velocity of another shape",
      lambda a: (a(_f(4, 5)), a(_f(4, 5)), a(_f(5, 4)), 0.1, 0.9, False),
      r"velocity has shape \(5, 4\) but w has shape \(4, 5\): they must be equal"),
+    ("largest_magnitudes", "no arrays", lambda a: ([],),
+     r"arrays must be a non-empty list of arrays, got an empty list"),
 ]
 
 

@@ -896,3 +896,44 @@ def test_cuda_lrn_source_large_values_on_cpu(cuda_on_cpu, dtype, beta, size):
     assert np.isfinite(gx).all() and np.isfinite(expected).all()
     np.testing.assert_array_less(np.abs(gx - expected),
                                  1e-5 * lrn_terms_sizes(gy64, x64, y64, s64, size, alpha, beta) + 1e-44)
+
+
+# ------------------------------------------------- largest magnitudes (the optimizer's bounds, Numba only)
+@pytest.mark.parametrize("name", ["numpy", "numba"] if backend.numba_available() else ["numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_largest_magnitudes_equal_numpys_and_flag_nan_and_inf(dtype, name):
+    """max |a| of one to four arrays in one call, equal to NumPy's; NaN for an array holding NaN, +inf or -inf
+    (also -0.0, subnormals and the dtype's largest value are magnitudes like any other); 0 for an empty one."""
+    rng = np.random.default_rng(21)
+    tiny, largest = np.finfo(dtype).smallest_subnormal, np.finfo(dtype).max
+    arrays = [rng.standard_normal((3, 5, 7)).astype(dtype), -np.abs(rng.standard_normal(1001)).astype(dtype),
+              np.array([-0.0, tiny, -tiny], dtype), np.array([-largest, 1.0], dtype)]
+    module = kernels.backend_module(name)
+    found = module.largest_magnitudes(arrays)
+    assert found == [float(np.abs(a).max()) for a in arrays]
+    assert module.largest_magnitudes([np.zeros(0, dtype)]) == [0.0]
+    assert kernels.largest_magnitudes(arrays) == found  # the dispatcher
+    for bad in (np.nan, np.inf, -np.inf):
+        a = rng.standard_normal(257).astype(dtype)
+        a[200] = bad
+        first, second = module.largest_magnitudes([a, arrays[0]])
+        assert np.isnan(first) and second == float(np.abs(arrays[0]).max())
+
+
+@pytest.mark.skipif(not backend.numba_available(), reason="Numba is not installed")
+def test_numbas_largest_magnitudes_pass_what_their_loop_cannot_read_to_the_reference():
+    """Mixed dtypes, a strided view, more than four arrays: NumPy's reductions give the answer."""
+    numba_kernels = kernels.backend_module("numba")
+    a = np.arange(24, dtype=np.float32).reshape(4, 6) - 30
+    for arrays in ([a, a.astype(np.float64)], [a[:, ::2]], [a] * 5):
+        assert numba_kernels.largest_magnitudes(arrays) == ref.largest_magnitudes(arrays)
+        assert numba_kernels.largest_magnitudes(arrays) == [float(np.abs(x).max()) for x in arrays]
+
+
+def test_the_largest_magnitudes_dispatcher_refuses_what_is_not_a_list_of_float_arrays():
+    with pytest.raises(ValueError, match="largest_magnitudes"):
+        kernels.largest_magnitudes([])
+    with pytest.raises(ValueError, match="largest_magnitudes"):
+        kernels.largest_magnitudes(np.ones(3))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        kernels.largest_magnitudes([np.ones(3), np.ones(3, np.int32)])

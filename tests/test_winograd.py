@@ -388,3 +388,48 @@ def test_no_pass_allocates_more_than_the_chunk_limit(monkeypatch, small_chunks):
     model.backward(rng.standard_normal((7, 8, 8, 8)))
     assert len(sizes) == 3 * 3  # chunks of 3, 3 and 1 images: forward, the kernel's and the input's gradient
     assert max(sizes) <= conv_winograd.CHUNK_BYTES
+
+
+# ------------------------------------------------------------------------------------ the dynamic-range guard
+def test_an_extreme_dynamic_range_takes_im2col(any_size):
+    """A transform mixes a 6×6 tile into all 16 of its outputs, so in float32 a pixel of 1e5 among values below 1
+    left errors of 1-3 % on small outputs of its tile whose windows do not read it (im2col: 1e-7). Such an
+    input now takes im2col; a pixel 100 times the others still takes Winograd."""
+    rng = np.random.default_rng(20)
+    model = _conv_model((1, 8, 8, 4), 4, "same", None, False)
+    kernel = np.asarray(model.get_weights()[0], np.float64)
+    far = np.ones((8, 8), bool)
+    far[4:7, 4:7] = False                      # outputs whose 3×3 window does not hold the pixel (5, 5)
+    for big, expected in ((1e5, False), (100.0, True)):
+        x = rng.random((1, 8, 8, 4)).astype(np.float32)
+        x[0, 5, 5, :] = big
+        y = model.forward(x, training=True)
+        assert _conv_cache(model).winograd is expected
+        exact = loop_convolution(x.astype(np.float64), kernel, (1, 1, 1, 1))[0][far]
+        error = np.abs(np.asarray(y, np.float64)[0][far] - exact) / np.abs(exact).max()
+        assert error.max() < (1e-6 if not expected else 1e-3)
+
+
+def test_typical_and_range_fits():
+    rng = np.random.default_rng(21)
+    normal = rng.standard_normal((8, 28, 28, 96)).astype(np.float32)
+    assert 1.5 < conv_winograd.typical(normal) < 2.5                      # 95th percentile of |N(0, 1)|: 1.96
+    assert conv_winograd.range_fits(normal) and conv_winograd.range_fits(np.maximum(normal, 0))
+    spiked = normal.copy()
+    spiked.reshape(-1)[::1000] = 1e4                                       # 0.1 % outliers: typical unmoved
+    assert 1.5 < conv_winograd.typical(spiked) < 2.5 and not conv_winograd.range_fits(spiked)
+    assert conv_winograd.range_fits(np.zeros((2, 4, 4, 3), np.float32))
+    assert not conv_winograd.range_fits(np.full((2, 4, 4, 3), np.nan, np.float32))
+    one_dead = np.ones((1, 256, 256, 8), np.float32)
+    one_dead[..., 0] = 0                      # a stride that is a multiple of 8 would read only channel 0
+    assert conv_winograd.typical(one_dead) == 1 and conv_winograd.range_fits(one_dead)
+
+
+@pytest.mark.parametrize("shape", [(8, 56, 56, 64), (8, 28, 28, 96), (8, 28, 28, 128), (8, 14, 14, 96),
+                                   (8, 14, 14, 160)])
+def test_googlenets_activations_stay_on_the_winograd_path(shape):
+    """The inputs of GoogLeNet's 3×3 layers at batch 8 (ReLU outputs; measured on the paper GoogLeNet with
+    random normal images: largest value 2-3 times the typical one) pass the guard by a wide margin."""
+    x = np.maximum(np.random.default_rng(22).standard_normal(shape).astype(np.float32), 0)
+    assert np.abs(x).max() < 0.01 * conv_winograd.DYNAMIC_RANGE * conv_winograd.typical(x)
+    assert conv_winograd.range_fits(x)

@@ -148,6 +148,13 @@ def _run(argv):
     parser.add_argument("--check-kernels", choices=["numpy", "numba"], default="numpy",
                         help="CPU kernels for the gradient checks (default: numpy)")
     args = parser.parse_args(argv)
+    if "numba" in (args.cpu_kernels or backend.get_cpu_kernels(), args.check_kernels):
+        from .kernels import numba_environment_problem
+
+        problem = numba_environment_problem()
+        if problem is not None:
+            print(f"{PROG}: error: {escape(problem)}", file=sys.stderr)
+            return EXIT_USAGE
     if args.cpu_kernels:
         backend.set_cpu_kernels(args.cpu_kernels)
     start = time.perf_counter()

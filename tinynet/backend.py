@@ -19,8 +19,13 @@ Settings
 ``set_winograd(True | False)``, ``with winograd(False): ...``, env ``TINYNET_WINOGRAD=0``
     Whether 3×3 stride-1 convolutions on the CPU run as Winograd F(4×4, 3×3) (:mod:`tinynet.layers.conv_winograd`) when
     fast paths are on: 2.25 times fewer multiplications in the three products of a training step. On by
-    default; its float32 results differ from im2col's by rounding (about 1e-5 of the output's scale, where
-    im2col's own differ from the exact ones by about 1e-6); in float64 it equals im2col to 1e-12.
+    default. Its rounding error follows the largest value of each 6×6 input tile, not each output:
+    ``|error| ≲ ε · max_tile |x| · Σ|kernel of that filter|`` (ε the dtype's machine epsilon). On data of one
+    scale float32 results differ from im2col's by about 1e-5 of the output's scale (im2col: about 1e-6), but a
+    small output beside a value 10⁵ times larger in its tile is off by percents; forward inputs whose largest
+    value exceeds 10³ typical ones therefore take im2col (``conv_winograd.range_fits``), and backward's
+    gradients follow the tile's largest upstream gradient the same way. In float64 it equals im2col to 1e-12.
+    ``set_winograd(False)`` gives every convolution im2col's own precision.
 ``tinynet.blas.set_sharing('blas' | 'threads')``, env ``TINYNET_BLAS_SHARING``
     How Winograd's 36 stacked products use the cores: BLAS's own threads (default, the faster on a quiet
     machine) or one share per core with a one-thread BLAS each (the steadier when another process takes a
@@ -313,7 +318,14 @@ def winograd_enabled() -> bool:
 
 def set_winograd(enabled: bool) -> None:
     """Turn Winograd F(4×4, 3×3) for 3×3 stride-1 CPU convolutions on (default) or off (im2col); it only runs
-    while fast paths are on (:func:`set_fast_paths`)."""
+    while fast paths are on (:func:`set_fast_paths`).
+
+    Winograd's rounding error is relative to the largest value of each 6×6 input tile (backward: of each
+    tile's upstream gradient), not to each output: ``|error| ≲ ε · max_tile |x| · Σ |g|`` over the filter's
+    3×3×C kernel ``g``, ε the dtype's machine epsilon. On data of one scale that is about 1e-5 of the output's
+    scale in float32 (im2col: about 1e-6); a small output in the tile of a much larger value loses more (a
+    forward input whose largest value exceeds 10³ typical ones takes im2col instead). ``set_winograd(False)``
+    gives every convolution im2col's precision. See :mod:`tinynet.layers.conv_winograd`."""
     global _WINOGRAD
     _WINOGRAD = _check_bool("set_winograd", enabled)
 

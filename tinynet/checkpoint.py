@@ -530,7 +530,9 @@ def save(directory, trainer, config=None):
     Raises
     ------
     CheckpointError
-        ``directory`` is a file; or ``config`` is not JSON-able (nothing is written).
+        ``directory`` is a file; ``config`` is not JSON-able; a weight or an optimizer state array that
+        :func:`load` would refuse (NaN, inf, a negative moving variance or second moment), naming it. Nothing
+        is written then.
     OSError
         Writing failed (e.g. the disk is full); the files of this save were removed and the message says
         that the previous checkpoint is unchanged.
@@ -544,6 +546,17 @@ def save(directory, trainer, config=None):
     # everything is gathered and checked in memory before the first byte is written
     weights = saving.weight_arrays(model)
     opt_state = optimizer.state_dict()
+    # refuse what load() would refuse, before anything is written: weights its layers would not take back
+    # (NaN, inf, ...) and an optimizer state its validate_state_dict refuses
+    try:
+        saving.check_loadable(model, weights, "checkpoint.save")
+    except ValueError as error:
+        raise CheckpointError(f"{directory}: {error}") from None
+    try:
+        optimizer.validate_state_dict(opt_state)
+    except ValueError as error:
+        raise CheckpointError(f"{directory}: checkpoint.save: cannot save the optimizer state ({error}); load "
+                              f"would refuse it, so nothing was written") from None
     state = {
         "format": FORMAT_VERSION,
         "epoch": epoch,

@@ -4,9 +4,10 @@
 the shuffling generator, epoch count, history) and runs it:
 
 * :meth:`Engine.train_batch`: forward, the weighted loss :math:`L = \\sum_k w_k L_k` over the outputs that have a
-  loss, backward, then the optimizer step. A non-finite loss, gradient or weight raises
-  :class:`TrainingDiverged` naming the epoch, the step and the first layer that produced a non-finite value;
-  the step is then not applied.
+  loss, backward, then the optimizer step. A non-finite loss or gradient, or an update that would make a weight
+  or the optimizer's state non-finite (refused by :meth:`tinynet.optimizers.Optimizer.step`, which puts back
+  everything it touched), raises :class:`TrainingDiverged` naming the epoch, the step and, where it can be
+  found, the first layer that produced a non-finite value; the step is then not applied.
 * :meth:`Engine.run_epochs`: epochs of shuffled mini-batches inside ``np.errstate`` (non-finite values are
   checked, not warned about), the callbacks' hooks, validation after each epoch, a last finiteness check of the
   weights and the logs, the history, ``model.stop_training``.
@@ -53,7 +54,8 @@ class StoppedMidEpoch(Exception):
 
 
 class TrainingDiverged(FloatingPointError):
-    """Training met a non-finite loss, gradient or weight and stopped before using it.
+    """Training met a non-finite loss, gradient or weight, or a step that would make a weight non-finite, and
+    stopped before using it.
 
     The optimizer step of the failing batch is not applied, the moving statistics its forward pass changed
     (BatchNormalization's) are put back, and no checkpoint is written from it, so the last checkpoint on disk
@@ -349,17 +351,41 @@ class Engine:
                 self.recorder.measure(step, lambda g: self._backward(g, retain_tape=True), grads)
             else:
                 self._backward(grads)
-            bad = self.model.first_nonfinite_weight(values=False)
-            if bad is not None:  # the update is not applied: the weights stay those of the last good step
-                raise self._diverged(xb, yb, f"non-finite value in layer '{bad[0]}' ({bad[1]})", sb)
-            if lr is not None:
-                self.optimizer.learning_rate = lr
-            self.last_lr = self.optimizer.learning_rate
-            self.optimizer.step()  # checks everything before it changes a weight
+            self._step(lr, lambda detail: self._diverged(xb, yb, detail, sb))
         except Exception:
             self._restore_statistics(statistics)
             raise
         return total, values, outs, yb
+
+    def _step(self, lr, diverged):
+        """The optimizer step of a batch whose loss was finite, all or nothing.
+
+        A gradient holding NaN or inf, or an update that would make a weight or the optimizer's state
+        non-finite, raises :class:`TrainingDiverged` (``diverged(detail)`` builds it for a gradient, naming the
+        first layer that produced a non-finite value); the weights, the optimizer's state, its step count and
+        its learning rate are then as they were. :meth:`tinynet.optimizers.Optimizer.step` checks the gradients
+        of every weight it updates and refuses such updates; an optimizer whose ``step`` is its own gets the
+        gradients checked here first.
+        """
+        optimizer = self.optimizer
+        if type(optimizer).step is not optimizers_module.Optimizer.step:  # a step of its own: check here
+            bad = self.model.first_nonfinite_weight(values=False)
+            if bad is not None:  # the update is not applied: the weights stay those of the last good step
+                raise diverged(f"non-finite value in layer '{bad[0]}' ({bad[1]})")
+        saved_last = self.last_lr
+        saved_rate = optimizer.learning_rate if lr is not None else None  # a number here (a schedule refuses lr)
+        if lr is not None:
+            optimizer.learning_rate = lr
+        self.last_lr = optimizer.learning_rate
+        try:
+            optimizer.step()  # checks everything before it changes a weight, and refuses a non-finite result
+        except (optimizers_module.NonFiniteGradientError, optimizers_module.NonFiniteUpdateError) as error:
+            if saved_rate is not None:
+                optimizer.learning_rate = saved_rate
+            self.last_lr = saved_last
+            if isinstance(error, optimizers_module.NonFiniteGradientError):
+                raise diverged(f"non-finite value in layer '{error.layer}' ({error.weight})") from None
+            raise TrainingDiverged(self.epoch + 1, optimizer.iterations + 1, str(error)) from None
 
     def _statistics_snapshot(self):
         """Copies of the weights that a training forward changes itself (BatchNormalization's moving statistics,
@@ -504,13 +530,7 @@ class Engine:
         else:
             distributed.join_backward_without_data(self.model, with_loss)
         self.grad_buffer.allreduce(self.model, comm, statistics_weight=n / global_batch, zero_gradients=n == 0)
-        bad = self.model.first_nonfinite_weight(values=False)
-        if bad is not None:
-            raise self._diverged_on_ranks(xb, yb, f"non-finite value in layer '{bad[0]}' ({bad[1]})")
-        if lr is not None:
-            self.optimizer.learning_rate = lr
-        self.last_lr = self.optimizer.learning_rate
-        self.optimizer.step()
+        self._step(lr, lambda detail: self._diverged_on_ranks(xb, yb, detail))
         offset = 1 + sum(with_loss)
         for k, (t, (total0, count0)) in enumerate(zip(trackers, before)):
             t.total = total0 + float(sums[offset + 2 * k])
@@ -959,12 +979,49 @@ def _positive_int(who, name, value):
     return check_number(who, name, value, low=1, integer=True)
 
 
-def standardize_x(model, x, who, what="x"):
-    """The input arrays as a list (one per model input), checked against the model's inputs."""
+def refuse_unsupported_x(x, who, what="x"):
+    """Raise ``ValueError`` when ``x`` is a kind of data ``fit``, ``evaluate`` and ``predict`` do not take: a
+    dataset object (:class:`tinynet.data.Dataset`, anything with ``.x`` and ``.y`` that is not an array), a
+    generator or another iterator. They take arrays: one, a list with one per input, or a dict by input name."""
+    kind = None
+    if isinstance(x, (dict, list, tuple)) or hasattr(x, "shape") or hasattr(x, "__array__"):
+        return
+    if hasattr(x, "x") and hasattr(x, "y"):
+        kind = f"a {type(x).__name__} (a dataset; pass its arrays: x=ds.x, y=ds.y)"
+    elif hasattr(x, "__next__") or (hasattr(x, "__iter__") and not hasattr(x, "__len__")):
+        kind = f"a {type(x).__name__} (generators and iterators are not supported: pass arrays)"
+    if kind is not None:
+        raise ValueError(f"{who}: {what} must be an array, a list of arrays (one per input) or a dict by input "
+                         f"name; got {kind}")
+
+
+def _read_as_one_hint(x, what, t):
+    """What to tell about a list or tuple ``x`` read as the data of the single input ``t``."""
+    if not isinstance(x, (list, tuple)):
+        return ""
+    return (f" ({what} is a {type(x).__name__} of {len(x)} items, read as the data of the model's single input "
+            f"'{t.name}', as np.asarray({what}) reads it; to give data and labels, pass them apart: x=..., y=...)")
+
+
+def standardize_x(model, x, who, what="x", check_values=True):
+    """The input arrays as a list (one per model input), checked against the model's inputs.
+
+    A single-input model reads a list or tuple as its data (``np.asarray(x)``), unless it is a list of one
+    array of the input's rank (``[x]``); a multi-input model reads one array per input. With
+    ``check_values``, every value must be finite once cast to its input's dtype
+    (:func:`input_value_problem`).
+
+    Raises
+    ------
+    ValueError
+        Naming ``who``, ``what``, the input, and the shapes or the first bad value and its index.
+    """
     inputs = model.inputs
     names = [t.name for t in inputs]
     if x is None:
         raise ValueError(f"{who}: {what} is required (arrays, one per model input)")
+    refuse_unsupported_x(x, who, what)
+    single = None
     if isinstance(x, dict):
         unknown = sorted(set(x) - set(names))
         missing = [n for n in names if n not in x]
@@ -981,24 +1038,103 @@ def standardize_x(model, x, who, what="x"):
         xs = [x[0]]
     else:
         xs = [x]
+        single = x
     if len(xs) != len(inputs):
         raise ValueError(f"{who}: the model has {len(inputs)} input(s) {names}, {what} gives {len(xs)} array(s)")
     out = []
     for t, a in zip(inputs, xs):
+        hint = _read_as_one_hint(single, what, t) if single is not None else ""
+        if not isinstance(a, (dict, list, tuple)):
+            refuse_unsupported_x(a, who, f"{what} for input '{t.name}'")
         if not backend.is_gpu_array(a):
-            a = np.asarray(a)
+            try:
+                a = np.asarray(a)
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"{who}: {what} for input '{t.name}' is not an array ({error}){hint}") from None
         if a.dtype.kind not in "biuf":
-            raise ValueError(f"{who}: {what} for input '{t.name}' has dtype {a.dtype}; expected numbers")
+            raise ValueError(f"{who}: {what} for input '{t.name}' has dtype {a.dtype}; expected numbers{hint}")
         if a.ndim == 0 or tuple(a.shape[1:]) != t.example_shape:
             raise ValueError(f"{who}: {what} for input '{t.name}' has shape {tuple(a.shape)}, the model takes "
                              f"(N, {', '.join(map(str, t.example_shape))})"
                              + (" (a channel axis is missing: add one with x[..., None])"
-                                if tuple(a.shape[1:]) + (1,) == t.example_shape else ""))
+                                if tuple(a.shape[1:]) + (1,) == t.example_shape else "") + hint)
         out.append(a)
     sizes = {len(a) for a in out}
     if len(sizes) > 1:
         raise ValueError(f"{who}: the input arrays of {what} have different lengths {[len(a) for a in out]}")
+    if check_values:
+        for t, a in zip(inputs, out):
+            problem = input_value_problem(a, t.dtype)
+            if problem is not None:
+                raise ValueError(f"{who}: {what} for input '{t.name}' {problem}")
     return out
+
+
+def _beyond(a, dtype):
+    """The largest finite magnitude a float ``dtype`` holds, when values of ``a``'s dtype may pass it (else
+    None)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        return None
+    largest = float(np.finfo(dtype).max)
+    info = np.finfo(a.dtype) if a.dtype.kind == "f" else np.iinfo(a.dtype) if a.dtype.kind in "iu" else None
+    return largest if info is not None and float(info.max) > largest else None
+
+
+def input_value_problem(a, dtype, offset=0):
+    """Why the numbers ``a`` are not all finite once cast to ``dtype`` (NaN, inf, or beyond ``dtype``'s range),
+    naming the first bad value and its index (counted from ``offset`` along the first axis); else None.
+
+    Two reductions over ``a`` when it is fine (no temporary array); the index is searched only on failure.
+    """
+    kind = a.dtype.kind
+    if kind not in "iuf" or a.size == 0:
+        return None
+    xp = backend.get_array_module(a)
+    largest = _beyond(a, dtype)
+    high, low = float(a.max()), float(a.min())
+    if kind == "f" and not (math.isfinite(high) and math.isfinite(low)):
+        bad = ~xp.isfinite(a)
+        index = tuple(int(i) for i in xp.argwhere(bad)[0])
+        return (f"holds NaN or inf (first: {float(a[index])} at index {(index[0] + offset,) + index[1:]}); "
+                f"clean the data before training")
+    if largest is not None and max(high, -low) > largest:
+        bad = abs(a) > largest
+        index = tuple(int(i) for i in xp.argwhere(bad)[0])
+        return (f"holds values beyond the range of {np.dtype(dtype)} (largest {largest:g}), which become inf once "
+                f"cast to it (first: {float(a[index]):g} at index {(index[0] + offset,) + index[1:]})")
+    return None
+
+
+def _check_input_values(model, xs, who, what, offset=0):
+    """:func:`input_value_problem` for every input array, raised as ``ValueError`` naming ``what``."""
+    for t, a in zip(model.inputs, xs):
+        problem = input_value_problem(a, t.dtype, offset)
+        if problem is not None:
+            raise ValueError(f"{who}: {what} for input '{t.name}' {problem}")
+
+
+def probe_losses(state, ys, who):
+    """Call every loss function (:class:`tinynet.losses.LossFunctionWrapper`) once on its first label and a
+    made-up prediction (uniform over the units, the output's shape and dtype), so that a function that does not
+    follow ``fn(y_pred, labels) -> (loss, gradient)`` fails here, before any callback or step, naming the
+    output. Nothing of the model changes; a loss object is not probed."""
+    for name, y, loss, t in zip(state.names, ys, state.losses, state.model.outputs):
+        if not isinstance(loss, losses_module.LossFunctionWrapper) or y is None:
+            continue
+        y_pred = np.full((1,) + t.example_shape, 1.0 / t.example_shape[-1], dtype=t.dtype)
+        labels = np.asarray(backend.to_numpy(y[:1]))
+        where = f"{who}: loss for output '{name}'"
+        try:
+            with np.errstate(all="ignore"):
+                _, grad = loss.value_and_grad(labels, y_pred)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{where} (probed once before training, on a uniform prediction of shape "
+                              f"{y_pred.shape}): {error}") from None
+        if tuple(np.shape(grad)) != y_pred.shape:
+            raise ValueError(f"{where}: the loss function '{loss.name}' returned a gradient of shape "
+                             f"{tuple(np.shape(grad))} for a prediction of shape {y_pred.shape}; it must return "
+                             f"(loss, gradient of the prediction's shape), taking (y_pred, labels) in that order")
 
 
 def _by_output_name(by_name, names, who, what):
@@ -1050,7 +1186,7 @@ def standardize_y(state, y, n, who, what="y"):
 
 def check_labels(state, ys, who, what="y", metrics=None):
     """Every output's labels against its loss and metrics (``state.metrics`` unless given): shapes, dtypes,
-    class indices in range."""
+    class indices in range, values finite once cast to the output's dtype (the loss compares them there)."""
     metrics = state.metrics if metrics is None else metrics
     for name, y, loss, t, per_output in zip(state.names, ys, state.losses, state.model.outputs, metrics):
         if y is None:
@@ -1059,6 +1195,9 @@ def check_labels(state, ys, who, what="y", metrics=None):
         where = f"{who}: {what} for output '{name}'"
         if loss is not None:
             loss.check_labels(host, t.example_shape, where)
+            problem = losses_module.cast_problem(host, t.dtype)  # 1e39 passes as float64, is inf as float32
+            if problem is not None:
+                raise ValueError(f"{where}: loss '{loss.name}': {problem}")
         for _, metric in per_output:
             metric.check_labels(host, t.example_shape, where)
 
@@ -1190,6 +1329,11 @@ def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
     ``batch_size`` the global batch. ``sample_weight`` (see :func:`standardize_sample_weight`) or ``class_weight``
     (see :func:`check_class_weight`) weight the training examples, as Keras; ``validation_data`` may carry the
     validation examples' weights as a third item. Weights are for one process: refused with ``distributed``.
+
+    Checked before any callback runs: every argument; ``x``, the validation inputs (``validation_data``'s or
+    ``validation_split``'s part) and the labels hold no NaN or inf, nor values beyond the dtype of the input or
+    output they feed (``ValueError`` naming the argument, the input or output and the first bad index); a
+    loss function is called once on a made-up prediction (:func:`probe_losses`).
     """
     who = "fit"
     _require_compiled(model, state, who)
@@ -1221,7 +1365,7 @@ def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
     for cb in callbacks or []:
         if not isinstance(cb, callbacks_module.Callback):
             raise ValueError(f"{who}: callbacks must be tinynet.callbacks.Callback objects, got {type(cb).__name__}")
-    xs = standardize_x(model, x, who)
+    xs = standardize_x(model, x, who, check_values=False)  # checked below, once the validation part is known
     n = len(xs[0])
     if n == 0:
         raise ValueError(f"{who}: x is empty (0 examples)")
@@ -1250,8 +1394,13 @@ def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
         ys = _take(ys, slice(None, split))
         sws = _take(sws, slice(None, split))
         n = split
+    _check_input_values(model, xs, who, "x")
+    if val is not None and validation_data is None:
+        _check_input_values(model, val[0], who, f"x (its last {len(val[0][0])} examples, held out by "
+                                                f"validation_split)", offset=n)
     more = () if val is None else ((val[1], "validation_data y" if validation_data is not None else "y (validation)"),)
     state.build_metrics(ys, who, more)
+    probe_losses(state, ys, who)
     if table is not None:  # from the training labels alone, once they are checked (Keras weights no validation)
         sws = class_sample_weights(state, table, ys, n, who)
     steps = _num_batches(n, batch_size)
@@ -1303,6 +1452,7 @@ def _batch_arrays(model, state, x, y, who, sample_weight=None, class_weight=None
     ys = standardize_y(state, y, n, who)
     sws = standardize_sample_weight(state, sample_weight, ys, n, who)
     state.build_metrics(ys, who)
+    probe_losses(state, ys, who)
     if table is not None:
         sws = class_sample_weights(state, table, ys, n, who)
     return xs, ys, sws
@@ -1322,7 +1472,8 @@ def train_on_batch(model, state, x=None, y=None, sample_weight=None, class_weigh
     this batch's loss and metrics (as Keras since 2026, not running means over the calls).
 
     The step is :meth:`Engine.train_batch` (or, data-parallel, :meth:`Engine.train_global_batch` over the whole
-    batch): a non-finite loss or gradient raises :class:`TrainingDiverged` and changes nothing. The loss and the
+    batch): a non-finite loss or gradient, or an update that would make a weight non-finite, raises
+    :class:`TrainingDiverged` and changes nothing. The loss and the
     metrics are those of the training-mode forward that the step differentiated (Dropout on, BatchNormalization
     on the batch's statistics), before the update.
     """
@@ -1350,4 +1501,5 @@ def test_on_batch(model, state, x=None, y=None, sample_weight=None, return_dict=
 
 __all__ = ["Engine", "KerasState", "TrainingDiverged", "StoppedMidEpoch", "compile_model", "fit", "evaluate",
            "train_on_batch", "test_on_batch", "check_number", "output_names", "standardize_x", "standardize_y",
-           "standardize_sample_weight", "check_class_weight", "class_sample_weights", "check_labels"]
+           "standardize_sample_weight", "check_class_weight", "class_sample_weights", "check_labels",
+           "refuse_unsupported_x", "input_value_problem", "probe_losses"]

@@ -598,6 +598,135 @@ def read_npz(path, expected=None, allowed=None, max_bytes=None, data=None) -> di
     return arrays
 
 
+# ----------------------------------------------------------------------------------------------- checks and locks
+def check_output_path(path) -> None:
+    """Raise an ``OSError`` saying why, before any work, unless :func:`atomic_write` can write ``path``.
+
+    The checks :func:`atomic_write` itself makes only once the work is done, made up front: the folder exists
+    and a file can be created there (:func:`check_writable_folder`), ``path`` is not a folder, its name fits the
+    file system's limit on a name (the temporary name is shortened to fit, :func:`temp_prefix`), and nothing
+    but a regular file (or a link) is at ``path`` (a FIFO, a device or a socket would be refused).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Raises
+    ------
+    OSError
+        ``FileNotFoundError`` (no such folder), ``NotADirectoryError``, ``IsADirectoryError``, ``ENAMETOOLONG``,
+        ``EINVAL`` (a FIFO, device or socket), or what creating a file in the folder raised; the message says
+        which.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{path}: is a folder, not a file name")
+    check_writable_folder(directory)
+    name = os.path.basename(path)
+    limit = name_max(directory)
+    if len(os.fsencode(name)) > limit:
+        raise OSError(errno.ENAMETOOLONG, f"{path}: its name is {len(os.fsencode(name))} bytes, more than the "
+                                          f"{limit} this file system allows")
+    try:
+        st = os.stat(path)  # a link to a FIFO is as bad as the FIFO
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, f"{path}: is {file_kind(st.st_mode)}, not a regular file; it cannot be "
+                                    f"replaced with one")
+
+
+def check_new_folder_names(folder) -> None:
+    """Raise ``OSError`` (``ENAMETOOLONG``) unless every folder of ``folder`` that does not exist yet has a name
+    its file system allows (:func:`name_max` of the nearest existing folder above it): what ``os.makedirs``
+    would otherwise find only when it is called, after the work."""
+    folder = os.path.abspath(os.fspath(folder))
+    missing = []
+    existing = folder
+    while not os.path.lexists(existing):
+        missing.append(os.path.basename(existing))
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    limit = name_max(existing if os.path.isdir(existing) else os.path.dirname(existing))
+    for name in missing:
+        if len(os.fsencode(name)) > limit:
+            raise OSError(errno.ENAMETOOLONG, f"the folder name {name[:40]!r}... is {len(os.fsencode(name))} bytes, "
+                                              f"more than the {limit} this file system allows")
+
+
+class FolderLock:
+    """An advisory lock on a folder, held until :meth:`release` (or the process ends): see :func:`lock_folder`.
+
+    Usable as a context manager. ``held`` is False where locks are not available (no ``fcntl``: Windows).
+    """
+
+    def __init__(self, fd):
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Give the lock up (closing the folder's descriptor releases it); a second call does nothing."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def lock_folder(folder, shared=False) -> FolderLock:
+    """Lock the folder ``folder`` itself (``flock`` on its descriptor: no lock file is written), without waiting.
+
+    The lock is advisory: it keeps out the other processes that ask for it (two ``train --checkpoint DIR`` runs
+    on one folder), not a process that writes without asking. It is the kernel's: it ends with the process that
+    holds it, however that process ends (a crash or ``kill -9`` leaves no stale lock behind). Many processes may
+    hold a ``shared`` lock at once; an exclusive lock excludes every other.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        An existing folder.
+    shared : bool, default False
+
+    Returns
+    -------
+    FolderLock
+        Held until its :meth:`FolderLock.release`. Where ``fcntl`` is missing (Windows) a lock that holds
+        nothing (``held`` False).
+
+    Raises
+    ------
+    BlockingIOError
+        Another process holds the lock (an exclusive one, or a shared one when ``shared`` is False).
+    OSError
+        ``folder`` cannot be opened (no such folder, not a folder, not readable).
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks on folders
+        return FolderLock(None)
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(os.fspath(folder), flags)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise BlockingIOError(error.errno, f"{os.fspath(folder)}: locked by another process") from None
+        raise
+    return FolderLock(fd)
+
+
 def is_regular_file(path) -> bool:
     """True for an existing regular file (not a folder, device or FIFO)."""
     try:
@@ -608,5 +737,6 @@ def is_regular_file(path) -> bool:
 
 __all__ = ["FileFormatError", "check_writable_folder", "atomic_write", "write_bytes", "write_text", "write_json",
            "save_npz", "check_npz_names", "save_figure", "sha256_file", "open_regular", "file_kind", "npz_names",
-           "npz_headers", "read_npz", "memory_bound", "is_regular_file", "name_max", "temp_prefix", "MAX_HEADER_BYTES",
+           "npz_headers", "read_npz", "memory_bound", "check_output_path", "check_new_folder_names", "FolderLock",
+           "lock_folder", "is_regular_file", "name_max", "temp_prefix", "MAX_HEADER_BYTES",
            "TEMP_SUFFIX", "TEMP_TAIL"]

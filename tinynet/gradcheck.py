@@ -1,4 +1,4 @@
-"""Gradient checking by central differences, in float64, with a random upstream gradient.
+r"""Gradient checking by central differences, in float64, with a random upstream gradient.
 
 The checked scalar is ``f = Σ_k Σ u_k · y_k`` over the model's outputs ``y_k`` with fixed random ``u_k``
 (never all ones, which would hide transposition bugs). For every input and every trainable weight ``θ``
@@ -12,12 +12,38 @@ or the largest error over the directions, ``|numeric − ⟨∂f/∂θ, d⟩|`` 
 values and ``‖∂f/∂θ‖ / √n`` (the typical size of a projection on a random unit direction, so that a
 direction nearly orthogonal to the gradient cannot turn rounding noise into a failure).
 
-A tensor passes when its relative error is below ``tol``, or when its absolute error
-``max |numeric − analytic|`` is below ``atol``: by default the finite-difference noise floor
-``atol = 16 · ε_mach · Σ_k Σ |u_k · y_k| / ε``, a bound on what rounding alone does to a central
-difference of ``f`` (the error measured on small models is about ``0.5 · ε_mach · Σ |u · y| / ε``).
-Without it a gradient that is exactly zero (a bias feeding BatchNormalization in training mode, say)
-would always show a relative error of 1, since its numeric estimate is pure rounding noise.
+Outputs are differenced one by one: the numeric derivative is ``Σ_k (f_k(θ + εv) − f_k(θ − εv)) / 2ε`` with
+``f_k = Σ u_k · y_k``, so an output that a probe does not change adds exactly nothing (summing f first would
+round every probe at the scale of the largest output).
+
+Tolerance. A tensor θ passes when its relative error is below ``tol``, or when its absolute error
+``max |numeric − analytic|`` is below ``atol``: by default θ's own finite-difference noise floor
+
+.. math::
+
+    a_θ = \frac{16 \, ε_{mach}}{ε} \sum_{k \in R(θ)} \sum |u_k ⊙ y_k|,
+
+a bound on what rounding alone does to a central difference of the outputs θ reaches (the error measured on small
+models is about ``0.5 · ε_mach · Σ |u · y| / ε``). ``R(θ)`` holds the outputs that change when θ moves: under the
+check's own probes, or under one larger random step of θ (``10⁻³ · (max |θ| + 1)`` per element) taken first.
+Outputs θ does not reach neither add to ``a_θ`` nor to its differences. Without the floor a gradient that is
+exactly zero (a bias feeding BatchNormalization in training mode, say) would always show a relative error of 1,
+since its numeric estimate is pure rounding noise.
+
+Inconclusive rows. A floor is only useful when it is small next to the gradient it judges. Let ``s_θ`` be θ's
+gradient scale (the denominator of its relative error, the larger of ``max |numeric|`` and ``max |analytic|``)
+and ``G`` the largest ``|∂f/∂θ|`` of any checked tensor. A tensor that passes only by its absolute tolerance is
+
+* *zero within the floor* when its analytic gradient is zero to rounding, ``max |∂f/∂θ| ≤ 16 · ε_mach · G``:
+  the check then shows ``|∂f/∂θ| < a_θ`` and is conclusive when ``a_θ < 0.1 · G``;
+* otherwise conclusive only when ``a_θ < 0.1 · s_θ``: a tolerance as large as a tenth of the row's own gradient
+  would let a gradient twice too large pass.
+
+Any other such row, or any row with ``a_θ ≥ 0.1 · G``, makes the report INCONCLUSIVE, which fails the check
+(a too small ``eps``, or outputs so large that rounding hides this tensor's share of them: check a model whose
+outputs are scaled down, or that tensor with a larger ``eps``). What a zero analytic gradient cannot tell
+apart: a backward that forgets a tensor whose true gradient is below ``a_θ`` (and ``a_θ < 0.1 · G``) passes
+as zero. The report's ``max_error`` is the largest relative error of every row except those zero ones.
 
 Kinks. ReLU and max pooling are not differentiable everywhere, and exact ties are common (a 1×1
 convolution with zero biases reading an all-zero ReLU output has pre-activations exactly 0). A central
@@ -77,63 +103,112 @@ class GradcheckRow(NamedTuple):
 class GradcheckReport:
     """Result of a check.
 
-    ``rows`` holds one :class:`GradcheckRow` per tensor: ``(name, shape, method, rel_error, abs_error)``.
-    A row passes when its relative error is below ``tol`` or its absolute error below ``atol`` (the
-    finite-difference noise floor, see the module docstring). ``kinks`` counts, per tensor, the probes that
-    sat on a kink and were checked beside it (see the module docstring).
+    ``rows`` holds one :class:`GradcheckRow` per tensor: ``(name, shape, method, rel_error, abs_error)``;
+    ``atols``, ``scales`` and ``gradients`` hold, by tensor name, the absolute tolerance it was judged by
+    (its finite-difference noise floor ``a_θ`` unless ``atol`` was given), ``s_θ`` (what its relative error
+    divides by) and ``max |∂f/∂θ|``. A row passes when its relative error is below ``tol`` or its absolute
+    error below its own absolute tolerance; a row that passes only by that tolerance while the tolerance is not
+    small next to the gradient it judges makes the report inconclusive, which fails it (see the module
+    docstring). ``kinks`` counts, per tensor, the probes that sat on a kink and were checked beside it.
     """
 
     rows: list = field(default_factory=list)
     tol: float = 1e-7
+    #: the largest absolute tolerance of any row (each row is judged by its own, ``row.atol``)
     atol: float = 0.0
     device: str = "cpu"
     #: tensor name -> how many of its probes (elements or directions) sat on a kink and were checked beside it
     kinks: dict = field(default_factory=dict)
-    #: the largest ``|∂f/∂θ|`` of any element of any checked tensor (0 when every gradient is zero)
+    #: ``G``, the largest ``|∂f/∂θ|`` of any element of any checked tensor (0 when every gradient is zero)
     gradient_scale: float = 0.0
+    #: tensor name -> the absolute tolerance its row was judged by (default for a missing name: ``atol``)
+    atols: dict = field(default_factory=dict)
+    #: tensor name -> ``s_θ``, the scale its relative error divides by (default: ``gradient_scale``)
+    scales: dict = field(default_factory=dict)
+    #: tensor name -> ``max |∂f/∂θ|`` (default: ``gradient_scale``)
+    gradients: dict = field(default_factory=dict)
 
-    #: the check resolves nothing when the absolute tolerance reaches this fraction of the largest gradient
+    #: a row's absolute tolerance must stay below this fraction of the gradient it judges
     INCONCLUSIVE_FRACTION = 0.1
+    #: an analytic gradient at most this many ``ε_mach`` of ``G`` is zero to rounding
+    ZERO_ROUNDING = 16
+
+    def _row_atol(self, row) -> float:
+        return self.atols.get(row.name, self.atol)
+
+    def row_passed(self, row) -> bool:
+        """Whether the row's relative error is below ``tol`` or its absolute error below its ``atol``."""
+        return row.rel_error < self.tol or row.abs_error < self._row_atol(row)
+
+    def _at_noise_floor(self, row) -> bool:
+        """The row passes only because its absolute error is below its absolute tolerance."""
+        return row.rel_error >= self.tol and row.abs_error < self._row_atol(row)
+
+    def _is_zero(self, row) -> bool:
+        """Its analytic gradient is zero to rounding: ``max |∂f/∂θ| ≤ 16 · ε_mach · G``."""
+        gradient = self.gradients.get(row.name, self.gradient_scale)
+        return gradient <= self.ZERO_ROUNDING * np.finfo(np.float64).eps * self.gradient_scale
+
+    def row_inconclusive(self, row) -> bool:
+        """Whether the row's absolute tolerance ``a`` is too large for its verdict to mean anything: ``a ≥ 0.1·G``;
+        or the row passes only by ``a`` while ``a ≥ 0.1·s_θ`` (``a ≥ 0.1·G`` for a gradient that is zero to
+        rounding). See the module docstring."""
+        fraction, a = self.INCONCLUSIVE_FRACTION, self._row_atol(row)
+        if self.gradient_scale > 0 and a >= fraction * self.gradient_scale:
+            return True
+        if not self._at_noise_floor(row):
+            return False
+        if self._is_zero(row):
+            return self.gradient_scale <= 0
+        return a >= fraction * self.scales.get(row.name, self.gradient_scale)
 
     @property
     def inconclusive(self) -> bool:
-        """Whether ``atol`` (the noise floor, unless given) is at least :attr:`INCONCLUSIVE_FRACTION` of the
-        largest gradient: then a gradient wrong by that much (twice the true one, say) would pass by the noise
-        floor, so the check cannot pass. A too small ``eps`` does this (``f(θ ± ε)`` rounds to ``f(θ)``)."""
-        return self.gradient_scale > 0 and self.atol >= self.INCONCLUSIVE_FRACTION * self.gradient_scale
-
-    def row_passed(self, row) -> bool:
-        return row.rel_error < self.tol or row.abs_error < self.atol
-
-    def _at_noise_floor(self, row) -> bool:
-        """The row passes only because its absolute error is below the noise floor."""
-        return row.rel_error >= self.tol and row.abs_error < self.atol
+        """Whether some row is inconclusive (:meth:`row_inconclusive`): a wrong gradient (twice the true one,
+        say) could pass there by the absolute tolerance, so the check cannot pass. A too small ``eps`` does this
+        (``f(θ ± ε)`` rounds to ``f(θ)``), or outputs so large that rounding hides a tensor's share of them."""
+        return any(self.row_inconclusive(r) for r in self.rows)
 
     @property
     def max_error(self) -> float:
-        """The largest relative error, leaving out rows that pass only by the noise floor."""
-        return max((r.rel_error for r in self.rows if not self._at_noise_floor(r)), default=0.0)
+        """The largest relative error of any row, leaving out only rows whose analytic gradient is zero to
+        rounding and that pass by their noise floor (a relative error means nothing there: their absolute
+        error, below the floor, is what was checked)."""
+        return max((r.rel_error for r in self.rows if not (self._is_zero(r) and self._at_noise_floor(r))),
+                   default=0.0)
 
     @property
     def passed(self) -> bool:
         return not self.inconclusive and all(self.row_passed(r) for r in self.rows)
 
+    def _verdict(self, row) -> str:
+        if not self.row_passed(row):
+            return "NO"
+        if self.row_inconclusive(row):
+            return "INCONCLUSIVE"
+        if self._at_noise_floor(row):
+            return "yes (zero, noise floor)" if self._is_zero(row) else "yes (noise floor)"
+        return "yes"
+
     def __str__(self):
-        lines = [f"{'tensor':<40} {'shape':<20} {'method':<12} {'max rel err':>12} {'max abs err':>12}  ok"]
+        lines = [f"{'tensor':<40} {'shape':<20} {'method':<12} {'max rel err':>12} {'max abs err':>12} "
+                 f"{'noise floor':>12}  ok"]
         for row in self.rows:
-            ok = ("yes (noise floor)" if self._at_noise_floor(row) else "yes") if self.row_passed(row) else "NO"
+            ok = self._verdict(row)
             if self.kinks.get(row.name):
                 ok += f" ({self.kinks[row.name]} at kinks, checked beside them)"
             lines.append(f"{row.name:<40} {str(row.shape):<20} {row.method:<12} {row.rel_error:>12.3e} "
-                         f"{row.abs_error:>12.3e}  {ok}")
+                         f"{row.abs_error:>12.3e} {self._row_atol(row):>12.1e}  {ok}")
         total = sum(self.kinks.values())
         at_kinks = f", {total} probes at kinks checked beside them" if total else ""
-        lines.append(f"max relative error {self.max_error:.3e} (tolerance {self.tol:g}, noise floor "
+        lines.append(f"max relative error {self.max_error:.3e} (tolerance {self.tol:g}, noise floor up to "
                      f"{self.atol:.1e}{at_kinks}, on {self.device}): {'PASS' if self.passed else 'FAIL'}")
         if self.inconclusive:
-            lines.append(f"INCONCLUSIVE: the absolute tolerance {self.atol:.1e} is not below "
-                         f"{self.INCONCLUSIVE_FRACTION:g} of the largest gradient {self.gradient_scale:.1e}, so "
-                         f"wrong gradients would pass; choose a larger eps (or a smaller atol)")
+            names = [r.name for r in self.rows if self.row_inconclusive(r)]
+            lines.append(f"INCONCLUSIVE: the absolute tolerance of {', '.join(names)} is not below "
+                         f"{self.INCONCLUSIVE_FRACTION:g} of the gradient it judges (its own, or the largest, "
+                         f"{self.gradient_scale:.1e}), so wrong gradients would pass; choose a larger eps (or a "
+                         f"smaller atol), or scale the outputs down")
         return "\n".join(lines)
 
 
@@ -257,18 +332,25 @@ class _Float64Model:
         model.clear_tape()
 
 
-def _noise_floor(upstream, outputs, eps):
-    """``16 · ε_mach · Σ_k Σ |u_k · y_k| / eps``: what rounding alone can do to a central difference of f."""
-    f_scale = float(sum(np.sum(np.abs(u * o)) for u, o in zip(upstream, outputs)))
-    return 16 * np.finfo(np.float64).eps * f_scale / eps
+def _noise_floors(upstream, outputs, eps):
+    """Per output k, ``16 · ε_mach · Σ |u_k · y_k| / eps``: what rounding alone can do to a central difference of
+    ``f_k``. A tensor's noise floor ``a_θ`` sums them over the outputs it reaches."""
+    f_scales = np.array([float(np.sum(np.abs(u * o))) for u, o in zip(upstream, outputs)])
+    return 16 * np.finfo(np.float64).eps * f_scales / eps
+
+
+def _total(terms):
+    """Sum per-output terms (differences of ``f_k``, so outputs that did not move add exactly 0) to a float."""
+    return float(np.sum(terms))
 
 
 class _Judge(NamedTuple):
-    """How a numeric derivative is judged: the tolerances, and what the kink test needs (module docstring)."""
+    """How a numeric derivative of one tensor is judged: the tolerances, and what the kink test needs (module
+    docstring). ``f()`` gives the terms ``f_k`` of the outputs the tensor reaches (a vector)."""
 
     tol: float
     atol: float
-    noise: float   #: the finite-difference noise floor, whatever ``atol`` the caller chose
+    noise: float   #: the tensor's finite-difference noise floor ``a_θ``, whatever ``atol`` the caller chose
     eps: float
 
     def allowance(self, scale):
@@ -278,16 +360,18 @@ class _Judge(NamedTuple):
     def at_kink(self, f, move, f_base, f_plus, f_minus, allowance):
         """Whether ``g(t)`` (``f()`` after ``move(t)``) has a kink at ``t = 0``, given ``g(0)`` and ``g(±eps)``
         (it probes ``g(±eps/2)``): the gap between the one-sided slopes does not shrink with the step, and the
-        extrapolated slopes differ by far more than the tolerance and the noise floor."""
+        extrapolated slopes differ by far more than the tolerance and the noise floor. Values are per-output
+        vectors, combined as differences from ``g(0)`` before they are summed."""
         eps = self.eps
         move(eps / 2)
-        half_plus = f()
+        half_plus = f() - f_base
         move(-eps / 2)
-        half_minus = f()
-        gap = (f_plus - 2 * f_base + f_minus) / eps                   # slope right − slope left, step eps
-        half_gap = (half_plus - 2 * f_base + half_minus) / (eps / 2)  # ... step eps/2
-        right = (4 * half_plus - f_plus - 3 * f_base) / eps           # one-sided slopes, second order
-        left = (3 * f_base - 4 * half_minus + f_minus) / eps
+        half_minus = f() - f_base
+        plus, minus = f_plus - f_base, f_minus - f_base
+        gap = _total(plus + minus) / eps                        # slope right − slope left, step eps
+        half_gap = _total(half_plus + half_minus) / (eps / 2)   # ... step eps/2
+        right = _total(4 * half_plus - plus) / eps              # one-sided slopes, second order
+        left = _total(minus - 4 * half_minus) / eps
         return abs(half_gap) >= 0.75 * abs(gap) and abs(right - left) > 10 * max(allowance, self.noise)
 
     def beside_kink(self, f, move, slope):
@@ -302,97 +386,142 @@ class _Judge(NamedTuple):
             move(t - eps)
             minus = f()
             move(t)
-            pairs.append(((plus - minus) / (2 * eps), slope()))
+            pairs.append((_total(plus - minus) / (2 * eps), slope()))
         return min(pairs, key=lambda pair: abs(pair[0] - pair[1]))
 
 
-def _per_element(f, target, base, analytic, judge):
-    """Central differences element by element; return ``(relative error, absolute error, kinks)``."""
-    eps = judge.eps
-    plus, minus = np.empty(base.size), np.empty(base.size)
+def _reached(f, target, base, f_base, rng):
+    """The outputs a tensor reaches (a boolean mask): those whose ``f_k`` moves under one random step of
+    ``10⁻³ · (max |θ| + 1)`` per element, large enough to change any output that depends on θ."""
+    step = 1e-3 * (float(np.max(np.abs(base), initial=0.0)) + 1.0)
+    target.set(base + step * rng.standard_normal(base.shape))
+    moved = f() != f_base
+    target.set(base)
+    return moved
+
+
+def _per_element(f, target, base, analytic, judge_for, reached):
+    """Central differences element by element; return ``(relative error, absolute error, scale, kinks,
+    judge)``."""
+    n = base.size
 
     def move(k, step):
         probe = base.copy()
         probe.reshape(-1)[k] += step
         target.set(probe)
 
-    for k in range(base.size):
+    eps = judge_for.eps
+    plus, minus = np.empty((n, reached.size)), np.empty((n, reached.size))
+    for k in range(n):
         move(k, eps)
         plus[k] = f()
         move(k, -eps)
         minus[k] = f()
-    numeric = (plus - minus) / (2 * eps)
+    target.set(base)
+    f_base = f()
+    reached = reached | np.any(plus != f_base, axis=0) | np.any(minus != f_base, axis=0)
+    judge = judge_for(reached)
+
+    def g():  # the terms of the outputs this tensor reaches
+        return f()[reached]
+
+    numeric = np.sum(plus[:, reached] - minus[:, reached], axis=1) / (2 * eps)
     flat = analytic.reshape(-1)
     errors = np.abs(numeric - flat)
-    scale = max(np.abs(numeric).max(), np.abs(flat).max(), 1e-300)
+    scale = max(np.abs(numeric).max(initial=0.0), np.abs(flat).max(initial=0.0), 1e-300)
     allowance = judge.allowance(scale)
-    kinks, f_base = 0, None
+    kinks = 0
     for k in np.flatnonzero(errors >= allowance):
-        if f_base is None:
-            target.set(base)
-            f_base = f()
-        if judge.at_kink(f, lambda step, k=k: move(k, step), f_base, plus[k], minus[k], allowance):
+        if judge.at_kink(g, lambda step, k=k: move(k, step), f_base[reached], plus[k, reached], minus[k, reached],
+                         allowance):
             kinks += 1
             numeric_k, exact_k = judge.beside_kink(
-                f, lambda step, k=k: move(k, step),
+                g, lambda step, k=k: move(k, step),
                 lambda k=k: float(backend.to_numpy(target.gradient()).reshape(-1)[k]))
             errors[k] = abs(numeric_k - exact_k)
             scale = max(scale, abs(numeric_k), abs(exact_k))
-    abs_err = float(errors.max())
-    return abs_err / scale, abs_err, kinks
+    abs_err = float(errors.max(initial=0.0))
+    return abs_err / scale, abs_err, scale, kinks, judge
 
 
-def _along_directions(f, target, base, analytic, judge, directions, rng):
+def _along_directions(f, target, base, analytic, judge_for, reached, directions, rng):
     """Central differences along random unit directions, each compared with ``⟨∂f/∂θ, d⟩``; return the
-    largest ``(relative error, absolute error)`` over the directions, and how many sat on a kink."""
-    eps = judge.eps
-    err = abs_err = 0.0
-    kinks, f_base = 0, None
+    largest ``(relative error, absolute error, scale)`` over the directions, how many sat on a kink, and the
+    judge."""
+    eps = judge_for.eps
     typical = float(np.linalg.norm(analytic)) / np.sqrt(base.size)
 
     def judged(numeric, exact):
         return abs(numeric - exact), max(abs(numeric), abs(exact), typical, 1e-300)
 
+    probes = []
     for _ in range(directions):
         d = rng.standard_normal(base.shape)
         d /= np.linalg.norm(d)
+        target.set(base + eps * d)
+        plus = f()
+        target.set(base - eps * d)
+        probes.append((d, plus, f()))
+    target.set(base)
+    f_base = f()
+    for _, plus, minus in probes:
+        reached = reached | (plus != f_base) | (minus != f_base)
+    judge = judge_for(reached)
 
+    def g():  # the terms of the outputs this tensor reaches
+        return f()[reached]
+
+    err = abs_err = scale_max = 0.0
+    kinks = 0
+    for d, plus, minus in probes:
         def move(step, d=d):
             target.set(base + step * d)
 
-        move(eps)
-        plus = f()
-        move(-eps)
-        minus = f()
-        numeric, exact = (plus - minus) / (2 * eps), float(np.sum(analytic * d))
+        numeric, exact = _total(plus[reached] - minus[reached]) / (2 * eps), float(np.sum(analytic * d))
         difference, scale = judged(numeric, exact)
         if difference >= judge.allowance(scale):
-            if f_base is None:
-                target.set(base)
-                f_base = f()
-            if judge.at_kink(f, move, f_base, plus, minus, judge.allowance(scale)):
+            if judge.at_kink(g, move, f_base[reached], plus[reached], minus[reached], judge.allowance(scale)):
                 kinks += 1
                 numeric, exact = judge.beside_kink(
-                    f, move, lambda d=d: float(np.sum(backend.to_numpy(target.gradient()) * d)))
+                    g, move, lambda d=d: float(np.sum(backend.to_numpy(target.gradient()) * d)))
                 difference, scale = judged(numeric, exact)
         abs_err = max(abs_err, difference)
         err = max(err, difference / scale)
-    return err, abs_err, kinks
+        scale_max = max(scale_max, scale)
+    return err, abs_err, scale_max, kinks, judge
 
 
-def _check_target(f, target, judge, max_elements, directions, rng):
-    """Compare one tensor's analytic gradient with central differences of ``f``; leave its value as it was.
-    Return its :class:`GradcheckRow` and how many probes sat on a kink."""
+class _JudgeFor(NamedTuple):
+    """Makes a tensor's :class:`_Judge` once the outputs it reaches are known: its noise floor ``a_θ`` sums the
+    floors of those outputs; ``atol`` (``None``: that floor) is the absolute tolerance."""
+
+    tol: float
+    atol: float | None
+    floors: np.ndarray
+    eps: float
+
+    def __call__(self, reached):
+        noise = float(np.sum(self.floors[reached]))
+        return _Judge(tol=self.tol, atol=noise if self.atol is None else self.atol, noise=noise, eps=self.eps)
+
+
+def _check_target(f, target, judge_for, max_elements, directions, rng, reach_rng):
+    """Compare one tensor's analytic gradient with central differences of ``f`` (the vector of per-output terms
+    ``f_k``); leave its value as it was. Return its :class:`GradcheckRow`, how many probes sat on a kink, and
+    ``(absolute tolerance, s_θ, max |∂f/∂θ|)``."""
     base = np.array(target.get(), dtype=np.float64)
     analytic = np.asarray(backend.to_numpy(target.analytic), dtype=np.float64)
+    reached = _reached(f, target, base, f(), reach_rng)
     if base.size <= max_elements:
-        err, abs_err, kinks = _per_element(f, target, base, analytic, judge)
+        err, abs_err, scale, kinks, judge = _per_element(f, target, base, analytic, judge_for, reached)
         method = "elements"
     else:
-        err, abs_err, kinks = _along_directions(f, target, base, analytic, judge, directions, rng)
+        err, abs_err, scale, kinks, judge = _along_directions(f, target, base, analytic, judge_for, reached,
+                                                              directions, rng)
         method = f"{directions} dirs"
     target.set(base)
-    return GradcheckRow(target.name, tuple(base.shape), method, err, abs_err), kinks
+    gradient = float(np.max(np.abs(analytic), initial=0.0))
+    return GradcheckRow(target.name, tuple(base.shape), method, err, abs_err), kinks, (judge.atol, scale, gradient)
 
 
 def _check_settings(who, settings):
@@ -439,10 +568,13 @@ def check_model(model, inputs=None, training=False, seed=0, eps=1e-6, tol=1e-7, 
         Seeds the inputs, the upstream gradients and the directions.
     eps, tol, max_elements, directions : see the module docstring.
     atol : float, optional
-        Absolute error under which a tensor passes whatever its relative error; default: the noise floor
-        ``16 · ε_mach · Σ |u · y| / eps`` (see the module docstring). Pass 0 to judge by ``tol`` alone.
+        Absolute error under which a tensor passes whatever its relative error (a pass by it must still be
+        conclusive, see the module docstring); default: each tensor's noise floor
+        ``a_θ = 16 · ε_mach · Σ_{k ∈ R(θ)} Σ |u_k · y_k| / eps`` over the outputs it reaches. Pass 0 to judge by
+        ``tol`` alone.
     raise_on_failure : bool
-        Raise :class:`GradcheckError` with the report when a tensor fails both ``tol`` and ``atol``.
+        Raise :class:`GradcheckError` with the report when a tensor fails both ``tol`` and ``atol``, or when
+        the report is inconclusive (:attr:`GradcheckReport.inconclusive`).
 
     Returns
     -------
@@ -459,7 +591,7 @@ def check_model(model, inputs=None, training=False, seed=0, eps=1e-6, tol=1e-7, 
         ``None`` or a finite number >= 0, ``directions`` not an integer >= 1, ``max_elements`` or ``seed`` not
         an integer >= 0.
     GradcheckError
-        With ``raise_on_failure``, when a tensor fails.
+        With ``raise_on_failure``, when a tensor fails or the check is inconclusive.
     """
     if not isinstance(model, Model):
         raise TypeError(f"check_model: model must be a tinynet Model, got {type(model).__name__}")
@@ -474,18 +606,20 @@ def check_model(model, inputs=None, training=False, seed=0, eps=1e-6, tol=1e-7, 
     try:
         outs = checked.outputs(xs)
         upstream = [rng.standard_normal(o.shape) for o in outs]
-        noise = _noise_floor(upstream, outs, eps)
-        judge = _Judge(tol=tol, atol=noise if atol is None else atol, noise=noise, eps=eps)
+        judge_for = _JudgeFor(tol=tol, atol=atol, floors=_noise_floors(upstream, outs, eps), eps=eps)
+        reach_rng = np.random.default_rng((seed, 1))   # its own stream: the directions stay as they were
 
-        def f():  # the checked scalar Σ_k Σ u_k · y_k at the current values of xs and the weights
-            return float(sum(np.sum(u * o) for u, o in zip(upstream, checked.outputs(xs))))
+        def f():  # the terms f_k = Σ u_k · y_k of f, one per output, at the current values of xs and the weights
+            return np.array([float(np.sum(u * o)) for u, o in zip(upstream, checked.outputs(xs))])
 
-        report = GradcheckReport(tol=tol, atol=judge.atol, device=checked.device)
+        report = GradcheckReport(tol=tol, device=checked.device)
         for target in checked.targets(xs, upstream):
-            report.gradient_scale = max(report.gradient_scale,
-                                        float(np.max(np.abs(backend.to_numpy(target.analytic)), initial=0.0)))
-            row, kinks = _check_target(f, target, judge, max_elements, directions, rng)
+            row, kinks, (row_atol, scale, gradient) = _check_target(f, target, judge_for, max_elements, directions,
+                                                                    rng, reach_rng)
             report.rows.append(row)
+            report.atols[row.name], report.scales[row.name], report.gradients[row.name] = row_atol, scale, gradient
+            report.gradient_scale = max(report.gradient_scale, gradient)
+            report.atol = max(report.atol, row_atol)
             if kinks:
                 report.kinks[row.name] = kinks
     finally:

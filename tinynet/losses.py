@@ -12,7 +12,10 @@ categorical cross-entropy on probabilities ``p``, as Keras computes it (renormal
 
 .. math:: q = clip(p / \\sum_j p_j), \\quad L = −\\frac{1}{M} \\sum t \\log q, \\quad
           ∂L/∂p_i = \\frac{1}{M\\,S}\\Big(d_i − \\sum_j d_j\\, p_j / S\\Big),\\;
-          d = −t/q · [ε < p/S < 1−ε],\\; S = \\sum_j p_j
+          d = −c\\, t/q,\\; S = \\sum_j p_j
+
+with ``c`` the derivative of the clip at ``p/S``: 1 inside (ε, 1 − ε), 0 outside, ½ on a bound (as Keras on JAX
+takes it, and as :class:`BinaryCrossentropy` below)
 
 Two ways to use them:
 
@@ -58,6 +61,7 @@ multiply each prediction's loss and gradient by ``w_m``.
 from __future__ import annotations
 
 import inspect
+import math
 
 import numpy as np
 
@@ -210,7 +214,8 @@ def categorical_crossentropy(probs, labels):
     Returns
     -------
     loss : float
-    grad : ndarray like ``probs``: ∂L/∂probs (zero where clipping is active, as in Keras)
+    grad : ndarray like ``probs``: ∂L/∂probs (zero where clipping is active, as in Keras; on a bound of the
+        clip, ``p/S`` equal to ε or 1 − ε, half of it, the derivative of ``clip`` Keras on JAX takes)
     """
     t = targets_like(probs, labels, "categorical_crossentropy")
     xp = get_array_module(probs)
@@ -220,8 +225,11 @@ def categorical_crossentropy(probs, labels):
     q = xp.clip(p, eps, probs.dtype.type(1) - eps)
     m = probs.size // probs.shape[-1]
     loss = float(-(t * xp.log(q)).sum() / m)
-    inside = (p > eps) & (p < probs.dtype.type(1) - eps)
-    d = xp.where(inside, -t / q, probs.dtype.type(0))
+    one = probs.dtype.type(1)
+    # the derivative of the clip as Keras on JAX takes it (as BinaryCrossentropy): 1 inside, ½ on a bound, 0 out
+    c = xp.where((p > eps) & (p < one - eps), one,
+                 xp.where((p == eps) | (p == one - eps), probs.dtype.type(0.5), probs.dtype.type(0)))
+    d = -t / q * c
     grad = (d - (d * p).sum(axis=-1, keepdims=True)) / s / probs.dtype.type(m)
     return loss, grad
 
@@ -363,6 +371,24 @@ def _target_problem(y, full, probabilities):
         return (f"takes targets in [0, 1] (probabilities of the positive class); got values in [{float(y.min()):g}, "
                 f"{float(y.max()):g}] (first: {float(y[bad]):g} at index {bad})")
     return None
+
+
+def cast_problem(y, dtype):
+    """Why the label (target) array ``y`` is not finite once cast to the output's float ``dtype`` (the losses
+    compare labels and outputs in the outputs' dtype: a float64 1e39 is inf in float32), with the first bad
+    value and its index; None when it is, or when ``y`` is not floating-point (integers fit any float type the
+    outputs use) or ``dtype`` is not. Two reductions; the index is searched only on failure."""
+    y = np.asarray(y)
+    dtype = np.dtype(dtype)
+    if y.dtype.kind != "f" or dtype.kind != "f" or y.size == 0 or np.finfo(y.dtype).max <= np.finfo(dtype).max:
+        return None
+    largest = float(np.finfo(dtype).max)
+    high, low = float(y.max()), float(y.min())
+    if not (math.isfinite(high) and math.isfinite(low)) or max(high, -low) <= largest:
+        return None  # NaN and inf are the loss's own check (Loss.check_labels)
+    bad = tuple(int(i) for i in np.argwhere(np.abs(y) > largest)[0])
+    return (f"targets hold values beyond the range of {dtype} (largest {largest:g}), the outputs' dtype, which "
+            f"become inf once cast to it (first: {float(y[bad]):g} at index {bad})")
 
 
 class Loss:
@@ -779,10 +805,17 @@ def get(identifier) -> Loss:
     Raises
     ------
     ValueError
-        For an unknown name, naming the ones there are.
+        For an unknown name, naming the ones there are; for a class (``MeanSquaredError`` rather than
+        ``MeanSquaredError()``), saying to pass an instance.
     """
     if isinstance(identifier, Loss):
         return identifier
+    if isinstance(identifier, type):
+        name = identifier.__name__
+        raise ValueError(f"loss is the class {name}, not a loss; pass an instance, e.g. {name}()"
+                         if issubclass(identifier, Loss) else
+                         f"loss is the class {name}; a loss must be a name ({sorted(NAMES)}), a Loss instance "
+                         f"(e.g. MeanSquaredError()), or a function (y_pred, labels) -> (loss, grad)")
     if isinstance(identifier, str):
         if identifier not in NAMES:
             raise ValueError(f"unknown loss {identifier!r}; available: {sorted(NAMES)}")
@@ -818,5 +851,6 @@ __all__ = ["softmax_cross_entropy", "categorical_crossentropy", "weighted_loss",
            "sample_weights_like", "Loss",
            "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy", "MeanSquaredError",
            "MeanAbsoluteError", "LossFunctionWrapper", "get", "serialize", "accepts_sample_weight", "label_problem",
+           "cast_problem",
            "FUNCTIONS", "NAMES",
            "CLASSES"]

@@ -158,19 +158,27 @@ class Model:
 
     # ------------------------------------------------------------------ running
     def _input_list(self, x):
-        """``x`` as a list with one entry per input: a list or tuple as it is, a dict mapped by input name (as
-        Keras), one array for a single-input model.
+        """``x`` as a list with one entry per input: a dict mapped by input name (as Keras); for a model of
+        several inputs a list or tuple as it is (one array per input); for a model of one input, a list of one
+        array of the input's rank as ``[x]``, and any other list or tuple (e.g. a nested list of rows) as the
+        data itself, read by ``np.asarray``, as :meth:`fit` and :meth:`evaluate` read it.
 
         Raises
         ------
         ValueError
-            ``x`` is None, or a dict whose keys are not exactly the input names (both listed).
+            ``x`` is None, a dict whose keys are not exactly the input names (both listed), or a dataset object
+            or a generator (pass arrays).
         TypeError
             ``x`` holds a symbolic tensor: a model runs on arrays, it is not a layer of another graph.
         """
+        from .engine import refuse_unsupported_x
+
         names = [t.name for t in self.inputs]
         if x is None:
             raise ValueError(f"Model '{self.name}': x is required (one array per input {names})")
+        refuse_unsupported_x(x, f"Model '{self.name}'")
+        if isinstance(x, (list, tuple)):
+            self._refuse_symbolic(list(x))
         if isinstance(x, dict):
             unknown = sorted(str(key) for key in x if key not in names)
             missing = [n for n in names if n not in x]
@@ -178,8 +186,12 @@ class Model:
                 raise ValueError(f"Model '{self.name}': x as a dict needs the input names {names} as keys; "
                                  f"missing {missing}, unknown {unknown}")
             xs = [x[n] for n in names]
+        elif len(self.inputs) > 1:
+            xs = _as_list(x)
+        elif isinstance(x, (list, tuple)) and len(x) == 1 and np.ndim(x[0]) == len(self.inputs[0].example_shape) + 1:
+            xs = [x[0]]  # [array] for the one input
         else:
-            xs = _as_list(x) if not self._single_input or isinstance(x, (list, tuple)) else [x]
+            xs = [x]  # an array, or a (nested) list of its rows, as fit reads it
         self._refuse_symbolic(xs)
         return xs
 
@@ -202,6 +214,9 @@ class Model:
         for t, a in zip(self.inputs, xs):
             what = f"Model '{self.name}': input '{t.name}'"
             if not isinstance(a, np.ndarray) and not backend.is_gpu_array(a):
+                from .engine import refuse_unsupported_x
+
+                refuse_unsupported_x(a, f"Model '{self.name}'", f"x for input '{t.name}'")
                 try:
                     a = np.asarray(a)
                 except (ValueError, TypeError) as error:
@@ -533,7 +548,10 @@ class Model:
         Parameters
         ----------
         x : array, list of arrays or dict by input name
-            One per input, ``(N, *input_shape)``; N may be 0 (empty outputs, ``(0, *output_shape)``).
+            One per input, ``(N, *input_shape)``; N may be 0 (empty outputs, ``(0, *output_shape)``). A model of
+            one input reads a (nested) list as its data, as :meth:`fit` does. Values are not checked: NaN or
+            inf in ``x`` give NaN or inf in the outputs (as Keras), where :meth:`fit` and :meth:`evaluate`
+            refuse them.
         batch_size : int, default 32
         verbose : {0, 1, 'auto'}, default 0
             1 or ``'auto'``: a progress bar over the batches (Keras shows one by default; tinynet is quiet).
@@ -695,10 +713,13 @@ class Model:
             outputs; labels that do not fit the loss (one-hot vs class indices, indices out of range);
             validation_split outside [0, 1); batch_size < 1; epochs < initial_epoch; sample weights of another
             length, negative or not finite; both sample_weight and class_weight; a class_weight key that is not
-            a class index.
+            a class index; x, validation x or labels holding NaN or inf, or values beyond the dtype of the input
+            or output they feed (naming the argument and the first bad index); a dataset object, a generator or
+            an (x, y) tuple given as x. Every one of these is raised before any callback runs.
         tinynet.training.TrainingDiverged
-            A non-finite loss, gradient or weight: training stops before applying that step (unless a callback
-            such as TerminateOnNaN stops it quietly).
+            A non-finite loss or gradient, or a step that would make a weight or the optimizer's state non-finite:
+            training stops before applying that step, named by its epoch and step (unless a callback such as
+            TerminateOnNaN stops it quietly; the weights are then those of the last good step).
         """
         from . import engine
 
@@ -736,7 +757,8 @@ class Model:
         Raises
         ------
         TrainingDiverged
-            On a non-finite loss or gradient; the step then changes nothing.
+            On a non-finite loss or gradient, or an update that would make a weight or the optimizer's state
+            non-finite; the step then changes nothing (weights, optimizer state and step count).
         """
         from . import engine
 

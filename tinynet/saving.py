@@ -10,7 +10,8 @@ model's layer order. BatchNormalization's moving statistics are weights like any
 
 Guarantees
 ----------
-Writing (:func:`save_weights`, hence :meth:`tinynet.Model.save_weights`) goes through
+Writing (:func:`save_weights`, hence :meth:`tinynet.Model.save_weights`) refuses, before writing anything, a
+weight that reading would refuse (step 5 below: NaN, inf, a negative moving variance), and goes through
 :func:`tinynet.fileio.atomic_write`: a kill, a full disk or any error while writing leaves the previous
 file at ``path`` whole (and no temporary file behind, except after a ``SIGKILL`` or power loss, where a
 ``.<name>.<random>.tmp`` may remain beside it).
@@ -82,12 +83,31 @@ def expected_weights(model) -> dict:
             for layer in model.layers for name, w in zip(layer.weight_names, layer.weights)}
 
 
+def check_loadable(model, arrays, who="save_weights"):
+    """Raise ``ValueError`` unless :func:`load_weights` would take ``arrays`` (as :func:`weight_arrays` returns
+    them) back into ``model``: every layer's values pass its own check (:meth:`tinynet.layers.Layer.
+    prepare_weights`: finite once cast to the layer's dtype; BatchNormalization's ``moving_variance`` >= 0).
+    The message names ``who``, the layer and the weight, and says that nothing was written."""
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        try:
+            layer.prepare_weights([arrays[weight_key(layer, name)] for name in layer.weight_names])
+        except ValueError as error:
+            raise ValueError(f"{who}: cannot save {error}; load_weights would refuse such a file, so nothing was "
+                             f"written") from None
+
+
 def save_weights(model, path) -> str:
     """Write every weight of ``model`` to ``path`` as an uncompressed ``.npz``, atomically; return ``path``.
 
-    The folder must exist. See the module notes for the format and the guarantees.
+    The folder must exist. See the module notes for the format and the guarantees. A weight that
+    :func:`load_weights` would refuse (NaN or inf, a negative moving variance) is refused here first, with
+    ``ValueError`` naming the layer and the weight, and nothing is written.
     """
-    return fileio.save_npz(path, weight_arrays(model))
+    arrays = weight_arrays(model)
+    check_loadable(model, arrays)
+    return fileio.save_npz(path, arrays)
 
 
 def read_weights(model, path, max_bytes=None, data=None) -> dict:
@@ -233,4 +253,5 @@ def load_weights(model, path, max_bytes=None, data=None):
 
 
 __all__ = ["save_weights", "load_weights", "read_weights", "assign_weights", "weight_arrays", "expected_weights",
+           "check_loadable",
            "weight_key", "WeightsKeyError", "WeightsShapeError", "FileFormatError"]

@@ -26,7 +26,17 @@ from .pixels import _scale_arrays, resize_images, resize_peak
 
 
 # -------------------------------------------------------------------------------------------- digits
-def load_digits(image_size=32, test_fraction=0.2, seed=0):
+#: how many images scikit-learn's digits hold
+DIGITS_COUNT = 1797
+
+def digits_peak(image_size, n=DIGITS_COUNT) -> int:
+    """The most memory :func:`load_digits` holds at once for ``image_size``, in bytes: the resized images with
+    the work of one slab of the resizing, or the whole set with its train and test copies while it is split."""
+    out, peak = resize_peak((n, 8, 8, 1), image_size, contiguous=True)
+    return max(peak, 2 * out) + n * 8 * 4
+
+
+def load_digits(image_size=32, test_fraction=0.2, seed=0, max_bytes=None):
     """scikit-learn's handwritten digits (1,797 8×8 grey scans, 16 levels), shipped with scikit-learn.
 
     Parameters
@@ -36,15 +46,33 @@ def load_digits(image_size=32, test_fraction=0.2, seed=0):
     test_fraction : float, default 0.2
     seed : int, default 0
         Fixes the stratified train/test split (359 test images for the defaults).
+    max_bytes : int, optional
+        Cap on the memory the load holds at its peak (:func:`digits_peak`; default
+        :func:`tinynet.fileio.memory_bound`): a larger ``image_size`` is refused before anything is allocated.
 
     Returns
     -------
     train, test : Dataset
         Images (N, image_size, image_size, 1) in [0, 1]: white strokes on black.
+
+    Raises
+    ------
+    tinynet.fileio.FileFormatError
+        The images at ``image_size`` would need more than ``max_bytes``.
     """
+    why = "" if max_bytes is not None else " (half this machine's memory)"
+    max_bytes = _bound(max_bytes)
+    need = digits_peak(image_size)
+    if need > max_bytes:
+        h, w = (image_size, image_size) if np.ndim(image_size) == 0 else tuple(image_size)
+        raise FileFormatError(f"digits: the {DIGITS_COUNT:,} images at {h}x{w} would need {_human_bytes(need)} at the "
+                              f"peak of loading ({_human_bytes(4 * DIGITS_COUNT * h * w)} as float32, with their "
+                              f"train and test copies), more than the cap of {_human_bytes(max_bytes)} for this "
+                              f"load{why}; refused before resizing")
     images, labels = _digits_arrays()
     x = images.astype(np.float32)[..., None] / 16.0
-    x = np.clip(resize_images(x, image_size), 0.0, 1.0)
+    x = resize_images(x, image_size)
+    np.clip(x, 0.0, 1.0, out=x)  # in place: no second copy of the resized images
     full = Dataset(x, labels, [str(i) for i in range(10)])
     return split(full, test_fraction, seed)
 
@@ -360,7 +388,7 @@ def load_dataset(source="digits", image_size=None, test_fraction=0.2, seed=0, ma
         class has a single image); a peak beyond ``max_bytes``.
     """
     if isinstance(source, str) and source == "digits":
-        return load_digits(image_size or 32, test_fraction, seed)
+        return load_digits(image_size or 32, test_fraction, seed, max_bytes=max_bytes)
     source = os.fspath(source)
     max_bytes = _bound(max_bytes)
     if not os.path.exists(source):
@@ -398,4 +426,5 @@ def load_dataset(source="digits", image_size=None, test_fraction=0.2, seed=0, ma
     return train, test
 
 
-__all__ = ["load_digits", "NPZ_KEYS", "load_npz", "load_idx", "MNIST_FILES", "load_mnist", "load_dataset"]
+__all__ = ["load_digits", "digits_peak", "DIGITS_COUNT", "NPZ_KEYS", "load_npz", "load_idx", "MNIST_FILES",
+           "load_mnist", "load_dataset"]

@@ -40,8 +40,35 @@ KERNEL_NAMES = (
 #: Kernels only the CPU backends implement (NumPy and Numba): the Winograd transforms of
 #: :mod:`tinynet.layers.conv_winograd`, a CPU fast path (on a GPU, 3×3 convolutions stay im2col + cuBLAS), and
 #: the optimizers' fused updates (on a GPU they run as the optimizers' plain array code).
-CPU_KERNEL_NAMES = ("winograd_input", "winograd_output", "winograd_gradient", "adam_update", "sgd_momentum_update")
+CPU_KERNEL_NAMES = ("winograd_input", "winograd_output", "winograd_gradient", "adam_update", "sgd_momentum_update",
+                    "largest_magnitudes")
 _MODULES = {"numpy": numpy_kernels}
+
+
+def numba_environment_problem():
+    """Why Numba would refuse to start under this process's environment, in one line, or None.
+
+    ``NUMBA_NUM_THREADS`` set to an integer below 1 makes ``import numba`` raise ``ValueError`` (a value that is
+    not an integer, Numba warns about and ignores). The command lines call this before any work, so that such a
+    variable ends in one line naming it rather than in a traceback once the first kernel runs.
+
+    Returns
+    -------
+    str or None
+    """
+    import os
+
+    value = os.environ.get("NUMBA_NUM_THREADS")
+    if value is None:
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        return None
+    if threads >= 1:
+        return None
+    return (f"NUMBA_NUM_THREADS={value!r}: Numba needs 1 or more threads; unset the variable or set it to a "
+            f"positive number")
 
 
 def backend_module(name: str):
@@ -328,6 +355,17 @@ def winograd_gradient(gy):
     if gy.ndim != 4:
         raise _error("winograd_gradient", f"gy must be a 4-D array (N, Ho, Wo, K), got shape {gy.shape}")
     return run(gy)
+
+
+def largest_magnitudes(arrays):
+    if not isinstance(arrays, (list, tuple)) or len(arrays) == 0:
+        raise _error("largest_magnitudes", f"arrays must be a non-empty list of arrays, got "
+                                           f"{'an empty ' if isinstance(arrays, (list, tuple)) else 'a '}"
+                                           f"{type(arrays).__name__}")
+    run = _cpu_implementation("largest_magnitudes", arrays[0])
+    for a in arrays[1:]:
+        _cpu_implementation("largest_magnitudes", a)  # float32 or float64, on the CPU
+    return run(list(arrays))
 
 
 def adam_update(w, g, m, v, beta_1, beta_2, alpha, epsilon):

@@ -37,7 +37,12 @@ from __future__ import annotations
 import os
 import types
 
-import numba
+from . import numba_environment_problem
+
+if numba_environment_problem() is not None:  # numba's own import would fail with a line that names no variable
+    raise ValueError(numba_environment_problem())
+
+import numba  # noqa: E402
 import numpy as np
 from numba import njit, prange
 
@@ -1131,6 +1136,75 @@ def winograd_gradient(gy):
     two, four, _, eight = winograd_constants(gy.dtype)
     _winograd_gradient(np.ascontiguousarray(gy), th, tw, two, four, eight, gm)
     return gm
+
+
+# ------------------------------------------------------------------------ largest magnitudes (optimizer)
+# An optimizer step bounds its update from the largest |value| of each weight, gradient and state array
+# (tinynet.optimizers.Optimizer.step). Read as unsigned integers with the sign bit cleared, IEEE floats order as
+# their magnitudes, and every NaN or infinity is at least the infinity's pattern; an integer max has no NaN
+# rule, so the loop vectorises: one pass at memory speed (NumPy's max and min: two passes).
+@njit(inline="always")
+def _largest_bits32(bits):
+    m = np.uint32(0)
+    for i in range(bits.size):
+        x = bits[i] & np.uint32(0x7FFFFFFF)
+        m = x if x > m else m
+    return m
+
+
+@njit(inline="always")
+def _largest_bits64(bits):
+    m = np.uint64(0)
+    for i in range(bits.size):
+        x = bits[i] & np.uint64(0x7FFFFFFFFFFFFFFF)
+        m = x if x > m else m
+    return m
+
+
+@njit(inline="always")
+def _as_magnitudes(bits, floats, infinity):
+    """The four largest bit patterns as float64 magnitudes, NaN for one at or above +inf's pattern."""
+    values = bits.view(floats)
+    out = np.empty(4)
+    for k in range(4):
+        out[k] = values[k] if bits[k] < infinity else np.nan
+    return out[0], out[1], out[2], out[3]
+
+
+@njit(cache=True, nogil=True)
+def _largest4_32(a, b, c, d):
+    bits = np.empty(4, np.uint32)
+    bits[0], bits[1], bits[2], bits[3] = _largest_bits32(a), _largest_bits32(b), _largest_bits32(c), _largest_bits32(d)
+    return _as_magnitudes(bits, np.float32, np.uint32(0x7F800000))
+
+
+@njit(cache=True, nogil=True)
+def _largest4_64(a, b, c, d):
+    bits = np.empty(4, np.uint64)
+    bits[0], bits[1], bits[2], bits[3] = _largest_bits64(a), _largest_bits64(b), _largest_bits64(c), _largest_bits64(d)
+    return _as_magnitudes(bits, np.float64, np.uint64(0x7FF0000000000000))
+
+
+#: per float dtype: the unsigned type of its width, the loop, and an empty array of that type (unused places)
+_MAGNITUDE_BITS = {np.dtype(np.float32): (np.uint32, _largest4_32, np.zeros(0, np.uint32)),
+                   np.dtype(np.float64): (np.uint64, _largest4_64, np.zeros(0, np.uint64))}
+
+
+def largest_magnitudes(arrays):
+    """``max |a|`` of up to four C-contiguous arrays of one float dtype in one call, one pass each; see
+    :func:`numpy_kernels.largest_magnitudes` (which takes any other list)."""
+    count = len(arrays)
+    spec = _MAGNITUDE_BITS.get(arrays[0].dtype) if 0 < count <= 4 else None
+    if spec is None:
+        return numpy_kernels.largest_magnitudes(arrays)
+    uint, loop, empty = spec
+    dtype, views = arrays[0].dtype, []
+    for a in arrays:
+        if a.dtype != dtype or not a.flags.c_contiguous:
+            return numpy_kernels.largest_magnitudes(arrays)
+        views.append(a.reshape(-1).view(uint))
+    views += [empty] * (4 - count)
+    return list(loop(*views)[:count])
 
 
 # ------------------------------------------------------------------------------- optimizer updates

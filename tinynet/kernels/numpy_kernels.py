@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 
+import math
+
 import numpy as np
 
 from .common import (first_real_cells, lrn_safe_scales, lrn_terms, pool_counts, window_output_hw, winograd_constants,
@@ -512,6 +514,32 @@ def winograd_gradient(gy):
 
 
 # ------------------------------------------------------------------------------- optimizer updates
+def largest_magnitudes(arrays):
+    """The largest magnitude of each array, what an optimizer step bounds its update by
+    (:meth:`tinynet.optimizers.Optimizer.step`).
+
+    .. math:: m_i = \\max_j |a_{i,j}|
+
+    Parameters
+    ----------
+    arrays : list of ndarray
+        Float arrays of any shapes.
+
+    Returns
+    -------
+    list of float
+        ``m_i`` per array: ``nan`` for an array holding NaN or ±inf, ``0.0`` for an empty one.
+    """
+    found = []
+    for a in arrays:
+        if a.size == 0:
+            found.append(0.0)
+            continue
+        high, low = float(a.max()), -float(a.min())  # two reductions, no temporary array; NaN propagates
+        found.append(max(high, low) if math.isfinite(high) and math.isfinite(low) else math.nan)
+    return found
+
+
 def adam_update(w, g, m, v, beta_1, beta_2, alpha, epsilon):
     """One Adam update of a weight, in place: the math of :class:`tinynet.optimizers.Adam`.
 

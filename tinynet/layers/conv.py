@@ -128,7 +128,8 @@ class Conv2D(Layer):
         if conv_winograd.applies(self, x, (ho, wo), pads):
             dense = np.ascontiguousarray(x)  # a column block of a fused 1×1 group's output is a strided view
             x_norm = conv_winograd.norm(dense)
-            if conv_winograd.products_fit(x_norm, conv_winograd.norm(self.weights[0]), dense.dtype):
+            if (conv_winograd.products_fit(x_norm, conv_winograd.norm(self.weights[0]), dense.dtype)
+                    and conv_winograd.range_fits(dense)):
                 z, tiles = conv_winograd.convolve(dense, self.weights[0], pads, (n, ho, wo, self.filters))
                 y = activations.bias_activation(z, bias, self.activation, self._act)
                 keep = tiles if tiles is not None and backend.keeps_im2col(tiles.nbytes) else None
@@ -181,7 +182,8 @@ class Conv2D(Layer):
 
     def _winograd_backward_fits(self, gz, cache: ConvCache):
         """Whether backward's Winograd products stay finite: ``∂L/∂z`` with the kernel (the input's gradient)
-        and with the input (the kernel's gradient), by :func:`conv_winograd.products_fit`."""
+        and with the input (the kernel's gradient), by :func:`conv_winograd.products_fit`. (The dynamic-range
+        guard, :func:`conv_winograd.range_fits`, reads forward's input only; see :mod:`.conv_winograd`.)"""
         g_norm = conv_winograd.norm(gz)
         return (conv_winograd.products_fit(g_norm, conv_winograd.norm(self.weights[0]), gz.dtype)
                 and conv_winograd.products_fit(g_norm, cache.x_norm, gz.dtype))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from . import schedules
 from .adam import Adam
-from .optimizer import Optimizer
+from .optimizer import NonFiniteGradientError, NonFiniteUpdateError, Optimizer
 from .sgd import SGD
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam)}
@@ -65,4 +65,5 @@ def deserialize(config) -> Optimizer:
 
 get_optimizer = get  # the name tinynet.optim used
 
-__all__ = ["Optimizer", "SGD", "Adam", "schedules", "get", "serialize", "deserialize", "OPTIMIZERS"]
+__all__ = ["Optimizer", "NonFiniteGradientError", "NonFiniteUpdateError", "SGD", "Adam", "schedules", "get",
+           "serialize", "deserialize", "OPTIMIZERS"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+
 from .. import backend, kernels
 from .optimizer import Optimizer, _resolve_lr, fused_update
 
@@ -55,6 +57,19 @@ class Adam(Optimizer):
         v += (g * g - v) * f(1.0 - self.beta_2)
         xp = backend.get_array_module(w)
         w -= (m * f(alpha)) / (xp.sqrt(v) + f(self.epsilon))
+
+    def _update_bounds(self, w_max, g_max, slot_max, lr, dtype):
+        """Bounds of :meth:`_update` from the largest magnitudes (see :meth:`Optimizer._update_bounds`): the
+        moments are convex combinations, ``|m'| ≤ max(max|m|, max|g|)`` and ``v' ≤ max(max v, max g²)``; the
+        intermediates ``g − m`` and ``g²`` are bounded by ``max|g| + max|m|`` and ``max|g|²``; and the step by
+        ``α |m'| / ε`` (``√v' ≥ 0``), so ``|w'| ≤ max|w|(1 + ηλ) + α |m'| / ε``."""
+        t = self.iterations + 1
+        alpha = lr * math.sqrt(1.0 - self.beta_2 ** t) / (1.0 - self.beta_1 ** t)
+        m = max(slot_max["m"], g_max)
+        v = max(slot_max["v"], g_max * g_max)
+        epsilon = float(np.dtype(dtype).type(self.epsilon))
+        step = m * alpha / epsilon if epsilon > 0 else math.inf
+        return [g_max + slot_max["m"], g_max * g_max, m, v, m * alpha, self._decayed(w_max, lr) + step]
 
     def get_config(self):
         return dict(super().get_config(), beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)

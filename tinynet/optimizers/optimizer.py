@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from .. import backend
+from .. import backend, kernels
 from .schedules import LearningRateSchedule, deserialize, serialize
 
 
@@ -51,6 +51,58 @@ def _check_decay(who, value):
             and float(value) >= 0:
         return float(value)
     raise ValueError(f"{who}: weight_decay must be a finite number >= 0 (or None), got {value!r}")
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """:meth:`Optimizer.step` refused a gradient holding NaN or inf; nothing changed.
+
+    Attributes
+    ----------
+    key : str
+        ``'<layer>/<weight>'``.
+    layer, weight : str
+        The layer's name and the weight's.
+    """
+
+    def __init__(self, message, key, layer, weight):
+        super().__init__(message)
+        self.key, self.layer, self.weight = key, layer, weight
+
+
+class NonFiniteUpdateError(FloatingPointError):
+    """:meth:`Optimizer.step` refused a step that would make a weight or a state array infinite or NaN (or met
+    one already so); the weights, the state and :attr:`Optimizer.iterations` are as they were.
+
+    Attributes
+    ----------
+    key : str
+        ``'<layer>/<weight>'`` of the first weight found.
+    """
+
+    def __init__(self, message, key):
+        super().__init__(message)
+        self.key = key
+
+
+def _max_abs(array) -> float:
+    """The largest magnitude in ``array`` as a float (NaN when it holds a NaN, 0 when empty): two reductions
+    and no temporary array."""
+    if array.size == 0:
+        return 0.0
+    high, low = float(array.max()), -float(array.min())
+    if high != high or low != low:
+        return math.nan
+    return high if high >= low else low
+
+
+def _largest_magnitudes(arrays) -> list:
+    """``max |a|`` of each array (NaN for one holding NaN or inf, 0 when empty): on the CPU the kernel
+    :func:`tinynet.kernels.largest_magnitudes` (with Numba one call and one pass per array at memory speed),
+    on a GPU :func:`_max_abs` each."""
+    if backend.is_gpu_array(arrays[0]):
+        return [_max_abs(a) for a in arrays]
+    # the dispatcher's checks, once: the step casts the gradient to the weight's dtype, and the state has it
+    return kernels.implementation("largest_magnitudes", arrays[0])(arrays)
 
 
 def fused_update(w) -> bool:
@@ -170,13 +222,27 @@ class Optimizer:
 
     # ------------------------------------------------------------- updating
     def step(self, model=None):
-        """Apply one update to every trainable weight of ``model`` (default: the attached one).
+        """Apply one update to every trainable weight of ``model`` (default: the attached one), or none.
 
         The learning rate is read once, before :attr:`iterations` is incremented (a schedule sees step 0 on the
         first update, as in Keras). Every gradient is checked first: a missing one raises ``RuntimeError``, one
-        that is not an array ``TypeError``, one whose shape is not its weight's ``ValueError`` naming both, and a
-        learning rate (or its product with the weight decay) beyond the weights' float type ``ValueError``;
-        then no weight, state or count has changed.
+        that is not an array ``TypeError``, one whose shape is not its weight's ``ValueError`` naming both, a
+        learning rate (or its product with the weight decay) beyond the weights' float type ``ValueError``, and
+        a gradient (or a weight, or a state array) holding NaN or inf :class:`NonFiniteGradientError`; then no
+        weight, state or count has changed.
+
+        The update is then all or nothing: a step that would make a weight or a state array infinite or NaN
+        (a finite gradient times a huge learning rate, a square that overflows) raises
+        :class:`NonFiniteUpdateError` with every weight, state array and :attr:`iterations` as they were.
+        This costs one pass over every weight, gradient and state array (their largest magnitudes, see
+        :meth:`_update_bounds`; with the Numba kernels one call per weight), no copy: only when those do not
+        prove the result finite are the arrays the step touches copied first, checked after, and put back on
+        failure.
+
+        Raises
+        ------
+        NonFiniteGradientError, NonFiniteUpdateError
+            Both ``FloatingPointError``; nothing has changed.
         """
         if model is None:
             model = self.model
@@ -195,14 +261,116 @@ class Optimizer:
             if tuple(g.shape) != tuple(w.shape):
                 raise ValueError(f"{type(self).__name__}: the gradient of '{key}' has shape {tuple(g.shape)}, "
                                  f"the weight {tuple(w.shape)}")
-            entries.append((key, w, g))
+            entries.append((key, layer, i, w, g))
         lr = self.learning_rate
-        self._check_rates(lr, {w.dtype for _, w, _ in entries})
-        self.iterations += 1
-        for key, w, g in entries:
+        self._check_rates(lr, {w.dtype for *_, w, _ in entries})
+        # the largest magnitudes of every weight, gradient and state array (checked finite), and the bounds
+        prepared, proven, limits = [], True, {}
+        for key, layer, i, w, g in entries:
+            if g.dtype != w.dtype:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    g = g.astype(w.dtype)
+            held = [slot for slot in self.slot_names if key in self.slots[slot]]  # the others: created as 0
+            g_max, w_max, *held_max = _largest_magnitudes([g, w] + [self.slots[slot][key] for slot in held])
+            if not math.isfinite(g_max):
+                raise NonFiniteGradientError(
+                    f"{type(self).__name__}: the gradient of '{key}' holds NaN or inf"
+                    + (f" (once cast to the weight's {w.dtype})" if g.dtype != layer.grads[i].dtype else "")
+                    + "; the step is not applied", key, layer.name, layer.weight_names[i])
+            if not math.isfinite(w_max):
+                raise NonFiniteUpdateError(f"{type(self).__name__}: the weight '{key}' holds NaN or inf already; "
+                                           f"the step is not applied", key)
+            slots = dict.fromkeys(self.slot_names, 0.0)
+            for slot, s_max in zip(held, held_max):
+                if not math.isfinite(s_max):
+                    raise NonFiniteUpdateError(f"{type(self).__name__}: the state '{slot}:{key}' holds NaN or inf; "
+                                               f"the step is not applied", key)
+                slots[slot] = s_max
+            limit = limits.get(w.dtype)
+            if limit is None:  # half the dtype's largest number: a margin for the rounding the bounds leave out
+                limit = limits[w.dtype] = float(np.finfo(w.dtype).max) / 2
+            proven = proven and max(self._update_bounds(w_max, g_max, slots, lr, w.dtype)) <= limit
+            prepared.append((key, w, g))
+        if proven:
+            self.iterations += 1
+            self._apply(prepared, lr)
+        else:
+            self._checked_step(prepared, lr)
+
+    def _apply(self, prepared, lr):
+        for key, w, g in prepared:
             if self.weight_decay:
                 w -= w.dtype.type(lr * self.weight_decay) * w
-            self._update(key, w, g.astype(w.dtype, copy=False), lr)
+            self._update(key, w, g, lr)
+
+    def _checked_step(self, prepared, lr):
+        """The step when the bounds do not prove it finite: copy what it touches, step, check, put back on
+        failure (or on any error)."""
+        saved_iterations = self.iterations
+        saved, created = [], []  # (array, copy); the slots this step creates are removed on failure
+        for key, w, _ in prepared:
+            saved.append((w, w.copy()))
+            for slot in self.slot_names:
+                table = self.slots[slot]
+                if key in table:
+                    saved.append((table[key], table[key].copy()))
+                else:
+                    created.append((slot, key))
+        bad = None
+        try:
+            self.iterations += 1
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self._apply(prepared, lr)
+            for key, w, _ in prepared:
+                touched = [("weight", w)] + [(f"state '{slot}'", self.slots[slot][key])
+                                             for slot in self.slot_names if key in self.slots[slot]]
+                bad = next(((key, what) for what, array in touched if not math.isfinite(_max_abs(array))), None)
+                if bad is not None:
+                    break
+        except BaseException:
+            self._put_back(saved, created, saved_iterations)
+            raise
+        if bad is not None:
+            self._put_back(saved, created, saved_iterations)
+            key, what = bad
+            raise NonFiniteUpdateError(
+                f"{type(self).__name__}: update {saved_iterations + 1} would make the {what} of '{key}' infinite or "
+                f"NaN (learning rate {lr:g}, finite gradients); the step is not applied: the weights, the state "
+                f"and the step count are as before", key)
+
+    def _put_back(self, saved, created, iterations):
+        for array, copy in saved:
+            array[...] = copy
+        for slot, key in created:
+            self.slots[slot].pop(key, None)
+        self.iterations = iterations
+
+    def _update_bounds(self, w_max, g_max, slot_max, lr, dtype):
+        """Bounds of the step from the largest magnitudes of a weight, its gradient and its state.
+
+        Parameters
+        ----------
+        w_max, g_max : float
+            ``max |w|`` and ``max |g|`` (``g`` in the weight's dtype).
+        slot_max : dict of str -> float
+            ``max |s|`` of each state array of the weight (0 for one the step creates).
+        lr : float
+        dtype : numpy.dtype
+            The weight's.
+
+        Returns
+        -------
+        list of float
+            Bounds of the magnitude of every value the update computes for this weight (the new weight, the new
+            state, the intermediates); the step runs without copies when all are at most half the dtype's
+            largest number. The base class proves nothing (``[inf]``): a subclass's step is then always
+            checked, with copies.
+        """
+        return [math.inf]
+
+    def _decayed(self, w_max, lr):
+        """A bound of the weight after the decoupled decay ``w − η λ w``."""
+        return w_max * (1.0 + lr * self.weight_decay)
 
     def _check_rates(self, lr, dtypes):
         """Refuse, before any weight changes, a learning rate (or its product with the weight decay) that does not
@@ -427,4 +595,4 @@ class Optimizer:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in config.items())})"
 
 
-__all__ = ["Optimizer", "check_learning_rate"]
+__all__ = ["Optimizer", "check_learning_rate", "NonFiniteGradientError", "NonFiniteUpdateError"]

@@ -59,6 +59,17 @@ class SGD(Optimizer):
         else:
             w += v
 
+    def _update_bounds(self, w_max, g_max, slot_max, lr, dtype):
+        """Bounds of :meth:`_update` from the largest magnitudes (see :meth:`Optimizer._update_bounds`):
+        ``|η g| ≤ η max|g|``, ``|v'| ≤ μ max|v| + η max|g|`` and ``|w'| ≤ max|w|(1 + ηλ) + |v'|`` (Nesterov:
+        ``+ μ|v'| + η max|g|``)."""
+        decayed = self._decayed(w_max, lr)
+        step = lr * g_max
+        if self.momentum == 0.0:
+            return [decayed + step]
+        velocity = self.momentum * slot_max["velocity"] + step
+        return [decayed + (self.momentum * velocity + step if self.nesterov else velocity), velocity]
+
     def slots_in_use(self, config=None) -> tuple:
         """``('velocity',)`` with momentum, ``()`` without (plain SGD keeps no state)."""
         momentum = self.momentum if config is None else config.get("momentum", self.momentum)
