@@ -126,6 +126,15 @@ def name_max(directory) -> int:
     return value if isinstance(value, int) and value > _TEMP_EXTRA else 255
 
 
+
+def _refuse_long_name(path, directory, prefix=""):
+    """``ENAMETOOLONG`` (``OSError``) when the last part of ``path`` is longer than ``directory``'s file system
+    allows (:func:`name_max`); the message starts with ``path`` and ``prefix``."""
+    size, limit = len(os.fsencode(os.path.basename(path))), name_max(directory)
+    if size > limit:
+        raise OSError(errno.ENAMETOOLONG, f"{path}: {prefix}its name is {size} bytes, more than the {limit} this "
+                                          f"file system allows")
+
 def temp_prefix(name: str, limit: int = 255) -> str:
     """``'.' + name + '.'``, with ``name`` cut (at a character) so that a temporary name built on it (8 random hex
     digits and :data:`TEMP_SUFFIX` follow) is at most ``limit`` bytes."""
@@ -198,11 +207,7 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None):
         raise FileNotFoundError(f"{path}: cannot write, the folder {directory!r} does not exist")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: cannot write a file there, it is a folder")
-    name = os.path.basename(path)
-    limit = name_max(directory)
-    if len(os.fsencode(name)) > limit:
-        raise OSError(errno.ENAMETOOLONG, f"{path}: cannot write, its name is {len(os.fsencode(name))} bytes, more "
-                                          f"than the {limit} this file system allows")
+    _refuse_long_name(path, directory, "cannot write, ")
     try:
         st = os.lstat(path)
     except OSError:
@@ -210,7 +215,7 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None):
     if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
         raise OSError(errno.EINVAL, f"{path}: is {file_kind(st.st_mode)}, not a regular file; refusing to "
                                     f"replace it with one")
-    fd, tmp = _create_temp(directory, name)
+    fd, tmp = _create_temp(directory, os.path.basename(path))
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, _default_file_mode(path))
@@ -623,11 +628,7 @@ def check_output_path(path) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, f"{path}: is a folder, not a file name")
     check_writable_folder(directory)
-    name = os.path.basename(path)
-    limit = name_max(directory)
-    if len(os.fsencode(name)) > limit:
-        raise OSError(errno.ENAMETOOLONG, f"{path}: its name is {len(os.fsencode(name))} bytes, more than the "
-                                          f"{limit} this file system allows")
+    _refuse_long_name(path, directory)
     try:
         st = os.stat(path)  # a link to a FIFO is as bad as the FIFO
     except OSError:
