@@ -126,7 +126,6 @@ def name_max(directory) -> int:
     return value if isinstance(value, int) and value > _TEMP_EXTRA else 255
 
 
-
 def _refuse_long_name(path, directory, prefix=""):
     """``ENAMETOOLONG`` (``OSError``) when the last part of ``path`` is longer than ``directory``'s file system
     allows (:func:`name_max`); the message starts with ``path`` and ``prefix``."""
@@ -134,6 +133,7 @@ def _refuse_long_name(path, directory, prefix=""):
     if size > limit:
         raise OSError(errno.ENAMETOOLONG, f"{path}: {prefix}its name is {size} bytes, more than the {limit} this "
                                           f"file system allows")
+
 
 def temp_prefix(name: str, limit: int = 255) -> str:
     """``'.' + name + '.'``, with ``name`` cut (at a character) so that a temporary name built on it (8 random hex
