@@ -30,6 +30,7 @@ import json
 import pathlib
 import re
 import sys
+import textwrap
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
@@ -274,7 +275,7 @@ def plot_profile(profiles, out):
 
 
 #: how many of the newest ``versus_torch_*.json`` runs ``versus_torch.png`` shows (older ones stay in the folder)
-VERSUS_RUNS = 4
+VERSUS_RUNS = 5
 
 
 def plot_versus_torch(runs, out):
@@ -328,8 +329,8 @@ def plot_versus_torch(runs, out):
     tops = [max(r["tinynet_process_peak_mib"], r["torch_process_peak_mib"]) for r in train]
     mem.set_ylim(0, 1.5 * max(tops, default=1.0))  # room for the legend above the bars
     mem.legend(fontsize=6, loc="upper left", ncol=2)
-    fig.suptitle("benchmarks/versus_torch.py, the newest runs:\n" + ", ".join(path.name for _, path in runs),
-                 fontsize=7)
+    names = textwrap.wrap(", ".join(path.name for _, path in runs), 150)  # a line per few runs
+    fig.suptitle("benchmarks/versus_torch.py, the newest runs:\n" + "\n".join(names), fontsize=7)
     fig.tight_layout()
     return fileio.save_figure(fig, out / "versus_torch.png", dpi=DPI)
 
