@@ -140,7 +140,8 @@ def recorded():
         }
         for name, (inputs, call) in calls.items():
             before = len(recorder.launches)
-            outputs = call()
+            with np.errstate(all="ignore"):  # the stand-in launches nothing: CuPy's own sums (batch norm's
+                outputs = call()             # statistics) read uninitialised outputs, NaN at times
             outputs = outputs if isinstance(outputs, tuple) else (outputs,)
             inputs = inputs() if callable(inputs) else inputs
             assert len(recorder.launches) == before + 1, f"{name} ({np.dtype(dtype)}): expected one launch"
