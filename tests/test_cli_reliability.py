@@ -446,7 +446,11 @@ def test_plot_summary_and_check_keras_refuse_mistakes_in_one_line(tmp_path, caps
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(data path, checkpoint folder) of one epoch on the toy data; a test that edits it works on a copy."""
-    root = tmp_path_factory.mktemp("trained")
+    return one_epoch_checkpoint(tmp_path_factory.mktemp("trained"))
+
+
+def one_epoch_checkpoint(root):
+    """(data path, checkpoint folder): toy data written in ``root`` and one epoch of ``TRAIN`` on it, saved there."""
     path = make_npz(root / "toy.npz")
     assert main(TRAIN + ["--data", path, "--checkpoint", str(root / "ckpt")]) == 0
     return path, root / "ckpt"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import tinynet
-from inception.__main__ import main
-from tests.test_cli_reliability import TRAIN, assert_one_line_error, cli, folder_digest, make_npz
+from tests.test_cli_reliability import (TRAIN, assert_one_line_error, cli, folder_digest, make_npz,
+                                        one_epoch_checkpoint)
 
 
 @pytest.fixture(autouse=True)
@@ -29,10 +29,7 @@ def npz(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(data path, checkpoint folder) of one epoch (default cosine schedule) on the toy data; copy before editing."""
-    root = tmp_path_factory.mktemp("trained5")
-    path = make_npz(root / "toy.npz")
-    assert main(TRAIN + ["--data", path, "--checkpoint", str(root / "ckpt")]) == 0
-    return path, root / "ckpt"
+    return one_epoch_checkpoint(tmp_path_factory.mktemp("trained5"))
 
 
 # ------------------------------------------------------------------------------------------ 1: one run per folder

@@ -1063,10 +1063,7 @@ def standardize_x(model, x, who, what="x", check_values=True):
     if len(sizes) > 1:
         raise ValueError(f"{who}: the input arrays of {what} have different lengths {[len(a) for a in out]}")
     if check_values:
-        for t, a in zip(inputs, out):
-            problem = input_value_problem(a, t.dtype)
-            if problem is not None:
-                raise ValueError(f"{who}: {what} for input '{t.name}' {problem}")
+        _check_input_values(model, out, who, what)
     return out
 
 

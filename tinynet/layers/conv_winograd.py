@@ -198,14 +198,14 @@ def range_fits(a) -> bool:
     times the transforms' growth, a few units), whatever its own window holds: a value 10⁵ times its
     neighbours leaves errors of 1-3 % (float32) on small outputs of its tile that do not read it, where im2col
     is exact to 1e-7. Bounding the largest value by 10³ typical ones bounds every output's error by about
-    ``10³ · ε`` (1e-4 in float32) of the typical output. Costs two passes over ``a`` (its max and min, no
-    copy) and a partial sort of the sample; GoogLeNet's activations (random normal or trained) stay well inside
-    (their largest value is a few times the 95th percentile). Always true for an array of zeros."""
+    ``10³ · ε`` (1e-4 in float32) of the typical output. Costs one pass over ``a`` (its largest magnitude,
+    :func:`tinynet.kernels.largest_magnitudes`) and a partial sort of the sample; GoogLeNet's activations (random
+    normal or trained) stay well inside (their largest value is a few times the 95th percentile). Always true
+    for an array of zeros."""
     if a.size == 0:
         return True
-    with np.errstate(invalid="ignore"):
-        top = max(float(a.max()), -float(a.min()))
-        return bool(top <= DYNAMIC_RANGE * typical(a))  # False for nan
+    top = kernels.largest_magnitudes([a])[0]  # nan for NaN or inf
+    return bool(top <= DYNAMIC_RANGE * typical(a))  # False for nan
 
 
 def images_per_chunk(x_shape, out_shape, itemsize) -> int:

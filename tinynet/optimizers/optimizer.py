@@ -84,23 +84,12 @@ class NonFiniteUpdateError(FloatingPointError):
         self.key = key
 
 
-def _max_abs(array) -> float:
-    """The largest magnitude in ``array`` as a float (NaN when it holds a NaN, 0 when empty): two reductions
-    and no temporary array."""
-    if array.size == 0:
-        return 0.0
-    high, low = float(array.max()), -float(array.min())
-    if high != high or low != low:
-        return math.nan
-    return high if high >= low else low
-
-
 def _largest_magnitudes(arrays) -> list:
     """``max |a|`` of each array (NaN for one holding NaN or inf, 0 when empty): on the CPU the kernel
     :func:`tinynet.kernels.largest_magnitudes` (with Numba one call and one pass per array at memory speed),
-    on a GPU :func:`_max_abs` each."""
+    on a GPU its NumPy reference, whose two reductions per array run on CuPy arrays as they are."""
     if backend.is_gpu_array(arrays[0]):
-        return [_max_abs(a) for a in arrays]
+        return kernels.numpy_kernels.largest_magnitudes(arrays)
     # the dispatcher's checks, once: the step casts the gradient to the weight's dtype, and the state has it
     return kernels.implementation("largest_magnitudes", arrays[0])(arrays)
 
@@ -324,7 +313,8 @@ class Optimizer:
             for key, w, _ in prepared:
                 touched = [("weight", w)] + [(f"state '{slot}'", self.slots[slot][key])
                                              for slot in self.slot_names if key in self.slots[slot]]
-                bad = next(((key, what) for what, array in touched if not math.isfinite(_max_abs(array))), None)
+                found = _largest_magnitudes([array for _, array in touched])
+                bad = next(((key, what) for (what, _), m in zip(touched, found) if not math.isfinite(m)), None)
                 if bad is not None:
                     break
         except BaseException:
