@@ -318,12 +318,20 @@ class Communicator:
         self.mpi.Barrier()
 
     def abort(self, code=1):
-        """End every process of the job now with exit code ``code`` (``MPI_Abort``); does not return."""
+        """End every process of the job now with exit code ``code`` (``MPI_Abort``); does not return.
+
+        The streams are flushed first, then the process waits :data:`ABORT_GRACE` seconds: the launcher forwards
+        a rank's output through a pipe of its own, and ``MPI_Abort`` kills every rank at once, so output still in
+        that pipe (the ``rank R: <error>`` line that says why) was lost now and then (seen once in a CI run)."""
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
+        time.sleep(ABORT_GRACE)
         self.mpi.Abort(int(code))
 
+
+#: seconds a rank waits, its output flushed, before ``MPI_Abort`` ends the job (:meth:`Comm.abort`)
+ABORT_GRACE = 0.25
 
 _WORLD = None
 
