@@ -500,10 +500,13 @@ def _set(path, value):
     (_set("batch_size", 10**12), "batch_size 1000000000000 where its run's settings give 6", True),
     (_set("optimizer.config.learning_rate", 1e300), "an optimizer learning rate of 1e+300", True),
     (_set("optimizer.config.beta_1", 0.5), "optimizer.config.beta_1 0.5 where its run's settings give 0.9", True),
-    (_set("epoch", 10**400), "records epoch 10000000000000000000... (401 characters), not a count of 0..100000", True),
+    (_set("epoch", 10**400), "field 'epoch' must be a non-negative integer (at most 2**63 - 1), got 10000000000", True),
+    (_set("epoch", 10**12), "records epoch 1000000000000, not a count of 0..100000 epochs", True),
     (lambda s: s["history"]["loss"].append(1.0), "a history with more entries than its 1 epochs (", True),
-    (_set("optimizer.iterations", 10**30), "records 1000000000000000000000000000000 optimizer steps, more than its 1 "
-                                           "epoch(s) of 4 steps take", False),
+    (_set("optimizer.iterations", 10**15), "records 1000000000000000 optimizer steps, more than its 1 epoch(s) of 4 "
+                                           "steps take", False),
+    (_set("optimizer.iterations", 10**30), "'optimizer.iterations' must be a non-negative integer (at most 2**63 - 1)",
+     True),
     (_set("grad_norms", {"step": [99], "with_aux": {}, "main_only": {}}), "gradient norms at step 99, after its 4",
      False),
     (lambda s: s["config"]["class_names"].reverse(), "does not fit the data it was trained on: class_names", False),

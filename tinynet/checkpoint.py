@@ -177,14 +177,26 @@ def _decode_number(value):
     return _NONFINITE[value] if isinstance(value, str) else value
 
 
+#: The largest integer a manifest field may hold (epochs, steps, sizes, batch size): an int64.
+_MAX_INT = 2 ** 63 - 1
+
+
 def _is_number(value, allow_encoded=False):
     if isinstance(value, bool):
         return False
-    return isinstance(value, (int, float)) or (allow_encoded and isinstance(value, str) and value in _NONFINITE)
+    if isinstance(value, int):  # JSON holds any integer; one beyond float range would overflow where it is used
+        return abs(value) <= _MAX_INT
+    return isinstance(value, float) or (allow_encoded and isinstance(value, str) and value in _NONFINITE)
+
+
+def _short(value, limit=80):
+    """``repr(value)``, cut to ``limit`` characters (a manifest's integer may have thousands of digits)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_int(value, minimum=0):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= _MAX_INT
 
 
 def _decode_history(history):
@@ -231,22 +243,25 @@ def _check_manifest(state, path):
     if missing:
         _fail(path, f"missing field(s) {missing}")
     if not _is_int(state["epoch"]):
-        _fail(path, f"field 'epoch' must be a non-negative integer, got {state['epoch']!r}")
+        _fail(path, f"field 'epoch' must be a non-negative integer (at most 2**63 - 1), got "
+                    f"{_short(state['epoch'])}")
     _check_number_lists(state["history"], path, "history")
     opt = state["optimizer"]
     if not isinstance(opt, dict) or not isinstance(opt.get("config"), dict) \
             or not isinstance(opt["config"].get("name"), str):
         _fail(path, "field 'optimizer' must be an object with 'config' (an object with a 'name')")
     if not _is_int(opt.get("iterations")):
-        _fail(path, f"field 'optimizer.iterations' must be a non-negative integer, got {opt.get('iterations')!r}")
+        _fail(path, f"field 'optimizer.iterations' must be a non-negative integer (at most 2**63 - 1), got "
+              f"{_short(opt.get('iterations'))}")
     if state["schedule"] is not None and (not isinstance(state["schedule"], dict)
                                           or not isinstance(state["schedule"].get("name"), str)):
         _fail(path, "field 'schedule' must be null or an object with a 'name'")
     lw = state["loss_weights"]
     if not isinstance(lw, list) or not lw or not all(_is_number(v) and math.isfinite(v) for v in lw):
-        _fail(path, f"field 'loss_weights' must be a non-empty list of finite numbers, got {lw!r}")
+        _fail(path, f"field 'loss_weights' must be a non-empty list of finite numbers, got {_short(lw)}")
     if not _is_int(state["batch_size"], 1):
-        _fail(path, f"field 'batch_size' must be a positive integer, got {state['batch_size']!r}")
+        _fail(path, f"field 'batch_size' must be a positive integer (at most 2**63 - 1), got "
+                    f"{_short(state['batch_size'])}")
     rng = state["rng"]
     if not isinstance(rng, dict) or not isinstance(rng.get("global"), dict) or not isinstance(rng.get("layers"), dict):
         _fail(path, "field 'rng' must be an object with 'global' and 'layers' generator states")
@@ -272,7 +287,8 @@ def _check_manifest(state, path):
             _fail(path, f"field 'files.{kind}.name' is {name!r}: a checkpoint names files in its own folder only "
                         f"(letters, digits, '.', '_', '-'; no path separators, not hidden)")
         if not _is_int(entry["size"]):
-            _fail(path, f"field 'files.{kind}.size' must be a non-negative integer, got {entry['size']!r}")
+            _fail(path, f"field 'files.{kind}.size' must be a non-negative integer (at most 2**63 - 1), got "
+                        f"{_short(entry['size'])}")
         if not isinstance(entry["sha256"], str) or not _SHA256.fullmatch(entry["sha256"]):
             _fail(path, f"field 'files.{kind}.sha256' must be 64 lowercase hex digits, got {entry['sha256']!r}")
     if files["weights"]["name"] == files["optimizer"]["name"]:
@@ -697,10 +713,13 @@ def load(directory, trainer) -> dict:
             from None
     except ValueError as error:
         raise CheckpointError(f"{opt_path}: {error}") from None
+    except OverflowError as error:  # a config integer beyond float range
+        raise CheckpointError(f"{manifest}: field 'optimizer.config' holds a number beyond float range ({error})") \
+            from None
     try:
         schedule = get_schedule(state["schedule"]) if state["schedule"] is not None else None
-    except (TypeError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{manifest}: bad 'schedule' {state['schedule']!r} ({error})") from None
+    except (TypeError, ValueError, KeyError, OverflowError) as error:  # Overflow: an integer beyond float range
+        raise CheckpointError(f"{manifest}: bad 'schedule' {str(state['schedule'])[:300]} ({error})") from None
     if len(state["loss_weights"]) != len(model.outputs):
         _fail(manifest, f"{len(state['loss_weights'])} loss weights for a model with {len(model.outputs)} outputs")
     try:

@@ -379,13 +379,15 @@ class Engine:
         self.last_lr = optimizer.learning_rate
         try:
             optimizer.step()  # checks everything before it changes a weight, and refuses a non-finite result
-        except (optimizers_module.NonFiniteGradientError, optimizers_module.NonFiniteUpdateError) as error:
+        except BaseException as error:  # any refusal (also a rate beyond the dtype): the rate is put back too
             if saved_rate is not None:
                 optimizer.learning_rate = saved_rate
             self.last_lr = saved_last
             if isinstance(error, optimizers_module.NonFiniteGradientError):
                 raise diverged(f"non-finite value in layer '{error.layer}' ({error.weight})") from None
-            raise TrainingDiverged(self.epoch + 1, optimizer.iterations + 1, str(error)) from None
+            if isinstance(error, optimizers_module.NonFiniteUpdateError):
+                raise TrainingDiverged(self.epoch + 1, optimizer.iterations + 1, str(error)) from None
+            raise
 
     def _statistics_snapshot(self):
         """Copies of the weights that a training forward changes itself (BatchNormalization's moving statistics,
@@ -1316,6 +1318,16 @@ def _refuse_weights_in_parallel(state, who, given):
                          f"one process (distributed=False) to weight examples")
 
 
+def _check_callbacks(who, callbacks):
+    """``ValueError`` naming ``who`` unless ``callbacks`` is None or a list (tuple) of Callback objects."""
+    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+        raise ValueError(f"{who}: callbacks must be a list of tinynet.callbacks.Callback, got "
+                         f"{type(callbacks).__name__}")
+    for cb in callbacks or []:
+        if not isinstance(cb, callbacks_module.Callback):
+            raise ValueError(f"{who}: callbacks must be tinynet.callbacks.Callback objects, got {type(cb).__name__}")
+
+
 def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
         initial_epoch=0, distributed=None):
@@ -1356,12 +1368,7 @@ def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
     if validation_split >= 1:
         raise ValueError(f"{who}: validation_split must be in [0, 1), got {validation_split!r}")
     check_flag(who, "shuffle", shuffle, ValueError)
-    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
-        raise ValueError(f"{who}: callbacks must be a list of tinynet.callbacks.Callback, got "
-                         f"{type(callbacks).__name__}")
-    for cb in callbacks or []:
-        if not isinstance(cb, callbacks_module.Callback):
-            raise ValueError(f"{who}: callbacks must be tinynet.callbacks.Callback objects, got {type(cb).__name__}")
+    _check_callbacks(who, callbacks)
     xs = standardize_x(model, x, who, check_values=False)  # checked below, once the validation part is known
     n = len(xs[0])
     if n == 0:
@@ -1426,6 +1433,7 @@ def evaluate(model, state, x=None, y=None, batch_size=None, verbose="auto", samp
     who = "evaluate"
     _require_compiled(model, state, who)
     verbose = _verbose(who, verbose)
+    _check_callbacks(who, callbacks)
     batch_size = 32 if batch_size is None else _positive_int(who, "batch_size", batch_size)
     xs, ys, sws = _batch_arrays(model, state, x, y, who, sample_weight)
     cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,

@@ -42,7 +42,6 @@ import tempfile
 import zipfile
 
 import numpy as np
-from zlib import error as zlib_error
 
 
 class FileFormatError(ValueError):
@@ -393,10 +392,19 @@ def _read_header(member, path, key):
         np.lib.format.read_magic(buffer)
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = reader(buffer)
-    except (ValueError, EOFError, SyntaxError, TypeError, KeyError, OverflowError) as error:
-        raise FileFormatError(f"{path}: member {key!r} has an unreadable .npy header ({error})") from None
-    if any(not isinstance(n, int) or n < 0 for n in shape):
+    except MemoryError:
+        raise
+    except Exception as error:  # NumPy's parser raises ValueError, SyntaxError, tokenize.TokenError, ...
+        raise FileFormatError(f"{path}: member {key!r} has an unreadable .npy header "
+                              f"({type(error).__name__}: {str(error)[:200]})") from None
+    if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in shape):
         raise FileFormatError(f"{path}: member {key!r} declares an impossible shape {shape}")
+    if dtype.subdtype is not None:  # NumPy would read an array of another shape than the header's
+        raise FileFormatError(f"{path}: member {key!r} has a sub-array dtype {dtype} (shape {tuple(shape)} plus "
+                              f"{dtype.shape}); only plain dtypes are read")
+    if dtype.itemsize == 0 and math.prod(shape) > 0:  # elements of 0 bytes: no file size would bound their count
+        raise FileFormatError(f"{path}: member {key!r} declares {math.prod(shape)} elements of 0 bytes (dtype "
+                              f"{dtype.str}); refused")
     return tuple(shape), fortran, dtype, len(magic) + len(size_bytes) + header_len
 
 
@@ -471,7 +479,9 @@ def _open_zip(path, data):
     with source:
         try:
             zf = zipfile.ZipFile(source)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        except MemoryError:
+            raise
+        except Exception as error:  # BadZipFile, NotImplementedError (a 'zip file version 7.3'), OSError, ...
             raise FileFormatError(f"{path}: not a readable .npz file (truncated or not a zip archive: {error})") \
                 from None
         with zf:
@@ -489,11 +499,18 @@ def npz_names(path, data=None) -> list:
         return _member_names(zf.infolist(), path)
 
 
+def _shown_name(name, limit=100):
+    """``repr(name)`` cut to ``limit`` characters: a zip member's name may be 64 KiB long."""
+    text = repr(name)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(name)} characters)"
+
+
 def _member_names(infos, path):
     names = []
     for info in infos:
         if not info.filename.endswith(".npy") or info.is_dir():
-            raise FileFormatError(f"{path}: unexpected member {info.filename!r} (an .npz holds only .npy arrays)")
+            raise FileFormatError(f"{path}: unexpected member {_shown_name(info.filename)} (an .npz holds only .npy "
+                                  f"arrays)")
         names.append(info.filename[:-4])
     if len(set(names)) != len(names):
         raise FileFormatError(f"{path}: repeated member names")
@@ -546,7 +563,7 @@ def _check_members(zf, path, expected, allowed, max_bytes):
         unexpected = [n for n in names if allowed is not None and n not in allowed]
         missing = []
     if unexpected:
-        raise FileFormatError(f"{path}: unexpected member(s) {unexpected[:5]}"
+        raise FileFormatError(f"{path}: unexpected member(s) [{', '.join(map(_shown_name, unexpected[:5]))}]"
                               + (f" (of {len(unexpected)})" if len(unexpected) > 5 else ""))
     if missing:
         raise FileFormatError(f"{path}: missing {len(missing)} array(s), e.g. {missing[:5]}")
@@ -555,8 +572,11 @@ def _check_members(zf, path, expected, allowed, max_bytes):
         try:
             with zf.open(info) as member:
                 shape, _, dtype, header_len = _read_header(member, path, key)
-        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, zlib_error) as error:
-            raise FileFormatError(f"{path}: member {key!r} is corrupt or unreadable ({error})") from None
+        except (FileFormatError, MemoryError):
+            raise
+        except Exception as error:  # zipfile and zlib raise many types on damaged data
+            raise FileFormatError(f"{path}: member {key!r} is corrupt or unreadable ({type(error).__name__}: "
+                                  f"{str(error)[:200]})") from None
         if dtype.hasobject:
             raise FileFormatError(f"{path}: array {key!r} has dtype object: only np.load(allow_pickle=True) could "
                                   f"read it, which runs pickle; refused")
@@ -596,10 +616,10 @@ def read_npz(path, expected=None, allowed=None, max_bytes=None, data=None) -> di
                     if member.read(1) != b"":  # reaching the end makes zipfile verify the CRC
                         raise FileFormatError(f"{path}: array {key!r} has trailing data")
                 arrays[key] = array
-        except FileFormatError:
+        except (FileFormatError, MemoryError):
             raise
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, zlib_error) as error:
-            raise FileFormatError(f"{path}: corrupt data ({error})") from None
+        except Exception as error:  # zipfile, zlib and NumPy raise many types on damaged data
+            raise FileFormatError(f"{path}: corrupt data ({type(error).__name__}: {str(error)[:200]})") from None
     return arrays
 
 

@@ -168,7 +168,9 @@ def read_weights(model, path, max_bytes=None, data=None) -> dict:
         raise WeightsKeyError(f"load_weights: {path} lacks {len(missing)} weights, e.g. {missing[:5]}" + hint)
     stored = fileio.read_npz(path, expected={keys[k]: (s, None) for k, (s, _) in expected.items()},
                              max_bytes=max_bytes, data=data)                   # 4. the data, CRC checked
-    arrays = {key: np.asarray(stored[keys[key]], dtype=dtype) for key, (_, dtype) in expected.items()}
+    with np.errstate(over="ignore", invalid="ignore"):  # a float64 beyond float32's range: refused just below
+        # C order, as the model built them: a file may store Fortran-ordered arrays
+        arrays = {key: np.ascontiguousarray(stored[keys[key]], dtype=dtype) for key, (_, dtype) in expected.items()}
     for layer in model.layers:                                                # 5. the values
         try:
             layer.prepare_weights([arrays[weight_key(layer, name)] for name in layer.weight_names])

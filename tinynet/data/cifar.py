@@ -95,7 +95,10 @@ class _ArrayStub:
                                          f"{math.prod(shape) * dt.itemsize} bytes but holds {len(raw)}")
         if budget is not None:
             budget.spend_bytes(len(raw))
-        return np.frombuffer(bytes(raw), dt).reshape(shape, order="F" if fortran else "C").copy()
+        try:
+            return np.frombuffer(bytes(raw), dt).reshape(shape, order="F" if fortran else "C").copy()
+        except ValueError as error:  # e.g. a dimension of 2**64 in an empty array: 'Maximum allowed dimension'
+            raise pickle.UnpicklingError(f"CIFAR loader: bad array shape {shape!r} ({error})"[:300]) from None
 
 
 _DTYPE_CODE = re.compile(r"[<>|=]?[biuf][0-9]{0,2}")
@@ -358,6 +361,9 @@ def _load_batch(path, limit, why):
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise FileFormatError(f"{path}: 'labels' is an array of shape {labels.shape} {labels.dtype}, expected "
                                   f"N integers")
+        if labels.size and int(labels.max()) >= 2 ** 62:  # uint64 would wrap to negative in the int64 cast below
+            raise FileFormatError(f"{path}: 'labels' holds values up to {int(labels.max())}, which are not class "
+                                  f"indices")
     elif not (isinstance(labels, (list, tuple))
               and all(isinstance(v, int) and not isinstance(v, bool) for v in labels)):
         raise FileFormatError(f"{path}: 'labels' must be a flat list of integers")

@@ -17,6 +17,10 @@ from .pixels import _size_pair, _value_range, scale_pixels
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+#: The Pillow formats read (those of :data:`IMAGE_EXTENSIONS`, whatever a file's extension): the content decides
+#: among them, but nothing else is decoded (an EPS named ``.png`` would run Ghostscript; ICO, PSD, FITS, ... are
+#: not images this loader promises to read).
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 # -------------------------------------------------------------------------------------------- image files
@@ -52,7 +56,7 @@ def _decode(f, path, max_bytes, want_channels, size=None):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(f) as img:
+        with Image.open(f, formats=IMAGE_FORMATS) as img:
             need = _decode_peak(img.size[0], img.size[1], len(img.getbands()), want_channels, size)
             if need > max_bytes:
                 raise FileFormatError(f"{path}: reading a {img.size[0]}x{img.size[1]} image needs "
@@ -71,7 +75,10 @@ def _decode(f, path, max_bytes, want_channels, size=None):
     except PermissionError:
         raise FileFormatError(f"{path}: cannot be read (permission denied)") from None
     except UnidentifiedImageError:
-        raise FileFormatError(f"{path}: not an image Pillow can read (unknown format, or a corrupt header)") from None
+        raise FileFormatError(f"{path}: not an image Pillow can read (unknown format, or a corrupt header; read are "
+                              f"{', '.join(IMAGE_FORMATS)})") from None
+    except Image.DecompressionBombError as error:
+        raise FileFormatError(f"{path}: too large an image, refused before decoding ({error})") from None
     except Exception as error:  # Pillow raises many types on damaged files (OSError, SyntaxError, ValueError, ...)
         raise FileFormatError(f"{path}: corrupt or truncated image ({type(error).__name__}: {error})") from None
 
@@ -258,4 +265,4 @@ def load_folder(root, image_size=None, channels=None, max_bytes=None) -> Dataset
     return Dataset(np.stack(images), np.array(labels, dtype=np.int64), classes)
 
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image", "load_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "IMAGE_FORMATS", "read_image", "load_folder"]

@@ -168,6 +168,12 @@ def _npz_layout(path, headers, max_bytes, split=False):
 
 
 def _npz_names(path, array):
+    if array.dtype.kind == "U":  # UCS-4 code units: NumPy turns one beyond U+10FFFF into a SystemError
+        units = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(-1).view("<u4")
+        bad = (units > 0x10FFFF) | ((units >= 0xD800) & (units <= 0xDFFF))
+        if bad.any():
+            raise FileFormatError(f"{path}: 'class_names' holds {int(bad.sum())} value(s) that are not Unicode "
+                                  f"characters (e.g. code {int(units[bad][0]):#x}: beyond U+10FFFF or a surrogate)")
     if array.dtype.kind == "S":
         try:
             return [s.decode("utf-8") for s in array.tolist()]
@@ -214,7 +220,13 @@ def _load_npz(path, max_bytes, split):
     max_bytes = _bound(max_bytes)
     headers = npz_headers(path, allowed=NPZ_KEYS, max_bytes=max_bytes)
     pairs = _npz_layout(path, headers, max_bytes, split)
-    arrays = read_npz(path, allowed=NPZ_KEYS, max_bytes=max_bytes)
+    # the file is opened again: what it holds must be what was checked (a file replaced in between is refused)
+    arrays = read_npz(path, expected=headers, max_bytes=max_bytes)
+    changed = [k for k, (_, dtype) in headers.items() if arrays[k].dtype != dtype]
+    if changed:
+        key = changed[0]
+        raise FileFormatError(f"{path}: changed while it was read (array {key!r} is now {arrays[key].dtype}, was "
+                              f"{headers[key][1]}); read it again")
     labels = [_as_labels(arrays[yk], f"{path}: array {yk!r}", FileFormatError, allow_negative=False)
               for _, yk in pairs]
     images = _scale_arrays([arrays[xk] for xk, _ in pairs],

@@ -536,7 +536,8 @@ def largest_magnitudes(arrays):
             found.append(0.0)
             continue
         high, low = float(a.max()), -float(a.min())  # two reductions, no temporary array; NaN propagates
-        found.append(max(high, low) if math.isfinite(high) and math.isfinite(low) else math.nan)
+        # abs: all -0.0 gives max(-0.0, 0.0) = -0.0; a magnitude is +0.0 (the Numba kernel's)
+        found.append(abs(max(high, low)) if math.isfinite(high) and math.isfinite(low) else math.nan)
     return found
 
 

@@ -62,14 +62,16 @@ class Adam(Optimizer):
         """Bounds of :meth:`_update` from the largest magnitudes (see :meth:`Optimizer._update_bounds`): the
         moments are convex combinations, ``|m'| ≤ max(max|m|, max|g|)`` and ``v' ≤ max(max v, max g²)``; the
         intermediates ``g − m`` and ``g²`` are bounded by ``max|g| + max|m|`` and ``max|g|²``; and the step by
-        ``α |m'| / ε`` (``√v' ≥ 0``), so ``|w'| ≤ max|w|(1 + ηλ) + α |m'| / ε``."""
+        ``α |m'| / ε`` (``√v' ≥ 0``), so ``|w'| ≤ max|w|(1 + ηλ) + α |m'| / ε``. The step size ``α`` itself,
+        rounded to the dtype, must be finite: it exceeds ``η`` when ``1 − β_1^t`` is small (``β_1`` near 1), and an
+        infinite ``α`` times ``m' = 0`` is NaN."""
         t = self.iterations + 1
         alpha = lr * math.sqrt(1.0 - self.beta_2 ** t) / (1.0 - self.beta_1 ** t)
         m = max(slot_max["m"], g_max)
         v = max(slot_max["v"], g_max * g_max)
         epsilon = float(np.dtype(dtype).type(self.epsilon))
         step = m * alpha / epsilon if epsilon > 0 else math.inf
-        return [g_max + slot_max["m"], g_max * g_max, m, v, m * alpha, self._decayed(w_max, lr) + step]
+        return [alpha, g_max + slot_max["m"], g_max * g_max, m, v, m * alpha, self._decayed(w_max, lr) + step]
 
     def get_config(self):
         return dict(super().get_config(), beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)

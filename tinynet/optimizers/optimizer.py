@@ -181,9 +181,24 @@ class Optimizer:
                              f"'{self.model.name}'); give each model an optimizer of its own (its state is one "
                              f"array per weight of the model it serves)")
         if self.model is None:
+            self._check_state_shapes(model)
             self.model = model
             model.add_device_listener(self)
         return self
+
+    def _check_state_shapes(self, model):
+        """``ValueError`` when a state array (one loaded before :meth:`attach`, unchecked then) has not the shape of
+        its weight in ``model``: the step would raise in the middle of the update, after changing the weights
+        before it."""
+        wrong = []
+        if any(self.slots.values()):
+            for key, layer, i in self.trainable_entries(model):
+                shape = tuple(layer.weights[i].shape)
+                wrong += [f"{slot}:{key} {tuple(table[key].shape)} (weight {shape})"
+                          for slot, table in self.slots.items() if key in table and tuple(table[key].shape) != shape]
+        if wrong:
+            raise ValueError(f"{type(self).__name__}.attach: the state is not for this model: {len(wrong)} shape(s) "
+                             f"differ, e.g. {wrong[:5]}")
 
     def to(self, device):
         """Move every state array to ``'cpu'`` or ``'gpu'``."""
@@ -216,7 +231,8 @@ class Optimizer:
         The learning rate is read once, before :attr:`iterations` is incremented (a schedule sees step 0 on the
         first update, as in Keras). Every gradient is checked first: a missing one raises ``RuntimeError``, one
         that is not an array ``TypeError``, one whose shape is not its weight's ``ValueError`` naming both, a
-        learning rate (or its product with the weight decay) beyond the weights' float type ``ValueError``, and
+        learning rate (or its product with the weight decay) negative, NaN or beyond the weights' float type
+        ``ValueError``, and
         a gradient (or a weight, or a state array) holding NaN or inf :class:`NonFiniteGradientError`; then no
         weight, state or count has changed.
 
@@ -278,7 +294,11 @@ class Optimizer:
             limit = limits.get(w.dtype)
             if limit is None:  # half the dtype's largest number: a margin for the rounding the bounds leave out
                 limit = limits[w.dtype] = float(np.finfo(w.dtype).max) / 2
-            proven = proven and max(self._update_bounds(w_max, g_max, slots, lr, w.dtype)) <= limit
+            if proven:  # every bound at most the limit; NaN (0 · inf in a bound) fails it (max() would skip it)
+                for bound in self._update_bounds(w_max, g_max, slots, lr, w.dtype):
+                    if not bound <= limit:
+                        proven = False
+                        break
             prepared.append((key, w, g))
         if proven:
             self.iterations += 1
@@ -365,13 +385,17 @@ class Optimizer:
     def _check_rates(self, lr, dtypes):
         """Refuse, before any weight changes, a learning rate (or its product with the weight decay) that does not
         fit the weights' float type: rounded to it, it would be infinite and turn every weight it touches into
-        ±inf or NaN (0 · inf)."""
+        ±inf or NaN (0 · inf). A negative or NaN one (a schedule's value, or a weight decay set on the attribute)
+        is refused too: the bounds of :meth:`_update_bounds` hold for rates >= 0 only."""
         for dtype in dtypes:
             largest = float(np.finfo(dtype).max)
             for what, value in (("the learning rate", lr), ("learning_rate × weight_decay", lr * self.weight_decay)):
-                if not value <= largest:
-                    raise ValueError(f"{type(self).__name__}: {what} is {value:g}, beyond the largest {dtype} "
-                                     f"({largest:g}); the update would make the weights infinite or NaN")
+                if not 0.0 <= value <= largest:
+                    raise ValueError(f"{type(self).__name__}: {what} is {value:g}, "
+                                     + (f"beyond the largest {dtype} ({largest:g}); the update would make the "
+                                        f"weights infinite or NaN" if value > largest else
+                                        "not a number >= 0 (check the learning rate schedule); the step is not "
+                                        "applied"))
 
     def _update(self, key, w, g, lr):
         """Update ``w`` in place from gradient ``g`` with learning rate ``lr`` (a float)."""
