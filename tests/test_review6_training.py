@@ -9,21 +9,9 @@ from tinynet import optimizers
 from tinynet.kernels import numpy_kernels
 
 
-class _floatx:
-    def __init__(self, dtype):
-        self.dtype, self.old = dtype, None
-
-    def __enter__(self):
-        self.old = tinynet.floatx()
-        tinynet.set_floatx(self.dtype)
-
-    def __exit__(self, *exc):
-        tinynet.set_floatx(self.old)
-
-
 def _linear_with_grads(dtype, grad_value):
     tinynet.set_seed(0)
-    with _floatx(dtype):
+    with tinynet.floatx_scope(dtype):
         m = tinynet.Sequential([tinynet.Input((4,)), tinynet.Dense(2)])
     for layer in m.layers:
         layer.grads = [np.full_like(w, grad_value) for w in layer.weights]

@@ -15,20 +15,8 @@ from tinynet.engine import TrainingDiverged
 
 def _linear(dtype="float32", seed=0):
     tinynet.set_seed(seed)
-    with _floatx(dtype):
+    with tinynet.floatx_scope(dtype):
         return tinynet.Sequential([tinynet.Input((4,)), tinynet.Dense(2)])
-
-
-class _floatx:
-    def __init__(self, dtype):
-        self.dtype, self.old = dtype, None
-
-    def __enter__(self):
-        self.old = tinynet.floatx()
-        tinynet.set_floatx(self.dtype)
-
-    def __exit__(self, *exc):
-        tinynet.set_floatx(self.old)
 
 
 def _classifier(seed=0):
