@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinynet.checks import check_flag
-from tinynet.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, concatenate
+from tinynet.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ShapeError, concatenate
 
 
 #: Table 1's Inception blocks: name → (#1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5, pool proj).
@@ -50,6 +50,18 @@ def _name(prefix, suffix):
     return None if prefix is None else f"{prefix}_{suffix}"
 
 
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_widths(who, **widths):
+    """Refuse, before any layer is built, a width that is not an integer >= 1, naming the function and argument
+    (a layer would name only itself, after the branches before it were built)."""
+    for arg, value in widths.items():
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{who}: {arg} must be an integer >= 1, got {value!r}")
+
+
 def inception_block(x, c1, r3, c3, r5, c5, pool_proj, name=None):
     """Inception module with dimension reductions (Figure 2(b)).
 
@@ -69,7 +81,13 @@ def inception_block(x, c1, r3, c3, r5, c5, pool_proj, name=None):
     x : SymbolicTensor
     name : str, optional
         Prefix for the layer names (``'3a'`` gives ``3a_1x1``, ``3a_3x3_reduce``, ...).
+
+    Raises
+    ------
+    ValueError
+        If a width is not an integer >= 1 (before any layer is built).
     """
+    _check_widths("inception_block", c1=c1, r3=r3, c3=c3, r5=r5, c5=c5, pool_proj=pool_proj)
     b1 = Conv2D(c1, 1, padding="same", activation="relu", name=_name(name, "1x1"))(x)
     b3 = Conv2D(r3, 1, padding="same", activation="relu", name=_name(name, "3x3_reduce"))(x)
     b3 = Conv2D(c3, 3, padding="same", activation="relu", name=_name(name, "3x3"))(b3)
@@ -87,7 +105,13 @@ def naive_inception_block(x, c1, c3, c5, name=None):
     ------
     (N, H, W, C) → (N, H, W, c1 + c3 + c5 + C): the pooling branch keeps all C input channels, which is why
     the output depth grows from stage to stage and the paper adds the 1×1 reductions.
+
+    Raises
+    ------
+    ValueError
+        If a width is not an integer >= 1 (before any layer is built).
     """
+    _check_widths("naive_inception_block", c1=c1, c3=c3, c5=c5)
     b1 = Conv2D(c1, 1, padding="same", activation="relu", name=_name(name, "1x1"))(x)
     b3 = Conv2D(c3, 3, padding="same", activation="relu", name=_name(name, "3x3"))(x)
     b5 = Conv2D(c5, 5, padding="same", activation="relu", name=_name(name, "5x5"))(x)
@@ -104,7 +128,15 @@ def aux_head(x, num_classes, name=None, flatten=True, dropout=0.7):
     (N, 14, 14, C) → pool (N, 4, 4, C) → conv (N, 4, 4, 128) → (N, 2048) → (N, 1024) → (N, num_classes).
     With ``flatten=False`` (the blog post's code) the Dense layers act on the 4×4×128 tensor and the output is
     (N, 4, 4, num_classes).
+
+    Raises
+    ------
+    ValueError / TypeError
+        For a ``num_classes`` that is not an integer >= 1 or a ``flatten`` that is not a bool (``'no'`` would
+        read as True), before any layer is built.
     """
+    _check_widths("aux_head", num_classes=num_classes)
+    check_flag("aux_head", "flatten", flatten)
     y = AvgPool2D(5, strides=3, padding="valid", name=_name(name, "pool"))(x)
     y = Conv2D(128, 1, padding="same", activation="relu", name=_name(name, "conv"))(y)
     if flatten:
@@ -114,12 +146,27 @@ def aux_head(x, num_classes, name=None, flatten=True, dropout=0.7):
     return Dense(num_classes, activation="softmax", name=_name(name, "output"))(y)
 
 
-def check_network_arguments(who, num_classes, aux):
+def check_network_arguments(who, num_classes, aux, input_shape):
     """Refuse, before any layer is built, a ``num_classes`` that is not an integer >= 2 (one class makes the
-    softmax 1.0 whatever the input) and an ``aux`` that is not a bool (``'no'`` would read as True), naming them."""
-    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+    softmax 1.0 whatever the input), an ``aux`` that is not a bool (``'no'`` would read as True) and an
+    ``input_shape`` that is not ``(H, W, C)`` of integers >= 1, naming them."""
+    if not _is_int(num_classes) or num_classes < 2:
         raise ValueError(f"{who}: num_classes must be an integer >= 2, got {num_classes!r}")
     check_flag(who, "aux", aux)
+    check_input_shape(who, input_shape)
+
+
+def check_input_shape(who, input_shape, least=1, why=""):
+    """Refuse an ``input_shape`` that is not ``(H, W, C)`` of integers >= 1, or whose height or width is below
+    ``least`` (``why`` says what needs that size), naming ``who`` and the shape. Too small raises
+    :class:`~tinynet.layers.ShapeError` (a ``ValueError``), as the layer that could not take it would."""
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3 or not all(
+            _is_int(d) and d >= 1 for d in input_shape):
+        raise ValueError(f"{who}: input_shape must be (height, width, channels), three integers >= 1, "
+                         f"got {input_shape!r}")
+    if min(input_shape[0], input_shape[1]) < least:
+        raise ShapeError(f"{who}: input_shape {tuple(input_shape)!r} is too small: {why}; give a height and width "
+                         f"of at least {least}")
 
 
 def check_blocks(who, blocks):

@@ -43,7 +43,12 @@ def googlenet(input_shape=(224, 224, 3), num_classes=1000, aux=True, variant="pa
     Raises
     ------
     ValueError
-        For an unknown ``variant`` (the message lists the names).
+        For an unknown ``variant`` (the message lists the names), and, naming the variant's builder, for a
+        ``num_classes`` that is not an integer >= 2 or an ``input_shape`` that is not three integers >= 1; an
+        input too small for the variant (aux heads: 65×65; ``'blog'``: 193×193) raises
+        :class:`~tinynet.layers.ShapeError`, a ``ValueError``. All before any layer is built.
+    TypeError
+        For an ``aux`` that is not a bool.
     """
     return get_variant(variant).build(input_shape=input_shape, num_classes=num_classes, aux=aux)
 

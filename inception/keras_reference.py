@@ -17,9 +17,11 @@ from typing import NamedTuple
 import keras
 from keras import layers
 
+from tinynet.checks import check_flag
 from tinynet.interop.keras import LocalResponseNormalization
 
 from .googlenet import BLOG_BLOCKS, PAPER_BLOCKS
+from .paper import check_arguments_224
 
 __all__ = ["keras_googlenet", "keras_inception_block", "keras_aux_head", "LocalResponseNormalization"]
 
@@ -55,14 +57,23 @@ def keras_googlenet(input_shape=(224, 224, 3), num_classes=1000, aux=True, varia
     dropout : bool
         False sets every dropout rate to 0 (for comparing training-mode gradients, where random masks differ).
 
+    Raises
+    ------
+    ValueError / TypeError
+        As :func:`inception.googlenet.googlenet` for its arguments (an input too small for the variant included),
+        and for a ``variant`` other than 'paper' or 'blog' or a ``dropout`` that is not a bool.
+
     Returns
     -------
     keras.Model
         Outputs ``[aux1, aux2, main]`` or ``main`` only when ``aux=False``; layer names as tinynet's.
     """
-    if variant not in ("paper", "blog"):
+    if not isinstance(variant, str) or variant not in ("paper", "blog"):
         raise ValueError(f"keras_googlenet: variant must be 'paper' or 'blog', got {variant!r}")
     blog = variant == "blog"
+    # the checks googlenet() makes, before Keras builds anything (aux='no' would read as True)
+    check_arguments_224("keras_googlenet", input_shape, num_classes, aux, blog)
+    check_flag("keras_googlenet", "dropout", dropout)
     blocks = BLOG_BLOCKS if blog else PAPER_BLOCKS
     main_rate, aux_rate = (0.4, 0.7) if dropout else (0.0, 0.0)
     aux_outputs = []

@@ -19,7 +19,9 @@ linear + softmax            classes       ``output``
 ==========================  ============  =====================================================
 
 Every convolution has ReLU and 'same' padding; the max-pools are 'same' too, so a 224 input gives the table's
-sizes. Global average pooling makes any input from about 32×32 up work (the aux heads need 4a ≥ 5×5, about 65×65).
+sizes. Global average pooling makes any input size work without the aux heads; the aux heads need 4a ≥ 5×5, that
+is at least 65×65, and the blog variant's ``AvgPool2D(7)`` needs 5b ≥ 7×7, at least 193×193 (smaller inputs are
+refused before any layer is built).
 The stem and the classifier are written here; the Inception stages and the aux heads come from
 :func:`inception.blocks.stack_blocks` with :data:`~inception.blocks.PAPER_BLOCKS`.
 
@@ -39,7 +41,8 @@ from tinynet import Model
 from tinynet.layers import (AvgPool2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
                             GlobalAveragePooling2D, Input, LocalResponseNormalization, MaxPool2D)
 
-from .blocks import BLOG_BLOCKS, PAPER_BLOCKS, aux_head, check_network_arguments, stack_blocks
+from .blocks import (BLOG_BLOCKS, PAPER_BLOCKS, aux_head, check_input_shape, check_network_arguments,
+                     stack_blocks)
 
 
 def googlenet_paper(input_shape=(224, 224, 3), num_classes=1000, aux=True):
@@ -66,10 +69,23 @@ def googlenet_blog(input_shape=(224, 224, 3), num_classes=1000, aux=True):
     return _googlenet_224(input_shape, num_classes, aux, blog=True)
 
 
+def check_arguments_224(who, input_shape, num_classes, aux, blog):
+    """Refuse, naming ``who``, what :func:`~inception.blocks.check_network_arguments` refuses and an input too
+    small for the network: before ~7 M weights are drawn, not in a layer deep inside that would name only itself.
+    Every stride-2 stage is 'same', so 4a sees ⌈H/16⌉ and 5b ⌈H/32⌉ (width alike)."""
+    check_network_arguments(who, num_classes, aux, input_shape)
+    if blog:
+        check_input_shape(who, input_shape, 193, "the classifier's AvgPool2D(7) 'valid' needs 5b's output "
+                          "(⌈height/32⌉ × ⌈width/32⌉) to be at least 7×7")
+    elif aux:
+        check_input_shape(who, input_shape, 65, "the aux heads' 5×5 'valid' average pool needs 4a's output "
+                          "(⌈height/16⌉ × ⌈width/16⌉) to be at least 5×5 (or pass aux=False)")
+
+
 def _googlenet_224(input_shape, num_classes, aux, blog):
     """The stem and classifier of either 224 network around :func:`~inception.blocks.stack_blocks`."""
     variant = "blog" if blog else "paper"
-    check_network_arguments(f"googlenet_{variant}", num_classes, aux)
+    check_arguments_224(f"googlenet_{variant}", input_shape, num_classes, aux, blog)
     inputs = Input(input_shape, name="input")
     # stem: conv 7×7/2, max-pool, (LRN | BN), conv 1×1 → 3×3, (LRN | BN), max-pool
     x = Conv2D(64, 7, strides=2, padding="same", activation="relu", name="conv1_7x7_s2")(inputs)

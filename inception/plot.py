@@ -189,11 +189,22 @@ def plot_model(model, to_file, dpi=110, title=None):
         For raster output.
     title : str, optional
 
+    Raises
+    ------
+    TypeError
+        For a ``model`` that is not a tinynet Model or a ``title`` that is not a string, before anything is drawn.
+
     Returns
     -------
     tinynet.utils.plotting.PlotFile
         The path written (a ``str``).
     """
+    from tinynet.model import Model
+
+    if not isinstance(model, Model):
+        raise TypeError(f"inception plot: model must be a tinynet Model, got {type(model).__name__}")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"inception plot: title must be a string or None, got {type(title).__name__}")
     path = plotting.check_plot_file(to_file, what="inception plot")
     plotting.check_dpi(dpi, what="inception plot")
     return plotting.save_layout(layout(model), path, dpi, title=title)

@@ -82,7 +82,7 @@ def googlenet_small(input_shape=(32, 32, 1), num_classes=10, aux=True, blocks=No
     -------
     tinynet.Model named ``'googlenet_small'``
     """
-    check_network_arguments("googlenet_small", num_classes, aux)
+    check_network_arguments("googlenet_small", num_classes, aux, input_shape)
     if blocks is not None and not isinstance(blocks, dict):
         raise TypeError(f"googlenet_small: blocks must be a dict of block name -> 6 widths, got "
                         f"{type(blocks).__name__}")

@@ -139,7 +139,13 @@ def table1_rows(model):
     Returns
     -------
     list of Row
+        Each row's ``paper`` holds the printed figures only when ``model`` is the paper's network
+        (``'googlenet_paper'``) at its 224×224×3 input and 1000 classes; for any other model, size or class count
+        the printed figures would not apply and ``paper`` is None (nothing is marked ≠).
     """
+    if not isinstance(model, Model):
+        raise TypeError(f"table1_rows: model must be a tinynet Model, got {type(model).__name__}")
+    compared = _is_papers_network(model)
     rows, by_key = [], {}
     for node in model.nodes:
         layer = node.layer
@@ -153,7 +159,7 @@ def table1_rows(model):
         row = by_key.get(key)
         if row is None:
             row = Row(key=key, type=_TYPE_NAMES.get(kind, kind), patch=_patch_text(layer, in_shape),
-                      aux=key.startswith("aux"), paper=PAPER_TABLE1.get(key))
+                      aux=key.startswith("aux"), paper=PAPER_TABLE1.get(key) if compared else None)
             if _BLOCK.match(layer.name):
                 row.type, row.patch = f"inception ({key})", ""
             elif row.aux:
@@ -173,6 +179,8 @@ def table1_rows(model):
         _record_channels(row, layer)
     for row in rows:
         row.depth = _depth(row, model)
+    if not compared:
+        return rows
     # the paper's "linear" row is the classifier
     for row in rows:
         if row.type.startswith("linear") and not row.aux:
@@ -180,6 +188,13 @@ def table1_rows(model):
     if rows and rows[0].type == "convolution":
         rows[0].paper = PAPER_TABLE1["conv1"]
     return rows
+
+
+def _is_papers_network(model):
+    """Whether the paper's printed figures apply: the paper's network at 224×224×3 and 1000 classes."""
+    return (model.name == "googlenet_paper" and len(model.inputs) == 1
+            and tuple(model.inputs[0].example_shape) == (224, 224, 3)
+            and tuple(model.outputs[-1].example_shape) == (1000,))
 
 
 _CHANNEL_COLUMNS = {"1x1": "#1x1", "3x3_reduce": "#3x3 reduce", "3x3": "#3x3", "5x5_reduce": "#5x5 reduce",

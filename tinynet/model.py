@@ -21,7 +21,7 @@ import numpy as np
 
 from . import backend, fusion
 from .checks import check_training
-from .layers.base import Layer, ShapeError, SymbolicTensor, format_shape, valid_name
+from .layers.base import Layer, ShapeError, SymbolicTensor, format_shape, valid_name, weight_list
 from .layers.base import check_finite as check_finite_array
 from .layers.core import InputLayer
 
@@ -87,12 +87,15 @@ class Model:
             raise ValueError(f"Model '{name}': inputs must be distinct tensors; {sorted(set(repeated))} is listed "
                              f"more than once in {[t.name for t in self.inputs]}")
         self._nodes = self._topological_nodes()
-        self.layers = []
-        for node in self._nodes:
-            if node.layer not in self.layers:
+        self.layers, seen = [], set()
+        for node in self._nodes:  # by identity, in one pass (a list's `in` made a deep model quadratic to build)
+            if id(node.layer) not in seen:
+                seen.add(id(node.layer))
                 self.layers.append(node.layer)
-        names = [layer.name for layer in self.layers]
-        duplicated = sorted({n for n in names if names.count(n) > 1})
+        names, duplicated = set(), set()
+        for layer in self.layers:
+            (duplicated if layer.name in names else names).add(layer.name)
+        duplicated = sorted(duplicated)
         if duplicated:
             raise ValueError(f"Model '{name}': layer names must be unique, repeated: {duplicated}")
         self._tape = None          # [(node, CallCache), ...] of the last successful forward
@@ -125,31 +128,54 @@ class Model:
         order, state = [], {}
         input_ids = {id(t) for t in self.inputs}
 
-        def visit(tensor, path):
-            node = tensor.node
-            key = id(node)
-            if state.get(key) == "done":
-                return
-            if state.get(key) == "active":
-                raise ValueError(f"Model '{self.name}': the graph has a cycle at '{node.layer.name}'")
-            state[key] = "active"
-            if isinstance(node.layer, InputLayer) and id(tensor) not in input_ids:
-                raise ValueError(
-                    f"Model '{self.name}': graph disconnected: output needs input '{node.layer.name}' "
-                    f"{format_shape(tensor.example_shape)}, which is not among the model's inputs")
-            for t in node.inputs:
-                visit(t, path + [node.layer.name])
-            state[key] = "done"
-            order.append(node)
+        def visit(root):
+            # a depth-first walk with its own stack (not Python's: a chain of a thousand layers would pass the
+            # recursion limit), each node after the nodes of its inputs, in their order
+            stack = [(root, None)]  # (tensor, iterator over its node's inputs once entered)
+            while stack:
+                tensor, pending = stack[-1]
+                node = tensor.node
+                if pending is None:
+                    key = id(node)
+                    if state.get(key) == "done":
+                        stack.pop()
+                        continue
+                    if state.get(key) == "active":
+                        raise ValueError(f"Model '{self.name}': the graph has a cycle at '{node.layer.name}'")
+                    state[key] = "active"
+                    if isinstance(node.layer, InputLayer) and id(tensor) not in input_ids:
+                        raise ValueError(
+                            f"Model '{self.name}': graph disconnected: output needs input '{node.layer.name}' "
+                            f"{format_shape(tensor.example_shape)}, which is not among the model's inputs")
+                    pending = iter(node.inputs)
+                    stack[-1] = (tensor, pending)
+                child = next(pending, None)
+                if child is not None:
+                    stack.append((child, None))
+                else:
+                    state[id(node)] = "done"
+                    order.append(node)
+                    stack.pop()
 
         for t in self.inputs:  # inputs first, in the order given
-            visit(t, [])
+            visit(t)
         for t in self.outputs:
-            visit(t, [])
+            visit(t)
         return order
 
-    def get_layer(self, name):
-        """Return the layer called ``name``; raise ``ValueError`` listing the names otherwise."""
+    def get_layer(self, name=None, index=None):
+        """Return the layer called ``name``, or the one at ``index`` in :attr:`layers` (Keras' signature; a
+        negative index counts from the end); raise ``ValueError`` listing the names otherwise."""
+        if (name is None) == (index is None):
+            raise ValueError(f"Model '{self.name}': get_layer takes a layer name or an index (one of them), got "
+                             f"name={name!r}, index={index!r}")
+        if index is not None:
+            if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+                raise TypeError(f"Model '{self.name}': get_layer index must be an integer, got {index!r}")
+            if not -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"Model '{self.name}': get_layer index {index} is out of range; the model has "
+                                 f"{len(self.layers)} layers")
+            return self.layers[index]
         for layer in self.layers:
             if layer.name == name:
                 return layer
@@ -822,7 +848,7 @@ class Model:
         :meth:`Layer.prepare_weights`); only then is any layer changed, so a bad value anywhere leaves the whole
         model as it was.
         """
-        values = list(values)
+        values = weight_list(values, f"Model '{self.name}'")
         expected = sum(len(layer.weights) for layer in self.layers)
         if len(values) != expected:
             raise ValueError(f"Model '{self.name}': set_weights got {len(values)} arrays, expected {expected}")

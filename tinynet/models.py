@@ -139,13 +139,13 @@ class Sequential(Model):
             self.built = False
         self._training, self._device_listeners, self.device = None, listeners, device
 
-    def build(self, input_shape):
+    def build(self, input_shape=None):
         """Give the model its input: ``input_shape`` is ``(None, *per_example)`` or the per-example shape.
 
         A layer that cannot take its input raises (a :class:`ShapeError` naming it and the shapes) and leaves
         the model unbuilt, as it was.
         """
-        if self._input is not None:
+        if input_shape is None and self._input is not None:  # Keras' model.build() on a built model
             return self
         if not isinstance(input_shape, (tuple, list)):
             raise TypeError(f"Sequential '{self.name}': build takes an input shape, a tuple such as "
@@ -153,13 +153,20 @@ class Sequential(Model):
         shape = tuple(input_shape)
         if shape and shape[0] is None:
             shape = shape[1:]
+        if self._input is not None:  # as Keras: the same shape again is a no-op, another one is refused
+            if shape != self._input.example_shape:
+                raise ValueError(f"Sequential '{self.name}' already takes inputs of shape {self._input.shape}; it "
+                                 f"cannot be built for {tuple(input_shape)}")
+            return self
         self._assemble(Input(shape), self._stack)
         return self
 
     def _build_from(self, x):
         """Build a model without an input from the shape of the data ``x`` (one array, or a list of one)."""
         if not self.built and self._input is None and x is not None and not isinstance(x, dict):
-            array = x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x
+            # [array] is the list of one input's array; any other list (e.g. [[1., 2., 3.]], one row) is the data
+            # itself, as Model reads it once built (so one row builds Input((3,)), as two rows do)
+            array = x[0] if isinstance(x, (list, tuple)) and len(x) == 1 and hasattr(x[0], "shape") else x
             self._refuse_symbolic([array])
             self.build(np.shape(array)[1:])
         if not self.built:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import shutil
 from typing import NamedTuple
 
+import numpy as np
+
 from .layers.base import format_shape
 
 DEFAULT_LINE_LENGTH = 98          # when there is no terminal to measure
@@ -165,10 +167,11 @@ def summary_text(model, line_length=None):
         When ``line_length`` is not ``None`` or a positive integer.
     """
     if line_length is not None:
-        if isinstance(line_length, bool) or not isinstance(line_length, int):
+        if isinstance(line_length, (bool, np.bool_)) or not isinstance(line_length, (int, np.integer)):
             raise TypeError(f"summary: line_length must be an integer or None, got {line_length!r}")
         if line_length < 1:
             raise ValueError(f"summary: line_length must be >= 1, got {line_length}")
+        line_length = int(line_length)  # a NumPy integer too, as layers take them
     rows = list(layer_rows(model))
     connected = not is_sequential_like(model)
     params_text = [f"{r.params:,}" for r in rows]

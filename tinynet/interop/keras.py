@@ -25,7 +25,8 @@ LocalResponseNormalization  :class:`LocalResponseNormalization` below (the Caffe
 ==========================  ====================================================================
 
 Activations must be one of linear, relu, sigmoid, tanh, softmax. Initialisers, regularisers and constraints
-are ignored: they do not change what the model computes.
+are ignored: they do not change what the model computes. A frozen layer with weights (``trainable=False``) and
+a mixed-precision dtype policy (computing in another dtype than the weights') are refused.
 
 Importing this module imports Keras (set ``KERAS_BACKEND`` first if you care which backend).
 """
@@ -126,6 +127,16 @@ def _convert_layer(layer):
     """A new tinynet layer with the Keras layer's name, arguments and dtype (weights are set later)."""
     config = layer.get_config()
     kind = type(layer).__name__
+    if layer.weights and not layer.trainable:
+        # tinynet has no frozen layers: the weights would train, and a frozen BatchNormalization runs in inference
+        # mode even in a training call (a different function from tinynet's)
+        _fail(layer, "trainable=False (a frozen layer) is not supported: tinynet would train its weights and, for "
+                     "BatchNormalization, use batch statistics in training where Keras keeps the moving ones; set "
+                     "trainable=True first")
+    compute_dtype = getattr(layer, "compute_dtype", layer.dtype)
+    if compute_dtype != layer.dtype:
+        _fail(layer, f"dtype policy {getattr(layer, 'dtype_policy', compute_dtype)!s} (computing in {compute_dtype}, "
+                     f"weights in {layer.dtype}) is not supported: tinynet computes in its weights' dtype")
     common = {"name": layer.name, "dtype": layer.dtype}
     if isinstance(layer, LocalResponseNormalization):
         return tl.LocalResponseNormalization(config["size"], config["alpha"], config["beta"], config["k"], **common)
@@ -231,7 +242,11 @@ def _copy_weights(pairs):
 
 
 def _from_sequential(model):
-    if not model.inputs:
+    try:
+        built_inputs = model.inputs
+    except (AttributeError, ValueError):  # Keras raises for a Sequential model with no Input yet
+        built_inputs = None
+    if not built_inputs:
         raise UnsupportedKerasError(f"Keras Sequential '{model.name}' is not built: give it an Input first")
     x = inputs = _keras_input(model.inputs[0])
     pairs = []
@@ -259,8 +274,13 @@ def from_keras(model):
     Raises
     ------
     UnsupportedKerasError
-        For a layer or argument tinynet has no equivalent for, naming it.
+        For a layer or argument tinynet has no equivalent for, naming it: also a frozen layer with weights
+        (``trainable=False``) and a mixed-precision dtype policy.
+    TypeError
+        If ``model`` is not a Keras model.
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"from_keras: model must be a keras.Model, got {type(model).__name__}")
     if isinstance(model, keras.Sequential):
         return _from_sequential(model)
     converted = {}   # id(Keras layer) → tinynet layer (a layer called twice is converted once)
@@ -343,7 +363,11 @@ def to_keras(model):
     ------
     UnsupportedKerasError
         For a tinynet layer without a Keras equivalent.
+    TypeError
+        If ``model`` is not a tinynet :class:`~tinynet.Model`.
     """
+    if not isinstance(model, Model):
+        raise TypeError(f"to_keras: model must be a tinynet Model, got {type(model).__name__}")
     tensors = {}   # id(tinynet SymbolicTensor) → KerasTensor
     made = {}      # id(tinynet layer) → (tinynet layer, Keras layer)
     for node in model.nodes:

@@ -88,6 +88,15 @@ def unique_name(base: str) -> str:
     return base if count == 0 else f"{base}_{count}"
 
 
+def weight_list(values, owner) -> list:
+    """``values`` (what ``set_weights`` got) as a list of arrays; raise ``TypeError`` naming ``owner`` for None, a
+    number, a string or a dict (whose iteration would give its keys), rather than Python's bare message."""
+    if values is None or isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{owner}: set_weights takes a list of arrays (as get_weights returns), got "
+                        f"{type(values).__name__}")
+    return list(values)
+
+
 def format_shape(shape) -> str:
     """Format a per-example shape with the batch axis, Keras style: ``(None, 28, 28, 3)``."""
     return str((None,) + tuple(shape))
@@ -221,6 +230,11 @@ class Layer:
     #: number of inputs the layer takes (None: a list of any length >= 2, as Concatenate)
     num_inputs = 1
 
+    #: whether the weights fix the input's last axis, so that a reused layer must see the same size there (the
+    #: check in :meth:`_build_for`); False for a layer whose ``compute_output_shape`` checks its own feature axis
+    #: (BatchNormalization with ``axis=1``: its weights fix axis 1, and the last axis may change)
+    weights_fix_last_axis = True
+
     def __init__(self, name=None, dtype=None):
         if name is not None and not valid_name(name):
             raise ValueError(f"{type(self).__name__}: name must be a non-empty string without '/' or control "
@@ -306,7 +320,7 @@ class Layer:
         ValueError, ShapeError, TypeError
             Naming the layer and the weight.
         """
-        values = list(values)
+        values = weight_list(values, f"layer '{self.name}'")
         if len(values) != len(self.weights):
             raise ValueError(
                 f"layer '{self.name}': set_weights got {len(values)} arrays, expected {len(self.weights)} "
@@ -374,12 +388,18 @@ class Layer:
     def _build_for(self, input_shape):
         output_shape = self.compute_output_shape(input_shape)
         if not self.built:
-            self.build(input_shape)
+            saved = (list(self.weights), list(self.grads), list(self.weight_names), list(self.trainable_flags))
+            try:
+                self.build(input_shape)
+            except BaseException:  # a build that fails halfway (e.g. out of memory after the kernel) adds nothing
+                self.weights, self.grads, self.weight_names, self.trainable_flags = saved
+                raise
             self.built = True
             self.input_shape = input_shape
-        elif self.num_inputs == 1 and self.weights and tuple(input_shape) != tuple(self.input_shape):
+        elif (self.num_inputs == 1 and self.weights and self.weights_fix_last_axis
+              and tuple(input_shape) != tuple(self.input_shape)):
             # weights fix the input shape's trailing axis: a reused layer must see the same features
-            if input_shape[-1] != self.input_shape[-1]:
+            if tuple(input_shape[-1:]) != tuple(self.input_shape[-1:]):
                 raise self._shape_error(
                     f"was built for {format_shape(self.input_shape)} and cannot take another channel count",
                     input_shape)
@@ -459,6 +479,9 @@ class Layer:
         if len({a.shape[0] for a in items}) > 1:
             raise self._shape_error("inputs have different batch sizes "
                                     f"({', '.join(str(tuple(a.shape)) for a in items)})", shapes)
+        if any(0 in s for s in shapes):  # as Input refuses them: a mean or a product over an empty axis is no answer
+            raise self._shape_error("every per-example size must be >= 1 (only the batch may be empty), got "
+                                    + ", ".join(str(tuple(a.shape)) for a in items), shapes if many else shapes[0])
         if not self.built:
             self._build_for(shapes if many else shapes[0])
         else:

@@ -10,6 +10,7 @@ with X the input reshaped to (rows, D) and G = ∂L/∂z reshaped to (rows, U).
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -46,6 +47,20 @@ class InputLayer(Layer):
                    for d in shape):
             raise ValueError(f"{where}: every dimension must be an integer >= 1, got shape {shape}")
         return tuple(int(d) for d in shape)
+
+    def __call__(self, inputs, training=False):
+        """An InputLayer starts a graph; calling it on a tensor would put a second entry point inside one (which
+        the model then calls disconnected), so that is refused, as Keras refuses it. On an array of its shape it
+        is the identity."""
+        if any(isinstance(t, SymbolicTensor) for t in (inputs if isinstance(inputs, (list, tuple)) else [inputs])):
+            raise TypeError(f"{self.label}: an InputLayer is not called on tensors; Input(shape) makes a model's "
+                            f"input, and the layers that follow are called on it")
+        return super().__call__(inputs, training)
+
+    def compute_output_shape(self, input_shape):
+        if tuple(input_shape) != self.shape:
+            raise self._shape_error(f"expected inputs of shape {format_shape(self.shape)}", input_shape)
+        return self.shape
 
     def _forward(self, x, training=False):
         return x, None
@@ -148,7 +163,7 @@ class Flatten(Layer):
     """Flatten each example in (H, W, C) order: (N, d1, d2, ...) → (N, d1·d2·...)."""
 
     def compute_output_shape(self, input_shape):
-        return (int(np.prod(input_shape)),)
+        return (math.prod(int(d) for d in input_shape),)  # Python ints: np.prod wraps past 2**63 to a wrong size
 
     def _forward(self, x, training=False):
         y = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # not -1: an empty batch has 0 rows
@@ -171,6 +186,13 @@ class Activation(Layer):
         super().__init__(name=name, dtype=dtype)
         self.activation = activations.canonical(activation)
         self._act, self._act_grad = activations.get(activation, self.label)
+
+    def compute_output_shape(self, input_shape):
+        if self.activation == "softmax" and len(input_shape) < 1:  # as Softmax(): never across the batch
+            raise self._shape_error("softmax runs along the last axis, which for a 1-D input is the batch axis "
+                                    "(each output would depend on the other examples); give the input a feature "
+                                    "axis, e.g. Input((n,)) rather than Input(())", input_shape)
+        return tuple(input_shape)
 
     def _forward(self, x, training=False):
         y = self._act(x)  # not overwrite: x belongs to the caller

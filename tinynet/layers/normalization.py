@@ -109,6 +109,8 @@ class BatchNormalization(Layer):
     any (N, ..., C) → same; weights gamma, beta (trainable), moving_mean, moving_variance (not trainable), each (C,).
     """
 
+    weights_fix_last_axis = False  # they fix the feature axis, which compute_output_shape checks
+
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, synchronized=False, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.axis = self._check_axis(axis)
