@@ -275,7 +275,7 @@ def plot_profile(profiles, out):
 
 
 #: how many of the newest ``versus_torch_*.json`` runs ``versus_torch.png`` shows (older ones stay in the folder)
-VERSUS_RUNS = 5
+VERSUS_RUNS = 6
 
 
 def plot_versus_torch(runs, out):
