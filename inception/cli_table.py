@@ -17,16 +17,12 @@ def register(subparsers):
 
 
 def run(args):
-    from .table1 import format_naive_vs_reduced, format_table1, naive_vs_reduced, table1_rows
+    from .table1 import format_naive_vs_reduced, format_table1, is_papers_network, naive_vs_reduced, table1_rows
 
     model = model_from_args(args)
     h, w, c = model.inputs[0].example_shape
-    rows = table1_rows(model)
-    compared = args.variant == "paper" and (h, w, c) == (224, 224, 3) and args.num_classes == 1000
-    if not compared:  # the printed figures are the paper's network's at 224×224 and 1000 classes, not this one's
-        for row in rows:
-            row.paper = None
-    if compared:
+    rows = table1_rows(model)  # beside the printed figures only for the paper's network at 224×224×3, 1000 classes
+    if is_papers_network(model):
         what = "Table 1 of Szegedy et al. 2014 rebuilt from the model"
     elif args.variant == "paper":
         what = ("laid out as Table 1 of Szegedy et al. 2014, without the paper's figures (they are for a 224×224 "

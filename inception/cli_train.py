@@ -115,9 +115,10 @@ def _stored_value_problem(name, value):
 
 
 def _short(value, limit=40):
-    """``repr(value)``, cut to ``limit`` characters (a hand-edited manifest may hold a number of 4,000 digits)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text)} characters)"
+    """:func:`tinynet.checks.short_repr` at this module's limit of 40 characters."""
+    from tinynet.checks import short_repr
+
+    return short_repr(value, limit)
 
 
 def _is_int(value):

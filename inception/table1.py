@@ -145,7 +145,7 @@ def table1_rows(model):
     """
     if not isinstance(model, Model):
         raise TypeError(f"table1_rows: model must be a tinynet Model, got {type(model).__name__}")
-    compared = _is_papers_network(model)
+    compared = is_papers_network(model)
     rows, by_key = [], {}
     for node in model.nodes:
         layer = node.layer
@@ -190,7 +190,7 @@ def table1_rows(model):
     return rows
 
 
-def _is_papers_network(model):
+def is_papers_network(model):
     """Whether the paper's printed figures apply: the paper's network at 224×224×3 and 1000 classes."""
     return (model.name == "googlenet_paper" and len(model.inputs) == 1
             and tuple(model.inputs[0].example_shape) == (224, 224, 3)

@@ -58,6 +58,7 @@ import secrets
 import numpy as np
 
 from . import backend, fileio, saving
+from .checks import short_repr
 from .optimizers.schedules import get_schedule
 
 FORMAT_VERSION = 2
@@ -189,12 +190,6 @@ def _is_number(value, allow_encoded=False):
     return isinstance(value, float) or (allow_encoded and isinstance(value, str) and value in _NONFINITE)
 
 
-def _short(value, limit=80):
-    """``repr(value)``, cut to ``limit`` characters (a manifest's integer may have thousands of digits)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _is_int(value, minimum=0):
     return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= _MAX_INT
 
@@ -244,7 +239,7 @@ def _check_manifest(state, path):
         _fail(path, f"missing field(s) {missing}")
     if not _is_int(state["epoch"]):
         _fail(path, f"field 'epoch' must be a non-negative integer (at most 2**63 - 1), got "
-                    f"{_short(state['epoch'])}")
+                    f"{short_repr(state['epoch'])}")
     _check_number_lists(state["history"], path, "history")
     opt = state["optimizer"]
     if not isinstance(opt, dict) or not isinstance(opt.get("config"), dict) \
@@ -252,16 +247,16 @@ def _check_manifest(state, path):
         _fail(path, "field 'optimizer' must be an object with 'config' (an object with a 'name')")
     if not _is_int(opt.get("iterations")):
         _fail(path, f"field 'optimizer.iterations' must be a non-negative integer (at most 2**63 - 1), got "
-              f"{_short(opt.get('iterations'))}")
+              f"{short_repr(opt.get('iterations'))}")
     if state["schedule"] is not None and (not isinstance(state["schedule"], dict)
                                           or not isinstance(state["schedule"].get("name"), str)):
         _fail(path, "field 'schedule' must be null or an object with a 'name'")
     lw = state["loss_weights"]
     if not isinstance(lw, list) or not lw or not all(_is_number(v) and math.isfinite(v) for v in lw):
-        _fail(path, f"field 'loss_weights' must be a non-empty list of finite numbers, got {_short(lw)}")
+        _fail(path, f"field 'loss_weights' must be a non-empty list of finite numbers, got {short_repr(lw)}")
     if not _is_int(state["batch_size"], 1):
         _fail(path, f"field 'batch_size' must be a positive integer (at most 2**63 - 1), got "
-                    f"{_short(state['batch_size'])}")
+                    f"{short_repr(state['batch_size'])}")
     rng = state["rng"]
     if not isinstance(rng, dict) or not isinstance(rng.get("global"), dict) or not isinstance(rng.get("layers"), dict):
         _fail(path, "field 'rng' must be an object with 'global' and 'layers' generator states")
@@ -288,7 +283,7 @@ def _check_manifest(state, path):
                         f"(letters, digits, '.', '_', '-'; no path separators, not hidden)")
         if not _is_int(entry["size"]):
             _fail(path, f"field 'files.{kind}.size' must be a non-negative integer (at most 2**63 - 1), got "
-                        f"{_short(entry['size'])}")
+                        f"{short_repr(entry['size'])}")
         if not isinstance(entry["sha256"], str) or not _SHA256.fullmatch(entry["sha256"]):
             _fail(path, f"field 'files.{kind}.sha256' must be 64 lowercase hex digits, got {entry['sha256']!r}")
     if files["weights"]["name"] == files["optimizer"]["name"]:

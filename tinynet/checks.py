@@ -7,6 +7,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def short_repr(value, limit=80) -> str:
+    """``repr(value)``, cut to about ``limit`` characters with its full length (a hand-edited manifest may hold a
+    number of 4,000 digits, a zip member a name of 64 KiB): for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:max(limit - 20, 10)]}... ({len(text)} characters)"
+
+
 def check_number(who, name, value, low=None, high=None, integer=False, low_open=False):
     """``value`` as a float (or int) after checking it is a finite real number in the range; else ``ValueError``
     ``'<who>: <name> must be ...'``."""

@@ -43,6 +43,8 @@ import zipfile
 
 import numpy as np
 
+from .checks import short_repr
+
 
 class FileFormatError(ValueError):
     """A file is missing, truncated, corrupt or not what was expected; the message names the file."""
@@ -499,18 +501,12 @@ def npz_names(path, data=None) -> list:
         return _member_names(zf.infolist(), path)
 
 
-def _shown_name(name, limit=100):
-    """``repr(name)`` cut to ``limit`` characters: a zip member's name may be 64 KiB long."""
-    text = repr(name)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(name)} characters)"
-
-
 def _member_names(infos, path):
     names = []
     for info in infos:
         if not info.filename.endswith(".npy") or info.is_dir():
-            raise FileFormatError(f"{path}: unexpected member {_shown_name(info.filename)} (an .npz holds only .npy "
-                                  f"arrays)")
+            raise FileFormatError(f"{path}: unexpected member {short_repr(info.filename, 100)} (an .npz holds "
+                                  f"only .npy arrays)")
         names.append(info.filename[:-4])
     if len(set(names)) != len(names):
         raise FileFormatError(f"{path}: repeated member names")
@@ -563,7 +559,8 @@ def _check_members(zf, path, expected, allowed, max_bytes):
         unexpected = [n for n in names if allowed is not None and n not in allowed]
         missing = []
     if unexpected:
-        raise FileFormatError(f"{path}: unexpected member(s) [{', '.join(map(_shown_name, unexpected[:5]))}]"
+        shown = ", ".join(short_repr(n, 100) for n in unexpected[:5])
+        raise FileFormatError(f"{path}: unexpected member(s) [{shown}]"
                               + (f" (of {len(unexpected)})" if len(unexpected) > 5 else ""))
     if missing:
         raise FileFormatError(f"{path}: missing {len(missing)} array(s), e.g. {missing[:5]}")
