@@ -3,7 +3,8 @@
 # installed and no network. Run from anywhere:   bash benchmarks/gpu_check.sh
 # Runs the `gpu` tests and the backend/kernel tests, then a quick benchmark of cupy against numpy, numba and,
 # when torch is importable with CUDA, PyTorch on the GPU (cuDNN; rows "torch-cuda"; PyTorch on the CPU is
-# skipped here to save time), and writes everything to benchmarks/results/gpu_check_<date>_<gpu>/.
+# skipped here to save time), and writes everything to benchmarks/results/gpu_check_<date>_<gpu>/ (the tests' whole
+# output in tests_*_full.txt, their last lines in tests.txt).
 # The whole check stays within GPU_CHECK_SECONDS (default 280): each step's timeout is at most its own cap and
 # at most what is left of that budget after the later steps' minimum share.
 set -u -o pipefail
@@ -32,12 +33,16 @@ mkdir -p "$OUT"
     torch.backends.cudnn.version(), 'cuda available', torch.cuda.is_available())" 2>/dev/null \
     || echo "torch: not importable (no PyTorch comparison)"
 } | tee "$OUT/info.txt"
+# pytest-xdist, where installed, spreads the tests over up to 8 processes (one GPU serves them all)
+PARALLEL=""
+if timeout 60 $PY -c "import xdist" 2>/dev/null; then PARALLEL="-n $(( $(nproc) < 8 ? $(nproc) : 8 ))"; fi
 status=0
 echo "== pytest -m gpu" | tee "$OUT/tests.txt"
-timeout "$(allow 110 150)" $PY -m pytest -q -m gpu tests/ 2>&1 | tail -30 | tee -a "$OUT/tests.txt" || status=1
-echo "== backend and kernel tests (all backends; CUDA source through nvcc and CuPy's NVRTC)" | tee -a "$OUT/tests.txt"
-timeout "$(allow 80 110)" $PY -m pytest -q tests/test_backends.py tests/test_kernels.py tests/test_cuda_compile.py 2>&1 | tail -30 \
+timeout "$(allow 200 150)" $PY -m pytest -q -m gpu $PARALLEL tests/ 2>&1 | tee "$OUT/tests_gpu_full.txt" | tail -30 \
   | tee -a "$OUT/tests.txt" || status=1
+echo "== backend and kernel tests (all backends; CUDA source through nvcc and CuPy's NVRTC)" | tee -a "$OUT/tests.txt"
+timeout "$(allow 100 110)" $PY -m pytest -q $PARALLEL tests/test_backends.py tests/test_kernels.py tests/test_cuda_compile.py 2>&1 \
+  | tee "$OUT/tests_backends_full.txt" | tail -30 | tee -a "$OUT/tests.txt" || status=1
 echo "== kernel benchmark (quick; PyTorch on CUDA when importable)" | tee "$OUT/bench.txt"
 timeout "$(allow 270 10)" $PY benchmarks/bench_kernels.py --quick --backends numpy,numba,cupy --torch-device cuda \
   --out "$OUT" 2>&1 | tee -a "$OUT/bench.txt" || status=1

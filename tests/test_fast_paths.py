@@ -80,6 +80,8 @@ def test_fast_paths_keep_the_dtype_and_propagate_nan(xb, dtype):
     tinynet.set_floatx(dtype)
     x = Input((4, 4, 2))
     model = Model(x, Conv2D(3, 3, padding="same", activation="relu")(x))
+    if xb.name == "cupy":
+        model.to("gpu")
     data = np.random.default_rng(0).standard_normal((2, 4, 4, 2)).astype(dtype)
     data[0, 1, 1, 0] = np.nan
     with tinynet.fast_paths(False):
@@ -394,7 +396,9 @@ def test_batchnorm_fast_path_with_non_finite_statistics(xb, bn_jit_at_every_size
             np.testing.assert_array_equal(result[5], start[3])
         for f, p in zip(fast, plain):
             np.testing.assert_array_equal(np.isnan(f), np.isnan(p))
-            np.testing.assert_allclose(f, p, rtol=1e-6)
+            # float32: the input gradient is a difference of terms of size ~1 (gy, its mean, x̂·mean(gy·x̂)), so
+            # its rounding is ~1e-7 absolute (measured 2.4e-8 on an H200, where the kernel contracts to FMAs)
+            np.testing.assert_allclose(f, p, rtol=1e-6, atol=1e-6)
 
 
 def test_batchnorm_uses_the_kernels_only_where_they_apply(monkeypatch):

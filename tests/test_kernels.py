@@ -800,10 +800,11 @@ def test_numba_lrn_large_values_same_bits_on_any_threads(monkeypatch):
         results.append((y, scale, nk.lrn_backward(gy, x, y, scale, 5, 1e-4, 0.25)))
     for a, b in zip(*results):
         assert a.tobytes() == b.tobytes()
-    y_ref, scale_ref = ref.lrn_forward(x, 5, 1e-4, 0.25, 1.0)
-    np.testing.assert_array_equal(results[0][1], scale_ref)
-    np.testing.assert_array_equal(results[0][0], y_ref)  # beta 0.25: a power, as NumPy's
-    np.testing.assert_array_equal(results[0][2], ref.lrn_backward(gy, x, y_ref, scale_ref, 5, 1e-4, 0.25))
+    np.testing.assert_array_equal(results[0][1], ref.lrn_forward(x, 5, 1e-4, 0.25, 1.0)[1])
+    # y and gx are not compared bit for bit with NumPy's: y = x·s^(−0.25) is a float32 power, NumPy's from a
+    # vector library on some machines (SVML with AVX-512: on an H200 host 131 of these 1386 values were 1 or 2 ulp
+    # from Numba's libm power). test_lrn_float32_stays_finite_and_right_for_large_values checks both against the
+    # float64 formula.
 
 
 def lrn_terms_sizes(gy, x, y, scale, size, alpha, beta):

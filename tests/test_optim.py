@@ -354,3 +354,75 @@ def test_a_loaded_state_must_be_finite_and_adams_v_non_negative():
         velocity.load_state_dict(bad)
     bad["arrays"]["velocity:d/bias"][1] = -1.0  # a negative velocity is an ordinary one
     velocity.load_state_dict(bad)
+
+
+def test_largest_magnitudes_of_the_optimizer_on_every_backend(xb):
+    """The step's bounds read ``max |a|`` of every weight, gradient and state array; on a GPU all of them in one
+    copy to the host. Each backend gives the NumPy reference's values: NaN for NaN or ±inf anywhere, 0 for an
+    empty array, +0 for −0, float64 and float32 arrays in one list."""
+    from tinynet.kernels import numpy_kernels
+    from tinynet.optimizers.optimizer import _largest_magnitudes
+
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal((3, 4, 5)).astype(np.float32), np.array([-5.5, 2.0]), np.zeros(0, np.float32),
+              np.array([1.0, np.nan, 3.0]), np.array([np.inf, 1.0], np.float32), np.array([-np.inf]),
+              np.array([-0.0, -0.0], np.float32), np.full((2, 3), -7.25, np.float32),
+              rng.standard_normal(70_001) * 1e30]
+    expected = numpy_kernels.largest_magnitudes(arrays)
+    got = _largest_magnitudes([xb(a) for a in arrays])
+    assert all(type(m) is float for m in got)
+    np.testing.assert_array_equal(got, expected)
+    assert got[2] == 0.0 and np.isnan(got[3:6]).all() and not np.signbit(got[6])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_refused_step_changes_nothing_on_every_backend(xb, optimizer):
+    """A NaN gradient (checked before the update) and a learning rate that overflows the weights (checked
+    after it, from copies) are refused on the GPU as on the CPU, with every weight, state array and the
+    step count as they were."""
+    from tinynet.optimizers import NonFiniteGradientError, NonFiniteUpdateError
+
+    model = _conv_dense_bn_model().to("gpu" if xb.name == "cupy" else "cpu")
+    opt = (SGD(0.1, momentum=0.9) if optimizer == "sgd" else Adam(0.1)).attach(model)
+    rng = np.random.default_rng(2)
+
+    def set_gradients(bad=None):
+        for layer in model.layers:
+            grads = [rng.standard_normal(w.shape).astype(np.float32) for w in layer.weights]
+            if bad is not None and layer.name == "dense":
+                grads[0][1, 2] = bad
+            layer.grads = [xb(g) for g in grads]
+
+    set_gradients()
+    opt.step()
+    before = ([xb.numpy(w).copy() for w in model.get_weights()],
+              {k: xb.numpy(v).copy() for k, v in opt.state_dict()["arrays"].items()})
+    set_gradients(bad=np.nan)
+    with pytest.raises(NonFiniteGradientError, match="'dense"):
+        opt.step()
+    set_gradients(bad=3e38)
+    opt.learning_rate = 1e38  # finite gradients, an update past float32's largest number
+    with pytest.raises(NonFiniteUpdateError):
+        opt.step()
+    assert opt.iterations == 1
+    for a, b in zip(before[0], model.get_weights()):
+        np.testing.assert_array_equal(xb.numpy(b), a)
+    state = opt.state_dict()["arrays"]
+    assert state.keys() == before[1].keys()
+    for key, value in before[1].items():
+        np.testing.assert_array_equal(xb.numpy(state[key]), value, err_msg=key)
+
+
+@pytest.mark.gpu
+def test_a_gradient_on_another_device_than_its_weight_is_refused():
+    from tinynet import backend
+
+    backend.require_gpu()
+    model = _conv_dense_bn_model().to("gpu")
+    opt = SGD(0.1).attach(model)
+    for layer in model.layers:
+        layer.grads = [backend.to_device(np.ones(w.shape, np.float32), "gpu") for w in layer.weights]
+    model.get_layer("dense").grads[0] = np.ones(model.get_layer("dense").weights[0].shape, np.float32)
+    with pytest.raises(TypeError, match="gradient of 'dense.* is on the CPU, the weight on the GPU"):
+        opt.step()
+    assert opt.iterations == 0

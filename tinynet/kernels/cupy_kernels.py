@@ -32,6 +32,59 @@ _PRELUDE = r"""
 typedef long long i64;
 #define GRID_STRIDE_LOOP(idx, total) \
     for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < (total); idx += (i64)blockDim.x * gridDim.x)
+
+// CuPy compiles with -ftz=true: float32 arithmetic, and the compiler's own conversions between float and double,
+// flush subnormals (|v| < 1.18e-38) to zero. The float64 paths of the kernels convert with these instead (PTX cvt
+// without .ftz), so a float32 result computed there is right wherever it is representable, subnormals included.
+// (Compiled for the CPU, as the tests do, they are plain conversions.)
+__device__ __forceinline__ double widen(const float v)
+{
+#ifdef __CUDA_ARCH__
+    double r;
+    asm("cvt.f64.f32 %0, %1;" : "=d"(r) : "f"(v));
+    return r;
+#else
+    return (double)v;
+#endif
+}
+__device__ __forceinline__ double widen(const double v) { return v; }
+__device__ __forceinline__ float narrow(const double v, const float)
+{
+#ifdef __CUDA_ARCH__
+    float r;
+    asm("cvt.rn.f32.f64 %0, %1;" : "=f"(r) : "d"(v));
+    return r;
+#else
+    return (float)v;
+#endif
+}
+__device__ __forceinline__ double narrow(const double v, const double) { return v; }
+#define TO_T(v) narrow((v), (T)0)
+
+// c ? a : b, bits as they are. The compiler turns a compare-and-select of floats such as "v <= 0 ? 0 : v" into
+// the GPU's max.NaN, whose NaN is its own canonical one (a NaN's sign lost); an asm select it leaves alone.
+__device__ __forceinline__ float select_bits(const bool c, const float a, const float b)
+{
+#ifdef __CUDA_ARCH__
+    float r;
+    asm("{\n\t.reg .pred p;\n\tsetp.ne.s32 p, %3, 0;\n\tselp.f32 %0, %1, %2, p;\n\t}"
+        : "=f"(r) : "f"(a), "f"(b), "r"((int)c));
+    return r;
+#else
+    return c ? a : b;
+#endif
+}
+__device__ __forceinline__ double select_bits(const bool c, const double a, const double b)
+{
+#ifdef __CUDA_ARCH__
+    double r;
+    asm("{\n\t.reg .pred p;\n\tsetp.ne.s32 p, %3, 0;\n\tselp.f64 %0, %1, %2, p;\n\t}"
+        : "=d"(r) : "d"(a), "d"(b), "r"((int)c));
+    return r;
+#else
+    return c ? a : b;
+#endif
+}
 """
 
 _SOURCE = r"""
@@ -227,8 +280,11 @@ extern "C" __global__ void relu_backward(const T* gy, const T* y, T* gz, const i
 extern "C" __global__ void bias_relu_forward(T* z, const T* bias, const i64 total, const i64 C, const i64 relu)
 {
     GRID_STRIDE_LOOP(idx, total) {
-        const T v = z[idx] + bias[idx % C];
-        z[idx] = (relu && !(v > (T)0) && v == v) ? (T)0 : v;
+        // a NaN operand's own bits, as NumPy's z + b on the CPU (z's when both are NaN): the GPU's float32
+        // addition would give its canonical NaN, losing the sign; then max(v, 0) with NaN kept as it is
+        const T a = z[idx], b = bias[idx % C];
+        const T v = select_bits(a != a, a, select_bits(b != b, b, a + b));
+        z[idx] = select_bits(relu && v <= (T)0, (T)0, v);
     }
 }
 
@@ -268,12 +324,12 @@ extern "C" __global__ void lrn_forward(const T* x, T* y, T* scale, const i64 tot
             double sum64 = 0;
             for (i64 j = c - before; j <= c + after; ++j) {
                 if (j < 0 || j >= C) continue;
-                const double v = (double)x[row + j];
+                const double v = widen(x[row + j]);
                 sum64 += v * v;
             }
-            const double s64 = (double)k + (double)alpha_over_size * sum64;
-            scale[idx] = (T)s64;
-            y[idx] = (T)((double)x[idx] * pow(s64, (double)minus_beta));
+            const double s64 = widen(k) + widen(alpha_over_size) * sum64;
+            scale[idx] = TO_T(s64);
+            y[idx] = TO_T(widen(x[idx]) * pow(s64, widen(minus_beta)));
         }
     }
 }
@@ -285,14 +341,14 @@ __device__ __forceinline__ double lrn_scale64(const T* x, const T* scale, const 
                                               const i64 before, const i64 after, const T alpha_over_size)
 {
     const T s = scale[row + j];
-    if (!(s != 0 && s + s == s)) return (double)s;
+    if (!(s != 0 && s + s == s)) return widen(s);
     double sum = 0;
     for (i64 t = j - before; t <= j + after; ++t) {
         if (t < 0 || t >= C) continue;
-        const double v = (double)x[row + t];
+        const double v = widen(x[row + t]);
         sum += v * v;
     }
-    return (double)alpha_over_size * sum;
+    return widen(alpha_over_size) * sum;
 }
 
 // gx_i = gy_i * s_i^(-beta) - coef * x_i * (sum of gy_j y_j / s_j over the windows j that contain i,
@@ -320,12 +376,12 @@ extern "C" __global__ void lrn_backward(const T* gy, const T* x, const T* y, con
             double spread64 = 0;
             for (i64 j = c - after; j <= c + before; ++j) {
                 if (j < 0 || j >= C) continue;
-                spread64 += (double)gy[row + j] * (double)y[row + j]
+                spread64 += widen(gy[row + j]) * widen(y[row + j])
                             / lrn_scale64(x, scale, row, j, C, before, after, alpha_over_size);
             }
             const double s64 = lrn_scale64(x, scale, row, c, C, before, after, alpha_over_size);
-            gx[idx] = (T)((double)gy[idx] * pow(s64, (double)minus_beta)
-                          - (double)coef * (double)x[idx] * spread64);
+            gx[idx] = TO_T(widen(gy[idx]) * pow(s64, widen(minus_beta))
+                           - widen(coef) * widen(x[idx]) * spread64);
         }
     }
 }
