@@ -16,7 +16,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 SCRIPTS = ["bench_kernels.py", "profile_step.py", "versus_torch.py", "kernel_timings.py", "plot_results.py",
-           "blas_threads.py", "distributed_bench.py", "aux_gradients.py"]
+           "blas_threads.py", "distributed_bench.py", "aux_gradients.py", "gpu_step_profile.py"]
 TIMEOUT = 60  # seconds: a parse error takes well under one; a benchmark that started would take minutes
 
 
@@ -105,6 +105,10 @@ BAD = {
         (["--compute-ms", "abc"], "--compute-ms"), (["--compute-ms", ""], "--compute-ms"),
         (["--compute-ms", "25,25"], "--compute-ms"), (["--out", "{file}"], "--out"),
     ],
+    "gpu_step_profile.py": [
+        (["--batch", "0"], "--batch"), (["--batch", "eight"], "--batch"), (["--repeats", "0"], "--repeats"),
+        (["--top", "-3"], "--top"),
+    ],
     "aux_gradients.py": [
         (["--epochs", "0"], "--epochs"), (["--batch-size", "0"], "--batch-size"), (["--every", "0"], "--every"),
         (["--lr", "0"], "--lr"), (["--lr", "nan"], "--lr"), (["--aux-weight", "-1"], "--aux-weight"),
@@ -192,3 +196,14 @@ def test_kernel_timings_only_knows_the_kernels_it_times(monkeypatch):
     import kernel_timings
 
     assert sorted({kernel for kernel, _, _ in kernel_timings.cases(quick=True)}) == sorted(kernel_timings.KERNELS)
+
+
+def test_gpu_step_profile_without_a_gpu_ends_in_one_line():
+    from tinynet import backend
+
+    if backend.cupy_available():
+        pytest.skip("CuPy and a CUDA device are here: the profile would run")
+    done = run("gpu_step_profile.py")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("gpu_step_profile.py: error: tinynet: ")
+    assert len(done.stderr.splitlines()) == 1

@@ -426,3 +426,67 @@ def test_a_gradient_on_another_device_than_its_weight_is_refused():
     with pytest.raises(TypeError, match="gradient of 'dense.* is on the CPU, the weight on the GPU"):
         opt.step()
     assert opt.iterations == 0
+
+
+def test_largest_of_groups_on_every_backend(xb):
+    """``max |a|`` over each group of arrays of one dtype (one wait for the device on a GPU): NaN where any holds NaN
+    or ±inf, 0 for a group of empty arrays or none."""
+    from tinynet.optimizers.optimizer import _largest_of_groups
+
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal(1001).astype(np.float32) * 9
+    groups = [[a, b, np.zeros((0, 3), np.float32)], [np.zeros(0, np.float32)], [],
+              [a, np.array([1.0, -np.inf], np.float32)], [np.array([np.nan]), np.array([2.0])],
+              [np.array([-0.0, -0.0])], [b.T.astype(np.float64)[::3]]]
+    got = _largest_of_groups([[xb(x) for x in group] for group in groups])
+    assert all(type(m) is float for m in got)
+    expected = [max(np.abs(a).max(), np.abs(b).max()), 0.0, 0.0, np.nan, np.nan, 0.0, np.abs(b[::3]).max()]
+    np.testing.assert_array_equal(got, expected)
+    assert not np.signbit(got[5])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam", "adam_decay"])
+def test_the_all_at_once_proof_gives_the_per_weight_steps(monkeypatch, optimizer):
+    """On a GPU a step first bounds every update by the maxima over all weights (one wait for the device). Forced
+    here on the CPU, the weights, the state, the step count and the errors are those of the per-weight checks:
+    over good steps (a float64 gradient of a float32 weight among them), a NaN gradient and a learning rate
+    that overflows."""
+    from tinynet.optimizers import NonFiniteGradientError, NonFiniteUpdateError
+    from tinynet.optimizers import optimizer as optimizer_module
+
+    make = {"sgd": lambda: SGD(0.05, momentum=0.9), "nesterov": lambda: SGD(0.05, momentum=0.9, nesterov=True),
+            "adam": lambda: Adam(0.01), "adam_decay": lambda: Adam(0.01, weight_decay=0.1)}[optimizer]
+    real, proofs = optimizer_module._largest_of_groups, []
+    monkeypatch.setattr(optimizer_module, "_largest_of_groups", lambda groups: proofs.append(1) or real(groups))
+    runs = []
+    for all_at_once in (False, True):
+        monkeypatch.setattr(optimizer_module, "_proves_all_at_once", lambda w, _on=all_at_once: _on)
+        tinynet.set_seed(0)
+        model = _conv_dense_bn_model()
+        opt = make().attach(model)
+        rng = np.random.default_rng(7)
+        errors = []
+        for step in range(6):
+            for layer in model.layers:
+                grads = [rng.standard_normal(w.shape).astype(np.float32) for w in layer.weights]
+                if layer.name == "conv" and grads:
+                    grads[0] = grads[0].astype(np.float64)  # cast to the weight's float32 by the step
+                if layer.name == "dense" and step == 3:
+                    grads[1][2] = np.nan
+                layer.grads = grads
+            opt.learning_rate = 1e38 if step == 4 else (0.05 if optimizer != "adam" else 0.01)
+            try:
+                opt.step()
+            except (NonFiniteGradientError, NonFiniteUpdateError) as e:
+                errors.append((type(e).__name__, str(e)))
+        runs.append(([w.copy() for w in model.get_weights()], opt.state_dict()["arrays"], opt.iterations, errors))
+    (w0, s0, n0, e0), (w1, s1, n1, e1) = runs
+    # (Adam's step is about the learning rate times ±1, so 1e38 stays finite in float32: one error only)
+    expected = ["NonFiniteGradientError"] + (["NonFiniteUpdateError"] if optimizer in ("sgd", "nesterov") else [])
+    assert e0 == e1 and [name for name, _ in e0] == expected and n0 == n1 == 6 - len(expected)
+    for a, b in zip(w0, w1):
+        np.testing.assert_array_equal(b, a)
+    assert s0.keys() == s1.keys()
+    for key in s0:
+        np.testing.assert_array_equal(s1[key], s0[key], err_msg=key)
+    assert len(proofs) == 6  # every step of the second run tried the proof first (the first run never did)

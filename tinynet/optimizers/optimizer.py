@@ -84,34 +84,58 @@ class NonFiniteUpdateError(FloatingPointError):
         self.key = key
 
 
-_GPU_MAX_ABS = []  # the CuPy reduction of _gpu_largest_magnitudes, made on first use
+_GPU_MAX_ABS = []  # the CuPy reduction of _gpu_largest_of_groups, made on first use
 
 
-def _gpu_largest_magnitudes(arrays) -> list:
-    """:func:`_largest_magnitudes` of CuPy arrays: one reduction per array, ``max_j |a_j|`` in float64 with NaN
-    kept, left on the device; then one copy of all of them to the host. (The NumPy reference's ``float(a.max())``
-    waits for the GPU twice per array: measured on an H200, 45.8 ms of a 60.6 ms GoogLeNet SGD step, batch 8.)"""
+def _gpu_largest_of_groups(groups) -> list:
+    """``max |a|`` over all arrays of each group of CuPy arrays of one dtype (NaN where one holds NaN or inf, 0 for
+    a group of empty arrays): one reduction per group (of the group's arrays concatenated, where it has several),
+    in float64 with NaN kept, left on the device; then one copy of all of them to the host. (The NumPy
+    reference's ``float(a.max())`` waits for the GPU twice per array: measured on an H200, 45.8 ms of a 60.6 ms
+    GoogLeNet SGD step, batch 8.)"""
     import cupy
 
     if not _GPU_MAX_ABS:
         _GPU_MAX_ABS.append(cupy.ReductionKernel(
             "T x", "float64 y", "fabs((double)x)", "(a != a) ? a : ((b != b) ? b : (a > b ? a : b))", "y = a",
             "0", "tinynet_max_abs", reduce_type="double"))
-    found = [_GPU_MAX_ABS[0](a) for a in arrays if a.size]
-    values = iter(cupy.stack(found).get().tolist() if found else [])
-    magnitudes = []
-    for a in arrays:  # an empty array's is 0; an inf (or NaN) one NaN, as the CPU kernels give
-        m = next(values) if a.size else 0.0
-        magnitudes.append(m if math.isfinite(m) else math.nan)
-    return magnitudes
+    found = []
+    for arrays in groups:
+        flat = [a.ravel() for a in arrays if a.size]
+        if not flat:
+            found.append(cupy.zeros((), cupy.float64))
+        else:
+            found.append(_GPU_MAX_ABS[0](flat[0] if len(flat) == 1 else cupy.concatenate(flat)))
+    values = cupy.stack(found).get().tolist() if found else []
+    return [m if math.isfinite(m) else math.nan for m in values]  # inf is NaN too, as the CPU kernels give
+
+
+def _largest_of_groups(groups) -> list:
+    """``max |a|`` over all arrays of each group (a list of arrays of one dtype, on one device): NaN where one
+    holds NaN or inf, 0 for a group of empty arrays. On a GPU one wait for the device for all groups
+    (:func:`_gpu_largest_of_groups`); on the CPU :func:`_largest_magnitudes` per group."""
+    first = next((a for arrays in groups for a in arrays), None)
+    if first is not None and backend.is_gpu_array(first):
+        return _gpu_largest_of_groups(groups)
+    found = []
+    for arrays in groups:
+        magnitudes = _largest_magnitudes(arrays) if arrays else []
+        found.append(math.nan if any(math.isnan(m) for m in magnitudes) else max(magnitudes, default=0.0))
+    return found
+
+
+def _proves_all_at_once(w) -> bool:
+    """Whether a step on weights like ``w`` first tries :meth:`Optimizer._proven_all_at_once`: on a GPU, where
+    each wait for the device costs more than the reductions."""
+    return backend.is_gpu_array(w)
 
 
 def _largest_magnitudes(arrays) -> list:
     """``max |a|`` of each array (NaN for one holding NaN or inf, 0 when empty): on the CPU the kernel
     :func:`tinynet.kernels.largest_magnitudes` (with Numba one call and one pass per array at memory speed),
-    on a GPU :func:`_gpu_largest_magnitudes` (one wait for the device, for all arrays)."""
+    on a GPU :func:`_gpu_largest_of_groups` with a group per array (one wait for the device, for all arrays)."""
     if backend.is_gpu_array(arrays[0]):
-        return _gpu_largest_magnitudes(arrays)
+        return _gpu_largest_of_groups([[a] for a in arrays])
     # the dispatcher's checks, once: the step casts the gradient to the weight's dtype, and the state has it
     return kernels.implementation("largest_magnitudes", arrays[0])(arrays)
 
@@ -296,12 +320,17 @@ class Optimizer:
             entries.append((key, layer, i, w, g))
         lr = self.learning_rate
         self._check_rates(lr, {w.dtype for *_, w, _ in entries})
+        for n, (key, layer, i, w, g) in enumerate(entries):
+            if g.dtype != w.dtype:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    entries[n] = (key, layer, i, w, g.astype(w.dtype))
+        if entries and _proves_all_at_once(entries[0][3]) and self._proven_all_at_once(entries, lr):
+            self.iterations += 1
+            self._apply([(key, w, g) for key, _, _, w, g in entries], lr)
+            return
         # the largest magnitudes of every weight, gradient and state array (checked finite), and the bounds
         prepared, proven, limits = [], True, {}
         for key, layer, i, w, g in entries:
-            if g.dtype != w.dtype:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    g = g.astype(w.dtype)
             held = [slot for slot in self.slot_names if key in self.slots[slot]]  # the others: created as 0
             g_max, w_max, *held_max = _largest_magnitudes([g, w] + [self.slots[slot][key] for slot in held])
             if not math.isfinite(g_max):
@@ -332,6 +361,34 @@ class Optimizer:
             self._apply(prepared, lr)
         else:
             self._checked_step(prepared, lr)
+
+    def _proven_all_at_once(self, entries, lr) -> bool:
+        """Whether the bounds of :meth:`_update_bounds`, from the largest magnitudes over all weights of one dtype
+        (over all their weights, over all their gradients, over each state), prove every weight's step finite.
+
+        Those are at least each weight's own, and a bound never shrinks when a magnitude grows, so True proves
+        the step as the per-weight checks of :meth:`step` would. They are read in one wait for the device
+        (:func:`_largest_of_groups`); False (a NaN or inf anywhere, or a bound past the limit) leaves the
+        decision, and the error that names the weight, to the per-weight checks.
+        """
+        groups = {}  # (dtype, role) -> arrays; role: "weight", "gradient" or ("state", slot)
+        for key, _, _, w, g in entries:
+            groups.setdefault((w.dtype, "weight"), []).append(w)
+            groups.setdefault((w.dtype, "gradient"), []).append(g)
+            for slot in self.slot_names:
+                held = groups.setdefault((w.dtype, ("state", slot)), [])
+                if key in self.slots[slot]:
+                    held.append(self.slots[slot][key])
+        maxima = dict(zip(groups, _largest_of_groups(list(groups.values()))))
+        if not all(math.isfinite(m) for m in maxima.values()):
+            return False
+        for dtype in {dtype for dtype, _ in groups}:
+            limit = float(np.finfo(dtype).max) / 2  # as in step
+            slots = {slot: maxima[dtype, ("state", slot)] for slot in self.slot_names}
+            bounds = self._update_bounds(maxima[dtype, "weight"], maxima[dtype, "gradient"], slots, lr, dtype)
+            if not all(bound <= limit for bound in bounds):  # NaN fails, as in step
+                return False
+        return True
 
     def _apply(self, prepared, lr):
         for key, w, g in prepared:
@@ -400,8 +457,9 @@ class Optimizer:
         list of float
             Bounds of the magnitude of every value the update computes for this weight (the new weight, the new
             state, the intermediates); the step runs without copies when all are at most half the dtype's
-            largest number. The base class proves nothing (``[inf]``): a subclass's step is then always
-            checked, with copies.
+            largest number. No bound may shrink when one of the magnitudes grows: on a GPU the step first tries
+            the maxima over all weights (:meth:`_proven_all_at_once`). The base class proves nothing
+            (``[inf]``): a subclass's step is then always checked, with copies.
         """
         return [math.inf]
 
