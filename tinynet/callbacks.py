@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import inspect
 import io
 import math
 import os
@@ -437,7 +438,8 @@ class MonitorCallback(Callback):
     ValueError
         At construction, naming the callback and the argument, for a ``monitor`` that is not a non-empty
         string, an unknown ``mode`` (Keras warns and falls back to ``'auto'``; tinynet refuses the typo), a
-        ``baseline`` that is not a finite number, or a negative ``min_delta``.
+        ``baseline`` that is not a finite number, or a negative ``min_delta``; in ``on_train_begin``, before
+        the first step, for ``mode='auto'`` on a ``monitor`` whose direction cannot be told.
     """
 
     def __init__(self, monitor="val_loss", mode="auto", baseline=None, min_delta=0):
@@ -457,10 +459,24 @@ class MonitorCallback(Callback):
                              f"tell whether that quantity should be maximized or minimized. Pass mode='max' to "
                              f"monitor the highest value, or mode='min' for the lowest.")
         self.monitor_op = np.less if direction == "min" else np.greater
-        if self.monitor_op is np.less:
-            self.min_delta *= -1
+        # Keras' convention: min_delta is negated for 'min'; from its magnitude, so a second call keeps the sign
+        self.min_delta = -abs(self.min_delta) if self.monitor_op is np.less else abs(self.min_delta)
+
+    def on_train_begin(self, logs=None):
+        """Resolve the direction (``mode='auto'``) before the first step: a monitor whose direction cannot be
+        told raises ``ValueError`` now, not after an epoch of training (Keras waits for the first epoch's end).
+        The model's compiled metrics are built by then."""
+        self._set_monitor_op()
 
     def _is_improvement(self, value, reference):
+        """Whether ``value`` beats ``reference`` by more than ``min_delta`` (anything finite beats ``None``).
+
+        A NaN or infinite ``value`` never does (Keras takes a first NaN as the best): a NaN best would make
+        every later comparison false, so e.g. a ``ModelCheckpoint`` shown a refused step's ``loss = nan`` as
+        its first batch would never save again, in this fit or the next.
+        """
+        if not np.isfinite(value):
+            return False
         if reference is None:
             return True
         return bool(self.monitor_op(value - self.min_delta, reference))
@@ -508,6 +524,7 @@ class EarlyStopping(MonitorCallback):
         self.best_epoch = 0
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         self.wait = 0
         self.stopped_epoch = 0
         self.best = None
@@ -562,7 +579,9 @@ class ModelCheckpoint(MonitorCallback):
         ``save_freq``, 1 for the first batch) and any key of the epoch's logs, e.g.
         ``'ckpt/weights-{epoch:02d}-{val_loss:.3f}.weights.npz'``. ``epoch`` and ``batch`` are always the
         callback's own counts, also when the logs hold an ``epoch`` (as a :class:`~tinynet.training.Trainer`'s
-        do). Missing folders are created.
+        do). Missing folders are created. A template that can never be filled (malformed braces, a positional
+        field, a bad conversion, a format spec the integer epoch or batch does not take, a ``val_`` key with an
+        integer ``save_freq``) raises ``ValueError`` here.
     monitor : str, default 'val_loss'
     verbose : int >= 0 or bool, default 0
     save_best_only : bool, default False
@@ -613,17 +632,37 @@ class ModelCheckpoint(MonitorCallback):
                              f"{os.path.splitext(self.filepath)[1]}. Received: filepath={self.filepath}")
 
     def _check_format_fields(self):
-        """Raise ``ValueError`` for a ``filepath`` that no logs can fill: malformed braces, or a positional
-        field (``{}``, ``{0}``); fields are filled by name only."""
+        """Raise ``ValueError`` for a ``filepath`` that no logs can fill: malformed braces, a positional field
+        (``{}``, ``{0}``; fields are filled by name only), a conversion other than ``!r``, ``!s``, ``!a``, a
+        ``val_`` key with an integer ``save_freq`` (a batch's logs hold no validation values), or a format spec
+        that the integer ``{epoch}`` / ``{batch}`` does not take (``{epoch:.2q}``). The log keys'
+        values are known only in training, so their specs are not checked here (nor ``{batch}`` with
+        ``save_freq='epoch'``, which, as in Keras, a ``batch`` key of the logs fills)."""
         try:
-            fields = [name for _, name, _, _ in string.Formatter().parse(self.filepath) if name is not None]
+            fields = [(name, spec, conversion) for _, name, spec, conversion in
+                      string.Formatter().parse(self.filepath) if name is not None]
         except ValueError as error:
             raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} is not a valid format string "
                              f"({error}); write a literal brace as '{{{{' or '}}}}'") from None
-        positional = [name for name in fields if not name or name.split(".")[0].split("[")[0].isdigit()]
-        if positional:
-            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} has a positional field "
-                             f"('{{{positional[0]}}}'); name the field: {{epoch}}, {{batch}} or a key of the logs")
+        for name, spec, conversion in fields:
+            root = name.split(".")[0].split("[")[0]
+            if not name or root.isdigit():
+                raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} has a positional field "
+                                 f"('{{{name}}}'); name the field: {{epoch}}, {{batch}} or a key of the logs")
+            if conversion not in (None, "r", "s", "a"):
+                raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r}: field {{{name}}} has the unknown "
+                                 f"conversion '!{conversion}' (Python takes !r, !s and !a)")
+            if root.startswith("val_") and self.save_freq != "epoch":
+                raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} has the field {{{name}}}, but with "
+                                 f"save_freq={self.save_freq!r} it is filled from a batch's logs, which hold no "
+                                 f"validation values (validation runs at the end of an epoch); use "
+                                 f"save_freq='epoch' or a training key such as {{{root[4:]}}}")
+            if name in ("epoch", "batch") and conversion is None and "{" not in spec:
+                try:
+                    format(1, spec)
+                except ValueError as error:
+                    raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r}: field {{{name}:{spec}}} is "
+                                     f"not a format for the integer {name} ({error})") from None
 
     def _static_folder(self):
         """The part of the destination folder that no format field changes."""
@@ -643,6 +682,7 @@ class ModelCheckpoint(MonitorCallback):
             raise NotADirectoryError(f"ModelCheckpoint: cannot save a checkpoint folder at {self.filepath!r}: it "
                                      f"is a file")
         _check_writable(self, self.filepath, self._static_folder(), make_folders=True)
+        super().on_train_begin(logs)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._should_save_on_batch(batch):
@@ -734,6 +774,47 @@ def _optimizer(callback):
     return optimizer
 
 
+def _takes_one_argument(schedule):
+    """Whether ``schedule`` is Keras' older form ``schedule(epoch)``.
+
+    Returns
+    -------
+    bool or None
+        True when it cannot take ``(epoch, lr)`` but can take ``(epoch)``; False when it takes ``(epoch, lr)``;
+        None when its signature cannot be read (a built-in, some C callables).
+
+    Raises
+    ------
+    ValueError
+        When its signature takes neither.
+    """
+    try:
+        signature = inspect.signature(schedule)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(0, 0.1)
+        return False
+    except TypeError:
+        pass
+    try:
+        signature.bind(0)
+        return True
+    except TypeError:
+        raise ValueError(f"LearningRateScheduler: schedule must take (epoch, lr) or (epoch), got {schedule!r} "
+                         f"with the signature {signature}") from None
+
+
+def _settable_rate(callback):
+    """Before training: raise ``TypeError`` naming ``callback`` when the optimizer's rate is a per-step schedule,
+    which a callback cannot set (the optimizer would refuse it only once the callback tries, mid-training)."""
+    schedule = getattr(_optimizer(callback), "learning_rate_schedule", None)
+    if schedule is not None:
+        raise TypeError(f"{type(callback).__name__}: the optimizer was built with a learning rate schedule "
+                        f"({schedule!r}), so this callback cannot set its learning rate; build the optimizer with a "
+                        f"float learning_rate")
+
+
 class LearningRateScheduler(Callback):
     """At each epoch's start, set the learning rate to ``schedule(epoch, lr)`` (Keras' ``LearningRateScheduler``).
 
@@ -745,7 +826,11 @@ class LearningRateScheduler(Callback):
     verbose : int >= 0 or bool, default 0
 
     It also logs ``learning_rate`` at each epoch's end (so the history has it, as in Keras). A ``schedule``
-    that is not callable, or a bad ``verbose``, raises ``ValueError`` here.
+    that is not callable or takes neither ``(epoch, lr)`` nor ``(epoch)``, or a bad ``verbose``, raises
+    ``ValueError`` here; an optimizer whose rate is a per-step schedule raises ``TypeError`` in
+    ``on_train_begin``, before the first step. Which form the schedule takes is read from its signature, so a
+    ``TypeError`` raised inside a two-argument schedule reaches the caller as it is (Keras retries it as
+    ``schedule(epoch)`` and reports a missing argument instead).
     """
 
     def __init__(self, schedule, verbose=0):
@@ -755,13 +840,23 @@ class LearningRateScheduler(Callback):
                              f"got {schedule!r}")
         self.schedule = schedule
         self.verbose = _verbose(self, verbose)
+        self._one_argument = _takes_one_argument(schedule)
+
+    def on_train_begin(self, logs=None):
+        """Refuse, before the first step, an optimizer whose rate is a per-step schedule (``TypeError``)."""
+        _settable_rate(self)
 
     def on_epoch_begin(self, epoch, logs=None):
         optimizer = _optimizer(self)
-        try:
-            lr = self.schedule(epoch, float(optimizer.learning_rate))
-        except TypeError:  # schedule(epoch), Keras' older form
+        if self._one_argument:  # schedule(epoch), Keras' older form
             lr = self.schedule(epoch)
+        elif self._one_argument is None:  # no signature to read: Keras' way, try both
+            try:
+                lr = self.schedule(epoch, float(optimizer.learning_rate))
+            except TypeError:
+                lr = self.schedule(epoch)
+        else:  # a TypeError raised inside the schedule is the user's, not a sign of the older form
+            lr = self.schedule(epoch, float(optimizer.learning_rate))
         if isinstance(lr, bool) or not isinstance(lr, (float, int, np.floating, np.integer)):
             raise ValueError(f"The output of the schedule function should be a float. Got: {lr!r}")
         optimizer.learning_rate = float(lr)
@@ -791,7 +886,9 @@ class ReduceLROnPlateau(MonitorCallback):
         The rate never goes below this.
 
     It logs ``learning_rate`` at each epoch's end (before deciding), as Keras. Every argument is checked
-    here: a bad one raises ``ValueError`` naming it (see :class:`MonitorCallback`).
+    here: a bad one raises ``ValueError`` naming it (see :class:`MonitorCallback`). An optimizer whose rate is
+    a per-step schedule (which this callback cannot set) raises ``TypeError`` in ``on_train_begin``, before the
+    first step.
     """
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
@@ -815,6 +912,8 @@ class ReduceLROnPlateau(MonitorCallback):
         self.wait = 0
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        _settable_rate(self)
         self._reset()
 
     def in_cooldown(self):
@@ -985,12 +1084,21 @@ class TerminateOnNaN(Callback):
 class LambdaCallback(Callback):
     """A callback from functions: ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``,
     ``on_train_begin(logs)``, ``on_train_end(logs)``, ``on_train_batch_begin(batch, logs)``,
-    ``on_train_batch_end(batch, logs)`` (Keras' ``LambdaCallback``)."""
+    ``on_train_batch_end(batch, logs)`` (Keras' ``LambdaCallback``). Other hooks may be given by keyword
+    (``on_test_begin=...``), as in Keras; a keyword starting with ``on_`` that names no hook (a misspelling such
+    as ``on_epoch_ends``), or a hook that is not a function, raises ``ValueError``."""
 
     def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
                  on_train_batch_begin=None, on_train_batch_end=None, **kwargs):
         super().__init__()
-        self.__dict__.update(kwargs)
+        for name, fn in kwargs.items():  # Keras sets these as attributes: an ``on_...`` one must be a real hook
+            if name.startswith("on_") and not callable(getattr(Callback, name, None)):
+                hooks = sorted(n for n in vars(Callback) if n.startswith("on_"))
+                raise ValueError(f"LambdaCallback: {name} is not a callback hook (a misspelt one would never be "
+                                 f"called); the hooks are {', '.join(hooks)}")
+            if name.startswith("on_") and fn is not None and not callable(fn):
+                raise ValueError(f"LambdaCallback: {name} must be a function or None, got {fn!r}")
+        self.__dict__.update({name: fn for name, fn in kwargs.items() if not (name.startswith("on_") and fn is None)})
         hooks = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end, "on_train_begin": on_train_begin,
                  "on_train_end": on_train_end, "on_train_batch_begin": on_train_batch_begin,
                  "on_train_batch_end": on_train_batch_end}

@@ -1318,7 +1318,7 @@ def _refuse_weights_in_parallel(state, who, given):
                          f"one process (distributed=False) to weight examples")
 
 
-def _check_callbacks(who, callbacks):
+def check_callbacks(who, callbacks):
     """``ValueError`` naming ``who`` unless ``callbacks`` is None or a list (tuple) of Callback objects."""
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
         raise ValueError(f"{who}: callbacks must be a list of tinynet.callbacks.Callback, got "
@@ -1368,7 +1368,7 @@ def fit(model, state, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
     if validation_split >= 1:
         raise ValueError(f"{who}: validation_split must be in [0, 1), got {validation_split!r}")
     check_flag(who, "shuffle", shuffle, ValueError)
-    _check_callbacks(who, callbacks)
+    check_callbacks(who, callbacks)
     xs = standardize_x(model, x, who, check_values=False)  # checked below, once the validation part is known
     n = len(xs[0])
     if n == 0:
@@ -1433,7 +1433,7 @@ def evaluate(model, state, x=None, y=None, batch_size=None, verbose="auto", samp
     who = "evaluate"
     _require_compiled(model, state, who)
     verbose = _verbose(who, verbose)
-    _check_callbacks(who, callbacks)
+    check_callbacks(who, callbacks)
     batch_size = 32 if batch_size is None else _positive_int(who, "batch_size", batch_size)
     xs, ys, sws = _batch_arrays(model, state, x, y, who, sample_weight)
     cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,

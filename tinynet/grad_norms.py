@@ -129,11 +129,20 @@ class GradNormRecorder:
 
         ``backward(output_grads)`` is the model's backward pass; after this call the layers hold the gradients
         of the full loss, as after a plain step.
+
+        A step measured again (its update was refused, e.g. as diverged, so the optimizer's step count did not
+        move, and training went on or was resumed from there) replaces the earlier measurement of that step,
+        so the record holds each step once, in order.
         """
         backward([None] * (len(grads) - 1) + [grads[-1]])
         main_only = group_grad_norms(self.groups)
         backward(grads)
         with_aux = group_grad_norms(self.groups)
+        if self.record["step"] and self.record["step"][-1] == step:  # that step's update was never applied
+            self.record["step"].pop()
+            for g in self.groups:
+                self.record["main_only"][g].pop()
+                self.record["with_aux"][g].pop()
         self.record["step"].append(step)
         for g in self.groups:
             self.record["main_only"][g].append(main_only[g])

@@ -89,7 +89,7 @@ def sample_weights_like(scores, sample_weight, name="loss"):
 
     Accepted, as the labels (:func:`targets_like`): a number (every prediction), ``(N,)`` (one per example,
     at every position), ``scores.shape[:-1]`` (one per prediction) or that with a trailing 1. Values must be
-    finite. Anything else raises naming ``name`` and both shapes.
+    finite, in ``scores``' dtype too. Anything else raises naming ``name`` and both shapes.
     """
     xp = get_array_module(scores)
     weights = xp.asarray(sample_weight)
@@ -103,10 +103,15 @@ def sample_weights_like(scores, sample_weight, name="loss"):
                          f"{tuple(scores.shape)}; it must be a number or of shape {listed}")
     if not bool(xp.isfinite(weights).all()):
         raise ValueError(f"{name}: sample_weight holds NaN or inf")
+    with np.errstate(over="ignore"):  # an overflow to inf is reported just below
+        weights = weights.astype(scores.dtype)
+    if not bool(xp.isfinite(weights).all()):  # finite as given, but beyond the range of the scores' dtype
+        raise ValueError(f"{name}: sample_weight holds values beyond the range of {scores.dtype}, the outputs' "
+                         f"dtype, which become inf once cast to it")
     if weights.ndim == len(ids_shape) + 1:  # a trailing 1
         weights = weights[..., 0]
     weights = weights.reshape(weights.shape + (1,) * (len(ids_shape) - weights.ndim))
-    return xp.broadcast_to(weights.astype(scores.dtype), ids_shape)
+    return xp.broadcast_to(weights, ids_shape)
 
 
 def _first_bad(xp, labels, bad):
@@ -131,8 +136,9 @@ def targets_like(scores, labels, name="loss"):
                                               4×4×C aux outputs): it applies at every position
     ========================================  ====================================================
 
-    Class ids outside [0, C) raise naming the range found and the first bad value with its index.
-    An empty batch raises (a mean over no example is undefined).
+    Class ids outside [0, C) raise naming the range found and the first bad value with its index; floating
+    targets that hold NaN or inf (once cast to the scores' dtype) raise too. An empty batch raises (a mean over
+    no example is undefined).
     """
     _check_scores(scores, name)
     xp = get_array_module(scores)
@@ -145,7 +151,12 @@ def targets_like(scores, labels, name="loss"):
                          f"got dtype {labels.dtype} shape {labels.shape}")
     if labels.shape == scores.shape:
         if kind == "f":
-            return labels.astype(scores.dtype, copy=False)
+            with np.errstate(over="ignore"):  # an overflow to inf is reported just below
+                targets = labels.astype(scores.dtype, copy=False)
+            if not bool(xp.isfinite(targets).all()):  # a NaN target would make the loss NaN whatever its weight
+                raise ValueError(f"{name}: targets hold NaN or inf (in {scores.dtype}, the scores' dtype); labels "
+                                 f"of shape {labels.shape}, dtype {labels.dtype}")
+            return targets
         bad = (labels != 0) & (labels != 1)
         if bool(bad.any()):
             raise ValueError(f"{name}: {labels.dtype} labels of the scores' shape {scores.shape} are read as "
@@ -178,7 +189,8 @@ def softmax_cross_entropy(logits, labels):
     .. math:: L = -\\frac{1}{M} \\sum_{m,c} t_{mc} \\log p_{mc}, \\qquad
               \\frac{∂L}{∂z_{mc}} = \\frac{1}{M}\\Big(p_{mc} \\sum_{c'} t_{mc'} - t_{mc}\\Big)
 
-    with ``p = softmax(z)`` over the last axis and ``M`` the number of rows. For one-hot or smoothed labels
+    with ``p = softmax(z)`` over the last axis, ``M`` the number of rows and ``0 · log 0 = 0`` (a logit of −inf,
+    a masked class, adds nothing where its target is 0). For one-hot or smoothed labels
     ``Σ t = 1`` and the gradient is the familiar ``p − t``; soft targets that do not sum to 1 (a multi-hot row,
     an all-zero row) get their exact gradient too, as autodiff (Keras on JAX, PyTorch) gives it.
 
@@ -198,7 +210,8 @@ def softmax_cross_entropy(logits, labels):
     log_sum = xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
     log_p = shifted - log_sum
     m = logits.size // logits.shape[-1]
-    loss = float(-(t * log_p).sum() / m)
+    # 0 · log p = 0 where the target is 0, even for a masked logit of −inf (log p = −inf): not 0 · (−inf) = NaN
+    loss = float(-(t * xp.where(t == 0, logits.dtype.type(0), log_p)).sum() / m)
     grad = (xp.exp(log_p) * t.sum(axis=-1, keepdims=True) - t) / logits.dtype.type(m)
     return loss, grad
 
@@ -535,9 +548,9 @@ class SparseCategoricalCrossentropy(_Crossentropy):
         xp = get_array_module(y_pred)
         labels = xp.asarray(y_true)
         if labels.dtype.kind == "f":
-            if bool((labels != xp.floor(labels)).any()):
+            if not bool(xp.isfinite(labels).all()) or bool((labels != xp.floor(labels)).any()):  # inf: no int
                 raise ValueError(f"{self.name}: class indices must be whole numbers, got {labels.dtype} values "
-                                 f"that are not")
+                                 f"that are not (fractions, NaN or inf)")
             labels = labels.astype(np.int64)
         if tuple(labels.shape) == tuple(y_pred.shape) and y_pred.shape[-1] != 1:
             raise ValueError(f"{self.name}: takes integer class indices, got labels of the outputs' shape "

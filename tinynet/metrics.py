@@ -44,6 +44,18 @@ def _arrays(y_true, y_pred):
     return np.asarray(backend.to_numpy(y_true)), np.asarray(backend.to_numpy(y_pred))
 
 
+def _class_arrays(y_true, y_pred, who):
+    """:func:`_arrays` for the class metrics, whose predictions need a batch and a class axis (else the argmax
+    would run over the batch) and labels a batch axis: ``ValueError`` naming ``who`` and the shape otherwise."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    if y_pred.ndim < 2 or y_pred.shape[-1] == 0:
+        raise ValueError(f"{who}: predictions must have shape (N, ..., classes) with classes >= 1, got shape "
+                         f"{y_pred.shape}")
+    if y_true.ndim == 0:
+        raise ValueError(f"{who}: labels must have a batch axis, shape (N, ...), got a single value {y_true!r}")
+    return y_true, y_pred
+
+
 def _for_metric(problem, fn_name=None):
     """A :func:`tinynet.losses.label_problem` message, its hint pointing to the metric for the other label kind.
 
@@ -65,57 +77,62 @@ def _shape_error(y_true, y_pred, mode, who):
 
 
 def _ids(y_true, y_pred, who):
-    """Class indices shaped like ``y_pred.shape[:-1]`` from indices (N, ...), (N, ..., 1) or (N,)."""
+    """Class indices shaped like ``y_pred.shape[:-1]`` from indices (N, ...), (N, ..., 1) or (N,).
+
+    Labels that are not class ids of ``y_pred`` (another shape, floats that are not whole numbers, NaN, values
+    outside ``[0, C)``) raise ``ValueError`` naming ``who``, as :func:`tinynet.losses.label_problem` words it.
+    """
+    problem = label_problem(y_true, y_pred.shape[1:], "ids")
+    if problem is not None:
+        raise ValueError(f"{who}: {_for_metric(problem, who)}")
     ids = y_true
     if ids.ndim == y_pred.ndim and ids.shape[-1] == 1:
         ids = ids[..., 0]
-    if ids.shape != y_pred.shape[:-1]:
-        if ids.shape == y_pred.shape[:1]:  # one label per example, at every position
-            ids = np.broadcast_to(ids.reshape(ids.shape + (1,) * (y_pred.ndim - 2)), y_pred.shape[:-1])
-        else:
-            raise _shape_error(y_true, y_pred, "ids", who)
+    if ids.shape != y_pred.shape[:-1]:  # (N,): one label per example, at every position
+        ids = np.broadcast_to(ids.reshape(ids.shape + (1,) * (y_pred.ndim - 2)), y_pred.shape[:-1])
     return ids.astype(np.int64)
 
 
 def _one_hot_ids(y_true, y_pred, who):
-    if y_true.shape != y_pred.shape:
-        raise _shape_error(y_true, y_pred, "one_hot", who)
+    """``argmax(y_true)`` of one-hot labels of ``y_pred``'s shape; other shapes, NaN or inf, and integer labels
+    that are not 0 or 1 raise ``ValueError`` naming ``who``, as :func:`tinynet.losses.label_problem` words it."""
+    problem = label_problem(y_true, y_pred.shape[1:], "one_hot")
+    if problem is not None:
+        raise ValueError(f"{who}: {_for_metric(problem, who)}")
     return y_true.argmax(axis=-1)
 
 
 def _in_top_k(ids, y_pred, k):
-    """Keras' ``in_top_k``: the label's score is at least the k-th highest score."""
-    classes = y_pred.shape[-1]
-    if k >= classes:
-        return np.ones(ids.shape, dtype=bool)
-    kth = np.partition(y_pred, classes - k, axis=-1)[..., classes - k]
-    scores = np.take_along_axis(y_pred, ids[..., None], axis=-1)[..., 0]
-    return scores >= kth
+    """Keras' ``in_top_k``: fewer than ``k`` scores are strictly greater than the label's (so the label's score
+    is at least the k-th highest); a NaN score at the label counts as −inf, a NaN elsewhere as no greater."""
+    scores = np.take_along_axis(y_pred, ids[..., None], axis=-1)
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    return (y_pred > scores).sum(axis=-1) < k
 
 
 def categorical_accuracy(y_true, y_pred):
     """Per-prediction 1.0 where ``argmax(y_true) == argmax(y_pred)``, else 0.0 (one-hot labels)."""
-    y_true, y_pred = _arrays(y_true, y_pred)
+    y_true, y_pred = _class_arrays(y_true, y_pred, "categorical_accuracy")
     return (_one_hot_ids(y_true, y_pred, "categorical_accuracy") == y_pred.argmax(axis=-1)).astype(np.float64)
 
 
 def sparse_categorical_accuracy(y_true, y_pred):
     """Per-prediction 1.0 where ``y_true == argmax(y_pred)``, else 0.0 (class indices)."""
-    y_true, y_pred = _arrays(y_true, y_pred)
+    y_true, y_pred = _class_arrays(y_true, y_pred, "sparse_categorical_accuracy")
     ids = _ids(y_true, y_pred, "sparse_categorical_accuracy")
     return (ids == y_pred.argmax(axis=-1)).astype(np.float64)
 
 
 def top_k_categorical_accuracy(y_true, y_pred, k=5):
     """Per-prediction 1.0 where ``argmax(y_true)`` is among the ``k`` highest scores (one-hot labels)."""
-    y_true, y_pred = _arrays(y_true, y_pred)
+    y_true, y_pred = _class_arrays(y_true, y_pred, "top_k_categorical_accuracy")
     ids = _one_hot_ids(y_true, y_pred, "top_k_categorical_accuracy")
     return _in_top_k(ids, y_pred, k).astype(np.float64)
 
 
 def sparse_top_k_categorical_accuracy(y_true, y_pred, k=5):
     """Per-prediction 1.0 where ``y_true`` is among the ``k`` highest scores (class indices)."""
-    y_true, y_pred = _arrays(y_true, y_pred)
+    y_true, y_pred = _class_arrays(y_true, y_pred, "sparse_top_k_categorical_accuracy")
     return _in_top_k(_ids(y_true, y_pred, "sparse_top_k_categorical_accuracy"), y_pred, k).astype(np.float64)
 
 
@@ -131,6 +148,7 @@ def _targets(y_true, y_pred, who):
 def binary_accuracy(y_true, y_pred, threshold=0.5):
     """Per prediction, the fraction of units where ``y_true`` equals ``[y_pred > threshold]`` (1.0 or 0.0), as
     Keras: a target that is neither 0 nor 1 never matches."""
+    threshold = _check_threshold(threshold, "binary_accuracy")
     y_true, y_pred = _arrays(y_true, y_pred)
     t = _targets(y_true, y_pred, "binary_accuracy")
     return (t == (y_pred > threshold).astype(np.float64)).astype(np.float64).mean(axis=-1)
@@ -198,6 +216,11 @@ class Metric:
     def get_config(self) -> dict:
         return {"name": self.name}
 
+    @classmethod
+    def from_config(cls, config):
+        """The metric that :meth:`get_config` describes (Keras' ``Metric.from_config``): ``cls(**config)``."""
+        return cls(**config)
+
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
 
@@ -206,7 +229,9 @@ class Mean(Metric):
     """The (weighted) mean of the values given to :meth:`update_state` (Keras' ``Mean``).
 
     ``update_state(values, sample_weight=None)``: a number or an array; ``sample_weight`` a number (the
-    weight of every value, e.g. a batch size) or an array that broadcasts to ``values``' shape. Weights that
+    weight of every value, e.g. a batch size) or an array that broadcasts to ``values``' shape once its axes are
+    aligned with ``values``' leading ones, as Keras (weights ``(N,)`` for values ``(N, K)`` weight each row,
+    never each column, even when ``N == K``). Weights that
     are not finite numbers, or of another shape, raise naming the metric and both shapes.
     """
 
@@ -229,17 +254,20 @@ class Mean(Metric):
             self._add_weighted(values, sample_weight, f"values of shape {values.shape}")
 
     def _add_weighted(self, values, sample_weight, what, flatten=False):
-        """Add ``Σ w·values`` and ``Σ w``; ``sample_weight`` (flattened first when ``flatten``) must broadcast to
-        ``values``' shape, else ``ValueError`` naming the metric, the weights' shape and ``what``."""
+        """Add ``Σ w·values`` and ``Σ w``; ``sample_weight`` (flattened first when ``flatten``), its axes aligned
+        with ``values``' leading ones, must broadcast to ``values``' shape, else ``ValueError`` naming the metric,
+        the weights' shape and ``what``."""
         weights = np.asarray(backend.to_numpy(sample_weight))
         if weights.dtype.kind not in "iuf":
             raise TypeError(f"metric '{self.name}': sample_weight must be numbers, got dtype {weights.dtype}")
+        shape = weights.shape
+        weights = weights.reshape(-1) if flatten else weights
+        if 0 < weights.ndim < values.ndim:  # one weight per example (N,) or per row: align the leading axes, as Keras
+            weights = weights.reshape(weights.shape + (1,) * (values.ndim - weights.ndim))
         try:
-            weights = np.broadcast_to((weights.reshape(-1) if flatten else weights).astype(np.float64),
-                                      values.shape)
+            weights = np.broadcast_to(weights.astype(np.float64), values.shape)
         except ValueError:
-            raise ValueError(f"metric '{self.name}': sample_weight of shape {weights.shape} does not fit "
-                             f"{what}") from None
+            raise ValueError(f"metric '{self.name}': sample_weight of shape {shape} does not fit {what}") from None
         if not np.isfinite(weights).all():
             raise ValueError(f"metric '{self.name}': sample_weight holds NaN or inf")
         self.total += float((values * weights).sum())
@@ -269,7 +297,8 @@ class MeanMetricWrapper(Mean):
     def update_state(self, y_true, y_pred, sample_weight=None):
         values = np.asarray(self.fn(y_true, y_pred, **self.fn_kwargs), dtype=np.float64)
         n = len(values) if values.ndim else 1
-        per_example = values.reshape(n, -1).mean(axis=1) if values.ndim > 1 else values.reshape(n)
+        per_example = values.reshape(n, int(np.prod(values.shape[1:]))).mean(axis=1) if values.ndim > 1 \
+            else values.reshape(n)  # the size, not -1: an empty batch (0, H, W) has no -1 to infer
         if sample_weight is None:
             self.total += float(per_example.sum())
             self.count += float(n)
@@ -332,7 +361,7 @@ class BinaryAccuracy(MeanMetricWrapper):
     label_mode = "values"
 
     def __init__(self, name="binary_accuracy", threshold=0.5):
-        super().__init__(binary_accuracy, name, threshold=float(threshold))
+        super().__init__(binary_accuracy, name, threshold=_check_threshold(threshold, type(self).__name__))
 
 
 class MeanSquaredError(MeanMetricWrapper):
@@ -353,6 +382,15 @@ class MeanAbsoluteError(MeanMetricWrapper):
 
     def __init__(self, name="mean_absolute_error"):
         super().__init__(mean_absolute_error, name)
+
+
+def _check_threshold(threshold, who):
+    """``threshold`` as a float; anything but a finite number (a NaN would make every comparison False) raises
+    ``ValueError`` naming ``who``."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(threshold):
+        raise ValueError(f"{who}: threshold must be a finite number, got {threshold!r}")
+    return float(threshold)
 
 
 def _check_k(k, who):
@@ -404,13 +442,18 @@ def get(identifier) -> Metric:
     Raises
     ------
     ValueError
-        For an unknown name, naming the ones there are.
+        For an unknown name, naming the ones there are; for ``'accuracy'``/``'acc'``, pointing to
+        :func:`resolve_accuracy`.
     """
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, str):
         if identifier in ALIASES:
             return NAMES[ALIASES[identifier]](name=identifier)
+        if identifier in ACCURACY_NAMES:
+            raise ValueError(f"metric {identifier!r} is resolved from the labels' and outputs' shapes (Model.fit "
+                             f"does it); call resolve_accuracy({identifier!r}, label_shape, output_shape), or name "
+                             f"the metric itself, e.g. 'sparse_categorical_accuracy'")
         if identifier not in NAMES:
             raise ValueError(f"unknown metric {identifier!r}; available: "
                              f"{sorted(set(NAMES) | set(ALIASES) | set(ACCURACY_NAMES))}")

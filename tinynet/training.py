@@ -24,11 +24,14 @@ Examples
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from . import backend, losses
 from . import callbacks as callbacks_module
 from .engine import Engine, TrainingDiverged, check_number
+from .engine import check_callbacks
 from .grad_norms import GradNormRecorder, grad_norm_table, group_grad_norms, layer_groups  # noqa: F401 (re-exported)
 from .metrics import SparseCategoricalAccuracy
 from .optimizers.schedules import get_schedule
@@ -53,6 +56,20 @@ def _optimizer_argument(optimizer):
 
 #: callbacks that set the learning rate themselves (a per-step schedule of the trainer would undo them)
 RATE_CALLBACKS = (callbacks_module.LearningRateScheduler, callbacks_module.ReduceLROnPlateau)
+
+
+def _check_checkpoint_config(config):
+    """Raise ``ValueError`` naming ``checkpoint_config`` unless it is None or a dict that JSON can write (as
+    :func:`tinynet.checkpoint.save` will, with no NaN or inf; :func:`tinynet.checkpoint.load` takes a dict only)."""
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise ValueError(f"Trainer.fit: checkpoint_config must be a dict (JSON-able), got {type(config).__name__}")
+    try:
+        json.dumps(config, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise ValueError(f"Trainer.fit: checkpoint_config is not JSON-able ({error}); no checkpoint could be "
+                         f"saved with it") from None
 
 
 def head_names(model):
@@ -147,6 +164,7 @@ class Trainer(Engine):
     aux_weight : float, default 0.3
         Loss weight of every output but the last (the paper's 0.3); ``loss_weights`` overrides it.
     loss_weights : list of float, optional
+        One per output, in the model's order (a list, tuple or 1-D array; anything else raises ``ValueError``).
     batch_size : int, default 64
     preprocess : callable, optional
         Applied to each batch after augmentation (e.g. :class:`tinynet.data.Normalizer`).
@@ -200,6 +218,9 @@ class Trainer(Engine):
         n_out = len(model.outputs)
         if loss_weights is None:
             loss_weights = [_check_number("aux_weight", aux_weight, low=0)] * (n_out - 1) + [1.0]
+        elif not isinstance(loss_weights, (list, tuple, np.ndarray)) or np.ndim(loss_weights) != 1:
+            raise ValueError(f"Trainer: loss_weights must be a list of {n_out} numbers, one per output in the "
+                             f"model's order (the last is the main head), got {loss_weights!r}")
         loss_weights = [_check_number("loss_weights", w, low=0) for w in loss_weights]
         if len(loss_weights) != n_out:
             raise ValueError(f"Trainer: {n_out} outputs but {len(loss_weights)} loss weights")
@@ -254,7 +275,9 @@ class Trainer(Engine):
 
     def train_epoch(self, train):
         """One pass over ``train`` (a :class:`tinynet.data.Dataset`) in a shuffled order; returns its metrics
-        (``lr``, ``loss``, ``acc``, ``loss_<head>``)."""
+        (``lr``, ``loss``, ``acc``, ``loss_<head>``). A ``model.stop_training`` left set by an earlier ``fit``
+        (e.g. by ``EarlyStopping``) is cleared first, so the whole epoch runs."""
+        self.model.stop_training = False  # else the loop would stop after the first batch
         progress = _Progress(self, None, -(-len(train) // self.batch_size))
         progress.on_epoch_begin(self.epoch)
         try:
@@ -348,16 +371,20 @@ class Trainer(Engine):
         checkpoint_dir : str, optional
             Save a checkpoint there after every epoch (see :mod:`tinynet.checkpoint`).
         checkpoint_config : dict, optional
-            JSON-able description stored with the checkpoint (e.g. how to rebuild the model).
+            JSON-able description stored with the checkpoint (e.g. how to rebuild the model). Anything but a
+            dict that JSON can write (no NaN or inf) raises ``ValueError`` before training, not at the first
+            checkpoint.
         callbacks : list of tinynet.callbacks.Callback, optional
             Called with the trainer's logs (``loss``, ``acc``, ``val_acc``, ...), after its own display and
-            checkpoint; ``model.stop_training`` ends training after the epoch.
+            checkpoint; ``model.stop_training`` ends training after the epoch. Anything but a list or tuple of
+            callbacks raises ``ValueError`` before training.
 
         Returns
         -------
         dict : :attr:`history`
         """
         epochs = _check_number("epochs", epochs, low=0, integer=True)
+        check_callbacks("Trainer.fit", callbacks)  # one callback, not in a list, is refused by name
         self.check_dataset(train, "train")
         if val is not None:
             self.check_dataset(val, "validation")
@@ -367,6 +394,7 @@ class Trainer(Engine):
                              f"{'schedule' if self.schedule is not None else 'optimizer schedule'} sets it before "
                              f"every step and would undo it; build the trainer without a schedule, on an optimizer "
                              f"with a number as its learning rate")
+        _check_checkpoint_config(checkpoint_config)
         if checkpoint_dir is not None:  # a folder that can never hold a checkpoint fails now, not after an epoch
             from . import checkpoint
 

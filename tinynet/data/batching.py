@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from ..backend import is_gpu_array
 from ..checks import check_flag, check_number
 from .validation import _nonfinite_count, _plural
 
@@ -21,6 +22,20 @@ def _check_batch(who, shape):
     """Raise ``ValueError`` unless ``shape`` is that of a batch of images (N, H, W, C)."""
     if len(shape) != 4:
         raise ValueError(f"{who}: takes a batch of images (N, H, W, C), got shape {tuple(shape)}")
+
+
+def _as_batch(x):
+    """``x`` as an array: a NumPy array, or a CuPy array kept on its device (an array-like such as a nested list
+    becomes a NumPy array)."""
+    return x if is_gpu_array(x) else np.asarray(x)
+
+
+def _check_rng(who, rng):
+    """Raise ``TypeError`` unless ``rng`` is a :class:`numpy.random.Generator` (a seed would repeat its draws on
+    every call)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{who}: rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got "
+                        f"{reprlib.repr(rng)}")
 
 
 # -------------------------------------------------------------------------------------------- batches
@@ -44,6 +59,21 @@ def _per_channel(name, values) -> np.ndarray:
 def _value_at(values, i):
     """The ``i``-th of the values as given (for messages)."""
     return np.asarray(values).reshape(-1)[i].item()
+
+
+def _channel_stats(x):
+    """The mean and standard deviation of each channel of the float32 batch ``x`` (N, H, W, C), summed in float64.
+
+    A float32 sum over the strided N, H, W axes is not pairwise: over millions of pixels its rounding error
+    reaches a few percent of the standard deviation. The float64 sums are cast chunk by chunk (no float64 copy
+    of ``x``); the deviations from the mean are one float32 temporary, as in :func:`numpy.std`.
+    """
+    count = x.shape[0] * x.shape[1] * x.shape[2]
+    mean = np.sum(x, axis=(0, 1, 2), dtype=np.float64) / count
+    deviation = x - mean.astype(np.float32)
+    np.multiply(deviation, deviation, out=deviation)
+    std = np.sqrt(np.sum(deviation, axis=(0, 1, 2), dtype=np.float64) / count)
+    return mean, std
 
 
 class Normalizer:
@@ -106,7 +136,7 @@ class Normalizer:
         if bad:
             raise ValueError(f"Normalizer.fit: {_plural(bad, 'pixel value')} of the {x.size} "
                              f"{'is' if bad == 1 else 'are'} NaN or infinite")
-        mean, std = x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
+        mean, std = _channel_stats(x)
         scale = np.maximum(x.max(axis=(0, 1, 2)), -x.min(axis=(0, 1, 2)))  # largest |value|, no temporary
         constant = std <= CONSTANT_STD_FRACTION * scale
         if constant.any():
@@ -170,9 +200,13 @@ def random_crop(x, padding, rng) -> np.ndarray:
     ------
     ValueError
         ``x`` not (N, H, W, C); ``padding`` not an integer ≥ 0, or too large for the images (shape named).
+    TypeError
+        ``rng`` not a :class:`numpy.random.Generator`.
     """
-    _check_batch("random_crop", np.shape(x))
+    x = _as_batch(x)
+    _check_batch("random_crop", x.shape)
     padding = check_number("random_crop", "padding", padding, low=0, integer=True)
+    _check_rng("random_crop", rng)
     _check_padding("random_crop", "padding", padding, x.shape)
     if padding == 0:
         return x
@@ -186,8 +220,11 @@ def random_crop(x, padding, rng) -> np.ndarray:
 
 
 def random_flip(x, rng) -> np.ndarray:
-    """Mirror each image of ``x`` (N, H, W, C) left-right with probability 1/2."""
-    _check_batch("random_flip", np.shape(x))
+    """Mirror each image of ``x`` (N, H, W, C) left-right with probability 1/2, one draw per image from ``rng``
+    (a :class:`numpy.random.Generator`, else ``TypeError``)."""
+    x = _as_batch(x)
+    _check_batch("random_flip", x.shape)
+    _check_rng("random_flip", rng)
     flip = rng.random(len(x)) < 0.5
     return np.where(flip[:, None, None, None], x[:, :, ::-1], x)
 
@@ -225,8 +262,11 @@ class Augment:
         _check_padding("Augment", "crop", self.crop, shape)
 
     def __call__(self, x, rng):
-        """``x`` (N, H, W, C) randomly cropped and flipped, one draw per image from ``rng``."""
-        self.check_batch_shape(np.shape(x))
+        """``x`` (N, H, W, C) randomly cropped and flipped, one draw per image from ``rng`` (a
+        :class:`numpy.random.Generator`, else ``TypeError``)."""
+        x = _as_batch(x)
+        self.check_batch_shape(x.shape)
+        _check_rng("Augment", rng)
         if self.crop:
             x = random_crop(x, self.crop, rng)
         if self.flip:
@@ -238,10 +278,37 @@ class Augment:
 
 
 def iterate_batches(x, y, batch_size, shuffle=False, rng=None):
-    """Yield ``(x_batch, y_batch)`` of ``batch_size`` (the last one may be smaller).
+    """Yield ``(x_batch, y_batch)`` of ``batch_size`` (the last one may be smaller; a ``batch_size`` larger than
+    the data gives a single batch).
 
-    With ``shuffle`` the order is a permutation drawn from ``rng`` (a NumPy Generator), one per call.
+    Parameters
+    ----------
+    x, y : array_like
+        Images and labels, as many of each (their first axes).
+    batch_size : int
+        At least 1.
+    shuffle : bool, default False
+        Draw the order as a permutation from ``rng``, one per call (so the same generator state gives the same
+        order, and each epoch's call a new one).
+    rng : numpy.random.Generator, optional
+        Needed with ``shuffle``.
+
+    Raises
+    ------
+    ValueError
+        ``batch_size`` not an integer ≥ 1; ``x`` and ``y`` of different lengths (shapes named). Raised on the
+        first ``next()``, before any batch.
+    TypeError
+        ``shuffle`` not a boolean, or ``shuffle`` without a :class:`numpy.random.Generator` as ``rng``.
     """
+    batch_size = check_number("iterate_batches", "batch_size", batch_size, low=1, integer=True)
+    shuffle = check_flag("iterate_batches", "shuffle", shuffle)
+    x, y = _as_batch(x), _as_batch(y)
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+        raise ValueError(f"iterate_batches: {len(x) if x.ndim else 0} images (shape {x.shape}) but "
+                         f"{len(y) if y.ndim else 0} labels (shape {y.shape}); give one label per image")
+    if shuffle:
+        _check_rng("iterate_batches", rng)
     n = len(x)
     order = rng.permutation(n) if shuffle else np.arange(n)
     for start in range(0, n, batch_size):
@@ -250,6 +317,15 @@ def iterate_batches(x, y, batch_size, shuffle=False, rng=None):
 
 
 def num_batches(n, batch_size) -> int:
+    """The number of batches of ``batch_size`` (the last one partial) in ``n`` examples: ``ceil(n / batch_size)``.
+
+    Raises
+    ------
+    ValueError
+        ``n`` not an integer ≥ 0, or ``batch_size`` not an integer ≥ 1.
+    """
+    n = check_number("num_batches", "n", n, low=0, integer=True)
+    batch_size = check_number("num_batches", "batch_size", batch_size, low=1, integer=True)
     return -(-n // batch_size)
 
 

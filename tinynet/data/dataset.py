@@ -133,12 +133,14 @@ class Dataset:
     Raises
     ------
     ValueError
-        Images not (N, H, W[, C]); image and label counts that differ; labels that are not class indices;
+        Images not (N, H, W[, C]), or with 0 rows, columns or channels (0 images is fine); image and label counts
+        that differ; labels that are not class indices;
         a label with no class name; without class names, a label of :data:`MAX_CLASSES` or more (naming
         the labels far outside the others, as :func:`check_for_training`); a class name that is empty,
         repeated or not a string.
     TypeError
-        ``class_names`` that is not a list, tuple or 1-D array (e.g. a single string).
+        Images whose dtype is not a real number (strings, objects, complex); ``class_names`` that is not a list,
+        tuple or 1-D array (e.g. a single string).
     """
 
     x: np.ndarray
@@ -146,14 +148,25 @@ class Dataset:
     class_names: list = field(default_factory=list)
 
     def __post_init__(self):
-        self.x = np.asarray(self.x)
+        try:
+            self.x = np.asarray(self.x)
+        except (ValueError, TypeError) as error:  # e.g. a list of images of different sizes
+            raise ValueError(f"Dataset: the images are not one array of numbers ({error}); give an array "
+                             f"(N, H, W[, C]), every image of the same shape") from None
+        if self.x.dtype.kind not in "biuf":
+            raise TypeError(f"Dataset: images of dtype {self.x.dtype} (shape {self.x.shape}); pixels must be real "
+                            f"numbers (float, integer or bool)")
         self.y = _as_labels(self.y, "Dataset")
         if self.x.ndim == 3:
             self.x = self.x[..., None]
         if self.x.ndim != 4:
             raise ValueError(f"Dataset: images must be (N, H, W) or (N, H, W, C), got shape {self.x.shape}")
+        if 0 in self.x.shape[1:]:
+            raise ValueError(f"Dataset: images of shape {self.x.shape} have no pixels (0 rows, columns or "
+                             f"channels)")
         if len(self.x) != len(self.y):
-            raise ValueError(f"Dataset: {len(self.x)} images but {len(self.y)} labels")
+            raise ValueError(f"Dataset: {len(self.x)} images (shape {self.x.shape}) but {len(self.y)} labels "
+                             f"(shape {self.y.shape})")
         names = self.class_names
         if names is None or (isinstance(names, (list, tuple, np.ndarray)) and len(names) == 0):
             self.class_names = _default_names(self.y, source="Dataset")
@@ -185,14 +198,25 @@ def stratified_split(y, test_fraction=0.2, seed=0):
     learnt: no class ends with zero training images). A class with a single image goes to the training set;
     it has no test image (:func:`check_for_training` warns about it).
 
+    Parameters
+    ----------
+    y : array_like (N,)
+        Labels, read as :class:`Dataset` reads them: whole-number floats are cast, (N, 1) and one-hot (N, K)
+        rows are accepted.
+    test_fraction : float, default 0.2
+        In [0, 1) (a boolean is refused).
+    seed : int or numpy.random.Generator, default 0
+
     Raises
     ------
     ValueError
-        ``test_fraction`` outside [0, 1).
+        ``test_fraction`` not a number in [0, 1); labels that are not class indices (NaN, fractions, ...).
     """
-    if not (isinstance(test_fraction, (int, float, np.floating)) and 0 <= test_fraction < 1):
-        raise ValueError(f"stratified_split: test_fraction must be in [0, 1), got {test_fraction!r}")
-    y = np.asarray(y)
+    number = isinstance(test_fraction, (int, float, np.integer, np.floating)) \
+        and not isinstance(test_fraction, (bool, np.bool_))
+    if not (number and 0 <= test_fraction < 1):
+        raise ValueError(f"stratified_split: test_fraction must be a number in [0, 1), got {test_fraction!r}")
+    y = _as_labels(y, "stratified_split")
     rng = np.random.default_rng(seed)
     train, test = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for c in np.unique(y):

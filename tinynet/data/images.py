@@ -105,6 +105,15 @@ def _image_to_unit(a, mode, path) -> np.ndarray:
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as Pillow's convert('L')
 
 
+def _check_channels(who, channels):
+    """Raise ``ValueError`` unless ``channels`` is None, 1 or 3 as an integer (``True == 1`` and ``3.0 == 3``,
+    but they are not channel counts)."""
+    valid = channels is None or (isinstance(channels, (int, np.integer)) and not isinstance(channels, bool)
+                                 and channels in (1, 3))
+    if not valid:
+        raise ValueError(f"{who}: channels must be None, 1 or 3, got {channels!r}")
+
+
 def _to_channels(x, channels):
     if channels is None or x.shape[-1] == channels:
         return x
@@ -150,12 +159,13 @@ def read_image(path, image_size=None, channels=None, max_bytes=None) -> np.ndarr
 
     Raises
     ------
+    ValueError
+        ``channels`` not None, 1 or 3 (``True`` and ``3.0`` included).
     tinynet.fileio.FileFormatError
         The file is missing, empty, not an image, truncated or corrupt, too large, or holds pixel values that
         cannot be scaled (NaN, negative, out of range); the message starts with the path.
     """
-    if channels not in (None, 1, 3):
-        raise ValueError(f"read_image: channels must be None, 1 or 3, got {channels!r}")
+    _check_channels("read_image", channels)
     size = None if image_size is None else _size_pair(image_size)
     path = os.fspath(path)
     a, mode = _open_image_pixels(path, _bound(max_bytes), channels, size)
@@ -212,11 +222,14 @@ def load_folder(root, image_size=None, channels=None, max_bytes=None) -> Dataset
 
     Raises
     ------
+    ValueError
+        ``channels`` not None, 1 or 3.
     tinynet.fileio.FileFormatError
         ``root`` is not a folder or has no class subfolders; a class folder holds no images; an entry named
         like an image is not a regular file; an image cannot be read (see :func:`read_image`; the error names
         the file); images differ in size and no ``image_size`` is given; the load would exceed ``max_bytes``.
     """
+    _check_channels("load_folder", channels)
     root = os.fspath(root)
     budget = _bound(max_bytes)
     if not os.path.isdir(root):

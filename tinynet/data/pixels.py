@@ -109,7 +109,11 @@ def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 def _size_pair(size, who="image_size"):
-    h, w = (size, size) if np.isscalar(size) else tuple(size)
+    """``(h, w)`` from a positive int or a pair of them, else ``ValueError`` naming ``who`` and ``size``."""
+    pair = (size, size) if np.isscalar(size) else tuple(size) if np.ndim(size) == 1 else ()
+    if len(pair) != 2:
+        raise ValueError(f"{who} must be a positive int or a pair (h, w) of them, got {size!r}")
+    h, w = pair
     if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in (h, w)):
         raise ValueError(f"{who} must be a positive int or a pair (h, w) of them, got {size!r}")
     return int(h), int(w)
@@ -132,6 +136,8 @@ def resize_peak(shape, size, contiguous=False) -> tuple:
     the work of one slab, not the input (another dtype is first converted whole, which it does not count)."""
     h, w = _size_pair(size)
     n, H, W, C = shape
+    if 0 in (H, W, C):  # as resize_images
+        raise ValueError(f"resize_peak: images of shape {tuple(shape)} have no pixels (0 rows, columns or channels)")
     out = 4 * n * h * w * C
     if (H, W) == (h, w) or n == 0:
         return out, 0
@@ -147,12 +153,20 @@ def resize_images(x, size) -> np.ndarray:
     (no area filter). Two matrix products, ``Y = R_h X R_wᵀ``, on a slab of images at a time
     (:data:`RESIZE_SLAB_BYTES` of working memory), the second written straight into the result, so the memory
     it needs beyond its input and output stays small (:func:`resize_peak`).
+
+    Raises
+    ------
+    ValueError
+        ``size`` not a positive int or a pair of them; ``x`` not (N, H, W, C), or images with 0 rows, columns
+        or channels (0 images is fine).
     """
     h, w = _size_pair(size)
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4:
         raise ValueError(f"resize_images: expected a batch of images (N, H, W, C), got shape {x.shape}")
     n, H, W, C = x.shape
+    if 0 in (H, W, C):
+        raise ValueError(f"resize_images: images of shape {x.shape} have no pixels (0 rows, columns or channels)")
     if (H, W) == (h, w):
         return x
     rh = _bilinear_matrix(H, h).astype(np.float32)

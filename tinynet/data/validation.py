@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import check_number
+
 
 # -------------------------------------------------------------------------------------------- validation
 def _runs(indices, limit=6) -> str:
@@ -109,7 +111,7 @@ def check_for_training(train, test=None, batch_size=None, parts=("train", "test"
     test : Dataset, optional
         Checked against ``train`` when given.
     batch_size : int, optional
-        Checked against the number of training images when given.
+        An integer ≥ 1, checked against the number of training images when given.
     parts : (str, str), default ('train', 'test')
         How the messages name the two sets, e.g. with the files they were read from
         (``'test (t10k-labels-idx1-ubyte)'``).
@@ -129,10 +131,13 @@ def check_for_training(train, test=None, batch_size=None, parts=("train", "test"
         0..9, the message names the label and how many images have it); an empty test set; test labels that no
         training image has (also when they are what makes classes above the training labels, which then have
         no training image: the message names the test set, which holds the stray label); images of another
-        shape in ``test``; NaN or infinite pixels; class names that differ between ``train`` and ``test``.
+        shape in ``test``; NaN or infinite pixels; class names that differ between ``train`` and ``test`` (over the
+        classes both name: one set may lack the last classes); a ``batch_size`` that is not an integer ≥ 1.
     """
     tr, te = parts
     warnings = []
+    if batch_size is not None:
+        batch_size = check_number("check_for_training", "batch_size", batch_size, low=1, integer=True)
     if len(train) == 0:
         raise ValueError(f"{tr}: no training images")
     y = _check_labels(train, tr)
@@ -179,7 +184,8 @@ def check_for_training(train, test=None, batch_size=None, parts=("train", "test"
         raise ValueError(f"{te}: images of {tuple(test.x.shape[1:])} but the training images are "
                          f"{tuple(train.x.shape[1:])}")
     ty = _check_labels(test, te)
-    if len(test.class_names) == k and list(test.class_names) != names:
+    shared = min(len(test.class_names), k)  # a set may lack the last classes (names derived from its labels)
+    if list(test.class_names)[:shared] != names[:shared]:
         raise ValueError(f"{te}: the class names differ from the training set's (the same label would mean "
                          "different classes)")
     stray = _unseen(ty, counts, k)
