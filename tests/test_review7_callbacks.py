@@ -225,3 +225,44 @@ def test_model_checkpoint_val_field_with_batch_saving_is_refused_when_built(tmp_
     with pytest.raises(ValueError, match="no validation values"):
         callbacks.ModelCheckpoint(template, save_weights_only=True, save_freq=2)
     callbacks.ModelCheckpoint(template, save_weights_only=True)
+
+
+def test_mode_auto_on_a_metric_function_of_the_users_is_refused_before_training():
+    """A function given to compile(metrics=[fn]) was taken as higher-is-better, so EarlyStopping(mode='auto') on
+    an error metric stopped at its worst; as in Keras, its direction is unknown: mode='auto' raises before the
+    first step, and mode='min' (or the metric's direction set) works."""
+    def mean_miss(y_true, y_pred):
+        return (np.asarray(y_pred).argmax(axis=-1) != np.asarray(y_true)).astype(np.float64)
+
+    x, y = vectors()
+    for mode, direction in (("auto", None), ("min", None), ("auto", "down")):
+        model = compiled()
+        metric = tinynet.metrics.get(mean_miss)
+        assert metric.direction is None
+        metric.direction = direction
+        model.compile("sgd", loss="sparse_categorical_crossentropy", metrics=[metric])
+        steps = CountSteps()
+        stop = callbacks.EarlyStopping(monitor="mean_miss", mode=mode, patience=5)
+        if mode == "auto" and direction is None:
+            with pytest.raises(ValueError, match="mean_miss"):
+                model.fit(x, y, epochs=2, batch_size=8, callbacks=[stop, steps], verbose=0)
+            assert steps.steps == 0
+        else:
+            model.fit(x, y, epochs=2, batch_size=8, callbacks=[stop, steps], verbose=0)
+            assert steps.steps == 6 and stop.monitor_op is np.less
+    assert tinynet.metrics.get("sparse_categorical_accuracy").direction == "up"
+    assert tinynet.metrics.get("mse").direction == "down"
+
+
+@pytest.mark.parametrize("value", [float("nan"), np.float64("inf"), np.float32("nan"), np.float16("-inf")])
+def test_a_non_finite_log_value_of_any_float_type_ends_training(value):
+    """The end-of-epoch check took only Python floats (and np.float64, a subclass) as numbers: a NaN as
+    np.float32 from a validation function was recorded in the history as if training were fine."""
+    from tinynet.engine import TrainingDiverged
+    from tinynet.optimizers import SGD
+
+    train = toy_data()
+    trainer = Trainer(tiny_model(), SGD(0.05), batch_size=16, verbose=False)
+    with pytest.raises(TrainingDiverged, match="non-finite val_score"):
+        trainer.run_epochs([train.x], [train.y] * 2, 0, 2, 16, validate=lambda: {"val_score": value})
+    assert trainer.history == {} and trainer.epoch == 0

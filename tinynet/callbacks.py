@@ -403,8 +403,9 @@ def monitor_direction(model, monitor):
     """``'min'`` or ``'max'`` for the logged quantity ``monitor`` (``mode='auto'``), or ``None`` if unknown.
 
     Losses (``loss``, ``val_loss``, ``<output>_loss``, ``loss_<head>``) are minimised; a compiled metric's
-    ``direction`` decides for its key (``accuracy``, ``<output>_accuracy``, ...); names with ``acc`` or
-    ``top`` (the trainer's ``acc``, ``top5``) are maximised.
+    ``direction`` decides for its key (``accuracy``, ``<output>_accuracy``, ...), and one without (a function of
+    the user's) is unknown, as in Keras; other names with ``acc`` or ``top`` (the trainer's ``acc``, ``top5``)
+    are maximised.
     """
     name = monitor[4:] if monitor.startswith("val_") else monitor
     if name == "loss" or name.endswith("_loss") or name.startswith("loss_"):
@@ -412,7 +413,7 @@ def monitor_direction(model, monitor):
     for metric in getattr(model, "metrics", None) or []:
         metric_name = getattr(metric, "name", None)
         if metric_name and (name == metric_name or name.endswith("_" + metric_name)):
-            return "max" if getattr(metric, "direction", "up") == "up" else "min"
+            return {"up": "max", "down": "min"}.get(getattr(metric, "direction", None))
     if "acc" in name or name.startswith("top"):
         return "max"
     return None

@@ -709,7 +709,7 @@ class Engine:
             if extras is not None:
                 extras(epoch, logs, time.perf_counter() - began)
             bad = self.model.first_nonfinite_weight()
-            non_finite = [k for k, v in logs.items() if isinstance(v, float) and not np.isfinite(v)]
+            non_finite = [k for k, v in logs.items() if isinstance(v, (float, np.floating)) and not np.isfinite(v)]
             if bad is not None or non_finite:  # never record, or checkpoint, a state that is not finite
                 detail = (f"non-finite value in layer '{bad[0]}' ({bad[1]})" if bad is not None
                           else f"non-finite {', '.join(non_finite)}")

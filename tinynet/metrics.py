@@ -177,13 +177,15 @@ class Metric:
 
     Attributes
     ----------
-    direction : {'up', 'down'}
-        Which way is better; ``mode='auto'`` in the callbacks reads it.
+    direction : {'up', 'down'} or None
+        Which way is better; ``mode='auto'`` in the callbacks reads it. None (a metric of the user's, or a
+        function wrapped by :func:`get`): unknown, so ``mode='auto'`` on it raises, as in Keras; set it, or give
+        the callback ``mode='min'`` or ``'max'``.
     label_mode : {'one_hot', 'ids', None}
         The labels it takes (checked before training); ``None``: any.
     """
 
-    direction = "up"
+    direction = None
     label_mode = None
 
     def __init__(self, name=None):
@@ -286,9 +288,12 @@ class MeanMetricWrapper(Mean):
     name : str, optional
     **kwargs
         Passed to ``fn`` (e.g. ``k``).
+
+    Its :attr:`direction` is None (a function's better way cannot be told); the accuracies built on it say
+    ``'up'``, the errors ``'down'``.
     """
 
-    direction = "up"
+    direction = None
 
     def __init__(self, fn, name=None, **kwargs):
         super().__init__(name or getattr(fn, "__name__", "metric"))
@@ -314,6 +319,7 @@ class MeanMetricWrapper(Mean):
 class CategoricalAccuracy(MeanMetricWrapper):
     """How often ``argmax(y_true) == argmax(y_pred)`` (one-hot labels)."""
 
+    direction = "up"
     label_mode = "one_hot"
 
     def __init__(self, name="categorical_accuracy"):
@@ -326,6 +332,7 @@ class CategoricalAccuracy(MeanMetricWrapper):
 class SparseCategoricalAccuracy(MeanMetricWrapper):
     """How often ``y_true == argmax(y_pred)`` (class indices)."""
 
+    direction = "up"
     label_mode = "ids"
 
     def __init__(self, name="sparse_categorical_accuracy"):
@@ -338,6 +345,7 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
 class TopKCategoricalAccuracy(MeanMetricWrapper):
     """How often ``argmax(y_true)`` is among the ``k`` highest scores (one-hot labels; Keras' tie rule)."""
 
+    direction = "up"
     label_mode = "one_hot"
 
     def __init__(self, k=5, name="top_k_categorical_accuracy"):
@@ -348,6 +356,7 @@ class TopKCategoricalAccuracy(MeanMetricWrapper):
 class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
     """How often ``y_true`` is among the ``k`` highest scores (class indices; Keras' tie rule)."""
 
+    direction = "up"
     label_mode = "ids"
 
     def __init__(self, k=5, name="sparse_top_k_categorical_accuracy"):
@@ -358,6 +367,7 @@ class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
 class BinaryAccuracy(MeanMetricWrapper):
     """How often ``y_true == [y_pred > threshold]`` (targets of the outputs' shape, or without a last axis of 1)."""
 
+    direction = "up"
     label_mode = "values"
 
     def __init__(self, name="binary_accuracy", threshold=0.5):
