@@ -266,3 +266,15 @@ def test_a_non_finite_log_value_of_any_float_type_ends_training(value):
     with pytest.raises(TrainingDiverged, match="non-finite val_score"):
         trainer.run_epochs([train.x], [train.y] * 2, 0, 2, 16, validate=lambda: {"val_score": value})
     assert trainer.history == {} and trainer.epoch == 0
+
+
+def test_a_refused_last_step_leaves_no_gradient_norm_measurement():
+    """When the refused step was the last one (training stopped by TerminateOnNaN), its measurement stayed in the
+    record: the table averaged a step whose update was never applied. Nothing of a refused step is kept now."""
+    data = toy_data(16)
+    trainer = Trainer(tiny_model(), optimizers.SGD(3.3e38), verbose=False, batch_size=8,
+                      grad_norm_groups=[("low", ("low",))], grad_norm_every=1)
+    trainer.fit(data, epochs=1, callbacks=[callbacks.TerminateOnNaN()])  # the first update overflows: refused
+    assert trainer.optimizer.iterations == 0
+    record = trainer.grad_norms
+    assert record["step"] == [] and record["with_aux"]["low"] == record["main_only"]["low"] == []

@@ -354,6 +354,8 @@ class Engine:
             self._step(lr, lambda detail: self._diverged(xb, yb, detail, sb))
         except Exception:
             self._restore_statistics(statistics)
+            if self.recorder is not None:  # nor is the refused step's gradient-norm measurement kept
+                self.recorder.forget(self.optimizer.iterations)
             raise
         return total, values, outs, yb
 

@@ -124,6 +124,15 @@ class GradNormRecorder:
     def due(self, step) -> bool:
         return step % self.every == 0
 
+    def forget(self, step):
+        """Drop the last measurement if it is of ``step``: the engine calls this when that step's update is
+        refused (nothing of a refused step is kept)."""
+        if self.record["step"] and self.record["step"][-1] == step:
+            self.record["step"].pop()
+            for g in self.groups:
+                self.record["main_only"][g].pop()
+                self.record["with_aux"][g].pop()
+
     def measure(self, step, backward, grads):
         """Run ``backward`` on the main head's gradient alone, then on all of ``grads``; record both norms.
 
@@ -138,11 +147,7 @@ class GradNormRecorder:
         main_only = group_grad_norms(self.groups)
         backward(grads)
         with_aux = group_grad_norms(self.groups)
-        if self.record["step"] and self.record["step"][-1] == step:  # that step's update was never applied
-            self.record["step"].pop()
-            for g in self.groups:
-                self.record["main_only"][g].pop()
-                self.record["with_aux"][g].pop()
+        self.forget(step)
         self.record["step"].append(step)
         for g in self.groups:
             self.record["main_only"][g].append(main_only[g])
