@@ -37,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
+from .checks import check_number
 from .losses import label_problem
 
 
@@ -148,7 +149,7 @@ def _targets(y_true, y_pred, who):
 def binary_accuracy(y_true, y_pred, threshold=0.5):
     """Per prediction, the fraction of units where ``y_true`` equals ``[y_pred > threshold]`` (1.0 or 0.0), as
     Keras: a target that is neither 0 nor 1 never matches."""
-    threshold = _check_threshold(threshold, "binary_accuracy")
+    threshold = check_number("binary_accuracy", "threshold", threshold)  # a NaN would compare False
     y_true, y_pred = _arrays(y_true, y_pred)
     t = _targets(y_true, y_pred, "binary_accuracy")
     return (t == (y_pred > threshold).astype(np.float64)).astype(np.float64).mean(axis=-1)
@@ -371,7 +372,7 @@ class BinaryAccuracy(MeanMetricWrapper):
     label_mode = "values"
 
     def __init__(self, name="binary_accuracy", threshold=0.5):
-        super().__init__(binary_accuracy, name, threshold=_check_threshold(threshold, type(self).__name__))
+        super().__init__(binary_accuracy, name, threshold=check_number(type(self).__name__, "threshold", threshold))
 
 
 class MeanSquaredError(MeanMetricWrapper):
@@ -392,15 +393,6 @@ class MeanAbsoluteError(MeanMetricWrapper):
 
     def __init__(self, name="mean_absolute_error"):
         super().__init__(mean_absolute_error, name)
-
-
-def _check_threshold(threshold, who):
-    """``threshold`` as a float; anything but a finite number (a NaN would make every comparison False) raises
-    ``ValueError`` naming ``who``."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(threshold):
-        raise ValueError(f"{who}: threshold must be a finite number, got {threshold!r}")
-    return float(threshold)
 
 
 def _check_k(k, who):
