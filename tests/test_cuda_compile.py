@@ -50,6 +50,9 @@ N, H, W, C = 2, 17, 19, 8
 KH, KW, SH, SW = 5, 4, 3, 2
 PADS = (1, 2, 0, 3)
 HO, WO = (H + PADS[0] + PADS[1] - KH) // SH + 1, (W + PADS[2] + PADS[3] - KW) // SW + 1  # 6, 10
+# the optimizers' updates: (beta_1, beta_2, alpha, epsilon) and (lr, momentum, nesterov), all different
+ADAM = (0.8, 0.995, 0.003, 1e-6)
+SGD = (0.05, 0.9, True)
 # LRN: an even window, so that the channels before and after differ (1 and 2)
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 4, 0.3, 0.6, 2.0
 # The value every scalar kernel parameter must receive, by its name in the CUDA source (``total`` is
@@ -62,7 +65,10 @@ SCALARS = {"lo": lambda dtype: lrn_safe_scales(dtype, LRN_BETA)[0],
            "before": (LRN_SIZE - 1) // 2, "after": LRN_SIZE - 1 - (LRN_SIZE - 1) // 2, "k": LRN_K,
            "alpha_over_size": LRN_ALPHA / LRN_SIZE, "minus_beta": -LRN_BETA,
            "coef": 2.0 * LRN_ALPHA * LRN_BETA / LRN_SIZE, "relu": 1,
-           "rows": N * H * W, "training": 1}  # batch normalisation of x viewed as (N·H·W, C) rows, in training
+           "rows": N * H * W, "training": 1,  # batch normalisation of x viewed as (N·H·W, C) rows, in training
+           # the optimizers' updates: Adam's constants as its step rounds them to T; SGD with Nesterov momentum
+           "one_minus_beta_1": 1.0 - ADAM[0], "one_minus_beta_2": 1.0 - ADAM[1], "alpha": ADAM[2],
+           "epsilon": ADAM[3], "lr": SGD[0], "mu": SGD[1], "nesterov": 1}
 
 
 # --------------------------------------------------------------- cupy_kernels.py on a recording stand-in
@@ -108,6 +114,8 @@ def recorded():
         scale = (rng.random(x.shape) + 1).astype(dtype)
         bias = rng.standard_normal(C).astype(dtype)
         inv_std = (rng.random(C) + 0.5).astype(dtype)
+        adam = [gy.copy(), gy, gy.copy(), np.abs(gy)]  # w, g, m, v
+        sgd = [gy.copy(), gy, gy.copy()]  # w, g, velocity
         bn = {}
 
         def bn_forward():  # the kernel writes y and x_hat; mean, var and inv_std come from CuPy's reductions
@@ -137,6 +145,9 @@ def recorded():
             "batchnorm_forward": (lambda: (x, bn["forward"][2], bn["forward"][4], bias, inv_std), bn_forward),
             "batchnorm_backward": (lambda: (lrn_gy, lrn_y, bn["backward"][2], bn["backward"][1], bias, inv_std),
                                    bn_backward),
+            # in place: the weight and its state are the outputs (returned here), the gradient the one input
+            "adam_update": ((gy,), lambda: module.adam_update(*adam, *ADAM) or (adam[0], *adam[2:])),
+            "sgd_momentum_update": ((gy,), lambda: module.sgd_momentum_update(*sgd, *SGD) or (sgd[0], sgd[2])),
         }
         for name, (inputs, call) in calls.items():
             before = len(recorder.launches)
@@ -245,6 +256,19 @@ def check_ptx(ptx, dtype, launches):
                                    f"arrays as {sorted(arrays)}"
 
 
+def check_rounded_apart(ptx):
+    """The optimizers' update kernels round every operation on its own, as CuPy's separate operations do: no
+    fused multiply-add in their PTX (which would keep a product unrounded and change the weights' last bits), and
+    each arithmetic instruction rounds to nearest (``.rn``)."""
+    bodies = dict(re.findall(r"\.visible\s+\.entry\s+(\w+)\s*\([^)]*\)(.*?)(?=^\s*(?:\.\w+\s+)*\.(?:entry|func)\b|\Z)",
+                             ptx, re.S | re.M))  # up to the next kernel or device function
+    for name in ("adam_update", "sgd_momentum_update"):
+        body = bodies[name]
+        assert not re.search(r"\b(fma|mad)\.", body), f"{name}: a fused multiply-add in its PTX"
+        arithmetic = re.findall(r"\b(?:add|sub|mul|div|sqrt)\.(?:\w+\.)*f(?:32|64)\b", body)
+        assert arithmetic and all(".rn" in op for op in arithmetic), f"{name}: {sorted(set(arithmetic))}"
+
+
 def test_launches_match_the_kernel_signatures(recorded):
     module, modules, launches = recorded
     for dtype in DTYPES:
@@ -327,6 +351,7 @@ def test_nvcc(nvcc, nvcc_archs, recorded, tmp_path, dtype, arch):
     assert options == (), f"RawModule options {options}: pass them to nvcc here too"
     ptx = _nvcc(nvcc, code, tmp_path, "-ptx", f"-arch={arch}").read_text()
     check_ptx(ptx, dtype, launches)
+    check_rounded_apart(ptx)
     cubin = _nvcc(nvcc, code, tmp_path, "--cubin", f"-arch={arch}", "-Xptxas", "-Werror")
     assert cubin.stat().st_size > 0
 
@@ -378,7 +403,9 @@ def test_nvrtc(nvrtc, recorded, dtype, arch):
     common += ("-ftz=true", "--device-as-default-execution-space")
     ptx, log = _nvrtc(nvrtc, code, common + (f"-arch=compute_{arch}",), nvrtc.getPTX)
     assert "warning" not in log.lower(), log
-    check_ptx(ptx.decode() if isinstance(ptx, bytes) else ptx, dtype, launches)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    check_ptx(ptx, dtype, launches)
+    check_rounded_apart(ptx)
     cubin, log = _nvrtc(nvrtc, code, common + (f"-arch=sm_{arch}",), nvrtc.getCUBIN)
     assert "warning" not in log.lower(), log
     assert len(cubin) > 0

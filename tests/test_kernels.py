@@ -938,3 +938,28 @@ def test_the_largest_magnitudes_dispatcher_refuses_what_is_not_a_list_of_float_a
         kernels.largest_magnitudes(np.ones(3))
     with pytest.raises(TypeError, match="float32 or float64"):
         kernels.largest_magnitudes([np.ones(3), np.ones(3, np.int32)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_cuda_update_sources_on_cpu(cuda_on_cpu, dtype):
+    """The GPU optimizer updates (Adam; SGD with momentum, plain and Nesterov), in place, give the reference's
+    weights and state bit for bit, constants rounded to T as the CuPy launcher passes them."""
+    lib = cuda_on_cpu[dtype]
+    rng = np.random.default_rng(6)
+    f = np.dtype(dtype).type
+    w, g, m = (rng.standard_normal((3, 5, 7)).astype(dtype) for _ in range(3))
+    v = np.abs(rng.standard_normal(w.shape)).astype(dtype) * f(1e-3)
+    beta_1, beta_2, alpha, epsilon = 0.8, 0.995, 0.003, 1e-6
+    want = [a.copy() for a in (w, g, m, v)]
+    ref.adam_update(*want, beta_1, beta_2, alpha, epsilon)
+    got = [a.copy() for a in (w, g, m, v)]
+    _call(lib, "adam_update", dtype, *got, w.size, f(1.0 - beta_1), f(1.0 - beta_2), f(alpha), f(epsilon))
+    for name, a, b in zip("wgmv", got, want):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    for nesterov in (0, 1):
+        want = [a.copy() for a in (w, g, m)]
+        ref.sgd_momentum_update(*want, 0.05, 0.9, bool(nesterov))
+        got = [a.copy() for a in (w, g, m)]
+        _call(lib, "sgd_momentum_update", dtype, *got, w.size, f(0.05), f(0.9), nesterov)
+        for name, a, b in zip(("w", "g", "velocity"), got, want):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}, nesterov={nesterov}")

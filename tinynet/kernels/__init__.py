@@ -35,13 +35,12 @@ from .common import winograd_tiles
 KERNEL_NAMES = (
     "im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
     "relu_backward", "bias_relu_forward", "relu_bias_backward", "lrn_forward", "lrn_backward",
-    "batchnorm_forward", "batchnorm_backward",
+    "batchnorm_forward", "batchnorm_backward", "adam_update", "sgd_momentum_update",
 )
 #: Kernels only the CPU backends implement (NumPy and Numba): the Winograd transforms of
 #: :mod:`tinynet.layers.conv_winograd`, a CPU fast path (on a GPU, 3×3 convolutions stay im2col + cuBLAS), and
-#: the optimizers' fused updates (on a GPU they run as the optimizers' plain array code).
-CPU_KERNEL_NAMES = ("winograd_input", "winograd_output", "winograd_gradient", "adam_update", "sgd_momentum_update",
-                    "largest_magnitudes")
+#: the optimizers' largest magnitudes (on a GPU :mod:`tinynet.optimizers.optimizer` reduces them with CuPy).
+CPU_KERNEL_NAMES = ("winograd_input", "winograd_output", "winograd_gradient", "largest_magnitudes")
 _MODULES = {"numpy": numpy_kernels}
 
 
@@ -369,14 +368,14 @@ def largest_magnitudes(arrays):
 
 
 def adam_update(w, g, m, v, beta_1, beta_2, alpha, epsilon):
-    run = _cpu_implementation("adam_update", w)
+    run = implementation("adam_update", w)
     if not (getattr(g, "shape", None) == getattr(m, "shape", None) == getattr(v, "shape", None) == w.shape):
         _same_shape("adam_update", "w", w, ("g", g), ("m", m), ("v", v))
     return run(w, g, m, v, beta_1, beta_2, alpha, epsilon)
 
 
 def sgd_momentum_update(w, g, velocity, lr, momentum, nesterov):
-    run = _cpu_implementation("sgd_momentum_update", w)
+    run = implementation("sgd_momentum_update", w)
     if not (getattr(g, "shape", None) == getattr(velocity, "shape", None) == w.shape):
         _same_shape("sgd_momentum_update", "w", w, ("g", g), ("velocity", velocity))
     return run(w, g, velocity, lr, momentum, nesterov)

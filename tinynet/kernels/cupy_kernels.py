@@ -20,6 +20,7 @@ from __future__ import annotations
 import cupy as cp
 import numpy as np
 
+from . import numpy_kernels
 from .common import lrn_safe_scales, lrn_terms, window_output_hw
 
 _BLOCK = 256
@@ -83,6 +84,40 @@ __device__ __forceinline__ double select_bits(const bool c, const double a, cons
     return r;
 #else
     return c ? a : b;
+#endif
+}
+
+// Each operation rounded to T on its own, never fused into a multiply-add, as CuPy's separate element-wise
+// operations give it: the optimizers' fused updates keep the bits of their plain array code. (The _rn
+// intrinsics are never contracted; compiled for the CPU, as the tests do, plain operators, which g++ does not
+// contract on x86-64 without -mfma.)
+#ifdef __CUDA_ARCH__
+#define RN_OP(name, op, f32, f64) \
+    __device__ __forceinline__ float name(const float a, const float b) { return f32(a, b); } \
+    __device__ __forceinline__ double name(const double a, const double b) { return f64(a, b); }
+#else
+#define RN_OP(name, op, f32, f64) \
+    __device__ __forceinline__ float name(const float a, const float b) { return a op b; } \
+    __device__ __forceinline__ double name(const double a, const double b) { return a op b; }
+#endif
+RN_OP(add_rn, +, __fadd_rn, __dadd_rn)
+RN_OP(sub_rn, -, __fsub_rn, __dsub_rn)
+RN_OP(mul_rn, *, __fmul_rn, __dmul_rn)
+RN_OP(div_rn, /, __fdiv_rn, __ddiv_rn)
+__device__ __forceinline__ float sqrt_rn(const float a)
+{
+#ifdef __CUDA_ARCH__
+    return __fsqrt_rn(a);
+#else
+    return sqrtf(a);
+#endif
+}
+__device__ __forceinline__ double sqrt_rn(const double a)
+{
+#ifdef __CUDA_ARCH__
+    return __dsqrt_rn(a);
+#else
+    return sqrt(a);
 #endif
 }
 """
@@ -414,6 +449,34 @@ extern "C" __global__ void batchnorm_backward(const T* gy, const T* x_hat, const
                            : gy[idx] * scale;
     }
 }
+
+// Adam, in place, one thread per element (numpy_kernels.adam_update; each operation rounded as there):
+// m += (g - m) * one_minus_beta_1;  v += (g * g - v) * one_minus_beta_2;  w -= (m * alpha) / (sqrt(v) + epsilon)
+extern "C" __global__ void adam_update(T* w, const T* g, T* m, T* v, const i64 total, const T one_minus_beta_1,
+                                       const T one_minus_beta_2, const T alpha, const T epsilon)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        const T gi = g[idx];
+        const T mi = add_rn(m[idx], mul_rn(sub_rn(gi, m[idx]), one_minus_beta_1));
+        const T vi = add_rn(v[idx], mul_rn(sub_rn(mul_rn(gi, gi), v[idx]), one_minus_beta_2));
+        m[idx] = mi;
+        v[idx] = vi;
+        w[idx] = sub_rn(w[idx], div_rn(mul_rn(mi, alpha), add_rn(sqrt_rn(vi), epsilon)));
+    }
+}
+
+// SGD with momentum mu, in place, one thread per element (numpy_kernels.sgd_momentum_update):
+// velocity = velocity * mu - lr * g;  w += velocity, or with Nesterov w += mu * velocity - lr * g
+extern "C" __global__ void sgd_momentum_update(T* w, const T* g, T* velocity, const i64 total, const T lr,
+                                               const T mu, const i64 nesterov)
+{
+    GRID_STRIDE_LOOP(idx, total) {
+        const T step = mul_rn(lr, g[idx]);
+        const T vi = sub_rn(mul_rn(velocity[idx], mu), step);
+        velocity[idx] = vi;
+        w[idx] = add_rn(w[idx], nesterov ? sub_rn(mul_rn(mu, vi), step) : vi);
+    }
+}
 """
 
 _MODULES: dict = {}  # dtype -> cupy.RawModule, compiled on first use
@@ -702,3 +765,45 @@ def batchnorm_backward(gy, x_hat, gamma, inv_std, training):
     _launch("batchnorm_backward", gy.dtype, gx.size, gy, x_hat, g_beta, g_gamma, _vector(gamma, gy.dtype),
             _vector(inv_std, gy.dtype), gx, gx.size, c, gy.size // c, int(bool(training)))
     return gx, g_gamma, g_beta
+
+
+def _update_in_place(name, w, g, states, reference, *scalars):
+    """Launch update kernel ``name`` on ``w`` and its ``states`` in place, or, where one of those is not
+    C-contiguous (the kernel indexes them flat), run ``reference``: the NumPy reference's array code, which
+    CuPy arrays run as CuPy operations."""
+    if not all(a.flags.c_contiguous for a in (w, *states)):
+        reference()
+        return
+    _launch(name, w.dtype, w.size, w, cp.ascontiguousarray(g, dtype=w.dtype), *states, w.size, *scalars)
+
+
+def adam_update(w, g, m, v, beta_1, beta_2, alpha, epsilon):
+    """One Adam update of a weight in place, one thread per element; see :func:`numpy_kernels.adam_update`.
+
+    Every constant is rounded to ``w``'s dtype first and every operation to ``w``'s dtype on its own (no fused
+    multiply-add), so the weight and both moments are the bits :class:`tinynet.optimizers.Adam`'s plain CuPy
+    code gives, in one launch instead of about ten.
+
+    Returns
+    -------
+    None
+    """
+    f = w.dtype.type
+    _update_in_place("adam_update", w, g, (m, v),
+                     lambda: numpy_kernels.adam_update(w, g, m, v, beta_1, beta_2, alpha, epsilon),
+                     f(1.0 - beta_1), f(1.0 - beta_2), f(alpha), f(epsilon))
+
+
+def sgd_momentum_update(w, g, velocity, lr, momentum, nesterov):
+    """One SGD update with momentum of a weight in place, one thread per element; see
+    :func:`numpy_kernels.sgd_momentum_update` (the same bits as :class:`tinynet.optimizers.SGD`'s plain CuPy
+    code, in one launch instead of three to five).
+
+    Returns
+    -------
+    None
+    """
+    f = w.dtype.type
+    _update_in_place("sgd_momentum_update", w, g, (velocity,),
+                     lambda: numpy_kernels.sgd_momentum_update(w, g, velocity, lr, momentum, nesterov),
+                     f(lr), f(momentum), int(bool(nesterov)))

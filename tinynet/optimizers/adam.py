@@ -50,7 +50,7 @@ class Adam(Optimizer):
         f = w.dtype.type
         m = self._slot("m", key, w)
         v = self._slot("v", key, w)
-        if fused_update(w):  # one pass (kernels.adam_update), the same bits as the lines below
+        if fused_update():  # one pass (kernels.adam_update), the same bits as the lines below
             kernels.adam_update(w, g, m, v, self.beta_1, self.beta_2, alpha, self.epsilon)
             return
         m += (g - m) * f(1.0 - self.beta_1)

@@ -140,12 +140,12 @@ def _largest_magnitudes(arrays) -> list:
     return kernels.implementation("largest_magnitudes", arrays[0])(arrays)
 
 
-def fused_update(w) -> bool:
+def fused_update() -> bool:
     """Whether an update of weight ``w`` runs as one fused kernel (:func:`tinynet.kernels.adam_update`,
-    :func:`~tinynet.kernels.sgd_momentum_update`): with fast paths on (:func:`tinynet.set_fast_paths`) and ``w``
-    on the CPU. Otherwise the optimizer's own array code runs, the readable reference, which is also what a GPU
-    runs."""
-    return backend.fast_paths_enabled() and not backend.is_gpu_array(w)
+    :func:`~tinynet.kernels.sgd_momentum_update`): with fast paths on (:func:`tinynet.set_fast_paths`), on the CPU
+    (Numba's one pass) and on a GPU (one CUDA launch, where the plain CuPy code launches one kernel per operation).
+    Otherwise the optimizer's own array code runs, the readable reference; both give the same bits."""
+    return backend.fast_paths_enabled()
 
 
 class Optimizer:

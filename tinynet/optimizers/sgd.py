@@ -48,7 +48,7 @@ class SGD(Optimizer):
             w -= lr * g
             return
         v = self._slot("velocity", key, w)
-        if fused_update(w):  # one pass (kernels.sgd_momentum_update), the same bits as the lines below
+        if fused_update():  # one pass (kernels.sgd_momentum_update), the same bits as the lines below
             kernels.sgd_momentum_update(w, g, v, lr, self.momentum, self.nesterov)
             return
         mu = w.dtype.type(self.momentum)
