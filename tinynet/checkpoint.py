@@ -58,7 +58,7 @@ import secrets
 import numpy as np
 
 from . import backend, fileio, saving
-from .checks import short_repr
+from .checks import check_number, short_repr
 from .optimizers.schedules import get_schedule
 
 FORMAT_VERSION = 2
@@ -257,6 +257,9 @@ def _check_manifest(state, path):
     if not _is_int(state["batch_size"], 1):
         _fail(path, f"field 'batch_size' must be a positive integer (at most 2**63 - 1), got "
                     f"{short_repr(state['batch_size'])}")
+    smoothing = state.get("label_smoothing", 0.0)  # absent from checkpoints written before it existed: 0
+    if not _is_number(smoothing) or not 0.0 <= smoothing <= 1.0:
+        _fail(path, f"field 'label_smoothing' must be a number in [0, 1], got {short_repr(smoothing)}")
     rng = state["rng"]
     if not isinstance(rng, dict) or not isinstance(rng.get("global"), dict) or not isinstance(rng.get("layers"), dict):
         _fail(path, "field 'rng' must be an object with 'global' and 'layers' generator states")
@@ -568,6 +571,11 @@ def save(directory, trainer, config=None):
     except ValueError as error:
         raise CheckpointError(f"{directory}: checkpoint.save: cannot save the optimizer state ({error}); load "
                               f"would refuse it, so nothing was written") from None
+    try:  # a Trainer's attribute, which nothing stops one setting by hand
+        smoothing = check_number("checkpoint.save", "label_smoothing", getattr(trainer, "label_smoothing", 0.0),
+                                 low=0, high=1)
+    except ValueError as error:
+        raise CheckpointError(f"{directory}: {error}; load would refuse it, so nothing was written") from None
     state = {
         "format": FORMAT_VERSION,
         "epoch": epoch,
@@ -576,6 +584,7 @@ def save(directory, trainer, config=None):
         "schedule": _encode(trainer.schedule.get_config()) if trainer.schedule is not None else None,
         "loss_weights": _encode(list(trainer.loss_weights)),
         "batch_size": int(trainer.batch_size),
+        "label_smoothing": float(smoothing),
         "rng": rng_states(model, trainer.rng),
         "grad_norms": _encode(trainer.grad_norms),
         "config": config or {},
@@ -734,8 +743,8 @@ def load(directory, trainer) -> dict:
     opt_attrs = dict(vars(optimizer))
     generators = [backend.global_rng(), trainer.rng] + [layer.rng for layer in dropout_layers(model).values()]
     generator_states = [g.bit_generator.state for g in generators]
-    names = ("schedule", "loss_weights", "batch_size", "epoch", "history", "grad_norms")
-    trainer_attrs = {name: getattr(trainer, name) for name in names}
+    names = ("schedule", "loss_weights", "batch_size", "epoch", "history", "grad_norms", "label_smoothing")
+    trainer_attrs = {name: getattr(trainer, name) for name in names if hasattr(trainer, name)}
     try:
         saving.assign_weights(model, weights)
         optimizer.load_state_dict(opt_state)
@@ -743,6 +752,8 @@ def load(directory, trainer) -> dict:
         trainer.schedule = schedule
         trainer.loss_weights = [float(w) for w in state["loss_weights"]]
         trainer.batch_size = int(state["batch_size"])
+        if hasattr(trainer, "label_smoothing"):  # a Trainer's (tinynet.training); the run's loss, as loss_weights
+            trainer.label_smoothing = float(state.get("label_smoothing", 0.0))
         trainer.epoch = int(state["epoch"])
         trainer.history = history
         if grad_norms is not None and trainer.grad_norms is not None:

@@ -183,6 +183,26 @@ def targets_like(scores, labels, name="loss"):
     return eye[labels]
 
 
+def smooth_targets(t, label_smoothing):
+    """Keras' label smoothing of targets ``t`` (N, ..., C): ``t · (1 − s) + s / C``, in ``t``'s dtype.
+
+    Each row keeps its sum when it sums to 1, and the true class of a one-hot row gets ``1 − s + s/C``, every
+    other ``s/C``: the loss then rewards a confident but not certain prediction (Szegedy et al. 2016, *Rethinking
+    the Inception Architecture*, §7: ε = 0.1). ``s = 0`` returns ``t`` itself. As Keras, ``1 − s`` is computed
+    in float64 and rounded to ``t``'s dtype once (the same float32 bits). ``s`` outside [0, 1] (or not a
+    number) and, for ``s > 0``, targets that are not floating (``s`` would round to 0 in their dtype) raise
+    ``ValueError``.
+    """
+    label_smoothing = _check_smoothing("smooth_targets", label_smoothing)
+    if not label_smoothing:
+        return t
+    if t.dtype.kind != "f":
+        raise ValueError(f"smooth_targets: targets must be floating, got dtype {t.dtype} (targets_like gives "
+                         f"one-hot targets in the scores' dtype)")
+    f = t.dtype.type
+    return t * f(1.0 - label_smoothing) + f(label_smoothing) / f(t.shape[-1])
+
+
 def softmax_cross_entropy(logits, labels):
     """Mean softmax cross-entropy from logits and its gradient.
 
@@ -216,13 +236,16 @@ def softmax_cross_entropy(logits, labels):
     return loss, grad
 
 
-def categorical_crossentropy(probs, labels):
+def categorical_crossentropy(probs, labels, label_smoothing=0.0):
     """Keras' categorical cross-entropy on probabilities (renormalised and clipped) and its gradient.
 
     Parameters
     ----------
     probs : ndarray (N, ..., C), e.g. a softmax output
     labels : int ndarray or one-hot, as :func:`softmax_cross_entropy`
+    label_smoothing : float in [0, 1], default 0
+        The targets become ``t · (1 − s) + s / C`` (:func:`smooth_targets`), as Keras'
+        ``CategoricalCrossentropy(label_smoothing=s)`` does, here for class ids too.
 
     Returns
     -------
@@ -231,6 +254,7 @@ def categorical_crossentropy(probs, labels):
         clip, ``p/S`` equal to ε or 1 − ε, half of it, the derivative of ``clip`` Keras on JAX takes)
     """
     t = targets_like(probs, labels, "categorical_crossentropy")
+    t = smooth_targets(t, _check_smoothing("categorical_crossentropy", label_smoothing))
     xp = get_array_module(probs)
     s = probs.sum(axis=-1, keepdims=True)
     p = probs / s
@@ -515,11 +539,7 @@ class CategoricalCrossentropy(_Crossentropy):
         if tuple(t.shape) != tuple(y_pred.shape):
             raise ValueError(f"{self.name}: takes one-hot labels of the outputs' shape {tuple(y_pred.shape)}, got "
                              f"shape {tuple(t.shape)} (class indices: use 'sparse_categorical_crossentropy')")
-        t = targets_like(y_pred, t, self.name)
-        if self.label_smoothing:
-            s = y_pred.dtype.type(self.label_smoothing)
-            t = t * (y_pred.dtype.type(1) - s) + s / y_pred.dtype.type(y_pred.shape[-1])
-        return t
+        return smooth_targets(targets_like(y_pred, t, self.name), self.label_smoothing)
 
     def get_config(self):
         return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing, "name": self.name}

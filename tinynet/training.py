@@ -187,6 +187,11 @@ class Trainer(Engine):
         does, up to rounding. See :mod:`tinynet.distributed`.
     communicator : tinynet.distributed.Communicator, optional
         The same as ``distributed=communicator``.
+    label_smoothing : float in [0, 1], default 0
+        Every head's targets become ``t · (1 − s) + s / C`` (:func:`tinynet.losses.smooth_targets`), as Keras'
+        ``CategoricalCrossentropy(label_smoothing=s)``; Inception v3 trains with 0.1. The loss of
+        :meth:`evaluate` and of the validation data is this loss too (as Keras reports it); the accuracy
+        metrics read the predictions alone, as without it.
 
     Attributes
     ----------
@@ -201,7 +206,7 @@ class Trainer(Engine):
 
     def __init__(self, model, optimizer, schedule=None, aux_weight=0.3, loss_weights=None, batch_size=64,
                  preprocess=None, augment=None, seed=0, verbose=True, grad_norm_groups=None, grad_norm_every=5,
-                 distributed=False, communicator=None):
+                 distributed=False, communicator=None, label_smoothing=0.0):
         from .model import Model
 
         if not isinstance(model, Model):
@@ -236,7 +241,8 @@ class Trainer(Engine):
                 raise type(error)(f"Trainer: schedule: {error}") from None
         heads = head_names(model)
         recorder = GradNormRecorder(model, grad_norm_groups, grad_norm_every) if grad_norm_groups else None
-        cce = losses.LossFunctionWrapper(losses.categorical_crossentropy)
+        self.label_smoothing = float(_check_number("label_smoothing", label_smoothing, low=0, high=1))
+        cce = losses.LossFunctionWrapper(self._loss, name="categorical_crossentropy")
         metrics = [[] for _ in range(n_out - 1)] + [[("acc", SparseCategoricalAccuracy("acc"))]]
         super().__init__(model, optimizer, [cce] * n_out, loss_weights, metrics, [f"loss_{h}" for h in heads],
                          schedule=schedule, batch_size=batch_size, preprocess=preprocess, augment=augment,
@@ -249,6 +255,10 @@ class Trainer(Engine):
             from . import distributed as distributed_module
 
             self.set_communicator(distributed_module.get_communicator(distributed, communicator))
+
+    def _loss(self, probs, labels):
+        """Every head's loss: the categorical cross-entropy with this trainer's label smoothing."""
+        return losses.categorical_crossentropy(probs, labels, label_smoothing=self.label_smoothing)
 
     # ------------------------------------------------------------------ one batch
     def train_step(self, x, y, lr):
@@ -300,7 +310,7 @@ class Trainer(Engine):
         if self.distributed:
             return self._evaluate_on_shards(dataset, batch_size)
         probs = self.predict(dataset.x, batch_size)
-        loss, _ = losses.categorical_crossentropy(probs, dataset.y)
+        loss, _ = self._loss(probs, dataset.y)
         out = {"loss": float(loss), "top1": topk_accuracy(probs, dataset.y, 1)}
         if probs.shape[-1] > 5:
             out["top5"] = topk_accuracy(probs, dataset.y, 5)
@@ -316,7 +326,7 @@ class Trainer(Engine):
         mine = [0.0, 0.0, 0.0]
         if len(y):
             probs = self.predict(x, batch_size)
-            loss, _ = losses.categorical_crossentropy(probs, y)
+            loss, _ = self._loss(probs, y)
             mine = [float(loss) * len(y), round(topk_accuracy(probs, y, 1) * len(y)),
                     round(topk_accuracy(probs, y, 5) * len(y)) if top5 else 0.0]
         sums = self.comm.sum(mine)
