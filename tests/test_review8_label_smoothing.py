@@ -25,6 +25,16 @@ def test_smoothed_targets_have_keras_bits(s, dtype):
     assert losses.smooth_targets(t, s).dtype == dtype
 
 
+@pytest.mark.parametrize("s", [0.058, 0.109, 0.37])
+def test_binary_smoothed_targets_have_keras_bits(s):
+    """Keras' BinaryCrossentropy: ``y_true * (1.0 - s) + 0.5 * s`` with Python floats, each rounded to float32
+    once (float32(1) - float32(s) differed by an ulp for these s)."""
+    t = np.array([[0.0, 1.0, 0.25], [1.0, 0.0, 0.5]], np.float32)
+    y = np.full(t.shape, 0.5, np.float32)
+    got = losses.BinaryCrossentropy(label_smoothing=s).targets(t, y)
+    np.testing.assert_array_equal(got, t * np.float32(1.0 - s) + np.float32(0.5 * s))
+
+
 @pytest.mark.parametrize("bad", [float("nan"), 1.5, -0.1, True, "0.1"])
 def test_smooth_targets_refuses_a_bad_smoothing(bad):
     """The public helper checks its argument as categorical_crossentropy does (NaN made every target NaN, True

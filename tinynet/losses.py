@@ -183,8 +183,11 @@ def targets_like(scores, labels, name="loss"):
     return eye[labels]
 
 
-def smooth_targets(t, label_smoothing):
+def smooth_targets(t, label_smoothing, num_classes=None):
     """Keras' label smoothing of targets ``t`` (N, ..., C): ``t · (1 − s) + s / C``, in ``t``'s dtype.
+
+    ``C`` is ``num_classes``, by default the last axis of ``t``; :class:`BinaryCrossentropy` gives 2 (each of its
+    targets is one probability, as Keras' ``t · (1 − s) + 0.5 · s``).
 
     Each row keeps its sum when it sums to 1, and the true class of a one-hot row gets ``1 − s + s/C``, every
     other ``s/C``: the loss then rewards a confident but not certain prediction (Szegedy et al. 2016, *Rethinking
@@ -200,7 +203,7 @@ def smooth_targets(t, label_smoothing):
         raise ValueError(f"smooth_targets: targets must be floating, got dtype {t.dtype} (targets_like gives "
                          f"one-hot targets in the scores' dtype)")
     f = t.dtype.type
-    return t * f(1.0 - label_smoothing) + f(label_smoothing) / f(t.shape[-1])
+    return t * f(1.0 - label_smoothing) + f(label_smoothing) / f(t.shape[-1] if num_classes is None else num_classes)
 
 
 def softmax_cross_entropy(logits, labels):
@@ -729,10 +732,7 @@ class BinaryCrossentropy(_ElementwiseLoss):
             index = tuple(int(i) for i in xp.argwhere(bad)[0])
             raise ValueError(f"{self.name}: takes targets in [0, 1], got values in [{float(t.min()):g}, "
                              f"{float(t.max()):g}] (first: {float(t[index]):g} at index {index})")
-        if self.label_smoothing:
-            s = y_pred.dtype.type(self.label_smoothing)
-            t = t * (y_pred.dtype.type(1) - s) + y_pred.dtype.type(0.5) * s
-        return t
+        return smooth_targets(t, self.label_smoothing, num_classes=2)
 
     def elements(self, t, y):
         xp = get_array_module(y)
