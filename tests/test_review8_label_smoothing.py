@@ -35,7 +35,7 @@ def test_binary_smoothed_targets_have_keras_bits(s):
     np.testing.assert_array_equal(got, t * np.float32(1.0 - s) + np.float32(0.5 * s))
 
 
-@pytest.mark.parametrize("bad", [float("nan"), 1.5, -0.1, True, "0.1"])
+@pytest.mark.parametrize("bad", [float("nan"), 1.5, -0.1, True, "0.1", np.complex128(0.1), 0.1j])
 def test_smooth_targets_refuses_a_bad_smoothing(bad):
     """The public helper checks its argument as categorical_crossentropy does (NaN made every target NaN, True
     read as 1, 1.5 gave negative targets)."""
@@ -74,3 +74,20 @@ def test_save_refuses_a_smoothing_that_load_would_refuse(tmp_path, bad):
     other = _trainer()
     checkpoint.load(str(tmp_path / "c"), other)
     assert other.label_smoothing == 0.25
+
+
+def test_a_model_fit_checkpoint_records_no_smoothing_of_its_own(tmp_path):
+    """A checkpoint of Model.fit (whose loss objects carry their own label_smoothing, in the model's compile) has
+    no 'label_smoothing' field, which would read 0 whatever the loss smooths; a Trainer's has it."""
+    tinynet.set_floatx("float64")
+    tinynet.set_seed(0)
+    x = Input((3,))
+    model = Model(x, Dense(4, activation="softmax")(x))
+    model.compile("sgd", losses.CategoricalCrossentropy(label_smoothing=0.3))
+    rng = np.random.default_rng(0)
+    model.fit(rng.standard_normal((8, 3)), np.eye(4)[rng.integers(0, 4, 8)], epochs=1, verbose=0)
+    checkpoint.save(str(tmp_path / "fit"), model)
+    assert "label_smoothing" not in json.loads((tmp_path / "fit" / "checkpoint.json").read_text())
+    trainer = _trainer()
+    checkpoint.save(str(tmp_path / "trainer"), trainer)
+    assert json.loads((tmp_path / "trainer" / "checkpoint.json").read_text())["label_smoothing"] == 0.1

@@ -571,11 +571,13 @@ def save(directory, trainer, config=None):
     except ValueError as error:
         raise CheckpointError(f"{directory}: checkpoint.save: cannot save the optimizer state ({error}); load "
                               f"would refuse it, so nothing was written") from None
-    try:  # a Trainer's attribute, which nothing stops one setting by hand
-        smoothing = check_number("checkpoint.save", "label_smoothing", getattr(trainer, "label_smoothing", 0.0),
-                                 low=0, high=1)
-    except ValueError as error:
-        raise CheckpointError(f"{directory}: {error}; load would refuse it, so nothing was written") from None
+    smoothing = None  # a Trainer's (tinynet.training); Model.fit's loss objects keep theirs in the model's compile
+    if hasattr(trainer, "label_smoothing"):
+        try:  # an attribute, which nothing stops one setting by hand
+            smoothing = float(check_number("checkpoint.save", "label_smoothing", trainer.label_smoothing, low=0,
+                                           high=1))
+        except ValueError as error:
+            raise CheckpointError(f"{directory}: {error}; load would refuse it, so nothing was written") from None
     state = {
         "format": FORMAT_VERSION,
         "epoch": epoch,
@@ -584,11 +586,12 @@ def save(directory, trainer, config=None):
         "schedule": _encode(trainer.schedule.get_config()) if trainer.schedule is not None else None,
         "loss_weights": _encode(list(trainer.loss_weights)),
         "batch_size": int(trainer.batch_size),
-        "label_smoothing": float(smoothing),
         "rng": rng_states(model, trainer.rng),
         "grad_norms": _encode(trainer.grad_norms),
         "config": config or {},
     }
+    if smoothing is not None:
+        state["label_smoothing"] = smoothing
     try:
         json.dumps(state, allow_nan=False)
     except (TypeError, ValueError) as error:

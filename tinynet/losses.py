@@ -758,7 +758,7 @@ class BinaryCrossentropy(_ElementwiseLoss):
 
 
 def _check_smoothing(who, label_smoothing):
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.number)) \
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.integer, np.floating)) \
             or not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"{who}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
     return float(label_smoothing)
