@@ -6,7 +6,8 @@ A checkpoint is a folder:
 
 ==================================  ==================================================================================
 ``checkpoint.json``                 the manifest: format, epoch, history, optimizer hyper-parameters and step count,
-                                    schedule, loss weights, batch size, the state of every random generator (the
+                                    schedule, loss weights, batch size, a Trainer's label smoothing (absent: 0,
+                                    as written before it existed), the state of every random generator (the
                                     trainer's shuffling/augmentation generator, each Dropout layer's ``rng``,
                                     tinynet's global generator), gradient-norm records, a free-form ``config``
                                     (how to rebuild the model) and ``files``: for ``weights`` and ``optimizer``,
