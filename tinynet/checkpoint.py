@@ -572,13 +572,6 @@ def save(directory, trainer, config=None):
     except ValueError as error:
         raise CheckpointError(f"{directory}: checkpoint.save: cannot save the optimizer state ({error}); load "
                               f"would refuse it, so nothing was written") from None
-    smoothing = None  # a Trainer's (tinynet.training); Model.fit's loss objects keep theirs in the model's compile
-    if hasattr(trainer, "label_smoothing"):
-        try:  # an attribute, which nothing stops one setting by hand
-            smoothing = float(check_number("checkpoint.save", "label_smoothing", trainer.label_smoothing, low=0,
-                                           high=1))
-        except ValueError as error:
-            raise CheckpointError(f"{directory}: {error}; load would refuse it, so nothing was written") from None
     state = {
         "format": FORMAT_VERSION,
         "epoch": epoch,
@@ -591,8 +584,12 @@ def save(directory, trainer, config=None):
         "grad_norms": _encode(trainer.grad_norms),
         "config": config or {},
     }
-    if smoothing is not None:
-        state["label_smoothing"] = smoothing
+    if hasattr(trainer, "label_smoothing"):  # a Trainer's; Model.fit's loss objects keep theirs in the compile
+        try:  # an attribute, which nothing stops one setting by hand
+            state["label_smoothing"] = float(check_number("checkpoint.save", "label_smoothing",
+                                                          trainer.label_smoothing, low=0, high=1))
+        except ValueError as error:
+            raise CheckpointError(f"{directory}: {error}; load would refuse it, so nothing was written") from None
     try:
         json.dumps(state, allow_nan=False)
     except (TypeError, ValueError) as error:

@@ -196,7 +196,11 @@ def smooth_targets(t, label_smoothing, num_classes=None):
     number) and, for ``s > 0``, targets that are not floating (``s`` would round to 0 in their dtype) raise
     ``ValueError``.
     """
-    label_smoothing = _check_smoothing("smooth_targets", label_smoothing)
+    return _smoothed(t, _check_smoothing("smooth_targets", label_smoothing), num_classes)
+
+
+def _smoothed(t, label_smoothing, num_classes=None):
+    """:func:`smooth_targets` for a ``label_smoothing`` its caller has checked (a float in [0, 1])."""
     if not label_smoothing:
         return t
     if t.dtype.kind != "f":
@@ -257,7 +261,7 @@ def categorical_crossentropy(probs, labels, label_smoothing=0.0):
         clip, ``p/S`` equal to ε or 1 − ε, half of it, the derivative of ``clip`` Keras on JAX takes)
     """
     t = targets_like(probs, labels, "categorical_crossentropy")
-    t = smooth_targets(t, _check_smoothing("categorical_crossentropy", label_smoothing))
+    t = _smoothed(t, _check_smoothing("categorical_crossentropy", label_smoothing))
     xp = get_array_module(probs)
     s = probs.sum(axis=-1, keepdims=True)
     p = probs / s
